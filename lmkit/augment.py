@@ -1,0 +1,115 @@
+"""Batched geometric warps and intensity changes on tensors, CPU or GPU alike.
+
+One 3x3 matrix per image maps pixel coordinates of the network input (S x S) to pixel
+coordinates of the prepared crop: it folds the resize to S, the random rotation and the
+random crop (``crop_fraction`` of the input, scaled back) into one warp, done by
+``grid_sample``. Landmarks move by the inverse of the same matrix, so they follow the
+pixels exactly. Coordinates sit on pixel corners: pixel i covers [i, i+1).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The study's augmentation: rotation up to +-``rotation`` degrees, a random crop of
+    ``crop_fraction`` of the input scaled back (245/256 in the study), intensity x U(lo, hi)."""
+    rotation: float = 20.0
+    crop_fraction: float = 245 / 256
+    intensity: tuple[float, float] = (0.5, 1.5)
+
+
+def _normalizer(size: float, dtype, device) -> torch.Tensor:
+    """Pixel coordinates -> grid_sample's [-1, 1] (align_corners=False)."""
+    return torch.tensor([[2 / size, 0, -1], [0, 2 / size, -1], [0, 0, 1]], dtype=dtype, device=device)
+
+
+def random_warps(batch: int, src_size: int, out_size: int, aug: Augment, generator: torch.Generator,
+                 device="cpu") -> torch.Tensor:
+    """(B, 3, 3) matrices, output pixels -> source pixels, drawn from ``generator``."""
+    angle = (torch.rand(batch, generator=generator, dtype=torch.float64) * 2 - 1) * math.radians(aug.rotation)
+    c = aug.crop_fraction * out_size
+    offset = torch.rand(batch, 2, generator=generator, dtype=torch.float64) * (out_size - c)
+    return compose_warps(angle, offset, aug.crop_fraction, src_size, out_size).to(device)
+
+
+def compose_warps(angle: torch.Tensor, offset: torch.Tensor, crop_fraction: float, src_size: int,
+                  out_size: int) -> torch.Tensor:
+    """Output pixel p -> crop: q = offset + p * crop_fraction -> rotate about the centre ->
+    resize: s = r * src_size / out_size. Returns (B, 3, 3) float64."""
+    b = angle.shape[0]
+    eye = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
+    crop = eye.clone()
+    crop[:, 0, 0] = crop[:, 1, 1] = crop_fraction
+    crop[:, :2, 2] = offset
+    h = out_size / 2
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rot = eye.clone()
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = cos, -sin, sin, cos
+    rot[:, 0, 2] = h - cos * h + sin * h
+    rot[:, 1, 2] = h - sin * h - cos * h
+    resize = torch.diag(torch.tensor([src_size / out_size, src_size / out_size, 1.0], dtype=torch.float64))
+    return resize @ rot @ crop
+
+
+def resize_warps(batch: int, src_size: int, out_size: int, device="cpu") -> torch.Tensor:
+    """The evaluation transform: a plain resize."""
+    s = src_size / out_size
+    return torch.diag(torch.tensor([s, s, 1.0], dtype=torch.float64)).repeat(batch, 1, 1).to(device)
+
+
+def warp(images: torch.Tensor, landmarks: torch.Tensor, matrices: torch.Tensor, out_size: int):
+    """Warp uint8 (B, H, W, 3) images and their (B, K, 2) landmarks (source pixels).
+
+    Returns float images (B, 3, S, S) in [0, 1] and landmarks in output pixels.
+    """
+    b, h, w, _ = images.shape
+    if h != w:
+        raise ValueError(f"warp expects square crops, got {h}x{w}")
+    x = images.permute(0, 3, 1, 2).float().div_(255)
+    if h > 1.5 * out_size:  # anti-alias: shrink first (the normalized grid is size-free)
+        x = F.interpolate(x, size=math.ceil(1.5 * out_size), mode="area")
+    m64 = matrices.to(torch.float64)
+    theta = _normalizer(h, torch.float64, m64.device) @ m64 @ torch.linalg.inv(
+        _normalizer(out_size, torch.float64, m64.device))
+    grid = F.affine_grid(theta[:, :2].to(x.dtype), [b, 3, out_size, out_size], align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    pts = torch.cat([landmarks.to(torch.float64), torch.ones_like(landmarks[..., :1], dtype=torch.float64)], -1)
+    moved = pts @ torch.linalg.inv(m64).transpose(1, 2)
+    return out, moved[..., :2].to(torch.float32)
+
+
+def random_intensity(images: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
+    lo, hi = aug.intensity
+    f = lo + (hi - lo) * torch.rand(images.shape[0], generator=generator)
+    return (images * f.to(images.device, images.dtype).view(-1, 1, 1, 1)).clamp_(0, 1)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet mean/std normalization of (B, 3, S, S) images in [0, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def make_batch(images: torch.Tensor, landmarks: torch.Tensor, out_size: int, aug: Augment | None = None,
+               generator: torch.Generator | None = None):
+    """Network-ready batch: (normalized channels_last images, landmarks in output pixels).
+    With ``aug`` None this is the evaluation transform (resize only)."""
+    b, src = images.shape[0], images.shape[1]
+    if aug is None:
+        m = resize_warps(b, src, out_size, images.device)
+    else:
+        m = random_warps(b, src, out_size, aug, generator, images.device)
+    x, y = warp(images, landmarks, m, out_size)
+    if aug is not None:
+        x = random_intensity(x, aug, generator)
+    return normalize(x).contiguous(memory_format=torch.channels_last), y

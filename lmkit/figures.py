@@ -1,0 +1,140 @@
+"""One function per figure of the report. Each takes arrays and returns a matplotlib figure;
+``save`` writes it atomically. Images are shown with pixel-corner coordinates
+(``extent=(0, W, H, 0)``), the convention of the landmarks."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .schemes import Scheme
+
+TRUE_COLOUR, PRED_COLOUR = "#22c55e", "#ef4444"
+
+
+def show_image(ax, image: np.ndarray, title: str | None = None) -> None:
+    h, w = image.shape[:2]
+    ax.imshow(image, extent=(0, w, h, 0), interpolation="bilinear")
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def draw_landmarks(ax, pts: np.ndarray, scheme: Scheme, colour: str, label: str | None = None, size: float = 4) -> None:
+    """Points plus the scheme's contours (closed groups are closed)."""
+    for g in scheme.groups:
+        p = pts[g.indices]
+        if g.closed:
+            p = np.concatenate([p, p[:1]])
+        ax.plot(p[:, 0], p[:, 1], "-", color=colour, lw=0.8, alpha=0.8)
+    ax.scatter(pts[:, 0], pts[:, 1], s=size, c=colour, label=label, linewidths=0)
+
+
+def sample_figure(image, landmarks, scheme: Scheme, title: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    show_image(ax, image, title)
+    draw_landmarks(ax, landmarks, scheme, TRUE_COLOUR, size=6)
+    fig.tight_layout()
+    return fig
+
+
+def loss_figure(history: pd.DataFrame, dataset: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(history["epoch"], history["train_mse"], "o-", ms=3, label="train (augmented)")
+    ax.plot(history["epoch"], history["val_mse"], "o-", ms=3, label="validation")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE (px² of the 256x256 input)")
+    ax.set_title(f"Loss per epoch: {dataset}", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def mse_distribution_figure(per_image: dict[str, np.ndarray], dataset: str) -> plt.Figure:
+    """Histogram of per-image test MSE for each method (px² of the 256x256 input)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    df = pd.concat([pd.DataFrame({"MSE": v, "method": k}) for k, v in per_image.items()])
+    sns.histplot(df, x="MSE", hue="method", bins=30, log_scale=True, element="step", ax=ax)
+    ax.set_xlabel("per-image test MSE (px² of the 256x256 input, log scale)")
+    ax.set_ylabel("test images")
+    ax.set_title(f"Distribution of per-image test MSE: {dataset}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def detections_figure(images, true, pred, labels: list[str], scheme: Scheme) -> plt.Figure:
+    """Six detections in two rows (the 3 best, then the 3 worst): truth and prediction."""
+    fig, axes = plt.subplots(2, 3, figsize=(10, 7))
+    for ax, img, t, p, lab in zip(axes.ravel(), images, true, pred, labels):
+        show_image(ax, img, lab)
+        draw_landmarks(ax, t, scheme, TRUE_COLOUR, "ground truth", size=3)
+        draw_landmarks(ax, p, scheme, PRED_COLOUR, "prediction", size=3)
+    axes[0, 0].legend(loc="lower left", fontsize=7)
+    fig.suptitle("Top: 3 best test detections.  Bottom: 3 worst.", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def saliency_figure(images, maps, labels: list[str]) -> plt.Figure:
+    """Saliency maps (N, S, S) over the crops, in the layout of the detections figure."""
+    fig, axes = plt.subplots(2, 3, figsize=(10, 7))
+    for ax, img, m, lab in zip(axes.ravel(), images, maps, labels):
+        show_image(ax, img, lab)
+        h, w = img.shape[:2]
+        ax.imshow(m / (m.max() + 1e-12), extent=(0, w, h, 0), cmap="inferno", alpha=0.6, interpolation="bilinear")
+    fig.suptitle("Gradient saliency max_c |dL/dI| (top: best, bottom: worst)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ced_figure(nmes: dict[str, np.ndarray], max_error: float, dataset: str, norm_label: str = "inter-ocular") -> plt.Figure:
+    from .metrics import ced
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, nme in nmes.items():
+        x, y = ced(nme, max_error)
+        ax.plot(x, y, label=f"{name} (mean NME {np.mean(nme):.3f})")
+    ax.set_xlabel(f"NME ({norm_label} normalised)")
+    ax.set_ylabel("fraction of test images")
+    ax.set_ylim(0, 1.01)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Cumulative error distribution: {dataset}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def search_figure(trials: pd.DataFrame) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    done = trials[trials["state"] == "COMPLETE"]
+    sc = ax.scatter(done["lr"], done["weight_decay"], c=done["val_mse"], cmap="viridis_r", s=60,
+                    norm=matplotlib.colors.LogNorm())
+    if len(done):
+        best = done.loc[done["val_mse"].idxmin()]
+        ax.scatter([best["lr"]], [best["weight_decay"]], s=200, facecolors="none", edgecolors="red", label="best")
+        ax.legend()
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("weight decay")
+    fig.colorbar(sc, label="best validation MSE (px² of 256x256)")
+    ax.set_title(f"Random search, {len(done)} trials", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=dpi)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,81 @@
+"""Landmark metrics. Arrays are (N, K, 2) in one pixel frame.
+
+* ``mse_per_image``: the study's unit, the squared error averaged over points and over
+  x and y, in pixels of the 256x256 network input (pass ``scale`` = 256 / crop size
+  when the arrays are in crop pixels).
+* ``nme_per_image``: mean point-to-point error over a normalising distance per image,
+  by default the distance between the centres of the scheme's two eye groups.
+* ``ced``, ``auc``, ``failure_rate``: the cumulative error distribution of NMEs, its
+  normalised area up to a threshold, and the fraction above it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .schemes import Scheme
+
+
+def mse_per_image(pred: np.ndarray, true: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    return np.mean(((pred - true) * scale) ** 2, axis=(1, 2))
+
+
+def inter_ocular(true: np.ndarray, scheme: Scheme) -> np.ndarray:
+    """Distance between the centres of the two eye groups, per image."""
+    a = true[:, scheme.group(scheme.left_eye).indices].mean(1)
+    b = true[:, scheme.group(scheme.right_eye).indices].mean(1)
+    return np.linalg.norm(a - b, axis=1)
+
+
+def outer_corners(true: np.ndarray, scheme: Scheme) -> np.ndarray:
+    """Distance between the outer eye corners (300-W convention; 68 points only)."""
+    if scheme.outer_eye_corners is None:
+        raise ValueError(f"scheme {scheme.name} defines no outer eye corners")
+    i, j = scheme.outer_eye_corners
+    return np.linalg.norm(true[:, i] - true[:, j], axis=1)
+
+
+def nme_per_image(pred: np.ndarray, true: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    if np.any(norm <= 0):
+        raise ValueError("normalising distance must be positive for every image")
+    return np.linalg.norm(pred - true, axis=2).mean(1) / norm
+
+
+def ced(nme: np.ndarray, max_error: float = 0.3, steps: int = 301) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative error distribution: thresholds and the fraction of images at or below each."""
+    x = np.linspace(0, max_error, steps)
+    return x, (np.sort(nme)[None, :] <= x[:, None]).mean(1)
+
+
+def auc(nme: np.ndarray, threshold: float) -> float:
+    """Area under the CED from 0 to ``threshold``, divided by ``threshold`` (1 = perfect).
+
+    Exact for the step-shaped CED: each image contributes (threshold - nme) / threshold.
+    """
+    return float(np.clip(threshold - np.asarray(nme), 0, None).mean() / threshold)
+
+
+def failure_rate(nme: np.ndarray, threshold: float) -> float:
+    return float(np.mean(np.asarray(nme) > threshold))
+
+
+def mean_shape(train_landmarks: np.ndarray) -> np.ndarray:
+    """The mean training shape in the crop: the baseline any model must beat."""
+    return np.asarray(train_landmarks, dtype=np.float64).mean(0).astype(np.float32)
+
+
+def summarize(pred: np.ndarray, true: np.ndarray, scheme: Scheme, mse_scale: float,
+              thresholds=(0.08, 0.10)) -> tuple[dict, dict]:
+    """Per-image arrays and a summary row for one method on one test set."""
+    per = {"mse": mse_per_image(pred, true, mse_scale), "nme_io": nme_per_image(pred, true, inter_ocular(true, scheme))}
+    row = {"mse_mean": float(per["mse"].mean()), "mse_median": float(np.median(per["mse"])),
+           "nme_io_mean": float(per["nme_io"].mean())}
+    for t in thresholds:
+        row[f"auc_io@{t:.2f}"] = auc(per["nme_io"], t)
+        row[f"fr_io@{t:.2f}"] = failure_rate(per["nme_io"], t)
+    return per, row
+
+
+def best_and_worst(per_image: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the k lowest and k highest values."""
+    order = np.argsort(per_image, kind="stable")
+    return order[:k], order[::-1][:k]

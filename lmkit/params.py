@@ -1,0 +1,210 @@
+"""Params: the built-in defaults, loading a YAML file, ``-p key=value`` overrides, validation.
+
+Every key is documented in ``DOCS`` (and in the README). A params file only lists what it
+changes. Relative paths in a file are relative to that file's folder; in an override,
+relative to the current folder. Loading refuses unknown keys (with a did-you-mean) and
+wrong types before anything runs.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+
+import yaml
+
+DEFAULTS: dict = {
+    "name": "quick",
+    "seed": 0,
+    "data": {
+        "source": "synthetic",
+        "root": None,
+        "synthetic_train": 800,
+        "synthetic_test": 200,
+        "crop_size": 300,
+        "forehead": 1 / 3,
+        "padding": 0.05,
+        "val_fraction": 0.2,
+        "split": "clean",
+        "cache_dir": None,
+    },
+    "model": {"input_size": 256, "pretrained": False, "head_init": "default"},
+    "train": {
+        "epochs": 100,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "epoch_multiplier": 4,
+        "rotation": 20.0,
+        "crop_fraction": 245 / 256,
+        "intensity": [0.5, 1.5],
+        "device": "auto",
+        "resume": False,
+    },
+    "search": {
+        "enabled": True,
+        "trials": 10,
+        "epochs_per_trial": 10,
+        "lr_range": [1e-5, 1e-2],
+        "weight_decay_range": [1e-6, 1e-2],
+        "storage": None,
+        "study_name": "hpsearch",
+    },
+    "eval": {"thresholds": [0.08, 0.10], "ced_max": 0.3},
+}
+
+DOCS: dict = {
+    "name": "run name, used for the default run folder reports/<name>",
+    "seed": "seed for data generation, the split, initialisation, shuffling, augmentation and the search",
+    "data.source": "synthetic (built-in procedural faces), helen (official Helen layout) or 300w (NAME.jpg + NAME.pts in trainset/ and testset/)",
+    "data.root": "folder of the helen or 300w data set; relative paths are relative to the params file",
+    "data.synthetic_train": "number of synthetic training faces (source synthetic)",
+    "data.synthetic_test": "number of synthetic test faces (source synthetic)",
+    "data.crop_size": "side of the square crop cached for every face, pixels (study: 300)",
+    "data.forehead": "the landmark box is extended upward by this fraction of its height",
+    "data.padding": "padding on every side, fraction of the larger side of the box",
+    "data.val_fraction": "fraction of training images held out for validation",
+    "data.split": "clean: validation images never trained on; paper: the study's protocol (validation = augmented copies of training images)",
+    "data.cache_dir": "where prepared caches live (default <run>/data); share one across runs to prepare once",
+    "model.input_size": "network input side in pixels (study: 256); metrics are always reported in pixels of 256x256",
+    "model.pretrained": "start from torchvision's ImageNet weights (needs network or the file in torchvision's cache)",
+    "model.head_init": "default (torchvision's init) or mean_shape (the last layer starts at the mean training shape)",
+    "train.epochs": "training epochs (study: 100)",
+    "train.batch_size": "images per step (study: 64)",
+    "train.lr": "Adam learning rate used when the search is disabled",
+    "train.weight_decay": "Adam weight decay used when the search is disabled",
+    "train.epoch_multiplier": "augmented samples per training image per epoch (study: 4, 8,000 from 2,000)",
+    "train.rotation": "random rotation up to +- this many degrees (study: 20)",
+    "train.crop_fraction": "random crop of this fraction of the input, scaled back (study: 245/256)",
+    "train.intensity": "random intensity factor range [low, high] (study: [0.5, 1.5])",
+    "train.device": "auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...",
+    "train.resume": "continue training from <run>/train/last.pt",
+    "search.enabled": "run the random search; when false, train.lr and train.weight_decay are used",
+    "search.trials": "number of search trials (all workers together)",
+    "search.epochs_per_trial": "training epochs per trial (study: 10)",
+    "search.lr_range": "log-uniform range of the learning rate [low, high]",
+    "search.weight_decay_range": "log-uniform range of the weight decay [low, high]",
+    "search.storage": "Optuna storage URL (default sqlite:///<run>/search/optuna.db); share one database URL between workers",
+    "search.study_name": "Optuna study name inside the storage",
+    "eval.thresholds": "NME thresholds for AUC and failure rate",
+    "eval.ced_max": "largest NME shown on the CED curve",
+}
+
+_PATH_KEYS = {"data.root", "data.cache_dir"}
+_CHOICES = {"data.source": {"synthetic", "helen", "300w"}, "data.split": {"clean", "paper"},
+            "model.head_init": {"default", "mean_shape"}}
+_POSITIVE = {"data.synthetic_train", "data.synthetic_test", "data.crop_size", "model.input_size", "train.epochs",
+             "train.batch_size", "train.lr", "train.epoch_multiplier", "search.trials", "search.epochs_per_trial"}
+
+
+class ParamsError(ValueError):
+    pass
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _set(tree: dict, dotted: str, value, origin: str) -> None:
+    known = _flatten(DEFAULTS)
+    if dotted not in known:
+        close = difflib.get_close_matches(dotted, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ParamsError(f"{origin}: unknown key {dotted!r}{hint}")
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = _coerce(value, known[dotted])
+
+
+def _coerce(value, want):
+    """PyYAML reads 1e-3 as a string (YAML 1.1 wants 1.0e-3): accept numbers written so."""
+    if isinstance(want, float) and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if isinstance(want, list) and isinstance(value, list) and want and isinstance(want[0], float):
+        return [_coerce(v, 0.0) for v in value]
+    return value
+
+
+def _check(flat: dict) -> None:
+    defaults = _flatten(DEFAULTS)
+    for key, value in flat.items():
+        want = defaults[key]
+        if value is None and (want is None or key in _PATH_KEYS):
+            continue
+        ok = {bool: lambda v: isinstance(v, bool),
+              int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              str: lambda v: isinstance(v, str),
+              list: lambda v: isinstance(v, list)}
+        kind = type(want) if want is not None else str
+        if not ok[kind](value):
+            raise ParamsError(f"{key}: expected {kind.__name__}, got {value!r}")
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ParamsError(f"{key}: must be one of {sorted(_CHOICES[key])}, got {value!r}")
+        if key in _POSITIVE and value <= 0:
+            raise ParamsError(f"{key}: must be positive, got {value!r}")
+        if kind is list and any(not ok[float](v) for v in value):
+            raise ParamsError(f"{key}: expected a list of numbers, got {value!r}")
+        if kind is list and isinstance(want, list) and len(value) != len(want) and not key.startswith("eval."):
+            raise ParamsError(f"{key}: expected a list of {len(want)} values, got {value!r}")
+    if not 0 < flat["train.crop_fraction"] <= 1:
+        raise ParamsError(f"train.crop_fraction: must be in (0, 1], got {flat['train.crop_fraction']}")
+    if not 0 < flat["data.val_fraction"] < 1:
+        raise ParamsError(f"data.val_fraction: must be between 0 and 1, got {flat['data.val_fraction']}")
+    for key in ("search.lr_range", "search.weight_decay_range", "train.intensity"):
+        lo, hi = flat[key]
+        if not 0 < lo <= hi:
+            raise ParamsError(f"{key}: want 0 < low <= high, got {flat[key]}")
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError(f"override {text!r}: expected key=value, e.g. train.epochs=3")
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def load(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> dict:
+    """Defaults, then the file, then the overrides; validated; paths made absolute."""
+    params = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ParamsError(f"{path}: params file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ParamsError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(loaded, dict):
+            raise ParamsError(f"{path}: the top level must be a mapping of keys")
+        for key, value in _flatten(loaded).items():
+            if key in _PATH_KEYS and isinstance(value, str):
+                value = str((path.parent / os.path.expandvars(value)).resolve())
+            _set(params, key, value, str(path))
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
+    for key, value in items:
+        if key in _PATH_KEYS and isinstance(value, str):
+            value = str(Path(os.path.expandvars(value)).resolve())
+        _set(params, key, value, f"override {key}")
+    _check(_flatten(params))
+    return params
+
+
+def dump(params: dict, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(params, sort_keys=False))
+    os.replace(tmp, path)

@@ -1,0 +1,152 @@
+"""The ``lmkit`` command: run the notebook chain with papermill, export each notebook to HTML
+with nbconvert, and write the report's ``index.html``.
+
+    lmkit run params/quick.yaml [-p key=value ...] [--out reports/NAME]
+
+The notebooks run in the same Python environment as this command (a kernel spec pointing
+at this interpreter is made for the run; nothing to register by hand). A failing notebook
+stops the chain with a message naming the notebook and the failing cell.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+from . import params as P
+from .runfolder import RunFolder, write_json
+
+NOTEBOOKS = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures")
+KERNEL_NAME = "lmkit-python"
+
+
+class ChainError(RuntimeError):
+    pass
+
+
+def notebooks_dir() -> Path:
+    """``notebooks/`` of the current folder, else of the source checkout this package is in."""
+    for candidate in (Path.cwd() / "notebooks", Path(__file__).resolve().parents[1] / "notebooks"):
+        if (candidate / f"{NOTEBOOKS[0]}.ipynb").exists():
+            return candidate
+    raise ChainError("cannot find the notebooks/ folder; run lmkit from the project's root folder")
+
+
+@contextmanager
+def this_python_kernel():
+    """A kernel spec for this very interpreter, found first on JUPYTER_PATH for the run."""
+    folder = Path(tempfile.mkdtemp(prefix="lmkit-kernel-"))
+    spec = folder / "kernels" / KERNEL_NAME
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--IPKernelApp.log_level=ERROR"],
+        "display_name": "lmkit (this Python)", "language": "python"}))
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder), old]))
+    try:
+        yield KERNEL_NAME
+    finally:
+        if old is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = old
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def export_html(notebook: Path) -> Path:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_filename(str(notebook))
+    out = notebook.with_suffix(".html")
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+def provenance(params: dict) -> dict:
+    """What a result needs to be traced and repeated."""
+    def version(pkg):
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    import torch
+
+    return {"python": platform.python_version(), "platform": platform.platform(), "git_commit": commit,
+            "seed": params["seed"], "device": "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available()
+            else f"cpu ({os.cpu_count()} cores)",
+            "packages": {p: version(p) for p in ("lmkit", "torch", "torchvision", "numpy", "optuna", "papermill")}}
+
+
+def run_chain(params_file: str | None, overrides: list[str] | None = None, out: str | None = None,
+              log=print) -> RunFolder:
+    params = P.load(params_file, overrides)
+    run = RunFolder(out or Path("reports") / params["name"])
+    P.dump(params, run.params)
+    nb_dir = notebooks_dir()
+    timings = {}
+    log(f"run folder {run.root}")
+    with this_python_kernel() as kernel:
+        import papermill as pm
+
+        for name in NOTEBOOKS:
+            t0 = time.perf_counter()
+            log(f"{name} ...")
+            output = run.path("notebooks", f"{name}.ipynb")
+            try:
+                pm.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(output), kernel_name=kernel,
+                                    parameters={"run_dir": str(run.root), "params_file": str(run.params),
+                                                "overrides": []},
+                                    cwd=str(nb_dir), progress_bar=False, log_output=False)
+            except pm.PapermillExecutionError as e:
+                export_html(output)
+                raise ChainError(f"notebook {name} failed in cell [{e.exec_count}]: {e.ename}: {e.evalue}\n"
+                                 f"  the executed notebook with the traceback: {output}") from None
+            export_html(output)
+            timings[name] = round(time.perf_counter() - t0, 1)
+            log(f"{name} done in {timings[name]:.1f} s")
+    write_json({"timings_s": timings, **provenance(params)}, run.path("run.json"))
+    from .report import write_index
+
+    write_index(run)
+    log(f"report: {run.index}")
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lmkit", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the notebook chain and write the report")
+    r.add_argument("params", help="params file, e.g. params/quick.yaml")
+    r.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one param, e.g. -p train.epochs=3 (repeatable)")
+    r.add_argument("--out", help="run folder (default reports/<name>)")
+    args = parser.parse_args(argv)
+    try:
+        t0 = time.perf_counter()
+        run_chain(args.params, args.overrides, args.out)
+        print(f"finished in {time.perf_counter() - t0:.0f} s")
+    except (ChainError, P.ParamsError, FileNotFoundError) as e:
+        print(f"lmkit: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

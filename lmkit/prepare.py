@@ -1,0 +1,173 @@
+"""Preparation as in the study: crop each face from its annotations, resize to 300x300,
+map the landmarks exactly, cache each split once, split validation from training.
+
+A cache folder holds ``images.npy`` (N, S, S, 3) uint8, ``landmarks.npy`` (N, K, 2)
+float32 in pixels of the S x S crop, ``names.json`` and ``manifest.json`` (source,
+parameters, counts). It is written to a temporary folder and renamed, so a killed run
+never leaves half a cache; a cache whose manifest matches the parameters is reused.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from .readers import Sample, read_300w, read_helen
+from .synthetic import synthetic_faces
+
+
+def crop_box(landmarks: np.ndarray, image_hw: tuple[int, int], forehead: float = 1 / 3,
+             padding: float = 0.05) -> tuple[float, float, float, float]:
+    """The landmark box extended upward by ``forehead`` x its height, padded on every side
+    by ``padding`` x its larger side, clipped to the image. Returns (x0, y0, x1, y1)."""
+    x0, y0 = landmarks.min(0)
+    x1, y1 = landmarks.max(0)
+    y0 -= forehead * (y1 - y0)
+    pad = padding * max(x1 - x0, y1 - y0)
+    h, w = image_hw
+    box = (max(0.0, x0 - pad), max(0.0, y0 - pad), min(float(w), x1 + pad), min(float(h), y1 + pad))
+    if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+        raise ValueError(f"landmark box {box} lies outside the {w}x{h} image")
+    return tuple(float(v) for v in box)
+
+
+def crop_and_resize(image: np.ndarray, landmarks: np.ndarray, box, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut ``box`` out of ``image`` and resize it to size x size; the landmarks follow exactly:
+    x' = (x - x0) * size / (x1 - x0), likewise y (coordinates on pixel corners)."""
+    x0, y0, x1, y1 = box
+    out = Image.fromarray(image).resize((size, size), Image.BILINEAR, box=(x0, y0, x1, y1))
+    scale = np.array([size / (x1 - x0), size / (y1 - y0)], dtype=np.float64)
+    pts = (landmarks.astype(np.float64) - [x0, y0]) * scale
+    return np.asarray(out), pts.astype(np.float32)
+
+
+@dataclass
+class Split:
+    """A prepared split: uint8 crops, landmarks in crop pixels, names, manifest."""
+    images: np.ndarray
+    landmarks: np.ndarray
+    names: list[str]
+    manifest: dict
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def write_cache(samples: Iterable[Sample], folder: Path, manifest: dict, size: int = 300,
+                forehead: float = 1 / 3, padding: float = 0.05) -> Split:
+    """Crop, resize and cache ``samples`` into ``folder`` atomically."""
+    folder = Path(folder)
+    images, landmarks, names = [], [], []
+    for s in samples:
+        try:
+            box = crop_box(s.landmarks, s.image.shape[:2], forehead, padding)
+        except ValueError as e:
+            raise ValueError(f"{s.source or s.name}: {e}") from None
+        img, pts = crop_and_resize(s.image, s.landmarks, box, size)
+        if landmarks and pts.shape != landmarks[0].shape:
+            raise ValueError(f"{s.source or s.name}: has {len(pts)} points, earlier samples have {len(landmarks[0])}")
+        images.append(img)
+        landmarks.append(pts)
+        names.append(s.name)
+    if not names:
+        raise ValueError(f"{folder}: the split is empty (source: {manifest.get('source')})")
+    dupes = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
+    if dupes:
+        raise ValueError(f"{folder}: duplicate sample names {dupes[:5]}")
+    manifest = {**manifest, "count": len(names), "n_points": int(landmarks[0].shape[0]), "crop_size": size,
+                "forehead": forehead, "padding": padding}
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        np.save(tmp / "images.npy", np.stack(images))
+        np.save(tmp / "landmarks.npy", np.stack(landmarks))
+        (tmp / "names.json").write_text(json.dumps(names))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return load_cache(folder)
+
+
+def load_cache(folder: Path, mmap: bool = True) -> Split:
+    folder = Path(folder)
+    manifest_file = folder / "manifest.json"
+    if not manifest_file.exists():
+        raise FileNotFoundError(f"{folder}: no prepared cache here (run notebook 01_prepare first)")
+    mode = "r" if mmap else None
+    return Split(np.load(folder / "images.npy", mmap_mode=mode), np.load(folder / "landmarks.npy", mmap_mode=mode),
+                 json.loads((folder / "names.json").read_text()), json.loads(manifest_file.read_text()))
+
+
+def source_samples(data: dict, split: str, seed: int) -> Iterator[Sample]:
+    """The raw samples of ``split`` (train/test) for a ``data`` params section."""
+    source = data["source"]
+    if source == "synthetic":
+        return synthetic_faces(data[f"synthetic_{split}"], split, seed)
+    if data.get("root") in (None, ""):
+        raise ValueError(f"data.root: must name the {source} folder when data.source is {source!r}")
+    if source == "helen":
+        return read_helen(data["root"], split)
+    if source == "300w":
+        return read_300w(data["root"], split)
+    raise ValueError(f"data.source: unknown source {source!r} (synthetic, helen, 300w)")
+
+
+def cache_key(data: dict, split: str, seed: int) -> dict:
+    """What a cache depends on: the manifest must match it for the cache to be reused."""
+    key = {"source": data["source"], "split": split, "crop_size": data["crop_size"],
+           "forehead": data["forehead"], "padding": data["padding"]}
+    if data["source"] == "synthetic":
+        key.update(seed=seed, requested=data[f"synthetic_{split}"])
+    else:
+        key["root"] = str(Path(data["root"]).resolve())
+    return key
+
+
+def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Split]:
+    """Prepare (or reuse) the train and test caches below ``cache_dir``."""
+    out = {}
+    for split in ("train", "test"):
+        folder = Path(cache_dir) / split
+        key = cache_key(data, split, seed)
+        if (folder / "manifest.json").exists():
+            cached = load_cache(folder)
+            if all(cached.manifest.get(k) == v for k, v in key.items()):
+                log(f"{split}: reusing cache {folder} ({len(cached)} faces)")
+                out[split] = cached
+                continue
+        out[split] = write_cache(source_samples(data, split, seed), folder, key, data["crop_size"],
+                                 data["forehead"], data["padding"])
+        log(f"{split}: prepared {len(out[split])} faces into {folder}")
+    return out
+
+
+def split_train_val(n: int, val_fraction: float, seed: int, protocol: str = "clean") -> dict[str, list[int]]:
+    """Indices of training and validation images among the ``n`` prepared training images.
+
+    ``clean`` (default): validation images are held out before any augmentation, so no
+    copy of them is ever trained on. ``paper``: the study's protocol, validation images
+    are also training images (the study validated on augmented copies of them).
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"data.val_fraction: must be between 0 and 1, got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_fraction)))
+    val = sorted(perm[:n_val].tolist())
+    if protocol == "clean":
+        train = sorted(perm[n_val:].tolist())
+    elif protocol == "paper":
+        train = list(range(n))
+    else:
+        raise ValueError(f"data.split: unknown protocol {protocol!r} (clean, paper)")
+    return {"train": train, "val": val, "protocol": protocol}

@@ -1,0 +1,78 @@
+"""The report's front page, ``index.html``: data set, metrics table beside the mean-shape
+baseline and the study's published numbers, every figure, links to the executed notebooks."""
+from __future__ import annotations
+
+import html
+import json
+import os
+
+from .runfolder import FIGURES, RunFolder
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}.warn{background:#fff4d6;border:1px solid #e0b000;padding:.6em 1em}
+figure{display:inline-block;margin:.5em;vertical-align:top;max-width:520px}figure img{max-width:100%}
+figcaption{font-size:.9em;color:#555}code{background:#f3f3f3;padding:0 3px}"""
+
+COLUMNS = [("mse_mean", "test MSE, mean (px²)"), ("mse_median", "test MSE, median (px²)"),
+           ("nme_io_mean", "NME, mean (inter-ocular)"), ("auc_io@0.08", "AUC@0.08"), ("auc_io@0.10", "AUC@0.10"),
+           ("fr_io@0.08", "failure rate @0.08"), ("fr_io@0.10", "failure rate @0.10")]
+
+
+def _fmt(v, key: str) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.2f}" if key.startswith("mse") else f"{v:.4f}" if key.startswith("nme") else f"{v:.3f}"
+
+
+def metrics_html(m: dict) -> str:
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in COLUMNS)
+    rows = []
+    for method, row in m["methods"].items():
+        cells = "".join(f"<td>{_fmt(row.get(k), k)}</td>" for k, _ in COLUMNS)
+        rows.append(f"<tr><td>{html.escape(method)} on {html.escape(m['dataset'])}</td>{cells}</tr>")
+    paper = m["paper"]
+    cells = "".join(f"<td>{_fmt(paper['test_mse'], k) if k == 'mse_mean' else '–'}</td>" for k, _ in COLUMNS)
+    rows.append(f"<tr><td>study as published, on {html.escape(paper['dataset'])}</td>{cells}</tr>")
+    return f"<table><tr><th>method, data set</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def write_index(run: RunFolder) -> None:
+    m = json.loads(run.metrics.read_text())
+    info = json.loads(run.path("run.json").read_text()) if run.path("run.json").exists() else {}
+    name = run.root.name
+    warn = "" if m["comparable_to_paper"] else (
+        f"<p class='warn'><b>Not comparable to the study.</b> These results are on {html.escape(m['dataset'])}, "
+        f"not on the study's Helen 194-point test set; the study's numbers are shown only for reference.</p>")
+    figures = []
+    for key, caption in FIGURES.items():
+        if run.figure(key).exists():
+            figures.append(f"<figure><img src='figures/{key}.png' alt='{html.escape(caption)}'>"
+                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        else:
+            figures.append(f"<p>{html.escape(caption)}: not produced in this run.</p>")
+    notebooks = " · ".join(f"<a href='notebooks/{p.stem}.html'>{p.stem}</a>"
+                           for p in sorted(run.path("notebooks", "x").parent.glob("*.html")))
+    hp = m["hparams"]
+    body = f"""<!doctype html><html><head><meta charset='utf-8'><title>lmkit report: {html.escape(name)}</title>
+<style>{CSS}</style></head><body>
+<h1>Facial landmarks with ResNet18: run <code>{html.escape(name)}</code></h1>
+{warn}
+<h2>Data and budget</h2>
+<p>Data set: <b>{html.escape(m['dataset'])}</b>; scheme {m['scheme']}; {m['n_train']} training,
+{m['n_val']} validation ({m['split_protocol']} split), {m['n_test']} test images. Input {m['input_size']}x{m['input_size']},
+{m['epochs']} epochs; Adam learning rate {hp['lr']:.2e}, weight decay {hp['weight_decay']:.2e} ({html.escape(hp['source'])}).
+Best validation MSE {m['best_val_mse']:.2f} px² at epoch {m['best_epoch']} (study: {m['paper']['best_val_mse']:.2f},
+validated on augmented copies of training images).</p>
+<h2>Test metrics</h2>
+<p>MSE in {html.escape(m['mse_unit'])}, averaged over points and x, y (the study's unit).
+NME = {html.escape(m['nme_unit'])}; AUC is the area under the CED up to the threshold, divided by it.</p>
+{metrics_html(m)}
+<h2>Figures</h2>
+{''.join(figures)}
+<h2>Notebooks</h2><p>{notebooks}</p>
+<h2>Provenance</h2><pre>{html.escape(json.dumps(info, indent=2))}</pre>
+</body></html>"""
+    tmp = run.index.with_name(".index.html.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, run.index)

@@ -1,0 +1,83 @@
+"""The run folder: the only channel between notebooks. Every artifact has a fixed name here,
+so a student can open any notebook alone, point it at a run folder and go on.
+
+    params.yaml                  resolved params of the run
+    data/{train,test}/           prepared caches (images.npy, landmarks.npy, names.json, manifest.json)
+    split.json                   training / validation indices into the train cache
+    search/optuna.db             Optuna storage (default), trials.csv, best_hparams.json
+    train/history.csv            per-epoch train / validation MSE; best.pt, last.pt
+    eval/predictions.npz         test predictions of the model and the mean shape, ground truth
+    eval/metrics.json            summary table, per-image arrays live in predictions.npz
+    figures/*.png                every figure of the report
+    notebooks/*.ipynb, *.html    the executed notebooks
+    index.html                   the report
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+FIGURES = {
+    "fig1_sample": "Fig. 1: a training sample with its landmarks",
+    "fig3_loss": "Fig. 3: train and validation loss per epoch",
+    "fig4_test_mse": "Fig. 4: distribution of per-image test MSE",
+    "fig5_best_worst": "Fig. 5: the 3 best and 3 worst test detections",
+    "fig6_saliency": "Fig. 6: gradient saliency dL/dI for those six",
+    "ced": "Cumulative error distribution (NME, inter-ocular)",
+    "search": "Hyper-parameter search: learning rate vs weight decay",
+}
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
+    def path(self, *parts: str, mkdir: bool = True) -> Path:
+        p = self.root.joinpath(*parts)
+        if mkdir:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def folder(self, *parts: str) -> Path:
+        p = self.root.joinpath(*parts)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    params = property(lambda self: self.path("params.yaml"))
+    split = property(lambda self: self.path("split.json"))
+    trials = property(lambda self: self.path("search", "trials.csv"))
+    best_hparams = property(lambda self: self.path("search", "best_hparams.json"))
+    train_dir = property(lambda self: self.folder("train"))
+    history = property(lambda self: self.path("train", "history.csv"))
+    best_checkpoint = property(lambda self: self.path("train", "best.pt"))
+    predictions = property(lambda self: self.path("eval", "predictions.npz"))
+    metrics = property(lambda self: self.path("eval", "metrics.json"))
+    index = property(lambda self: self.path("index.html"))
+
+    def figure(self, key: str) -> Path:
+        if key not in FIGURES:
+            raise KeyError(f"unknown figure {key!r}; known: {sorted(FIGURES)}")
+        return self.path("figures", f"{key}.png")
+
+    def cache_dir(self, params: dict) -> Path:
+        return Path(params["data"]["cache_dir"]) if params["data"]["cache_dir"] else self.folder("data")
+
+
+def write_json(obj, path: Path) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, producer: str):
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; run notebook {producer} first")
+    return json.loads(path.read_text())

@@ -1,0 +1,190 @@
+"""What each notebook does, one function per notebook, so that the notebooks stay short
+narratives and the tests reach every line. Each step reads and writes only the run folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import figures as F
+from . import metrics as M
+from .model import REFERENCE_SIZE, build_model, pick_device, predict
+from .prepare import Split, load_cache, prepare as prepare_caches, split_train_val
+from .runfolder import RunFolder, read_json, write_json
+from .saliency import saliency_maps
+from .schemes import scheme_for_points
+from .search import default_storage, run_search, trials_table
+from .train import TrainConfig, fit, load_checkpoint, new_model, write_csv_atomic
+
+PAPER = {"test_mse": 27.84, "best_val_mse": 8.00, "dataset": "Helen (2,000 train / 330 test, 194 points)"}
+
+
+def describe_dataset(manifest: dict) -> str:
+    src = manifest["source"]
+    if src == "synthetic":
+        return f"synthetic faces (lmkit built-in, seed {manifest['seed']})"
+    name = {"helen": "Helen (official layout)", "300w": "300-W layout"}[src]
+    return f"{name}: {manifest['root']}"
+
+
+# ------------------------------------------------------------------ 01_prepare
+def prepare(run: RunFolder, params: dict, log=print) -> dict[str, Split]:
+    splits = prepare_caches(params["data"], params["seed"], run.cache_dir(params), log)
+    split = split_train_val(len(splits["train"]), params["data"]["val_fraction"], params["seed"],
+                            params["data"]["split"])
+    write_json(split, run.split)
+    overlap = set(split["train"]) & set(split["val"])
+    log(f"split ({split['protocol']}): {len(split['train'])} training and {len(split['val'])} validation images, "
+        f"{len(overlap)} shared, {len(splits['test'])} test images")
+    return splits
+
+
+def load_data(run: RunFolder, params: dict) -> dict:
+    """Train / validation / test arrays of a prepared run."""
+    cache = run.cache_dir(params)
+    train, test = load_cache(cache / "train"), load_cache(cache / "test")
+    split = read_json(run.split, "01_prepare")
+    ti, vi = np.asarray(split["train"]), np.asarray(split["val"])
+    return {"train": (train.images[ti], train.landmarks[ti]), "val": (train.images[vi], train.landmarks[vi]),
+            "test": test, "train_split": train, "scheme": scheme_for_points(train.landmarks.shape[1]),
+            "dataset": describe_dataset(train.manifest)}
+
+
+# ------------------------------------------------------------------ 02_hpsearch
+def hpsearch(run: RunFolder, params: dict, log=print) -> pd.DataFrame | None:
+    s = params["search"]
+    if not s["enabled"]:
+        t = params["train"]
+        write_json({"lr": t["lr"], "weight_decay": t["weight_decay"], "source": "params (search disabled)"},
+                   run.best_hparams)
+        log("search disabled: training uses train.lr and train.weight_decay")
+        return None
+    d = load_data(run, params)
+    device = pick_device(params["train"]["device"])
+    mean = M.mean_shape(d["train"][1])
+
+    def objective(lr: float, wd: float) -> float:
+        model = new_model(mean.shape[0], params, mean, params["seed"], device)
+        cfg = TrainConfig.from_params(params, device, lr=lr, weight_decay=wd, epochs=s["epochs_per_trial"])
+        return float(fit(model, *d["train"], *d["val"], cfg, log=lambda _: None)["val_mse"].min())
+
+    storage = s["storage"] or default_storage(run.root)
+    study = run_search(objective, s["trials"], s["lr_range"], s["weight_decay_range"], storage, s["study_name"],
+                       params["seed"], log)
+    table = trials_table(study)
+    write_csv_atomic(table, run.trials)
+    best = study.best_trial
+    write_json({"lr": best.params["lr"], "weight_decay": best.params["weight_decay"], "val_mse": best.value,
+                "trial": best.number, "source": f"Optuna study {s['study_name']!r}"}, run.best_hparams)
+    return table
+
+
+# ------------------------------------------------------------------ 03_train
+def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
+    d = load_data(run, params)
+    hp = read_json(run.best_hparams, "02_hpsearch")
+    device = pick_device(params["train"]["device"])
+    mean = M.mean_shape(d["train"][1])
+    model = new_model(mean.shape[0], params, mean, params["seed"], device)
+    cfg = TrainConfig.from_params(params, device, lr=hp["lr"], weight_decay=hp["weight_decay"])
+    log(f"device {device}; lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
+        f"{len(d['train'][0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
+    return fit(model, *d["train"], *d["val"], cfg, out_dir=run.train_dir, resume=params["train"]["resume"], log=log)
+
+
+def load_trained(run: RunFolder, params: dict, n_points: int, device) -> torch.nn.Module:
+    ckpt = load_checkpoint(run.best_checkpoint, device)
+    model = build_model(n_points, pretrained=False).to(device)
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+# ------------------------------------------------------------------ 04_evaluate
+def evaluate(run: RunFolder, params: dict) -> dict:
+    d = load_data(run, params)
+    test, scheme = d["test"], d["scheme"]
+    device = pick_device(params["train"]["device"])
+    model = load_trained(run, params, scheme.n_points, device)
+    pred = predict(model, test.images, params["model"]["input_size"], params["train"]["batch_size"], device)
+    mean = M.mean_shape(d["train"][1])
+    true = np.asarray(test.landmarks)
+    scale = REFERENCE_SIZE / test.images.shape[1]  # crop pixels -> pixels of the 256x256 input
+    thresholds = tuple(params["eval"]["thresholds"])
+    per_model, row_model = M.summarize(pred, true, scheme, scale, thresholds)
+    per_mean, row_mean = M.summarize(np.broadcast_to(mean, true.shape), true, scheme, scale, thresholds)
+    best, worst = M.best_and_worst(per_model["mse"])
+    history = pd.read_csv(run.history)
+    metrics = {
+        "dataset": d["dataset"], "comparable_to_paper": d["train_split"].manifest["source"] == "helen"
+        and scheme.n_points == 194, "scheme": scheme.name, "n_train": len(d["train"][0]), "n_val": len(d["val"][0]),
+        "n_test": len(test), "split_protocol": params["data"]["split"], "input_size": params["model"]["input_size"],
+        "epochs": int(history["epoch"].max()), "mse_unit": "px² of the 256x256 network input",
+        "nme_unit": "mean point-to-point error / distance between eye-group centres",
+        "best_val_mse": float(history["val_mse"].min()), "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),
+        "hparams": read_json(run.best_hparams, "02_hpsearch"),
+        "methods": {"ResNet18 (this run)": row_model, "mean shape (baseline)": row_mean},
+        "best": [test.names[i] for i in best], "worst": [test.names[i] for i in worst], "paper": PAPER,
+    }
+    tmp = run.predictions.with_name(".predictions.tmp.npz")
+    np.savez(tmp, pred=pred, mean_shape=mean, true=true, names=np.array(test.names), mse=per_model["mse"],
+             nme_io=per_model["nme_io"], mean_mse=per_mean["mse"], mean_nme_io=per_mean["nme_io"],
+             best=best, worst=worst)
+    tmp.replace(run.predictions)
+    write_json(metrics, run.metrics)
+    return metrics
+
+
+def metrics_table(metrics: dict) -> pd.DataFrame:
+    """The summary rows, plus the study's published numbers, as a table."""
+    rows = pd.DataFrame(metrics["methods"]).T
+    rows.loc["paper (Helen, 194 points)", ["mse_mean"]] = [metrics["paper"]["test_mse"]]
+    return rows
+
+
+# ------------------------------------------------------------------ 05_figures
+def make_figures(run: RunFolder, params: dict) -> dict:
+    """Every figure of the report, saved to ``figures/``; returns their paths by key."""
+    d = load_data(run, params)
+    test, scheme, dataset = d["test"], d["scheme"], d["dataset"]
+    p = np.load(run.predictions)
+    six = np.concatenate([p["best"], p["worst"]])
+    labels = [f"{'best' if k < 3 else 'worst'} {k % 3 + 1}: {test.names[i]}\nMSE {p['mse'][i]:.1f} px², NME {p['nme_io'][i]:.3f}"
+              for k, i in enumerate(six)]
+    device = pick_device(params["train"]["device"])
+    model = load_trained(run, params, scheme.n_points, device)
+    size = params["model"]["input_size"]
+    maps = saliency_maps(model, test.images[six], test.landmarks[six], size, device)
+    small = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(test.images[six])).permute(0, 3, 1, 2).float(),
+                                            size=size, mode="area").permute(0, 2, 3, 1).byte().numpy()
+    train_img, train_pts = d["train"]
+    figs = {
+        "fig1_sample": F.sample_figure(train_img[0], train_pts[0], scheme,
+                                       f"{dataset}\n{train_img.shape[1]}x{train_img.shape[2]} crop, {scheme.name}"),
+        "fig3_loss": F.loss_figure(pd.read_csv(run.history), dataset),
+        "fig4_test_mse": F.mse_distribution_figure({"ResNet18": p["mse"], "mean shape": p["mean_mse"]}, dataset),
+        "fig5_best_worst": F.detections_figure(test.images[six], p["true"][six], p["pred"][six], labels, scheme),
+        "fig6_saliency": F.saliency_figure(small, maps, labels),
+        "ced": F.ced_figure({"ResNet18": p["nme_io"], "mean shape": p["mean_nme_io"]}, params["eval"]["ced_max"], dataset),
+    }
+    if run.trials.exists():
+        figs["search"] = F.search_figure(pd.read_csv(run.trials))
+    paths = {}
+    for key, fig in figs.items():
+        paths[key] = F.save(fig, run.figure(key))
+        F.plt.close(fig)
+    return paths
+
+
+def open_run(run_dir: str, params_file: str | None, overrides: list[str] | None = None) -> tuple[RunFolder, dict]:
+    """The run folder and its params, as every notebook starts. The params are loaded from
+    ``params_file`` plus ``overrides`` and recorded in the run folder's ``params.yaml``."""
+    from . import params as P
+
+    run = RunFolder(run_dir)
+    params = P.load(params_file, overrides)
+    if not run.params.exists() or run.params.resolve() != Path(params_file).resolve():
+        P.dump(params, run.params)
+    return run, params
