@@ -14,9 +14,13 @@ th:first-child,td:first-child{text-align:left}.warn{background:#fff4d6;border:1p
 figure{display:inline-block;margin:.5em;vertical-align:top;max-width:520px}figure img{max-width:100%}
 figcaption{font-size:.9em;color:#555}code{background:#f3f3f3;padding:0 3px}"""
 
-COLUMNS = [("mse_mean", "test MSE, mean (px²)"), ("mse_median", "test MSE, median (px²)"),
-           ("nme_io_mean", "NME, mean (inter-ocular)"), ("auc_io@0.08", "AUC@0.08"), ("auc_io@0.10", "AUC@0.10"),
-           ("fr_io@0.08", "failure rate @0.08"), ("fr_io@0.10", "failure rate @0.10")]
+LABELS = {"mse_mean": "test MSE, mean (px²)", "mse_median": "test MSE, median (px²)",
+          "nme_io_mean": "NME, mean (inter-ocular)", "auc_io": "AUC", "fr_io": "failure rate"}
+
+
+def _label(key: str) -> str:
+    stem, _, threshold = key.partition("@")
+    return f"{LABELS[stem]} @{threshold}" if threshold else LABELS[stem]
 
 
 def _fmt(v, key: str) -> str:
@@ -26,13 +30,15 @@ def _fmt(v, key: str) -> str:
 
 
 def metrics_html(m: dict) -> str:
-    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in COLUMNS)
+    first = next(iter(m["methods"].values()))
+    columns = [(k, _label(k)) for k in first]
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in columns)
     rows = []
     for method, row in m["methods"].items():
-        cells = "".join(f"<td>{_fmt(row.get(k), k)}</td>" for k, _ in COLUMNS)
+        cells = "".join(f"<td>{_fmt(row.get(k), k)}</td>" for k, _ in columns)
         rows.append(f"<tr><td>{html.escape(method)} on {html.escape(m['dataset'])}</td>{cells}</tr>")
     paper = m["paper"]
-    cells = "".join(f"<td>{_fmt(paper['test_mse'], k) if k == 'mse_mean' else '–'}</td>" for k, _ in COLUMNS)
+    cells = "".join(f"<td>{_fmt(paper['test_mse'], k) if k == 'mse_mean' else '–'}</td>" for k, _ in columns)
     rows.append(f"<tr><td>study as published, on {html.escape(paper['dataset'])}</td>{cells}</tr>")
     return f"<table><tr><th>method, data set</th>{head}</tr>{''.join(rows)}</table>"
 

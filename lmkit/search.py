@@ -1,26 +1,52 @@
 """Hyper-parameter search as in the study: random search in log space over Adam's learning
 rate and weight decay, each trial trained for a few epochs, lowest validation loss wins.
 
-Built on Optuna (RandomSampler, log-uniform ranges). The study lives in a storage: by
+Built on Optuna (a random sampler, log-uniform ranges). The study lives in a storage: by
 default a SQLite file in the run folder, or any database URL Optuna accepts, so several
 workers on several machines can share one study. Re-running continues an interrupted
 search: only the trials still missing are run.
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import optuna
 import pandas as pd
+from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
+    """Random search whose draws for trial n depend only on (seed, n, parameter name).
+
+    A plain seeded RandomSampler restarts its stream in every process, so a resumed search
+    or a second worker would repeat the first trials' values. Trial numbers are unique in
+    a study (the storage hands them out), so seeding by them never repeats a trial and
+    keeps a single-worker search reproducible.
+    """
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed=seed)
+        self._base_seed = seed
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if isinstance(param_distribution, FloatDistribution) and param_distribution.step is None:
+            rng = np.random.default_rng([self._base_seed, trial.number, zlib.crc32(param_name.encode())])
+            lo, hi = param_distribution.low, param_distribution.high
+            if param_distribution.log:
+                return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            return float(rng.uniform(lo, hi))
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
 def open_study(storage: str, study_name: str, seed: int) -> optuna.Study:
     return optuna.create_study(study_name=study_name, storage=storage, direction="minimize",
-                               sampler=optuna.samplers.RandomSampler(seed=seed), load_if_exists=True)
+                               sampler=TrialSeededRandomSampler(seed=seed), load_if_exists=True)
 
 
 def default_storage(run_dir: Path) -> str:

@@ -1,0 +1,57 @@
+import numpy as np
+import torch
+
+from lmkit.augment import IMAGENET_MEAN, IMAGENET_STD, Augment, make_batch, random_warps, resize_warps, warp
+from tests.blobs import blob_image, find_dot
+
+PTS = np.array([[60, 70], [230, 80], [150, 150], [90, 230], [220, 220]], np.float32)
+
+
+def _batch(n=4):
+    img = torch.from_numpy(blob_image(300, 300, PTS, sigma=3.5)).repeat(n, 1, 1, 1)
+    return img, torch.from_numpy(PTS).repeat(n, 1, 1)
+
+
+def test_landmarks_move_with_the_pixels_under_random_warps():
+    images, pts = _batch()
+    g = torch.Generator().manual_seed(1)
+    m = random_warps(4, 300, 128, Augment(rotation=20, crop_fraction=245 / 256), g)
+    out, moved = warp(images, pts, m, 128)
+    assert out.shape == (4, 3, 128, 128)
+    angles = torch.rad2deg(torch.atan2(m[:, 1, 0], m[:, 0, 0]))
+    assert angles.abs().max() > 3  # the warps really rotate
+    gray = out[:, 0].numpy()
+    for b in range(4):
+        for p in moved[b].numpy():
+            if 5 < p.min() and p.max() < 123:
+                assert np.abs(find_dot(gray[b], p, radius=5) - p).max() < 0.4
+
+
+def test_evaluation_transform_is_a_plain_resize():
+    images, pts = _batch(1)
+    out, moved = warp(images, pts, resize_warps(1, 300, 100), 100)
+    np.testing.assert_allclose(moved[0].numpy(), PTS / 3, atol=1e-5)
+    p = moved[0, 2].numpy()
+    assert np.abs(find_dot(out[0, 0].numpy(), p, radius=4) - p).max() < 0.3
+
+
+def test_make_batch_normalizes_and_intensity_stays_in_range():
+    images = torch.full((8, 40, 40, 3), 128, dtype=torch.uint8)
+    pts = torch.full((8, 3, 2), 20.0)
+    x, _ = make_batch(images, pts, 40)
+    expected = (128 / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    torch.testing.assert_close(x[:, :, 20, 20], expected.expand(8, 3), atol=1e-4, rtol=0)
+    xa, _ = make_batch(images, pts, 40, Augment(rotation=0, crop_fraction=1.0, intensity=(0.5, 1.5)),
+                       torch.Generator().manual_seed(0))
+    raw = xa[:, 0, 20, 20] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+    factors = raw / (128 / 255)
+    assert factors.min() >= 0.5 - 1e-4 and factors.max() <= 1.5 + 1e-4 and factors.std() > 0.05
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_same_generator_seed_gives_the_same_augmentation():
+    images, pts = _batch(2)
+    a = make_batch(images, pts, 64, Augment(), torch.Generator().manual_seed(5))
+    b = make_batch(images, pts, 64, Augment(), torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1])

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from lmkit import params as P
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["quick.yaml", "paper.yaml"])
+def test_shipped_params_files_load(name):
+    p = P.load(ROOT / "params" / name)
+    assert p["train"]["epochs"] > 0
+
+
+def test_paper_params_are_the_studys_settings():
+    p = P.load(ROOT / "params" / "paper.yaml")
+    assert p["data"]["source"] == "helen" and p["data"]["crop_size"] == 300
+    assert p["model"]["input_size"] == 256 and p["model"]["pretrained"] is True
+    assert p["train"]["batch_size"] == 64 and p["train"]["epochs"] == 100 and p["train"]["epoch_multiplier"] == 4
+    assert p["search"]["epochs_per_trial"] == 10 and p["train"]["crop_fraction"] == pytest.approx(245 / 256)
+
+
+def test_unknown_key_gets_a_did_you_mean(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(P.ParamsError, match=r"p\.yaml: unknown key 'train.epoch'; did you mean 'train.epochs'"):
+        P.load(f)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=ten", "train.epochs: expected int"),
+    ("train.epochs=0", "train.epochs: must be positive"),
+    ("train.lr=-1e-3", "train.lr: must be positive"),
+    ("data.source=imagenet", "data.source: must be one of"),
+    ("search.lr_range=[1e-2, 1e-5]", "search.lr_range: want 0 < low <= high"),
+    ("train.crop_fraction=1.5", "train.crop_fraction"),
+    ("nonsense", "expected key=value"),
+])
+def test_bad_overrides_are_refused_naming_the_key(override, message):
+    with pytest.raises(P.ParamsError, match=message):
+        P.load(None, [override])
+
+
+def test_overrides_and_yaml_floats(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("train:\n  lr: 1e-3\n  intensity: [0.5, 2]\ndata:\n  root: ../data\n")
+    p = P.load(f, ["train.epochs=3", "search.enabled=false"])
+    assert p["train"]["lr"] == 1e-3 and p["train"]["intensity"] == [0.5, 2.0]
+    assert p["train"]["epochs"] == 3 and p["search"]["enabled"] is False
+    assert p["data"]["root"] == str((tmp_path.parent / "data").resolve())  # relative to the file
+
+
+def test_every_key_is_documented():
+    assert set(P._flatten(P.DEFAULTS)) == set(P.DOCS)
+    readme = (ROOT / "README.md").read_text()
+    missing = [k for k in P.DOCS if f"`{k}`" not in readme]
+    assert not missing, f"keys missing from the README: {missing}"
+
+
+def test_dump_and_load_round_trip(tmp_path):
+    p = P.load(None, ["train.epochs=7"])
+    P.dump(p, tmp_path / "params.yaml")
+    assert P.load(tmp_path / "params.yaml") == p

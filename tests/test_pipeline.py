@@ -1,0 +1,34 @@
+"""End to end: the whole chain through papermill on a tiny parameter set."""
+import json
+
+import pytest
+
+from lmkit.pipeline import NOTEBOOKS, ChainError, run_chain
+from lmkit.runfolder import FIGURES
+
+TINY = ["data.synthetic_train=40", "data.synthetic_test=12", "model.input_size=32", "model.head_init=mean_shape",
+        "train.epochs=2", "train.batch_size=16", "train.epoch_multiplier=1", "search.trials=2",
+        "search.epochs_per_trial=1"]
+
+
+def test_whole_chain_writes_every_figure_metrics_and_html(tmp_path):
+    run = run_chain("params/quick.yaml", TINY, str(tmp_path / "tiny"), log=lambda _: None)
+    for key in FIGURES:
+        assert run.figure(key).stat().st_size > 5000, key
+    metrics = json.loads(run.metrics.read_text())
+    assert metrics["n_test"] == 12 and metrics["comparable_to_paper"] is False
+    assert set(metrics["methods"]) == {"ResNet18 (this run)", "mean shape (baseline)"}
+    for name in NOTEBOOKS:
+        assert (run.root / "notebooks" / f"{name}.html").exists()
+    index = run.index.read_text()
+    assert "Not comparable to the study" in index and "27.84" in index
+    for key in FIGURES:
+        assert f"figures/{key}.png" in index
+    assert json.loads((run.root / "run.json").read_text())["timings_s"].keys() == set(NOTEBOOKS)
+
+
+def test_a_failing_notebook_stops_the_chain_naming_notebook_and_cell(tmp_path):
+    with pytest.raises(ChainError, match=r"notebook 01_prepare failed in cell \[\d+\]: FileNotFoundError: .*trainset"):
+        run_chain("params/quick.yaml", ["data.source=300w", f"data.root={tmp_path}"], str(tmp_path / "bad"),
+                  log=lambda _: None)
+    assert not (tmp_path / "bad" / "notebooks" / "02_hpsearch.ipynb").exists()

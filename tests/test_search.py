@@ -1,0 +1,37 @@
+import math
+
+from lmkit.search import default_storage, run_search, trials_table
+
+
+def test_random_log_search_finds_the_minimum_and_resumes(tmp_path):
+    calls = []
+
+    def bowl(lr, wd):
+        return (math.log10(lr) + 3) ** 2 + (math.log10(wd) + 4) ** 2
+
+    def objective(lr, wd):
+        calls.append((lr, wd))
+        return bowl(lr, wd)
+
+    storage = default_storage(tmp_path)
+    assert storage.startswith("sqlite:///") and storage.endswith("search/optuna.db")
+    study = run_search(objective, 4, (1e-5, 1e-1), (1e-6, 1e-2), storage, seed=1, log=lambda _: None)
+    assert len(calls) == 4
+    assert all(1e-5 <= lr <= 1e-1 and 1e-6 <= wd <= 1e-2 for lr, wd in calls)
+    # resuming with a larger budget runs only the missing trials
+    study = run_search(objective, 7, (1e-5, 1e-1), (1e-6, 1e-2), storage, seed=1, log=lambda _: None)
+    assert len(calls) == 7 and len(set(calls)) == 7
+    table = trials_table(study)
+    assert list(table["state"]) == ["COMPLETE"] * 7
+    assert table["val_mse"].min() == study.best_value == min(bowl(*c) for c in calls)
+    # a finished study runs nothing more
+    run_search(objective, 7, (1e-5, 1e-1), (1e-6, 1e-2), storage, seed=1, log=lambda _: None)
+    assert len(calls) == 7
+
+
+def test_log_uniform_sampling_spreads_over_decades(tmp_path):
+    lrs = []
+    run_search(lambda lr, wd: lrs.append(lr) or 0.0, 40, (1e-6, 1e-1), (1e-6, 1e-2),
+               default_storage(tmp_path), seed=0, log=lambda _: None)
+    decades = {math.floor(math.log10(lr)) for lr in lrs}
+    assert len(decades) >= 4  # a uniform (not log) draw would sit almost all in 1e-2..1e-1

@@ -1,0 +1,61 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lmkit import metrics as M
+from lmkit.prepare import prepare, split_train_val
+from lmkit.train import TrainConfig, fit, load_checkpoint, new_model
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from lmkit import params as P
+
+    p = P.load(None, {"data.synthetic_train": 60, "data.synthetic_test": 4, "model.input_size": 32,
+                      "model.head_init": "mean_shape", "train.batch_size": 16, "train.epoch_multiplier": 1})
+    splits = prepare(p["data"], 0, tmp_path_factory.mktemp("cache"), lambda _: None)
+    s = split_train_val(60, 0.2, 0)
+    tr = splits["train"]
+    return p, (tr.images[s["train"]], tr.landmarks[s["train"]]), (tr.images[s["val"]], tr.landmarks[s["val"]])
+
+
+def _model(p, train):
+    return new_model(194, p, M.mean_shape(train[1]), 0, "cpu")
+
+
+def test_short_training_lowers_the_loss(data):
+    p, train, val = data
+    cfg = TrainConfig.from_params(p, "cpu", epochs=4, lr=2e-3, weight_decay=0.0)
+    hist = fit(_model(p, train), *train, *val, cfg, log=lambda _: None)
+    assert list(hist["epoch"]) == [1, 2, 3, 4]
+    assert hist["train_mse"].iloc[-1] < 0.7 * hist["train_mse"].iloc[0]
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(data, tmp_path):
+    p, train, val = data
+    cfg = TrainConfig.from_params(p, "cpu", epochs=3, lr=1e-3, weight_decay=1e-4)
+    full_model = _model(p, train)
+    full = fit(full_model, *train, *val, cfg, out_dir=tmp_path / "full", log=lambda _: None)
+
+    first = TrainConfig.from_params(p, "cpu", epochs=2, lr=1e-3, weight_decay=1e-4)
+    fit(_model(p, train), *train, *val, first, out_dir=tmp_path / "parts", log=lambda _: None)
+    logs = []
+    resumed_model = _model(p, train)
+    resumed = fit(resumed_model, *train, *val, cfg, out_dir=tmp_path / "parts", resume=True, log=logs.append)
+    assert "resuming" in logs[0] and "after epoch 2" in logs[0]
+    assert list(resumed["epoch"]) == [1, 2, 3]
+    np.testing.assert_allclose(resumed["train_mse"], full["train_mse"], rtol=1e-4)
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    on_disk = pd.read_csv(tmp_path / "parts" / "history.csv")
+    assert list(on_disk["epoch"]) == [1, 2, 3]
+    best = load_checkpoint(tmp_path / "parts" / "best.pt")
+    assert best["history"][-1]["val_mse"] == pytest.approx(on_disk["val_mse"].min())
+
+
+def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="last.pt: cannot read checkpoint"):
+        load_checkpoint(bad)
