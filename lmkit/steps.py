@@ -54,6 +54,20 @@ def load_data(run: RunFolder, params: dict) -> dict:
 
 
 # ------------------------------------------------------------------ 02_hpsearch
+def study_name(params: dict) -> str:
+    """``search.study_name`` plus a digest of everything a trial's result depends on, so a
+    study is resumed only by a search that would have produced the same trials."""
+    import hashlib
+    import json
+
+    relevant = {"seed": params["seed"], "data": params["data"], "model": params["model"],
+                "train": {k: v for k, v in params["train"].items() if k not in ("lr", "weight_decay", "epochs",
+                                                                                 "device", "resume")},
+                "search": {k: params["search"][k] for k in ("epochs_per_trial", "lr_range", "weight_decay_range")}}
+    digest = hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{params['search']['study_name']}-{digest}"
+
+
 def hpsearch(run: RunFolder, params: dict, log=print) -> pd.DataFrame | None:
     s = params["search"]
     if not s["enabled"]:
@@ -72,13 +86,13 @@ def hpsearch(run: RunFolder, params: dict, log=print) -> pd.DataFrame | None:
         return float(fit(model, *d["train"], *d["val"], cfg, log=lambda _: None)["val_mse"].min())
 
     storage = s["storage"] or default_storage(run.root)
-    study = run_search(objective, s["trials"], s["lr_range"], s["weight_decay_range"], storage, s["study_name"],
-                       params["seed"], log)
+    study = run_search(objective, s["trials"], s["lr_range"], s["weight_decay_range"], storage,
+                       study_name(params), params["seed"], log)
     table = trials_table(study)
     write_csv_atomic(table, run.trials)
     best = study.best_trial
     write_json({"lr": best.params["lr"], "weight_decay": best.params["weight_decay"], "val_mse": best.value,
-                "trial": best.number, "source": f"Optuna study {s['study_name']!r}"}, run.best_hparams)
+                "trial": best.number, "source": f"Optuna study {study.study_name!r}"}, run.best_hparams)
     return table
 
 

@@ -16,11 +16,14 @@ def random_landmarks(k, h=120, w=100, seed=0):
     return np.stack([rng.uniform(20, w - 20, k), rng.uniform(30, h - 20, k)], 1).astype(np.float32)
 
 
+# a very small synthetic run (seconds on a CPU)
+TINY = {"data.synthetic_train": 40, "data.synthetic_test": 12, "model.input_size": 32,
+        "model.head_init": "mean_shape", "train.epochs": 2, "train.batch_size": 16,
+        "train.epoch_multiplier": 1, "search.trials": 2, "search.epochs_per_trial": 1}
+
+
 @pytest.fixture
 def tiny_params():
-    """Params for a very small synthetic run (seconds on a CPU)."""
     from lmkit import params as P
 
-    return P.load(None, {"data.synthetic_train": 40, "data.synthetic_test": 12, "model.input_size": 32,
-                         "model.head_init": "mean_shape", "train.epochs": 2, "train.batch_size": 16,
-                         "train.epoch_multiplier": 1, "search.trials": 2, "search.epochs_per_trial": 1})
+    return P.load(None, TINY)

@@ -6,13 +6,13 @@ import pytest
 from lmkit.pipeline import NOTEBOOKS, ChainError, run_chain
 from lmkit.runfolder import FIGURES
 
-TINY = ["data.synthetic_train=40", "data.synthetic_test=12", "model.input_size=32", "model.head_init=mean_shape",
-        "train.epochs=2", "train.batch_size=16", "train.epoch_multiplier=1", "search.trials=2",
-        "search.epochs_per_trial=1"]
+from tests.conftest import TINY
+
+OVERRIDES = [f"{k}={v}" for k, v in TINY.items()]
 
 
 def test_whole_chain_writes_every_figure_metrics_and_html(tmp_path):
-    run = run_chain("params/quick.yaml", TINY, str(tmp_path / "tiny"), log=lambda _: None)
+    run = run_chain("params/quick.yaml", OVERRIDES, str(tmp_path / "tiny"), log=lambda _: None)
     for key in FIGURES:
         assert run.figure(key).stat().st_size > 5000, key
     metrics = json.loads(run.metrics.read_text())

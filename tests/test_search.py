@@ -35,3 +35,15 @@ def test_log_uniform_sampling_spreads_over_decades(tmp_path):
                default_storage(tmp_path), seed=0, log=lambda _: None)
     decades = {math.floor(math.log10(lr)) for lr in lrs}
     assert len(decades) >= 4  # a uniform (not log) draw would sit almost all in 1e-2..1e-1
+
+
+def test_study_name_changes_with_what_trials_depend_on():
+    from lmkit import params as P
+    from lmkit.steps import study_name
+    from tests.conftest import TINY
+
+    base = study_name(P.load(None, TINY))
+    assert base.startswith("hpsearch-")
+    assert study_name(P.load(None, TINY | {"search.trials": 5, "train.epochs": 9})) == base
+    assert study_name(P.load(None, TINY | {"search.epochs_per_trial": 3})) != base
+    assert study_name(P.load(None, TINY | {"train.rotation": 10.0})) != base
