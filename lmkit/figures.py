@@ -102,7 +102,8 @@ def ced_figure(nmes: dict[str, np.ndarray], max_error: float, dataset: str, norm
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, nme in nmes.items():
         x, y = ced(nme, max_error)
-        ax.plot(x, y, label=f"{name} (mean NME {np.mean(nme):.3f})")
+        ok = np.isfinite(nme)
+        ax.plot(x, y, label=f"{name} (mean NME {np.mean(nme[ok]):.3f})")
     ax.set_xlabel(f"NME ({norm_label} normalised)")
     ax.set_ylabel("fraction of test images")
     ax.set_ylim(0, 1.01)

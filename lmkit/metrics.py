@@ -63,15 +63,36 @@ def mean_shape(train_landmarks: np.ndarray) -> np.ndarray:
     return np.asarray(train_landmarks, dtype=np.float64).mean(0).astype(np.float32)
 
 
+NORMALISATIONS = {"io": "inter-ocular: distance between the eye-group centres",
+                  "oc": "outer eye corners (300-W convention, 68 points: 36 and 45)"}
+
+
 def summarize(pred: np.ndarray, true: np.ndarray, scheme: Scheme, mse_scale: float,
               thresholds=(0.08, 0.10)) -> tuple[dict, dict]:
-    """Per-image arrays and a summary row for one method on one test set."""
+    """Per-image arrays and a summary row for one method on one test set: MSE, and NME with
+    each normalisation the scheme supports (``io`` always, ``oc`` for 68 points).
+
+    A face without a prediction (NaN, e.g. a face the peer's detector missed) gets an
+    infinite error: it counts as a failure in the CED, AUC and failure rate, and the means
+    are over the predicted faces, with ``detected`` the fraction predicted."""
+    missed = ~np.isfinite(pred).all(axis=(1, 2))
     per = {"mse": mse_per_image(pred, true, mse_scale), "nme_io": nme_per_image(pred, true, inter_ocular(true, scheme))}
-    row = {"mse_mean": float(per["mse"].mean()), "mse_median": float(np.median(per["mse"])),
-           "nme_io_mean": float(per["nme_io"].mean())}
-    for t in thresholds:
-        row[f"auc_io@{t:.2f}"] = auc(per["nme_io"], t)
-        row[f"fr_io@{t:.2f}"] = failure_rate(per["nme_io"], t)
+    if scheme.outer_eye_corners is not None:
+        per["nme_oc"] = nme_per_image(pred, true, outer_corners(true, scheme))
+    for v in per.values():
+        v[missed] = np.inf
+    ok = ~missed
+    row = {"mse_mean": float(per["mse"][ok].mean()), "mse_median": float(np.median(per["mse"][ok]))}
+    if missed.any():
+        row["detected"] = float(ok.mean())
+    for norm in ("io", "oc"):
+        if f"nme_{norm}" not in per:
+            continue
+        nme = per[f"nme_{norm}"]
+        row[f"nme_{norm}_mean"] = float(nme[ok].mean())
+        for t in thresholds:
+            row[f"auc_{norm}@{t:.2f}"] = auc(nme, t)
+            row[f"fr_{norm}@{t:.2f}"] = failure_rate(nme, t)
     return per, row
 
 

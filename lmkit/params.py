@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,7 @@ DEFAULTS: dict = {
     "data": {
         "source": "synthetic",
         "root": None,
+        "extra_train": [],
         "synthetic_train": 800,
         "synthetic_test": 200,
         "crop_size": 300,
@@ -58,7 +60,8 @@ DOCS: dict = {
     "name": "run name, used for the default run folder reports/<name>",
     "seed": "seed for data generation, the split, initialisation, shuffling, augmentation and the search",
     "data.source": "synthetic (built-in procedural faces), helen (official Helen layout) or 300w (NAME.jpg + NAME.pts in trainset/ and testset/)",
-    "data.root": "folder of the helen or 300w data set; relative paths are relative to the params file",
+    "data.root": "folder of the helen or 300w data set; relative paths are relative to the params file; ${VAR} and ${VAR:-default} expand",
+    "data.extra_train": "more 300-W style folders (NAME.jpg + NAME.pts, any depth) added to the training images, e.g. AFW",
     "data.synthetic_train": "number of synthetic training faces (source synthetic)",
     "data.synthetic_test": "number of synthetic test faces (source synthetic)",
     "data.crop_size": "side of the square crop cached for every face, pixels (study: 300)",
@@ -91,7 +94,30 @@ DOCS: dict = {
     "eval.ced_max": "largest NME shown on the CED curve",
 }
 
-_PATH_KEYS = {"data.root", "data.cache_dir"}
+_PATH_KEYS = {"data.root", "data.cache_dir", "data.extra_train"}
+_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def expand_path(value: str, base: Path) -> str:
+    """``${VAR}`` and ``${VAR:-default}`` from the environment, then relative to ``base``."""
+    def sub(m):
+        if m.group(1) in os.environ:
+            return os.environ[m.group(1)]
+        if m.group(2) is None:
+            raise ParamsError(f"path {value!r}: environment variable {m.group(1)} is not set")
+        return m.group(2)
+
+    return str((base / _ENV.sub(sub, value)).resolve())
+
+
+def _resolve_paths(key: str, value, base: Path):
+    if key not in _PATH_KEYS:
+        return value
+    if isinstance(value, str):
+        return expand_path(value, base)
+    if isinstance(value, list):
+        return [expand_path(v, base) if isinstance(v, str) else v for v in value]
+    return value
 _CHOICES = {"data.source": {"synthetic", "helen", "300w"}, "data.split": {"clean", "paper"},
             "model.head_init": {"default", "mean_shape"}}
 _POSITIVE = {"data.synthetic_train", "data.synthetic_test", "data.crop_size", "model.input_size", "train.epochs",
@@ -156,6 +182,10 @@ def _check(flat: dict) -> None:
             raise ParamsError(f"{key}: must be one of {sorted(_CHOICES[key])}, got {value!r}")
         if key in _POSITIVE and value <= 0:
             raise ParamsError(f"{key}: must be positive, got {value!r}")
+        if kind is list and key in _PATH_KEYS:
+            if any(not isinstance(v, str) for v in value):
+                raise ParamsError(f"{key}: expected a list of paths, got {value!r}")
+            continue
         if kind is list and any(not ok[float](v) for v in value):
             raise ParamsError(f"{key}: expected a list of numbers, got {value!r}")
         if kind is list and isinstance(want, list) and len(value) != len(want) and not key.startswith("eval."):
@@ -191,14 +221,10 @@ def load(path: str | Path | None = None, overrides: list[str] | dict | None = No
         if not isinstance(loaded, dict):
             raise ParamsError(f"{path}: the top level must be a mapping of keys")
         for key, value in _flatten(loaded).items():
-            if key in _PATH_KEYS and isinstance(value, str):
-                value = str((path.parent / os.path.expandvars(value)).resolve())
-            _set(params, key, value, str(path))
+            _set(params, key, _resolve_paths(key, value, path.parent), str(path))
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
     for key, value in items:
-        if key in _PATH_KEYS and isinstance(value, str):
-            value = str(Path(os.path.expandvars(value)).resolve())
-        _set(params, key, value, f"override {key}")
+        _set(params, key, _resolve_paths(key, value, Path.cwd()), f"override {key}")
     _check(_flatten(params))
     return params
 

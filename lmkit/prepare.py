@@ -2,12 +2,13 @@
 map the landmarks exactly, cache each split once, split validation from training.
 
 A cache folder holds ``images.npy`` (N, S, S, 3) uint8, ``landmarks.npy`` (N, K, 2)
-float32 in pixels of the S x S crop, ``names.json`` and ``manifest.json`` (source,
-parameters, counts). It is written to a temporary folder and renamed, so a killed run
+float32 in pixels of the S x S crop, ``names.json``, ``sources.json`` (each face's file and
+crop box in it) and ``manifest.json`` (source, parameters, counts). It is written to a temporary folder and renamed, so a killed run
 never leaves half a cache; a cache whose manifest matches the parameters is reused.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from .readers import Sample, read_300w, read_helen
+from .readers import Sample, read_300w, read_300w_folder, read_helen
 from .synthetic import synthetic_faces
 
 
@@ -64,7 +65,7 @@ def write_cache(samples: Iterable[Sample], folder: Path, manifest: dict, size: i
                 forehead: float = 1 / 3, padding: float = 0.05) -> Split:
     """Crop, resize and cache ``samples`` into ``folder`` atomically."""
     folder = Path(folder)
-    images, landmarks, names = [], [], []
+    images, landmarks, names, boxes, sources = [], [], [], [], []
     for s in samples:
         try:
             box = crop_box(s.landmarks, s.image.shape[:2], forehead, padding)
@@ -76,6 +77,8 @@ def write_cache(samples: Iterable[Sample], folder: Path, manifest: dict, size: i
         images.append(img)
         landmarks.append(pts)
         names.append(s.name)
+        boxes.append(box)
+        sources.append(s.source)
     if not names:
         raise ValueError(f"{folder}: the split is empty (source: {manifest.get('source')})")
     dupes = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
@@ -89,6 +92,7 @@ def write_cache(samples: Iterable[Sample], folder: Path, manifest: dict, size: i
         np.save(tmp / "images.npy", np.stack(images))
         np.save(tmp / "landmarks.npy", np.stack(landmarks))
         (tmp / "names.json").write_text(json.dumps(names))
+        (tmp / "sources.json").write_text(json.dumps({"sources": sources, "boxes": boxes}))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         if folder.exists():
             shutil.rmtree(folder)
@@ -97,6 +101,12 @@ def write_cache(samples: Iterable[Sample], folder: Path, manifest: dict, size: i
         if tmp.exists():
             shutil.rmtree(tmp)
     return load_cache(folder)
+
+
+def load_sources(folder: Path) -> tuple[list[str], np.ndarray]:
+    """Each face's source file and its crop box (x0, y0, x1, y1) in that file's pixels."""
+    d = json.loads((Path(folder) / "sources.json").read_text())
+    return d["sources"], np.asarray(d["boxes"], dtype=np.float64)
 
 
 def load_cache(folder: Path, mmap: bool = True) -> Split:
@@ -116,10 +126,11 @@ def source_samples(data: dict, split: str, seed: int) -> Iterator[Sample]:
         return synthetic_faces(data[f"synthetic_{split}"], split, seed)
     if data.get("root") in (None, ""):
         raise ValueError(f"data.root: must name the {source} folder when data.source is {source!r}")
+    extra = [read_300w_folder(f) for f in data["extra_train"]] if split == "train" else []
     if source == "helen":
-        return read_helen(data["root"], split)
+        return itertools.chain(read_helen(data["root"], split), *extra)
     if source == "300w":
-        return read_300w(data["root"], split)
+        return itertools.chain(read_300w(data["root"], split), *extra)
     raise ValueError(f"data.source: unknown source {source!r} (synthetic, helen, 300w)")
 
 
@@ -131,6 +142,8 @@ def cache_key(data: dict, split: str, seed: int) -> dict:
         key.update(seed=seed, requested=data[f"synthetic_{split}"])
     else:
         key["root"] = str(Path(data["root"]).resolve())
+        if split == "train" and data["extra_train"]:
+            key["extra_train"] = [str(Path(f).resolve()) for f in data["extra_train"]]
     return key
 
 

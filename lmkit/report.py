@@ -12,10 +12,13 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th:first-child,td:first-child{text-align:left}.warn{background:#fff4d6;border:1px solid #e0b000;padding:.6em 1em}
 figure{display:inline-block;margin:.5em;vertical-align:top;max-width:520px}figure img{max-width:100%}
-figcaption{font-size:.9em;color:#555}code{background:#f3f3f3;padding:0 3px}"""
+figure.wide{display:block;max-width:1050px}figcaption{font-size:.9em;color:#555}code{background:#f3f3f3;padding:0 3px}"""
 
 LABELS = {"mse_mean": "test MSE, mean (px²)", "mse_median": "test MSE, median (px²)",
-          "nme_io_mean": "NME, mean (inter-ocular)", "auc_io": "AUC", "fr_io": "failure rate"}
+          "nme_io_mean": "NME, mean (inter-ocular)", "auc_io": "AUC (inter-ocular)", "fr_io": "failure rate (inter-ocular)",
+          "nme_oc_mean": "NME, mean (outer corners)", "auc_oc": "AUC (outer corners)",
+          "fr_oc": "failure rate (outer corners)", "detected": "faces detected",
+          "seconds_per_face": "time per face (s)"}
 
 
 def _label(key: str) -> str:
@@ -26,12 +29,14 @@ def _label(key: str) -> str:
 def _fmt(v, key: str) -> str:
     if v is None:
         return "–"
+    if key == "seconds_per_face":
+        return f"{v:.4f}"
     return f"{v:.2f}" if key.startswith("mse") else f"{v:.4f}" if key.startswith("nme") else f"{v:.3f}"
 
 
 def metrics_html(m: dict) -> str:
-    first = next(iter(m["methods"].values()))
-    columns = [(k, _label(k)) for k in first]
+    keys = list(dict.fromkeys(k for row in m["methods"].values() for k in row))
+    columns = [(k, _label(k)) for k in keys]
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in columns)
     rows = []
     for method, row in m["methods"].items():
@@ -53,7 +58,8 @@ def write_index(run: RunFolder) -> None:
     figures = []
     for key, caption in FIGURES.items():
         if run.figure(key).exists():
-            figures.append(f"<figure><img src='figures/{key}.png' alt='{html.escape(caption)}'>"
+            wide = " class='wide'" if key in ("fig5_best_worst", "fig6_saliency") else ""
+            figures.append(f"<figure{wide}><img src='figures/{key}.png' alt='{html.escape(caption)}'>"
                            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         else:
             figures.append(f"<p>{html.escape(caption)}: not produced in this run.</p>")
@@ -68,11 +74,14 @@ def write_index(run: RunFolder) -> None:
 <p>Data set: <b>{html.escape(m['dataset'])}</b>; scheme {m['scheme']}; {m['n_train']} training,
 {m['n_val']} validation ({m['split_protocol']} split), {m['n_test']} test images. Input {m['input_size']}x{m['input_size']},
 {m['epochs']} epochs; Adam learning rate {hp['lr']:.2e}, weight decay {hp['weight_decay']:.2e} ({html.escape(hp['source'])}).
-Best validation MSE {m['best_val_mse']:.2f} px² at epoch {m['best_epoch']} (study: {m['paper']['best_val_mse']:.2f},
+Training took {m['train_seconds'] / 60:.1f} min. Best validation MSE {m['best_val_mse']:.2f} px² at epoch {m['best_epoch']} (study: {m['paper']['best_val_mse']:.2f},
 validated on augmented copies of training images).</p>
 <h2>Test metrics</h2>
 <p>MSE in {html.escape(m['mse_unit'])}, averaged over points and x, y (the study's unit).
-NME = {html.escape(m['nme_unit'])}; AUC is the area under the CED up to the threshold, divided by it.</p>
+NME = mean point-to-point error divided by {html.escape('; or by '.join(m['nme_units'].values()))}.
+AUC is the area under the CED up to the threshold, divided by it; the failure rate is the fraction of
+faces above it. Times per face are wall-clock on the machine of the run.</p>
+<p>Peer (dlib): {html.escape(m['peer'])}.</p>
 {metrics_html(m)}
 <h2>Figures</h2>
 {''.join(figures)}

@@ -26,6 +26,7 @@ FIGURES = {
     "fig5_best_worst": "Fig. 5: the 3 best and 3 worst test detections",
     "fig6_saliency": "Fig. 6: gradient saliency dL/dI for those six",
     "ced": "Cumulative error distribution (NME, inter-ocular)",
+    "ced_oc": "Cumulative error distribution (NME, outer eye corners; 68 points only)",
     "search": "Hyper-parameter search: learning rate vs weight decay",
 }
 

@@ -117,38 +117,75 @@ def load_trained(run: RunFolder, params: dict, n_points: int, device) -> torch.n
 
 
 # ------------------------------------------------------------------ 04_evaluate
-def evaluate(run: RunFolder, params: dict) -> dict:
+METHODS = {"model": "ResNet18 (this run)", "mean_shape": "mean shape (baseline)",
+           "dlib_hog": "dlib ERT, its HOG detector box", "dlib_annotation": "dlib ERT, box from the annotations"}
+
+
+def evaluate(run: RunFolder, params: dict, log=print) -> dict:
+    """Test metrics of the model, the mean-shape baseline and (68 points, dlib installed)
+    the dlib peer; per-image arrays to ``eval/predictions.npz``, the summary to ``metrics.json``."""
+    import time
+
+    from .peers import peer_unavailable, run_dlib
+    from .prepare import load_sources
+
     d = load_data(run, params)
     test, scheme = d["test"], d["scheme"]
     device = pick_device(params["train"]["device"])
     model = load_trained(run, params, scheme.n_points, device)
-    pred = predict(model, test.images, params["model"]["input_size"], params["train"]["batch_size"], device)
+    t0 = time.perf_counter()
+    preds = {"model": predict(model, test.images, params["model"]["input_size"], params["train"]["batch_size"], device)}
+    model_seconds = (time.perf_counter() - t0) / len(test)
     mean = M.mean_shape(d["train"][1])
     true = np.asarray(test.landmarks)
+    preds["mean_shape"] = np.broadcast_to(mean, true.shape)
+    seconds = {"model": model_seconds}
+    peer_status = peer_unavailable(scheme.n_points)
+    if peer_status is None:
+        sources, boxes = load_sources(run.cache_dir(params) / "test")
+        dlib = run_dlib(sources, boxes, true, test.images.shape[1])
+        for kind in ("hog", "annotation"):
+            preds[f"dlib_{kind}"] = dlib[kind]["pred"]
+            seconds[f"dlib_{kind}"] = dlib[kind]["seconds_per_face"]
+        missed = [test.names[i] for i in dlib["hog"]["missed"]]
+        peer_status = f"run on the original photos; HOG detector missed {len(missed)} of {len(test)} faces"
+        if missed:
+            peer_status += f": {', '.join(missed[:20])}"
+    log(f"dlib peer: {peer_status}")
     scale = REFERENCE_SIZE / test.images.shape[1]  # crop pixels -> pixels of the 256x256 input
     thresholds = tuple(params["eval"]["thresholds"])
-    per_model, row_model = M.summarize(pred, true, scheme, scale, thresholds)
-    per_mean, row_mean = M.summarize(np.broadcast_to(mean, true.shape), true, scheme, scale, thresholds)
-    best, worst = M.best_and_worst(per_model["mse"])
+    arrays, rows = {}, {}
+    for key, pred in preds.items():
+        per, row = M.summarize(pred, true, scheme, scale, thresholds)
+        if key in seconds:
+            row["seconds_per_face"] = seconds[key]
+        rows[METHODS[key]] = row
+        arrays.update({f"{key}__{k}": v for k, v in per.items()} | {f"{key}__pred": pred})
+    best, worst = M.best_and_worst(arrays["model__mse"])
     history = pd.read_csv(run.history)
     metrics = {
         "dataset": d["dataset"], "comparable_to_paper": d["train_split"].manifest["source"] == "helen"
         and scheme.n_points == 194, "scheme": scheme.name, "n_train": len(d["train"][0]), "n_val": len(d["val"][0]),
         "n_test": len(test), "split_protocol": params["data"]["split"], "input_size": params["model"]["input_size"],
-        "epochs": int(history["epoch"].max()), "mse_unit": "px² of the 256x256 network input",
-        "nme_unit": "mean point-to-point error / distance between eye-group centres",
-        "best_val_mse": float(history["val_mse"].min()), "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),
-        "hparams": read_json(run.best_hparams, "02_hpsearch"),
-        "methods": {"ResNet18 (this run)": row_model, "mean shape (baseline)": row_mean},
+        "epochs": int(history["epoch"].max()), "train_seconds": float(history["seconds"].sum()),
+        "mse_unit": "px² of the 256x256 network input",
+        "nme_units": {k: v for k, v in M.NORMALISATIONS.items() if f"model__nme_{k}" in arrays},
+        "best_val_mse": float(history["val_mse"].min()),
+        "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),
+        "hparams": read_json(run.best_hparams, "02_hpsearch"), "methods": rows, "peer": peer_status,
         "best": [test.names[i] for i in best], "worst": [test.names[i] for i in worst], "paper": PAPER,
     }
     tmp = run.predictions.with_name(".predictions.tmp.npz")
-    np.savez(tmp, pred=pred, mean_shape=mean, true=true, names=np.array(test.names), mse=per_model["mse"],
-             nme_io=per_model["nme_io"], mean_mse=per_mean["mse"], mean_nme_io=per_mean["nme_io"],
-             best=best, worst=worst)
+    np.savez(tmp, true=true, names=np.array(test.names), best=best, worst=worst, **arrays)
     tmp.replace(run.predictions)
     write_json(metrics, run.metrics)
     return metrics
+
+
+def nme_by_method(predictions, norm: str = "io") -> dict[str, np.ndarray]:
+    """Per-image NMEs of every evaluated method, by display name (for CED curves)."""
+    return {name: predictions[f"{key}__nme_{norm}"] for key, name in METHODS.items()
+            if f"{key}__nme_{norm}" in predictions}
 
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
@@ -165,8 +202,8 @@ def make_figures(run: RunFolder, params: dict) -> dict:
     test, scheme, dataset = d["test"], d["scheme"], d["dataset"]
     p = np.load(run.predictions)
     six = np.concatenate([p["best"], p["worst"]])
-    labels = [f"{'best' if k < 3 else 'worst'} {k % 3 + 1}: {test.names[i]}\nMSE {p['mse'][i]:.1f} px², NME {p['nme_io'][i]:.3f}"
-              for k, i in enumerate(six)]
+    labels = [f"{'best' if k < 3 else 'worst'} {k % 3 + 1}: {test.names[i]}\n"
+              f"MSE {p['model__mse'][i]:.1f} px², NME {p['model__nme_io'][i]:.3f}" for k, i in enumerate(six)]
     device = pick_device(params["train"]["device"])
     model = load_trained(run, params, scheme.n_points, device)
     size = params["model"]["input_size"]
@@ -178,11 +215,14 @@ def make_figures(run: RunFolder, params: dict) -> dict:
         "fig1_sample": F.sample_figure(train_img[0], train_pts[0], scheme,
                                        f"{dataset}\n{train_img.shape[1]}x{train_img.shape[2]} crop, {scheme.name}"),
         "fig3_loss": F.loss_figure(pd.read_csv(run.history), dataset),
-        "fig4_test_mse": F.mse_distribution_figure({"ResNet18": p["mse"], "mean shape": p["mean_mse"]}, dataset),
-        "fig5_best_worst": F.detections_figure(test.images[six], p["true"][six], p["pred"][six], labels, scheme),
+        "fig4_test_mse": F.mse_distribution_figure({"ResNet18": p["model__mse"], "mean shape": p["mean_shape__mse"]},
+                                                   dataset),
+        "fig5_best_worst": F.detections_figure(test.images[six], p["true"][six], p["model__pred"][six], labels, scheme),
         "fig6_saliency": F.saliency_figure(small, maps, labels),
-        "ced": F.ced_figure({"ResNet18": p["nme_io"], "mean shape": p["mean_nme_io"]}, params["eval"]["ced_max"], dataset),
+        "ced": F.ced_figure(nme_by_method(p, "io"), params["eval"]["ced_max"], dataset),
     }
+    if "model__nme_oc" in p:
+        figs["ced_oc"] = F.ced_figure(nme_by_method(p, "oc"), params["eval"]["ced_max"], dataset, "outer eye corners")
     if run.trials.exists():
         figs["search"] = F.search_figure(pd.read_csv(run.trials))
     paths = {}

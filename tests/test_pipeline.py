@@ -13,7 +13,8 @@ OVERRIDES = [f"{k}={v}" for k, v in TINY.items()]
 
 def test_whole_chain_writes_every_figure_metrics_and_html(tmp_path):
     run = run_chain("params/quick.yaml", OVERRIDES, str(tmp_path / "tiny"), log=lambda _: None)
-    for key in FIGURES:
+    expected = [k for k in FIGURES if k != "ced_oc"]  # outer-corner NME needs 68 points
+    for key in expected:
         assert run.figure(key).stat().st_size > 5000, key
     metrics = json.loads(run.metrics.read_text())
     assert metrics["n_test"] == 12 and metrics["comparable_to_paper"] is False
@@ -22,8 +23,9 @@ def test_whole_chain_writes_every_figure_metrics_and_html(tmp_path):
         assert (run.root / "notebooks" / f"{name}.html").exists()
     index = run.index.read_text()
     assert "Not comparable to the study" in index and "27.84" in index
-    for key in FIGURES:
+    for key in expected:
         assert f"figures/{key}.png" in index
+    assert "predictor has 68 points" in index  # the peer's absence is said
     assert json.loads((run.root / "run.json").read_text())["timings_s"].keys() == set(NOTEBOOKS)
 
 
