@@ -25,6 +25,8 @@ class Augment:
     rotation: float = 20.0
     crop_fraction: float = 245 / 256
     intensity: tuple[float, float] = (0.5, 1.5)
+    flip: float = 0.0  # probability of a horizontal flip (needs the scheme's mirror map)
+    mirror: tuple[int, ...] = ()
 
 
 def _normalizer(size: float, dtype, device) -> torch.Tensor:
@@ -33,20 +35,28 @@ def _normalizer(size: float, dtype, device) -> torch.Tensor:
 
 
 def random_warps(batch: int, src_size: int, out_size: int, aug: Augment, generator: torch.Generator,
-                 device="cpu") -> torch.Tensor:
-    """(B, 3, 3) matrices, output pixels -> source pixels, drawn from ``generator``."""
+                 device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, 3) matrices, output pixels -> source pixels, and which images are flipped,
+    drawn from ``generator``."""
     angle = (torch.rand(batch, generator=generator, dtype=torch.float64) * 2 - 1) * math.radians(aug.rotation)
     c = aug.crop_fraction * out_size
     offset = torch.rand(batch, 2, generator=generator, dtype=torch.float64) * (out_size - c)
-    return compose_warps(angle, offset, aug.crop_fraction, src_size, out_size).to(device)
+    flip = torch.zeros(batch, dtype=torch.bool)
+    if aug.flip > 0:  # draw only when asked, so runs without flips keep their random stream
+        flip = torch.rand(batch, generator=generator) < aug.flip
+    return compose_warps(angle, offset, aug.crop_fraction, src_size, out_size, flip).to(device), flip.to(device)
 
 
 def compose_warps(angle: torch.Tensor, offset: torch.Tensor, crop_fraction: float, src_size: int,
-                  out_size: int) -> torch.Tensor:
-    """Output pixel p -> crop: q = offset + p * crop_fraction -> rotate about the centre ->
-    resize: s = r * src_size / out_size. Returns (B, 3, 3) float64."""
+                  out_size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Output pixel p -> (mirror: x -> S - x) -> crop: q = offset + p * crop_fraction ->
+    rotate about the centre -> resize: s = r * src_size / out_size. Returns (B, 3, 3) float64."""
     b = angle.shape[0]
     eye = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
+    mirror = eye.clone()
+    if flip is not None:
+        mirror[flip, 0, 0] = -1.0
+        mirror[flip, 0, 2] = float(out_size)
     crop = eye.clone()
     crop[:, 0, 0] = crop[:, 1, 1] = crop_fraction
     crop[:, :2, 2] = offset
@@ -57,7 +67,7 @@ def compose_warps(angle: torch.Tensor, offset: torch.Tensor, crop_fraction: floa
     rot[:, 0, 2] = h - cos * h + sin * h
     rot[:, 1, 2] = h - sin * h - cos * h
     resize = torch.diag(torch.tensor([src_size / out_size, src_size / out_size, 1.0], dtype=torch.float64))
-    return resize @ rot @ crop
+    return resize @ rot @ crop @ mirror
 
 
 def resize_warps(batch: int, src_size: int, out_size: int, device="cpu") -> torch.Tensor:
@@ -106,10 +116,15 @@ def make_batch(images: torch.Tensor, landmarks: torch.Tensor, out_size: int, aug
     With ``aug`` None this is the evaluation transform (resize only)."""
     b, src = images.shape[0], images.shape[1]
     if aug is None:
-        m = resize_warps(b, src, out_size, images.device)
+        m, flip = resize_warps(b, src, out_size, images.device), None
     else:
-        m = random_warps(b, src, out_size, aug, generator, images.device)
+        m, flip = random_warps(b, src, out_size, aug, generator, images.device)
     x, y = warp(images, landmarks, m, out_size)
+    if flip is not None and flip.any():
+        if not aug.mirror:
+            raise ValueError("train.flip needs the landmark scheme's mirror map")
+        # a flipped left eye is a right eye: renumber the points by the mirror map
+        y[flip] = y[flip][:, list(aug.mirror)]
     if aug is not None:
         x = random_intensity(x, aug, generator)
     return normalize(x).contiguous(memory_format=torch.channels_last), y

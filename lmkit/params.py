@@ -41,6 +41,10 @@ DEFAULTS: dict = {
         "rotation": 20.0,
         "crop_fraction": 245 / 256,
         "intensity": [0.5, 1.5],
+        "flip": 0.0,
+        "loss": "mse",
+        "wing": [10.0, 2.0],
+        "schedule": "none",
         "device": "auto",
         "resume": False,
     },
@@ -81,6 +85,10 @@ DOCS: dict = {
     "train.rotation": "random rotation up to +- this many degrees (study: 20)",
     "train.crop_fraction": "random crop of this fraction of the input, scaled back (study: 245/256)",
     "train.intensity": "random intensity factor range [low, high] (study: [0.5, 1.5])",
+    "train.flip": "probability of a horizontal flip, landmarks renumbered by the scheme's mirror map (study: 0)",
+    "train.loss": "training loss: mse (study), l1 or wing; validation and test are always reported as MSE",
+    "train.wing": "Wing loss [width, curvature] in pixels of the 256x256 frame (Feng et al. 2018: [10, 2])",
+    "train.schedule": "learning-rate schedule: none (study), cosine (to zero over train.epochs) or step (x0.1 at 50% and 75%)",
     "train.device": "auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...",
     "train.resume": "continue training from <run>/train/last.pt",
     "search.enabled": "run the random search; when false, train.lr and train.weight_decay are used",
@@ -119,7 +127,8 @@ def _resolve_paths(key: str, value, base: Path):
         return [expand_path(v, base) if isinstance(v, str) else v for v in value]
     return value
 _CHOICES = {"data.source": {"synthetic", "helen", "300w"}, "data.split": {"clean", "paper"},
-            "model.head_init": {"default", "mean_shape"}}
+            "model.head_init": {"default", "mean_shape"}, "train.loss": {"mse", "l1", "wing"},
+            "train.schedule": {"none", "cosine", "step"}}
 _POSITIVE = {"data.synthetic_train", "data.synthetic_test", "data.crop_size", "model.input_size", "train.epochs",
              "train.batch_size", "train.lr", "train.epoch_multiplier", "search.trials", "search.epochs_per_trial"}
 
@@ -192,8 +201,12 @@ def _check(flat: dict) -> None:
             raise ParamsError(f"{key}: expected a list of {len(want)} values, got {value!r}")
     if not 0 < flat["train.crop_fraction"] <= 1:
         raise ParamsError(f"train.crop_fraction: must be in (0, 1], got {flat['train.crop_fraction']}")
+    if not 0 <= flat["train.flip"] <= 1:
+        raise ParamsError(f"train.flip: a probability between 0 and 1, got {flat['train.flip']}")
     if not 0 < flat["data.val_fraction"] < 1:
         raise ParamsError(f"data.val_fraction: must be between 0 and 1, got {flat['data.val_fraction']}")
+    if min(flat["train.wing"]) <= 0:
+        raise ParamsError(f"train.wing: width and curvature must be positive, got {flat['train.wing']}")
     for key in ("search.lr_range", "search.weight_decay_range", "train.intensity"):
         lo, hi = flat[key]
         if not 0 < lo <= hi:

@@ -1,12 +1,12 @@
 """Landmark schemes: how many points, which points form which facial part.
 
 One place for everything that depends on the point order: the contour groups used
-for drawing, the two eye groups whose centres give the inter-ocular distance, and
-(for 68 points) the outer eye corners of the 300-W convention.
+for drawing, the two eye groups whose centres give the inter-ocular distance, the mirror
+map for horizontal flips, and (for 68 points) the outer eye corners of the 300-W convention.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,12 @@ class Scheme:
     left_eye: str
     right_eye: str
     outer_eye_corners: tuple[int, int] | None = None
-    extra: dict = field(default_factory=dict)
+    mirror: tuple[int, ...] = ()  # mirror[i]: the point that i becomes in a horizontally flipped face
+
+    def __post_init__(self):
+        m = self.mirror
+        if sorted(m) != list(range(self.n_points)) or any(m[m[i]] != i for i in range(self.n_points)):
+            raise ValueError(f"scheme {self.name}: mirror map must be an involutive permutation of its points")
 
     def group(self, name: str) -> Group:
         for g in self.groups:
@@ -37,6 +42,41 @@ class Scheme:
                 return g
         raise KeyError(f"scheme {self.name!r} has no group {name!r}")
 
+
+def _pairs(n: int, *pairs: tuple[int, int]) -> tuple[int, ...]:
+    m = list(range(n))
+    for a, b in pairs:
+        m[a], m[b] = b, a
+    return tuple(m)
+
+
+def _reverse(start: int, stop: int) -> list[tuple[int, int]]:
+    """An open contour that runs across the face: its ends swap."""
+    return [(start + i, stop - 1 - i) for i in range((stop - start) // 2)]
+
+
+def _closed(start: int, n: int, half: int) -> list[tuple[int, int]]:
+    """A closed contour of n points starting at a point k that mirrors to k + half: i <-> half - i."""
+    return [(start + i, start + (half - i) % n) for i in range(n) if i < (half - i) % n]
+
+
+def _across(a: int, b: int, n: int, offset: int) -> list[tuple[int, int]]:
+    """Two contours of n points that mirror onto each other: a + i <-> b + (offset - i) mod n."""
+    return [(a + i, b + (offset - i) % n) for i in range(n)]
+
+
+# Helen 194: the contours' start points and directions as in lmkit's synthetic faces
+# (jaw and nose run across the face, lips start at a mouth corner, the eyes start at the
+# same side of each eye, the brows at their inner ends). See README: checked by drawing.
+_HELEN_MIRROR = _pairs(
+    194, *_reverse(0, 41), *_reverse(41, 58), *_closed(58, 28, 14), *_closed(86, 28, 14),
+    *_across(114, 134, 20, 10), *[(154 + i, 174 + i) for i in range(20)])
+
+# iBUG 68: the standard 300-W flip pairs
+_IBUG_MIRROR = _pairs(
+    68, *_reverse(0, 17), *_reverse(17, 27), (31, 35), (32, 34),
+    (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46),
+    (48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67))
 
 HELEN194 = Scheme(
     name="helen194",
@@ -53,6 +93,7 @@ HELEN194 = Scheme(
     ),
     left_eye="eye_a",
     right_eye="eye_b",
+    mirror=_HELEN_MIRROR,
 )
 
 IBUG68 = Scheme(
@@ -72,6 +113,7 @@ IBUG68 = Scheme(
     left_eye="eye_a",
     right_eye="eye_b",
     outer_eye_corners=(36, 45),
+    mirror=_IBUG_MIRROR,
 )
 
 SCHEMES = {s.name: s for s in (HELEN194, IBUG68)}

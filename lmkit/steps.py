@@ -82,7 +82,8 @@ def hpsearch(run: RunFolder, params: dict, log=print) -> pd.DataFrame | None:
 
     def objective(lr: float, wd: float) -> float:
         model = new_model(mean.shape[0], params, mean, params["seed"], device)
-        cfg = TrainConfig.from_params(params, device, lr=lr, weight_decay=wd, epochs=s["epochs_per_trial"])
+        cfg = TrainConfig.from_params(params, device, d["scheme"].mirror, lr=lr, weight_decay=wd,
+                                      epochs=s["epochs_per_trial"])
         return float(fit(model, *d["train"], *d["val"], cfg, log=lambda _: None)["val_mse"].min())
 
     storage = s["storage"] or default_storage(run.root)
@@ -103,8 +104,9 @@ def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     device = pick_device(params["train"]["device"])
     mean = M.mean_shape(d["train"][1])
     model = new_model(mean.shape[0], params, mean, params["seed"], device)
-    cfg = TrainConfig.from_params(params, device, lr=hp["lr"], weight_decay=hp["weight_decay"])
-    log(f"device {device}; lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
+    cfg = TrainConfig.from_params(params, device, d["scheme"].mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
+    log(f"device {device}; loss {cfg.loss}, schedule {cfg.schedule}, flip {cfg.augment.flip}; "
+        f"lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
         f"{len(d['train'][0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
     return fit(model, *d["train"], *d["val"], cfg, out_dir=run.train_dir, resume=params["train"]["resume"], log=log)
 

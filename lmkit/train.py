@@ -1,5 +1,6 @@
 """The training loop: Adam, MSE on landmark coordinates in pixels of the 256x256 frame
-(the study's unit), full back-propagation, fresh augmentation every epoch.
+(the study's unit; L1 and Wing loss as options), full back-propagation, fresh augmentation
+every epoch, an optional learning-rate schedule (cosine, step). Validation is always MSE.
 
 Per-epoch train and validation loss go to ``history.csv``; ``best.pt`` (lowest
 validation loss) and ``last.pt`` are written atomically after every epoch; ``resume``
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import Augment, make_batch
+from .losses import landmark_loss
 from .model import REFERENCE_SIZE, build_model, predict, to_tensor
 
 
@@ -36,16 +38,30 @@ class TrainConfig:
     val_augmented: bool = False  # the study's protocol: validate on augmented copies
     seed: int = 0
     device: str = "cpu"
+    loss: str = "mse"
+    wing: tuple[float, float] = (10.0, 2.0)
+    schedule: str = "none"
 
     @classmethod
-    def from_params(cls, p: dict, device, **changes) -> "TrainConfig":
+    def from_params(cls, p: dict, device, mirror: tuple[int, ...] = (), **changes) -> "TrainConfig":
         t = p["train"]
-        aug = Augment(t["rotation"], t["crop_fraction"], tuple(t["intensity"]))
+        aug = Augment(t["rotation"], t["crop_fraction"], tuple(t["intensity"]), t["flip"], tuple(mirror))
         cfg = cls(t["epochs"], t["batch_size"], t["lr"], t["weight_decay"], t["epoch_multiplier"],
-                  p["model"]["input_size"], aug, p["data"]["split"] == "paper", p["seed"], str(device))
+                  p["model"]["input_size"], aug, p["data"]["split"] == "paper", p["seed"], str(device),
+                  t["loss"], tuple(t["wing"]), t["schedule"])
         for k, v in changes.items():
             setattr(cfg, k, v)
         return cfg
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of an epoch (1-based): constant, cosine to zero, or x0.1 at 50% and 75%."""
+        if self.schedule == "none":
+            return self.lr
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / self.epochs))
+        if self.schedule == "step":
+            return self.lr * 0.1 ** sum(epoch > m * self.epochs for m in (0.5, 0.75))
+        raise ValueError(f"train.schedule: unknown schedule {self.schedule!r} (none, cosine, step)")
 
 
 def new_model(n_points: int, params: dict, mean_shape: np.ndarray | None, seed: int, device):
@@ -114,8 +130,11 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         order = torch.cat([torch.randperm(n, generator=g) for _ in range(cfg.epoch_multiplier)])
+        lr = cfg.lr_at(epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr
         model.train()
-        total, seen = 0.0, 0
+        total, total_mse, seen = 0.0, 0.0, 0
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             imgs = images[idx].to(device, non_blocking=True)
@@ -123,18 +142,20 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
             x, y = make_batch(imgs, pts, cfg.input_size, cfg.augment, g)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 pred = model(x)
-            loss = F.mse_loss(pred.float(), y * to_ref)
+            pred, target = pred.float(), y * to_ref
+            loss = landmark_loss(cfg.loss, pred, target, cfg.wing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
+            total_mse += (loss if cfg.loss == "mse" else F.mse_loss(pred.detach(), target)).item() * len(idx)
             seen += len(idx)
         val_pred, val_true = predict(model, val_images, cfg.input_size, cfg.batch_size, device,
                                      cfg.augment if cfg.val_augmented else None, seed=cfg.seed,
                                      landmarks=val_landmarks)
         val_mse = float(np.mean((val_pred - val_true) ** 2) * (REFERENCE_SIZE / src) ** 2)
         seconds = time.perf_counter() - t0
-        row = {"epoch": epoch, "train_mse": total / seen, "val_mse": val_mse, "lr": cfg.lr,
+        row = {"epoch": epoch, "train_loss": total / seen, "train_mse": total_mse / seen, "val_mse": val_mse, "lr": lr,
                "seconds": seconds, "images_per_s": seen / seconds}
         history.append(row)
         log(_log_line(epoch, cfg.epochs, row))

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from lmkit.augment import IMAGENET_MEAN, IMAGENET_STD, Augment, make_batch, random_warps, resize_warps, warp
@@ -12,10 +13,13 @@ def _batch(n=4):
     return img, torch.from_numpy(PTS).repeat(n, 1, 1)
 
 
-def test_landmarks_move_with_the_pixels_under_random_warps():
+@pytest.mark.parametrize("flip", [0.0, 1.0])
+def test_landmarks_move_with_the_pixels_under_random_warps(flip):
     images, pts = _batch()
     g = torch.Generator().manual_seed(1)
-    m = random_warps(4, 300, 128, Augment(rotation=20, crop_fraction=245 / 256), g)
+    m, flipped = random_warps(4, 300, 128, Augment(rotation=20, crop_fraction=245 / 256, flip=flip), g)
+    assert bool(flipped.all()) == (flip == 1.0)
+    assert ((torch.linalg.det(m) < 0) == flipped).all()  # a flip reverses orientation
     out, moved = warp(images, pts, m, 128)
     assert out.shape == (4, 3, 128, 128)
     angles = torch.rad2deg(torch.atan2(m[:, 1, 0], m[:, 0, 0]))
@@ -55,3 +59,14 @@ def test_same_generator_seed_gives_the_same_augmentation():
     b = make_batch(images, pts, 64, Augment(), torch.Generator().manual_seed(5))
     torch.testing.assert_close(a[0], b[0])
     torch.testing.assert_close(a[1], b[1])
+
+
+def test_flipped_batches_renumber_points_by_the_mirror_map():
+    images, _ = _batch(2)
+    pts = torch.tensor([[[60.0, 70.0], [230.0, 80.0]]]).repeat(2, 1, 1)  # point 0 left, point 1 right
+    aug = Augment(rotation=0, crop_fraction=1.0, intensity=(1, 1), flip=1.0, mirror=(1, 0))
+    _, y = make_batch(images, pts, 300, aug, torch.Generator().manual_seed(0))
+    # mirrored, the right-hand point (230 -> 70) is the new point 0, still on the left
+    torch.testing.assert_close(y[0], torch.tensor([[300 - 230.0, 80.0], [300 - 60.0, 70.0]]), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="mirror map"):
+        make_batch(images, pts, 300, Augment(flip=1.0), torch.Generator().manual_seed(0))
