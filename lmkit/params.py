@@ -1,7 +1,7 @@
 """Params: the built-in defaults, loading a YAML file, ``-p key=value`` overrides, validation.
 
 Every key is documented in ``DOCS`` (and in the README). A params file only lists what it
-changes. Relative paths in a file are relative to that file's folder; in an override,
+changes, from the defaults or from the file its ``base:`` key names. Relative paths in a file are relative to that file's folder; in an override,
 relative to the current folder. Loading refuses unknown keys (with a did-you-mean) and
 wrong types before anything runs.
 """
@@ -220,26 +220,47 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
 
 
+def _read_file(path: Path, seen: tuple = ()) -> list[tuple[str, object, str]]:
+    """(key, value, origin) of a params file, after those of its ``base`` file if it names one."""
+    if not path.exists():
+        raise ParamsError(f"{path}: params file not found")
+    if path.resolve() in seen:
+        raise ParamsError(f"{path}: 'base' files form a cycle")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(loaded, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of keys")
+    items = []
+    base = loaded.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ParamsError(f"{path}: base: expected the name of another params file, got {base!r}")
+        items = _read_file(path.parent / base, seen + (path.resolve(),))
+    return items + [(k, _resolve_paths(k, v, path.parent), str(path)) for k, v in _flatten(loaded).items()]
+
+
 def load(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> dict:
     """Defaults, then the file, then the overrides; validated; paths made absolute."""
     params = copy.deepcopy(DEFAULTS)
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ParamsError(f"{path}: params file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ParamsError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(loaded, dict):
-            raise ParamsError(f"{path}: the top level must be a mapping of keys")
-        for key, value in _flatten(loaded).items():
-            _set(params, key, _resolve_paths(key, value, path.parent), str(path))
+        for key, value, origin in _read_file(Path(path)):
+            _set(params, key, value, origin)
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
     for key, value in items:
         _set(params, key, _resolve_paths(key, value, Path.cwd()), f"override {key}")
     _check(_flatten(params))
     return params
+
+
+def merge(params: dict, changes: dict) -> dict:
+    """A validated copy of ``params`` with ``changes`` ({dotted key: value}) applied."""
+    out = copy.deepcopy(params)
+    for key, value in changes.items():
+        _set(out, key, value, f"change {key}")
+    _check(_flatten(out))
+    return out
 
 
 def dump(params: dict, path: Path) -> None:

@@ -2,6 +2,7 @@
 with nbconvert, and write the report's ``index.html``.
 
     lmkit run params/quick.yaml [-p key=value ...] [--out reports/NAME]
+    lmkit ablate params/helen68-cpu.yaml --out reports/helen68-cpu   (after a run: notebook 06)
 
 The notebooks run in the same Python environment as this command (a kernel spec pointing
 at this interpreter is made for the run; nothing to register by hand). A failing notebook
@@ -26,6 +27,7 @@ from . import params as P
 from .runfolder import RunFolder, write_json
 
 NOTEBOOKS = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures")
+ABLATION_NOTEBOOK = "06_ablation"
 KERNEL_NAME = "lmkit-python"
 
 
@@ -95,17 +97,19 @@ def provenance(params: dict) -> dict:
 
 
 def run_chain(params_file: str | None, overrides: list[str] | None = None, out: str | None = None,
-              log=print) -> RunFolder:
+              log=print, notebooks=NOTEBOOKS) -> RunFolder:
     params = P.load(params_file, overrides)
     run = RunFolder(out or Path("reports") / params["name"])
     P.dump(params, run.params)
     nb_dir = notebooks_dir()
-    timings = {}
+    info_file = run.path("run.json")
+    info = json.loads(info_file.read_text()) if info_file.exists() and notebooks != NOTEBOOKS else {}
+    timings = info.get("timings_s", {})
     log(f"run folder {run.root}")
     with this_python_kernel() as kernel:
         import papermill as pm
 
-        for name in NOTEBOOKS:
+        for name in notebooks:
             t0 = time.perf_counter()
             log(f"{name} ...")
             output = run.path("notebooks", f"{name}.ipynb")
@@ -121,7 +125,7 @@ def run_chain(params_file: str | None, overrides: list[str] | None = None, out: 
             export_html(output)
             timings[name] = round(time.perf_counter() - t0, 1)
             log(f"{name} done in {timings[name]:.1f} s")
-    write_json({"timings_s": timings, **provenance(params)}, run.path("run.json"))
+    write_json({"timings_s": timings, **provenance(params)}, info_file)
     from .report import write_index
 
     write_index(run)
@@ -137,10 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one param, e.g. -p train.epochs=3 (repeatable)")
     r.add_argument("--out", help="run folder (default reports/<name>)")
+    a = sub.add_parser("ablate", help="after a run: train and test each recipe change (notebook 06_ablation)")
+    a.add_argument("params", help="the params file of the run")
+    a.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    a.add_argument("--out", help="the run folder (default reports/<name>)")
     args = parser.parse_args(argv)
     try:
         t0 = time.perf_counter()
-        run_chain(args.params, args.overrides, args.out)
+        notebooks = NOTEBOOKS if args.command == "run" else (ABLATION_NOTEBOOK,)
+        run_chain(args.params, args.overrides, args.out, notebooks=notebooks)
         print(f"finished in {time.perf_counter() - t0:.0f} s")
     except (ChainError, P.ParamsError, FileNotFoundError) as e:
         print(f"lmkit: {e}", file=sys.stderr)

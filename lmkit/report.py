@@ -48,6 +48,24 @@ def metrics_html(m: dict) -> str:
     return f"<table><tr><th>method, data set</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def ablation_html(run: RunFolder) -> str:
+    f = run.path("ablation", "ablation.csv")
+    if not f.exists():
+        return ""
+    import pandas as pd
+
+    t = pd.read_csv(f)
+    keys = [k for k in t.columns if k in LABELS or k.partition("@")[0] in LABELS]
+    head = "".join(f"<th>{html.escape(_label(k))}</th>" for k in keys)
+    rows = "".join(
+        f"<tr><td>{html.escape(str(r['variant']))} <small>({html.escape(str(r['changes']))})</small></td>"
+        + "".join(f"<td>{_fmt(r[k], k)}</td>" for k in keys) + f"<td>{r['train_seconds'] / 60:.1f}</td></tr>"
+        for _, r in t.iterrows())
+    return ("<h2>Ablation: the study's recipe and each change</h2><p>Same data, split, budget and "
+            "hyper-parameters for every row; only the named options change (test split).</p>"
+            f"<table><tr><th>variant</th>{head}<th>training (min)</th></tr>{rows}</table>")
+
+
 def write_index(run: RunFolder) -> None:
     m = json.loads(run.metrics.read_text())
     info = json.loads(run.path("run.json").read_text()) if run.path("run.json").exists() else {}
@@ -83,6 +101,7 @@ AUC is the area under the CED up to the threshold, divided by it; the failure ra
 faces above it. Times per face are wall-clock on the machine of the run.</p>
 <p>Peer (dlib): {html.escape(m['peer'])}.</p>
 {metrics_html(m)}
+{ablation_html(run)}
 <h2>Figures</h2>
 {''.join(figures)}
 <h2>Notebooks</h2><p>{notebooks}</p>

@@ -9,6 +9,7 @@ so a student can open any notebook alone, point it at a run folder and go on.
     eval/predictions.npz         test predictions of the model and the mean shape, ground truth
     eval/metrics.json            summary table, per-image arrays live in predictions.npz
     figures/*.png                every figure of the report
+    ablation/ablation.csv        optional (lmkit ablate): one sub-run per recipe variant
     notebooks/*.ipynb, *.html    the executed notebooks
     index.html                   the report
 """
@@ -28,6 +29,7 @@ FIGURES = {
     "ced": "Cumulative error distribution (NME, inter-ocular)",
     "ced_oc": "Cumulative error distribution (NME, outer eye corners; 68 points only)",
     "search": "Hyper-parameter search: learning rate vs weight decay",
+    "ablation_ced": "Ablation: CED of the study's recipe and each change (optional notebook 06_ablation)",
 }
 
 

@@ -123,7 +123,7 @@ METHODS = {"model": "ResNet18 (this run)", "mean_shape": "mean shape (baseline)"
            "dlib_hog": "dlib ERT, its HOG detector box", "dlib_annotation": "dlib ERT, box from the annotations"}
 
 
-def evaluate(run: RunFolder, params: dict, log=print) -> dict:
+def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dict:
     """Test metrics of the model, the mean-shape baseline and (68 points, dlib installed)
     the dlib peer; per-image arrays to ``eval/predictions.npz``, the summary to ``metrics.json``."""
     import time
@@ -142,7 +142,7 @@ def evaluate(run: RunFolder, params: dict, log=print) -> dict:
     true = np.asarray(test.landmarks)
     preds["mean_shape"] = np.broadcast_to(mean, true.shape)
     seconds = {"model": model_seconds}
-    peer_status = peer_unavailable(scheme.n_points)
+    peer_status = peer_unavailable(scheme.n_points) if peers else "not run for this evaluation"
     if peer_status is None:
         sources, boxes = load_sources(run.cache_dir(params) / "test")
         dlib = run_dlib(sources, boxes, true, test.images.shape[1])
@@ -244,3 +244,49 @@ def open_run(run_dir: str, params_file: str | None, overrides: list[str] | None 
     if not run.params.exists() or run.params.resolve() != Path(params_file).resolve():
         P.dump(params, run.params)
     return run, params
+
+
+# ------------------------------------------------------------------ 06_ablation
+ABLATION = {
+    "study recipe": {},
+    "+ Wing loss": {"train.loss": "wing"},
+    "+ flips": {"train.flip": 0.5},
+    "+ cosine schedule": {"train.schedule": "cosine"},
+    "all three": {"train.loss": "wing", "train.flip": 0.5, "train.schedule": "cosine"},
+}
+
+
+def ablation(run: RunFolder, params: dict, variants: dict | None = None, log=print) -> pd.DataFrame:
+    """Train and test each variant of the run's recipe with the same data, split, budget and
+    hyper-parameters (the run's search winner); one sub-run per variant in ``ablation/``.
+    Returns the table (also ``ablation/ablation.csv``) of test metrics per variant."""
+    import re
+    import shutil
+
+    from . import params as P
+
+    variants = ABLATION if variants is None else variants
+    hp = read_json(run.best_hparams, "02_hpsearch")
+    rows, nmes = {}, {}
+    for name, changes in variants.items():
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        sub = RunFolder(run.root / "ablation" / slug)
+        vp = P.merge(params, {"data.cache_dir": str(run.cache_dir(params)), **changes})
+        P.dump(vp, sub.params)
+        shutil.copyfile(run.split, sub.split)
+        write_json(hp, sub.best_hparams)
+        log(f"--- {name}: {changes or 'as the run'}")
+        train(sub, vp, log=lambda line: None)
+        m = evaluate(sub, vp, log=lambda line: None, peers=False)
+        rows[name] = {"changes": ", ".join(f"{k}={v}" for k, v in changes.items()) or "-",
+                      **m["methods"][METHODS["model"]], "train_seconds": m["train_seconds"]}
+        nmes[name] = np.load(sub.predictions)["model__nme_io"]
+        log(f"    test NME (inter-ocular) {rows[name]['nme_io_mean']:.4f}, MSE {rows[name]['mse_mean']:.2f} px², "
+            f"{m['train_seconds'] / 60:.1f} min")
+    table = pd.DataFrame(rows).T
+    write_csv_atomic(table.rename_axis("variant").reset_index(), run.path("ablation", "ablation.csv"))
+    d = load_data(run, params)
+    fig = F.ced_figure(nmes, params["eval"]["ced_max"], f"ablation on {d['dataset']}")
+    F.save(fig, run.figure("ablation_ced"))
+    F.plt.close(fig)
+    return table

@@ -7,7 +7,7 @@ from lmkit import params as P
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["quick.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["quick.yaml", "paper.yaml", "best.yaml", "helen68-cpu.yaml", "helen68-best-cpu.yaml"])
 def test_shipped_params_files_load(name):
     p = P.load(ROOT / "params" / name)
     assert p["train"]["epochs"] > 0
@@ -62,3 +62,40 @@ def test_dump_and_load_round_trip(tmp_path):
     p = P.load(None, ["train.epochs=7"])
     P.dump(p, tmp_path / "params.yaml")
     assert P.load(tmp_path / "params.yaml") == p
+
+
+def test_base_files_are_read_first(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\ntrain:\n  epochs: 5\n  lr: 1.0e-2\ndata:\n  root: data\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yaml").write_text("base: ../a.yaml\nname: b\ntrain:\n  epochs: 7\n")
+    p = P.load(tmp_path / "sub" / "b.yaml")
+    assert (p["name"], p["train"]["epochs"], p["train"]["lr"]) == ("b", 7, 1e-2)
+    assert p["data"]["root"] == str((tmp_path / "data").resolve())  # relative to the file that says it
+    (tmp_path / "a.yaml").write_text("base: sub/b.yaml\n")
+    with pytest.raises(P.ParamsError, match="cycle"):
+        P.load(tmp_path / "sub" / "b.yaml")
+
+
+def test_best_recipes_change_only_the_recipe():
+    paper, best = P.load(ROOT / "params" / "paper.yaml"), P.load(ROOT / "params" / "best.yaml")
+    cpu, cpu_best = P.load(ROOT / "params" / "helen68-cpu.yaml"), P.load(ROOT / "params" / "helen68-best-cpu.yaml")
+    recipe = {"loss", "flip", "schedule"}
+    for study, better in ((paper, best), (cpu, cpu_best)):
+        changed = {k for k in study["train"] if study["train"][k] != better["train"][k]}
+        assert changed and changed <= recipe
+        assert {k: v for k, v in study.items() if k not in ("train", "name")} == \
+               {k: v for k, v in better.items() if k not in ("train", "name")}
+    assert paper["train"]["loss"] == "mse" and paper["train"]["flip"] == 0 and paper["train"]["schedule"] == "none"
+
+
+def test_environment_variable_in_a_path(tmp_path, monkeypatch):
+    f = tmp_path / "p.yaml"
+    f.write_text("data:\n  root: ${LMKIT_TEST_DATA:-fallback}/helen68\n")
+    monkeypatch.delenv("LMKIT_TEST_DATA", raising=False)
+    assert P.load(f)["data"]["root"] == str(tmp_path / "fallback" / "helen68")
+    monkeypatch.setenv("LMKIT_TEST_DATA", "/srv/faces")
+    assert P.load(f)["data"]["root"] == "/srv/faces/helen68"
+    f.write_text("data:\n  root: ${LMKIT_UNSET_VAR}/x\n")
+    monkeypatch.delenv("LMKIT_UNSET_VAR", raising=False)
+    with pytest.raises(P.ParamsError, match="LMKIT_UNSET_VAR is not set"):
+        P.load(f)
