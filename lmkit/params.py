@@ -30,8 +30,9 @@ DEFAULTS: dict = {
         "val_fraction": 0.2,
         "split": "clean",
         "cache_dir": None,
+        "on_bad_sample": "error",
     },
-    "model": {"input_size": 256, "pretrained": False, "head_init": "default"},
+    "model": {"input_size": 256, "pretrained": False, "head_init": "default", "compile": False},
     "train": {
         "epochs": 100,
         "batch_size": 64,
@@ -46,6 +47,7 @@ DEFAULTS: dict = {
         "wing": [10.0, 2.0],
         "schedule": "none",
         "device": "auto",
+        "processes": 1,
         "resume": False,
     },
     "search": {
@@ -74,9 +76,11 @@ DOCS: dict = {
     "data.val_fraction": "fraction of training images held out for validation",
     "data.split": "clean: validation images never trained on; paper: the study's protocol (validation = augmented copies of training images)",
     "data.cache_dir": "where prepared caches live (default <run>/data); share one across runs to prepare once",
+    "data.on_bad_sample": "error: a bad image or annotation stops preparation, naming the file; skip: leave it out and list it in the manifest and the report",
     "model.input_size": "network input side in pixels (study: 256); metrics are always reported in pixels of 256x256",
     "model.pretrained": "start from torchvision's ImageNet weights (needs network or the file in torchvision's cache)",
     "model.head_init": "default (torchvision's init) or mean_shape (the last layer starts at the mean training shape)",
+    "model.compile": "torch.compile the model for training (a GPU speed-up for long runs; compiling takes a minute)",
     "train.epochs": "training epochs (study: 100)",
     "train.batch_size": "images per step (study: 64)",
     "train.lr": "Adam learning rate used when the search is disabled",
@@ -90,6 +94,7 @@ DOCS: dict = {
     "train.wing": "Wing loss [width, curvature] in pixels of the 256x256 frame (Feng et al. 2018: [10, 2])",
     "train.schedule": "learning-rate schedule: none (study), cosine (to zero over train.epochs) or step (x0.1 at 50% and 75%)",
     "train.device": "auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...",
+    "train.processes": "data-parallel processes for training (DistributedDataParallel through torchrun, one per GPU); train.batch_size is the global batch",
     "train.resume": "continue training from <run>/train/last.pt",
     "search.enabled": "run the random search; when false, train.lr and train.weight_decay are used",
     "search.trials": "number of search trials (all workers together)",
@@ -127,10 +132,11 @@ def _resolve_paths(key: str, value, base: Path):
         return [expand_path(v, base) if isinstance(v, str) else v for v in value]
     return value
 _CHOICES = {"data.source": {"synthetic", "helen", "300w"}, "data.split": {"clean", "paper"},
+            "data.on_bad_sample": {"error", "skip"},
             "model.head_init": {"default", "mean_shape"}, "train.loss": {"mse", "l1", "wing"},
             "train.schedule": {"none", "cosine", "step"}}
 _POSITIVE = {"data.synthetic_train", "data.synthetic_test", "data.crop_size", "model.input_size", "train.epochs",
-             "train.batch_size", "train.lr", "train.epoch_multiplier", "search.trials", "search.epochs_per_trial"}
+             "train.batch_size", "train.lr", "train.epoch_multiplier", "train.processes", "search.trials", "search.epochs_per_trial"}
 
 
 class ParamsError(ValueError):
@@ -201,6 +207,9 @@ def _check(flat: dict) -> None:
             raise ParamsError(f"{key}: expected a list of {len(want)} values, got {value!r}")
     if not 0 < flat["train.crop_fraction"] <= 1:
         raise ParamsError(f"train.crop_fraction: must be in (0, 1], got {flat['train.crop_fraction']}")
+    if flat["train.batch_size"] % flat["train.processes"]:
+        raise ParamsError(f"train.batch_size: {flat['train.batch_size']} must be divisible by "
+                          f"train.processes ({flat['train.processes']})")
     if not 0 <= flat["train.flip"] <= 1:
         raise ParamsError(f"train.flip: a probability between 0 and 1, got {flat['train.flip']}")
     if not 0 < flat["data.val_fraction"] < 1:

@@ -96,23 +96,52 @@ def provenance(params: dict) -> dict:
             "packages": {p: version(p) for p in ("lmkit", "torch", "torchvision", "numpy", "optuna", "papermill")}}
 
 
+# what each notebook's outputs depend on, besides the notebooks before it
+STAGE_INPUTS = {"01_prepare": ("seed", "data"), "02_hpsearch": ("model", "train", "search"),
+                "03_train": ("model", "train"), "04_evaluate": ("eval",), "05_figures": (), "06_ablation": ()}
+
+
+def stage_digests(params: dict, notebooks=NOTEBOOKS) -> dict[str, str]:
+    """A digest per notebook of its params and of everything before it in the chain."""
+    import hashlib
+
+    out, previous = {}, ""
+    for name in notebooks:
+        relevant = {k: params[k] for k in STAGE_INPUTS[name]}
+        relevant["train"] = {k: v for k, v in relevant.get("train", {}).items() if k not in ("resume", "device")} \
+            if "train" in relevant else None
+        previous = hashlib.sha1((previous + json.dumps(relevant, sort_keys=True)).encode()).hexdigest()[:12]
+        out[name] = previous
+    return out
+
+
 def run_chain(params_file: str | None, overrides: list[str] | None = None, out: str | None = None,
-              log=print, notebooks=NOTEBOOKS) -> RunFolder:
+              log=print, notebooks=NOTEBOOKS, force: bool = False) -> RunFolder:
+    """Run ``notebooks`` into the run folder. A notebook that completed before with the same
+    digest (its params and everything before it unchanged) is reused, unless ``force``: so a
+    re-run after a failure starts at the failed notebook."""
     params = P.load(params_file, overrides)
     run = RunFolder(out or Path("reports") / params["name"])
     P.dump(params, run.params)
     nb_dir = notebooks_dir()
     info_file = run.path("run.json")
-    info = json.loads(info_file.read_text()) if info_file.exists() and notebooks != NOTEBOOKS else {}
-    timings = info.get("timings_s", {})
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    timings, completed = info.get("timings_s", {}), info.get("completed", {})
+    digests = stage_digests(params, NOTEBOOKS + (ABLATION_NOTEBOOK,))
+    reusing = not force
     log(f"run folder {run.root}")
     with this_python_kernel() as kernel:
         import papermill as pm
 
         for name in notebooks:
+            output = run.path("notebooks", f"{name}.ipynb")
+            if reusing and completed.get(name) == digests[name] and output.exists():
+                log(f"{name}: reusing the earlier output (its inputs and params are unchanged)")
+                continue
+            reusing = False  # everything after a re-run notebook runs again
+            completed.pop(name, None)
             t0 = time.perf_counter()
             log(f"{name} ...")
-            output = run.path("notebooks", f"{name}.ipynb")
             try:
                 pm.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(output), kernel_name=kernel,
                                     parameters={"run_dir": str(run.root), "params_file": str(run.params),
@@ -124,8 +153,10 @@ def run_chain(params_file: str | None, overrides: list[str] | None = None, out: 
                                  f"  the executed notebook with the traceback: {output}") from None
             export_html(output)
             timings[name] = round(time.perf_counter() - t0, 1)
+            completed[name] = digests[name]
+            write_json({**info, "timings_s": timings, "completed": completed}, info_file)
             log(f"{name} done in {timings[name]:.1f} s")
-    write_json({"timings_s": timings, **provenance(params)}, info_file)
+    write_json({"timings_s": timings, "completed": completed, **provenance(params)}, info_file)
     from .report import write_index
 
     write_index(run)
@@ -141,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one param, e.g. -p train.epochs=3 (repeatable)")
     r.add_argument("--out", help="run folder (default reports/<name>)")
+    r.add_argument("--force", action="store_true", help="re-run every notebook, even those whose outputs are current")
     a = sub.add_parser("ablate", help="after a run: train and test each recipe change (notebook 06_ablation)")
     a.add_argument("params", help="the params file of the run")
     a.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -149,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.perf_counter()
         notebooks = NOTEBOOKS if args.command == "run" else (ABLATION_NOTEBOOK,)
-        run_chain(args.params, args.overrides, args.out, notebooks=notebooks)
+        run_chain(args.params, args.overrides, args.out, notebooks=notebooks, force=getattr(args, "force", True))
         print(f"finished in {time.perf_counter() - t0:.0f} s")
     except (ChainError, P.ParamsError, FileNotFoundError) as e:
         print(f"lmkit: {e}", file=sys.stderr)

@@ -20,8 +20,8 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from .readers import Sample, read_300w, read_300w_folder, read_helen
-from .synthetic import synthetic_faces
+from .readers import Entry, Sample, entries_300w, entries_300w_folder, entries_helen
+from .synthetic import synthetic_entries
 
 
 def crop_box(landmarks: np.ndarray, image_hw: tuple[int, int], forehead: float = 1 / 3,
@@ -61,31 +61,79 @@ class Split:
         return len(self.names)
 
 
-def write_cache(samples: Iterable[Sample], folder: Path, manifest: dict, size: int = 300,
-                forehead: float = 1 / 3, padding: float = 0.05) -> Split:
-    """Crop, resize and cache ``samples`` into ``folder`` atomically."""
-    folder = Path(folder)
-    images, landmarks, names, boxes, sources = [], [], [], [], []
+class Subset:
+    """Rows ``indices`` of an array (a memory map stays one: rows are read when indexed)."""
+
+    def __init__(self, base: np.ndarray, indices):
+        self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
+        self.shape = (len(self.indices), *base.shape[1:])
+        self.dtype = base.dtype
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key):
+        return self.base[self.indices[key]]
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.base[self.indices]
+        return a if dtype is None else a.astype(dtype)
+
+
+def _as_entries(samples: Iterable[Sample | Entry]) -> Iterator[Entry]:
     for s in samples:
+        yield s if isinstance(s, Entry) else Entry(s.name, s.source or s.name, lambda s=s: s)
+
+
+def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict, size: int = 300,
+                forehead: float = 1 / 3, padding: float = 0.05, on_bad_sample: str = "error") -> Split:
+    """Crop, resize and cache ``samples`` (or entries) into ``folder`` atomically.
+
+    A bad sample (unreadable image, broken annotation, wrong point count, points far outside,
+    duplicate name) raises an error naming its file; with ``on_bad_sample="skip"`` it is left
+    out and listed, with the reason, under ``skipped`` in the manifest.
+    """
+    if on_bad_sample not in ("error", "skip"):
+        raise ValueError(f"data.on_bad_sample: must be error or skip, got {on_bad_sample!r}")
+    folder = Path(folder)
+    images, landmarks, names, boxes, sources, skipped = [], [], [], [], [], []
+    seen = set()
+    for e in _as_entries(samples):
         try:
+            if e.name in seen:
+                raise ValueError(f"{e.source}: duplicate sample name {e.name!r}")
+            s = e.load()
             box = crop_box(s.landmarks, s.image.shape[:2], forehead, padding)
-        except ValueError as e:
-            raise ValueError(f"{s.source or s.name}: {e}") from None
-        img, pts = crop_and_resize(s.image, s.landmarks, box, size)
-        if landmarks and pts.shape != landmarks[0].shape:
-            raise ValueError(f"{s.source or s.name}: has {len(pts)} points, earlier samples have {len(landmarks[0])}")
+            img, pts = crop_and_resize(s.image, s.landmarks, box, size)
+        except (ValueError, OSError) as err:
+            message = str(err) if e.source in str(err) else f"{e.source}: {err}"
+            if on_bad_sample == "error":
+                raise type(err)(message) from None
+            skipped.append({"name": e.name, "source": e.source, "reason": message})
+            continue
+        seen.add(e.name)
         images.append(img)
         landmarks.append(pts)
         names.append(s.name)
         boxes.append(box)
         sources.append(s.source)
+    # every sample must have the point count most of them have
+    counts = [len(p) for p in landmarks]
+    k = max(set(counts), key=counts.count) if counts else 0
+    odd = [i for i, c in enumerate(counts) if c != k]
+    for i in odd:
+        message = f"{sources[i]}: has {counts[i]} points, the other samples have {k}"
+        if on_bad_sample == "error":
+            raise ValueError(message)
+        skipped.append({"name": names[i], "source": sources[i], "reason": message})
+    if odd:
+        keep = [i for i in range(len(names)) if counts[i] == k]
+        images, landmarks, names, boxes, sources = ([a[i] for i in keep] for a in (images, landmarks, names, boxes, sources))
     if not names:
-        raise ValueError(f"{folder}: the split is empty (source: {manifest.get('source')})")
-    dupes = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
-    if dupes:
-        raise ValueError(f"{folder}: duplicate sample names {dupes[:5]}")
+        raise ValueError(f"{folder}: the split is empty (source: {manifest.get('source')}; "
+                         f"{len(skipped)} bad samples skipped)")
     manifest = {**manifest, "count": len(names), "n_points": int(landmarks[0].shape[0]), "crop_size": size,
-                "forehead": forehead, "padding": padding}
+                "forehead": forehead, "padding": padding, "skipped": skipped}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -119,25 +167,25 @@ def load_cache(folder: Path, mmap: bool = True) -> Split:
                  json.loads((folder / "names.json").read_text()), json.loads(manifest_file.read_text()))
 
 
-def source_samples(data: dict, split: str, seed: int) -> Iterator[Sample]:
-    """The raw samples of ``split`` (train/test) for a ``data`` params section."""
+def source_entries(data: dict, split: str, seed: int) -> list[Entry]:
+    """The samples of ``split`` (train/test), not yet read, for a ``data`` params section."""
     source = data["source"]
     if source == "synthetic":
-        return synthetic_faces(data[f"synthetic_{split}"], split, seed)
+        return synthetic_entries(data[f"synthetic_{split}"], split, seed)
     if data.get("root") in (None, ""):
         raise ValueError(f"data.root: must name the {source} folder when data.source is {source!r}")
-    extra = [read_300w_folder(f) for f in data["extra_train"]] if split == "train" else []
+    extra = [entries_300w_folder(f) for f in data["extra_train"]] if split == "train" else []
     if source == "helen":
-        return itertools.chain(read_helen(data["root"], split), *extra)
+        return list(itertools.chain(entries_helen(data["root"], split), *extra))
     if source == "300w":
-        return itertools.chain(read_300w(data["root"], split), *extra)
+        return list(itertools.chain(entries_300w(data["root"], split), *extra))
     raise ValueError(f"data.source: unknown source {source!r} (synthetic, helen, 300w)")
 
 
 def cache_key(data: dict, split: str, seed: int) -> dict:
     """What a cache depends on: the manifest must match it for the cache to be reused."""
     key = {"source": data["source"], "split": split, "crop_size": data["crop_size"],
-           "forehead": data["forehead"], "padding": data["padding"]}
+           "forehead": data["forehead"], "padding": data["padding"], "on_bad_sample": data["on_bad_sample"]}
     if data["source"] == "synthetic":
         key.update(seed=seed, requested=data[f"synthetic_{split}"])
     else:
@@ -149,20 +197,42 @@ def cache_key(data: dict, split: str, seed: int) -> dict:
 
 def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Split]:
     """Prepare (or reuse) the train and test caches below ``cache_dir``."""
-    out = {}
+    out, keys = {}, {split: cache_key(data, split, seed) for split in ("train", "test")}
     for split in ("train", "test"):
         folder = Path(cache_dir) / split
-        key = cache_key(data, split, seed)
         if (folder / "manifest.json").exists():
             cached = load_cache(folder)
-            if all(cached.manifest.get(k) == v for k, v in key.items()):
-                log(f"{split}: reusing cache {folder} ({len(cached)} faces)")
+            if all(cached.manifest.get(k) == v for k, v in keys[split].items()):
+                log(f"{split}: reusing cache {folder} ({len(cached)} faces, its parameters unchanged)")
                 out[split] = cached
-                continue
-        out[split] = write_cache(source_samples(data, split, seed), folder, key, data["crop_size"],
-                                 data["forehead"], data["padding"])
-        log(f"{split}: prepared {len(out[split])} faces into {folder}")
+    if len(out) < 2:
+        entries = {split: source_entries(data, split, seed) for split in ("train", "test") if split not in out}
+        names = {split: set(out[split].names) if split in out else {e.name for e in entries[split]}
+                 for split in ("train", "test")}
+        both = sorted(names["train"] & names["test"])
+        if both and data["on_bad_sample"] == "error":
+            raise ValueError(f"{len(both)} names are in both the train and the test split, e.g. {both[:5]} "
+                             "(set data.on_bad_sample: skip to leave them out of training)")
+        for split, split_entries in entries.items():
+            if split == "train" and both:  # test images never trained on
+                leak = set(both)
+                split_entries = [e if e.name not in leak else _refused(e, "also in the test split")
+                                 for e in split_entries]
+            out[split] = write_cache(split_entries, Path(cache_dir) / split, keys[split], data["crop_size"],
+                                     data["forehead"], data["padding"], data["on_bad_sample"])
+            skipped = out[split].manifest["skipped"]
+            log(f"{split}: prepared {len(out[split])} faces into {Path(cache_dir) / split}"
+                + (f"; skipped {len(skipped)} bad samples:" if skipped else ""))
+            for bad in skipped:
+                log(f"  skipped {bad['reason']}")
     return out
+
+
+def _refused(entry: Entry, reason: str) -> Entry:
+    def load():
+        raise ValueError(f"{entry.source}: {reason}")
+
+    return Entry(entry.name, entry.source, load)
 
 
 def split_train_val(n: int, val_fraction: float, seed: int, protocol: str = "clean") -> dict[str, list[int]]:

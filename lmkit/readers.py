@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -30,15 +30,50 @@ class Sample:
     source: str = ""  # file the sample came from, for error messages
 
 
+@dataclass
+class Entry:
+    """A sample not yet read: ``load()`` returns the Sample or raises an error naming the file.
+    Preparation reads entries so that ``on_bad_sample: skip`` can go on past a bad one."""
+    name: str
+    source: str
+    load: Callable[[], Sample]
+
+
+FAR_OUTSIDE = 0.25  # a point more than this fraction of the image size outside it is an error
+
+
 def load_image(path: Path) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB, naming the file on failure."""
+    """Decode an image file to (H, W, 3) uint8 RGB, naming the file on failure.
+
+    Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted; the
+    stored pixels are used as they are, without applying an EXIF orientation tag, because
+    Helen's and 300-W's annotations refer to the stored pixels.
+    """
     try:
         with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: keep the top 8 bits
+                a = np.asarray(im).astype(np.uint32)
+                a = (a >> 8) if a.max() > 255 else a
+                return np.repeat(a.astype(np.uint8)[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file is missing") from None
-    except Exception as e:  # PIL raises several kinds for broken files
-        raise ValueError(f"{path}: cannot decode image ({e})") from None
+    except Exception as e:  # PIL raises several kinds for broken or truncated files
+        raise ValueError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+
+
+def checked(sample: Sample) -> Sample:
+    """Refuse landmarks far outside the image (a wrong file pairing or a broken annotation)."""
+    h, w = sample.image.shape[:2]
+    lo = -FAR_OUTSIDE * np.array([w, h])
+    hi = (1 + FAR_OUTSIDE) * np.array([w, h])
+    bad = np.where(((sample.landmarks < lo) | (sample.landmarks > hi)).any(1))[0]
+    if len(bad):
+        i = int(bad[0])
+        x, y = sample.landmarks[i]
+        raise ValueError(f"{sample.source}: point {i} at ({x:.1f}, {y:.1f}) lies far outside the {w}x{h} image"
+                         f" ({len(bad)} such points)")
+    return sample
 
 
 def _points(rows: list[str], path: Path, sep: str | None) -> np.ndarray:
@@ -78,27 +113,40 @@ def read_pts(path: Path) -> np.ndarray:
     return _points(rows, path, None)
 
 
-def read_300w_folder(folder: Path) -> Iterator[Sample]:
-    """Every ``NAME.pts`` below ``folder`` with its ``NAME.jpg|png`` beside it, sorted by name."""
+def _300w_sample(pts: Path) -> Sample:
+    image_path = next((pts.with_suffix(s) for s in IMAGE_SUFFIXES if pts.with_suffix(s).exists()), None)
+    if image_path is None:
+        raise FileNotFoundError(f"{pts}: no image beside it (looked for {', '.join(IMAGE_SUFFIXES)})")
+    landmarks = read_pts(pts)
+    return checked(Sample(pts.stem, load_image(image_path), landmarks, str(image_path)))
+
+
+def entries_300w_folder(folder: Path) -> list[Entry]:
+    """Every ``NAME.pts`` below ``folder``, to be read with its ``NAME.jpg|png`` beside it."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: 300-W folder does not exist")
     pts_files = sorted(folder.rglob("*.pts"))
     if not pts_files:
         raise ValueError(f"{folder}: no .pts annotation files found")
-    for pts in pts_files:
-        image_path = next((pts.with_suffix(s) for s in IMAGE_SUFFIXES if pts.with_suffix(s).exists()), None)
-        if image_path is None:
-            raise FileNotFoundError(f"{pts}: no image beside it (looked for {', '.join(IMAGE_SUFFIXES)})")
-        yield Sample(pts.stem, load_image(image_path), read_pts(pts), str(image_path))
+    return [Entry(p.stem, str(p), lambda p=p: _300w_sample(p)) for p in pts_files]
 
 
-def read_300w(root: Path, split: str) -> Iterator[Sample]:
+def entries_300w(root: Path, split: str) -> list[Entry]:
     """The ``trainset`` or ``testset`` folder of a 300-W style root."""
     folder = Path(root) / f"{split}set"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: missing; a 300-W root holds trainset/ and testset/")
-    return read_300w_folder(folder)
+    return entries_300w_folder(folder)
+
+
+def read_300w_folder(folder: Path) -> Iterator[Sample]:
+    """Every sample below a 300-W folder, sorted by name; the first bad one raises."""
+    return (e.load() for e in entries_300w_folder(folder))
+
+
+def read_300w(root: Path, split: str) -> Iterator[Sample]:
+    return (e.load() for e in entries_300w(root, split))
 
 
 # ---------------------------------------------------------------- Helen layout
@@ -109,25 +157,37 @@ def read_helen_annotation(path: Path) -> tuple[str, np.ndarray]:
     return lines[0].strip(), _points(lines[1:], path, ",")
 
 
-def read_helen(root: Path, split: str) -> Iterator[Sample]:
+def helen_split_names(root: Path, split: str) -> list[str]:
+    names_file = Path(root) / f"{split}names.txt"
+    if not names_file.exists():
+        raise FileNotFoundError(f"{names_file}: Helen split list is missing")
+    return [n.strip() for n in names_file.read_text().splitlines() if n.strip()]
+
+
+def entries_helen(root: Path, split: str) -> list[Entry]:
     """Helen's official layout; ``split`` is ``train`` or ``test``."""
     root = Path(root)
     names_file = root / f"{split}names.txt"
-    if not names_file.exists():
-        raise FileNotFoundError(f"{names_file}: Helen split list is missing")
-    wanted = [n.strip() for n in names_file.read_text().splitlines() if n.strip()]
+    wanted = helen_split_names(root, split)
     ann_dir = root / "annotation"
     if not ann_dir.is_dir():
         raise FileNotFoundError(f"{ann_dir}: Helen annotation folder is missing")
     annotations = {}
     for f in sorted(ann_dir.glob("*.txt")):
-        name, pts = read_helen_annotation(f)
-        annotations[name] = (pts, f)
+        lines = f.read_text().splitlines()
+        annotations[lines[0].strip() if lines else f.stem] = f
     images = {p.stem: p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
-    for name in wanted:
+
+    def load(name: str) -> Sample:
         if name not in annotations:
             raise ValueError(f"{names_file}: {name!r} has no annotation file in {ann_dir}")
         if name not in images:
             raise FileNotFoundError(f"{names_file}: image {name!r} not found below {root}")
-        pts, _ = annotations[name]
-        yield Sample(name, load_image(images[name]), pts, str(images[name]))
+        _, pts = read_helen_annotation(annotations[name])
+        return checked(Sample(name, load_image(images[name]), pts, str(images[name])))
+
+    return [Entry(n, str(annotations.get(n, names_file)), lambda n=n: load(n)) for n in wanted]
+
+
+def read_helen(root: Path, split: str) -> Iterator[Sample]:
+    return (e.load() for e in entries_helen(root, split))

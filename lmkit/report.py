@@ -34,6 +34,13 @@ def _fmt(v, key: str) -> str:
     return f"{v:.2f}" if key.startswith("mse") else f"{v:.4f}" if key.startswith("nme") else f"{v:.3f}"
 
 
+def _search(m: dict) -> str:
+    b = m.get("search_budget", {})
+    if not b.get("enabled", True):
+        return "disabled"
+    return f"{b.get('trials')} trials of {b.get('epochs_per_trial')} epochs"
+
+
 def metrics_html(m: dict) -> str:
     keys = list(dict.fromkeys(k for row in m["methods"].values() for k in row))
     columns = [(k, _label(k)) for k in keys]
@@ -66,6 +73,14 @@ def ablation_html(run: RunFolder) -> str:
             f"<table><tr><th>variant</th>{head}<th>training (min)</th></tr>{rows}</table>")
 
 
+def skipped_html(m: dict) -> str:
+    skipped = [(split, s) for split, items in m.get("skipped", {}).items() for s in items]
+    if not skipped:
+        return "<p>No sample was skipped.</p>"
+    items = "".join(f"<li>{split}: {html.escape(s['reason'])}</li>" for split, s in skipped)
+    return f"<p><b>{len(skipped)} bad samples were skipped</b> (data.on_bad_sample: skip):</p><ul>{items}</ul>"
+
+
 def write_index(run: RunFolder) -> None:
     m = json.loads(run.metrics.read_text())
     info = json.loads(run.path("run.json").read_text()) if run.path("run.json").exists() else {}
@@ -91,9 +106,10 @@ def write_index(run: RunFolder) -> None:
 <h2>Data and budget</h2>
 <p>Data set: <b>{html.escape(m['dataset'])}</b>; scheme {m['scheme']}; {m['n_train']} training,
 {m['n_val']} validation ({m['split_protocol']} split), {m['n_test']} test images. Input {m['input_size']}x{m['input_size']},
-{m['epochs']} epochs; Adam learning rate {hp['lr']:.2e}, weight decay {hp['weight_decay']:.2e} ({html.escape(hp['source'])}).
+{m['epochs']} epochs; search {_search(m)}; Adam learning rate {hp['lr']:.2e}, weight decay {hp['weight_decay']:.2e} ({html.escape(hp['source'])}).
 Training took {m['train_seconds'] / 60:.1f} min. Best validation MSE {m['best_val_mse']:.2f} px² at epoch {m['best_epoch']} (study: {m['paper']['best_val_mse']:.2f},
 validated on augmented copies of training images).</p>
+{skipped_html(m)}
 <h2>Test metrics</h2>
 <p>MSE in {html.escape(m['mse_unit'])}, averaged over points and x, y (the study's unit).
 NME = mean point-to-point error divided by {html.escape('; or by '.join(m['nme_units'].values()))}.

@@ -8,6 +8,7 @@ search: only the trials still missing are run.
 """
 from __future__ import annotations
 
+import warnings
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -44,9 +45,35 @@ class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
         return super().sample_independent(study, trial, param_name, param_distribution)
 
 
+HEARTBEAT_S, GRACE_S = 30, 120
+
+
 def open_study(storage: str, study_name: str, seed: int) -> optuna.Study:
-    return optuna.create_study(study_name=study_name, storage=storage, direction="minimize",
+    """The study in ``storage``. Workers send a heartbeat; a trial whose worker died (no
+    heartbeat for GRACE_S seconds) is failed and retried with the same values by the next
+    worker that starts (Optuna's RetryFailedTrialCallback)."""
+    with warnings.catch_warnings():  # the heartbeat is flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
+            retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)}
+        else:
+            retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=3)}
+        rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **retry)
+    return optuna.create_study(study_name=study_name, storage=rdb, direction="minimize",
                                sampler=TrialSeededRandomSampler(seed=seed), load_if_exists=True)
+
+
+def retry_interrupted(study: optuna.Study, log=print) -> int:
+    """Fail the trials a killed search left RUNNING and queue them again with the same values,
+    so none is lost. Only for a study no other worker uses (the default local database)."""
+    stale = [t for t in study.trials if t.state == TrialState.RUNNING]
+    for t in stale:
+        with warnings.catch_warnings():  # tell() outside optimize() is fine here
+            warnings.simplefilter("ignore", UserWarning)
+            study.tell(t.number, state=TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        log(f"trial {t.number} was interrupted; it runs again with the same values")
+    return len(stale)
 
 
 def default_storage(run_dir: Path) -> str:
@@ -56,13 +83,14 @@ def default_storage(run_dir: Path) -> str:
 
 
 def run_search(objective: Callable[[float, float], float], trials: int, lr_range, wd_range, storage: str,
-               study_name: str = "hpsearch", seed: int = 0, log=print) -> optuna.Study:
+               study_name: str = "hpsearch", seed: int = 0, log=print, single_worker: bool = False) -> optuna.Study:
     """Run trials until ``trials`` have completed in the study (counting earlier runs and
-    other workers). ``objective(lr, weight_decay)`` returns the validation loss."""
+    other workers). ``objective(lr, weight_decay)`` returns the validation loss. With
+    ``single_worker`` (the default local database), trials left running by a killed search
+    are re-queued at once; with shared storage the heartbeat does it after GRACE_S seconds."""
     study = open_study(storage, study_name, seed)
-    stale = [t for t in study.trials if t.state == TrialState.RUNNING]
-    if stale:
-        log(f"{len(stale)} trial(s) were left running by an interrupted search; they are not counted")
+    if single_worker:
+        retry_interrupted(study, log)
     done = sum(t.state == TrialState.COMPLETE for t in study.trials)
     if done:
         log(f"{done} of {trials} trials already complete in {storage}")

@@ -12,7 +12,7 @@ import torch
 from . import figures as F
 from . import metrics as M
 from .model import REFERENCE_SIZE, build_model, pick_device, predict
-from .prepare import Split, load_cache, prepare as prepare_caches, split_train_val
+from .prepare import Split, Subset, load_cache, prepare as prepare_caches, split_train_val
 from .runfolder import RunFolder, read_json, write_json
 from .saliency import saliency_maps
 from .schemes import scheme_for_points
@@ -27,7 +27,8 @@ def describe_dataset(manifest: dict) -> str:
     if src == "synthetic":
         return f"synthetic faces (lmkit built-in, seed {manifest['seed']})"
     name = {"helen": "Helen (official layout)", "300w": "300-W layout"}[src]
-    return f"{name}: {manifest['root']}"
+    extra = f" + {', '.join(Path(f).name for f in manifest['extra_train'])} (training)" if manifest.get("extra_train") else ""
+    return f"{name}: {Path(manifest['root']).name}{extra}"
 
 
 # ------------------------------------------------------------------ 01_prepare
@@ -48,7 +49,8 @@ def load_data(run: RunFolder, params: dict) -> dict:
     train, test = load_cache(cache / "train"), load_cache(cache / "test")
     split = read_json(run.split, "01_prepare")
     ti, vi = np.asarray(split["train"]), np.asarray(split["val"])
-    return {"train": (train.images[ti], train.landmarks[ti]), "val": (train.images[vi], train.landmarks[vi]),
+    return {"train": (Subset(train.images, ti), Subset(train.landmarks, ti)),
+            "val": (Subset(train.images, vi), Subset(train.landmarks, vi)),
             "test": test, "train_split": train, "scheme": scheme_for_points(train.landmarks.shape[1]),
             "dataset": describe_dataset(train.manifest)}
 
@@ -88,7 +90,7 @@ def hpsearch(run: RunFolder, params: dict, log=print) -> pd.DataFrame | None:
 
     storage = s["storage"] or default_storage(run.root)
     study = run_search(objective, s["trials"], s["lr_range"], s["weight_decay_range"], storage,
-                       study_name(params), params["seed"], log)
+                       study_name(params), params["seed"], log, single_worker=not s["storage"])
     table = trials_table(study)
     write_csv_atomic(table, run.trials)
     best = study.best_trial
@@ -99,6 +101,11 @@ def hpsearch(run: RunFolder, params: dict, log=print) -> pd.DataFrame | None:
 
 # ------------------------------------------------------------------ 03_train
 def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
+    if params["train"]["processes"] > 1 and not torch.distributed.is_initialized():
+        from .distributed import launch
+
+        launch(run, params["train"]["processes"], log)
+        return pd.read_csv(run.history)
     d = load_data(run, params)
     hp = read_json(run.best_hparams, "02_hpsearch")
     device = pick_device(params["train"]["device"])
@@ -175,6 +182,8 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         "best_val_mse": float(history["val_mse"].min()),
         "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),
         "hparams": read_json(run.best_hparams, "02_hpsearch"), "methods": rows, "peer": peer_status,
+        "search_budget": {k: params["search"][k] for k in ("enabled", "trials", "epochs_per_trial")},
+        "skipped": {"train": d["train_split"].manifest.get("skipped", []), "test": test.manifest.get("skipped", [])},
         "best": [test.names[i] for i in best], "worst": [test.names[i] for i in worst], "paper": PAPER,
     }
     tmp = run.predictions.with_name(".predictions.tmp.npz")
@@ -276,7 +285,13 @@ def ablation(run: RunFolder, params: dict, variants: dict | None = None, log=pri
         shutil.copyfile(run.split, sub.split)
         write_json(hp, sub.best_hparams)
         log(f"--- {name}: {changes or 'as the run'}")
-        train(sub, vp, log=lambda line: None)
+        if not changes and run.history.exists() and run.best_checkpoint.exists():
+            # the run's own recipe, data, seed and hyper-parameters: its training is this variant
+            for f in ("history.csv", "best.pt", "last.pt"):
+                shutil.copyfile(run.train_dir / f, sub.train_dir / f)
+            log("    the run's own training (same recipe, seed and budget) is reused")
+        else:
+            train(sub, vp, log=lambda line: None)
         m = evaluate(sub, vp, log=lambda line: None, peers=False)
         rows[name] = {"changes": ", ".join(f"{k}={v}" for k, v in changes.items()) or "-",
                       **m["methods"][METHODS["model"]], "train_seconds": m["train_seconds"]}

@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .readers import Sample
+from .readers import Entry, Sample
 
 SIZE = 300
 _SUPER = 2  # draw at 2x, then box-filter down: smooth edges, exact sub-pixel geometry
@@ -172,9 +172,17 @@ def draw_face(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 def synthetic_faces(n: int, split: str, seed: int = 0) -> Iterator[Sample]:
     """``n`` faces of the ``train`` or ``test`` split; face i depends only on (seed, split, i)."""
+    return (e.load() for e in synthetic_entries(n, split, seed))
+
+
+def synthetic_entries(n: int, split: str, seed: int = 0) -> list[Entry]:
+    """The same faces as ``synthetic_faces``, as entries drawn when loaded."""
     if split not in _SPLIT_IDS:
         raise ValueError(f"synthetic split must be one of {sorted(_SPLIT_IDS)}, got {split!r}")
-    for i in range(n):
-        rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
-        image, landmarks = draw_face(rng)
-        yield Sample(f"synth_{split}_{i:05d}", image, landmarks, f"synthetic(seed={seed})")
+
+    def load(i: int) -> Sample:
+        image, landmarks = draw_face(np.random.default_rng([seed, _SPLIT_IDS[split], i]))
+        return Sample(f"synth_{split}_{i:05d}", image, landmarks, f"synthetic(seed={seed})")
+
+    return [Entry(f"synth_{split}_{i:05d}", f"synthetic(seed={seed}, {split} {i})", lambda i=i: load(i))
+            for i in range(n)]

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class TrainConfig:
     loss: str = "mse"
     wing: tuple[float, float] = (10.0, 2.0)
     schedule: str = "none"
+    compile: bool = False  # torch.compile the model (worth it on a GPU for long runs)
 
     @classmethod
     def from_params(cls, p: dict, device, mirror: tuple[int, ...] = (), **changes) -> "TrainConfig":
@@ -48,7 +50,7 @@ class TrainConfig:
         aug = Augment(t["rotation"], t["crop_fraction"], tuple(t["intensity"]), t["flip"], tuple(mirror))
         cfg = cls(t["epochs"], t["batch_size"], t["lr"], t["weight_decay"], t["epoch_multiplier"],
                   p["model"]["input_size"], aug, p["data"]["split"] == "paper", p["seed"], str(device),
-                  t["loss"], tuple(t["wing"]), t["schedule"])
+                  t["loss"], tuple(t["wing"]), t["schedule"], p["model"]["compile"])
         for k, v in changes.items():
             setattr(cfg, k, v)
         return cfg
@@ -84,9 +86,27 @@ def save_atomic(obj, path: Path) -> None:
 
 def load_checkpoint(path: Path, device="cpu") -> dict:
     try:
-        return torch.load(path, map_location=device, weights_only=False)
+        ckpt = torch.load(path, map_location=device, weights_only=False)
     except Exception as e:
-        raise RuntimeError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+        hint = ""
+        previous = Path(path).with_name("previous.pt")
+        if Path(path).name == "last.pt" and previous.exists():
+            hint = f"; the checkpoint before it, {previous}, is kept: rename it to last.pt to resume from it"
+        raise RuntimeError(f"{path}: cannot read checkpoint, corrupt or truncated ({type(e).__name__}: {e}){hint}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise RuntimeError(f"{path}: not an lmkit checkpoint (no 'model' entry)")
+    return ckpt
+
+
+def save_checkpoint(state: dict, folder: Path, best: bool) -> None:
+    """``last.pt`` (the one before it kept as ``previous.pt``) and, when best, ``best.pt``;
+    each written to a temporary file and renamed, so a kill never leaves half a file."""
+    if best:
+        save_atomic(state, folder / "best.pt")
+    last = folder / "last.pt"
+    if last.exists():
+        os.replace(last, folder / "previous.pt")
+    save_atomic(state, last)
 
 
 def _log_line(epoch, epochs, row, width=20):
@@ -96,21 +116,123 @@ def _log_line(epoch, epochs, row, width=20):
             f"  {row['images_per_s']:6.1f} img/s  {row['seconds']:6.1f} s")
 
 
+class Batches:
+    """The augmented training batches of one epoch, in ``order``. With ``prefetch`` each batch
+    is gathered and augmented in a background thread while the previous one trains (torch
+    releases the GIL), so the data path overlaps the model's work. The batches and their
+    random draws come in the same sequence either way."""
+
+    def __init__(self, images, landmarks, order: torch.Tensor, cfg: "TrainConfig", generator: torch.Generator,
+                 device: torch.device, prefetch: bool = True):
+        self.images, self.landmarks, self.order = images, landmarks, order
+        self.cfg, self.g, self.device, self.prefetch = cfg, generator, device, prefetch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.cfg.batch_size)
+
+    def _make(self, i: int):
+        idx = self.order[i * self.cfg.batch_size : (i + 1) * self.cfg.batch_size]
+        if isinstance(self.images, torch.Tensor):  # already resident (on the GPU)
+            imgs, pts = self.images[idx.to(self.images.device)], self.landmarks[idx.to(self.images.device)]
+        else:  # a memory map (or array): read just this batch
+            rows = idx.numpy()
+            imgs, pts = torch.from_numpy(np.ascontiguousarray(self.images[rows])), torch.from_numpy(
+                np.ascontiguousarray(self.landmarks[rows]))
+        x, y = make_batch(imgs.to(self.device, non_blocking=True), pts.to(self.device, non_blocking=True),
+                          self.cfg.input_size, self.cfg.augment, self.g)
+        return x, y
+
+    def __iter__(self):
+        if not self.prefetch:
+            for i in range(len(self)):
+                yield self._make(i)
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self._make, 0)
+            for i in range(len(self)):
+                batch = pending.result()
+                if i + 1 < len(self):
+                    pending = pool.submit(self._make, i + 1)
+                yield batch
+
+
+def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, cfg: "TrainConfig") -> tuple[float, float]:
+    """One optimizer step; returns (training loss, MSE), both in the 256-frame unit."""
+    device = x.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        pred = model(x)
+    pred, target = pred.float(), y * (REFERENCE_SIZE / cfg.input_size)
+    loss = landmark_loss(cfg.loss, pred, target, cfg.wing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    mse = loss if cfg.loss == "mse" else F.mse_loss(pred.detach(), target)
+    return loss.item(), mse.item()
+
+
+def epoch_order(n: int, cfg: "TrainConfig", epoch: int) -> tuple[torch.Tensor, torch.Generator]:
+    """The epoch's sample order (``epoch_multiplier`` shuffles) and the generator that then
+    draws its augmentation, both seeded by (seed, epoch)."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    return torch.cat([torch.randperm(n, generator=g) for _ in range(cfg.epoch_multiplier)]), g
+
+
+def shard(order: torch.Tensor, global_batch: int, rank: int, world: int) -> tuple[torch.Tensor, int]:
+    """This process's share of every global batch (an incomplete last batch is dropped, so
+    every process takes the same number of steps). Returns (its order, its batch size)."""
+    if global_batch % world:
+        raise ValueError(f"train.batch_size {global_batch} must be divisible by the {world} processes")
+    b = global_batch // world
+    full = len(order) // global_batch * global_batch
+    return order[:full].view(-1, world, b)[:, rank].reshape(-1), b
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: TrainConfig,
         out_dir: Path | None = None, resume: bool = False, log=print) -> pd.DataFrame:
     """Train ``model`` in place; returns the per-epoch history (MSE in 256-frame px^2).
 
-    Images are uint8 (N, S, S, 3) arrays (memory maps are fine), landmarks (N, K, 2) in
-    crop pixels. With ``out_dir``, history and checkpoints are written there.
+    Images are uint8 (N, S, S, 3) arrays; memory maps stay memory maps on the CPU (each
+    batch reads its rows) and are copied once to the GPU when training there. Landmarks are
+    (N, K, 2) in crop pixels. With ``out_dir``, history and checkpoints are written there.
+
+    Inside a ``torch.distributed`` process group (``torchrun``, see ``lmkit.distributed``)
+    the model is wrapped in DistributedDataParallel and ``cfg.batch_size`` is the global
+    batch: each of the W processes trains on batch_size / W images of every step, with its
+    own augmentation draws; gradients are averaged, so the weights stay identical. Batch-norm
+    statistics are computed per process on its share (not synchronized); running statistics
+    are broadcast from rank 0 at every forward (DDP's default). Only rank 0 writes and logs.
     """
     device = torch.device(cfg.device)
+    rank, world = _distributed()
+    net, step_cfg = model, cfg
+    if world > 1:
+        from dataclasses import replace
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        step_cfg = replace(cfg, batch_size=cfg.batch_size // world)
+        if rank != 0:
+            log = lambda _: None  # noqa: E731
+    if cfg.compile:
+        net = torch.compile(net)
+    writer = rank == 0
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict] = []
     start = 1
     if out_dir is not None:
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if writer:
+            out_dir.mkdir(parents=True, exist_ok=True)
         last = out_dir / "last.pt"
+        if resume and not last.exists() and (out_dir / "previous.pt").exists():
+            last = out_dir / "previous.pt"  # killed between keeping the previous and renaming the new one
         if resume and last.exists():
             ckpt = load_checkpoint(last, device)
             model.load_state_dict(ckpt["model"])
@@ -119,37 +241,31 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
             start = ckpt["epoch"] + 1
             log(f"resuming from {last} after epoch {ckpt['epoch']}")
     n, src = len(train_images), train_images.shape[1]
-    to_ref = REFERENCE_SIZE / cfg.input_size
-    images = to_tensor(train_images)  # uint8 stays uint8 on the device
-    landmarks = to_tensor(train_landmarks)
-    if device.type == "cuda":
-        images, landmarks = images.to(device), landmarks.to(device)
+    images, landmarks = train_images, train_landmarks
+    if device.type == "cuda":  # the training set lives on the GPU as uint8
+        images, landmarks = to_tensor(train_images).to(device), to_tensor(train_landmarks).to(device)
         torch.backends.cudnn.benchmark = True
     best = min((h["val_mse"] for h in history), default=math.inf)
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.cat([torch.randperm(n, generator=g) for _ in range(cfg.epoch_multiplier)])
+        order, g = epoch_order(n, cfg, epoch)
+        if world > 1:  # this process's share, its own augmentation draws
+            order, _ = shard(order, cfg.batch_size, rank, world)
+            g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 1009 + rank)
         lr = cfg.lr_at(epoch)
         for group in opt.param_groups:
             group["lr"] = lr
         model.train()
         total, total_mse, seen = 0.0, 0.0, 0
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            imgs = images[idx].to(device, non_blocking=True)
-            pts = landmarks[idx].to(device, non_blocking=True)
-            x, y = make_batch(imgs, pts, cfg.input_size, cfg.augment, g)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                pred = model(x)
-            pred, target = pred.float(), y * to_ref
-            loss = landmark_loss(cfg.loss, pred, target, cfg.wing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            total_mse += (loss if cfg.loss == "mse" else F.mse_loss(pred.detach(), target)).item() * len(idx)
-            seen += len(idx)
+        for x, y in Batches(images, landmarks, order, step_cfg, g, device):
+            loss, mse = train_step(net, opt, x, y, step_cfg)
+            total, total_mse, seen = total + loss * len(x), total_mse + mse * len(x), seen + len(x)
+        if world > 1:  # the epoch's means over all processes
+            sums = torch.tensor([total, total_mse, seen], dtype=torch.float64)
+            torch.distributed.all_reduce(sums)
+            total, total_mse, seen = sums[0].item(), sums[1].item(), int(sums[2].item())
+            for buffer in model.buffers():  # batch-norm running statistics: rank 0's everywhere
+                torch.distributed.broadcast(buffer, 0)
         val_pred, val_true = predict(model, val_images, cfg.input_size, cfg.batch_size, device,
                                      cfg.augment if cfg.val_augmented else None, seed=cfg.seed,
                                      landmarks=val_landmarks)
@@ -159,12 +275,10 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
                "seconds": seconds, "images_per_s": seen / seconds}
         history.append(row)
         log(_log_line(epoch, cfg.epochs, row))
-        if out_dir is not None:
+        if out_dir is not None and writer:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                      "history": history, "config": cfg.__dict__ | {"augment": cfg.augment.__dict__}}
-            if val_mse < best:
-                save_atomic(state, out_dir / "best.pt")
-            save_atomic(state, out_dir / "last.pt")
+            save_checkpoint(state, out_dir, best=val_mse < best)
             write_csv_atomic(pd.DataFrame(history), out_dir / "history.csv")
         best = min(best, val_mse)
         sys.stdout.flush()

@@ -26,7 +26,31 @@ def test_whole_chain_writes_every_figure_metrics_and_html(tmp_path):
     for key in expected:
         assert f"figures/{key}.png" in index
     assert "predictor has 68 points" in index  # the peer's absence is said
-    assert json.loads((run.root / "run.json").read_text())["timings_s"].keys() == set(NOTEBOOKS)
+    info = json.loads((run.root / "run.json").read_text())
+    assert info["timings_s"].keys() == set(NOTEBOOKS) and info["git_commit"] and info["seed"] == 0
+    assert "torch" in info["packages"] and info["device"]
+
+    # the same params again: every notebook is reused; a changed evaluation param re-runs 04 and 05 only
+    lines = []
+    run_chain("params/quick.yaml", OVERRIDES, str(tmp_path / "tiny"), log=lines.append)
+    assert sum("reusing the earlier output" in line for line in lines) == len(NOTEBOOKS)
+    lines.clear()
+    run_chain("params/quick.yaml", OVERRIDES + ["eval.ced_max=0.5"], str(tmp_path / "tiny"), log=lines.append)
+    reused = [line.split(":")[0] for line in lines if "reusing" in line]
+    assert reused == ["01_prepare", "02_hpsearch", "03_train"]
+    assert any(line.startswith("05_figures done") for line in lines)
+
+
+def test_stage_digests_follow_the_chain():
+    from lmkit import params as P
+    from lmkit.pipeline import stage_digests
+
+    base = stage_digests(P.load(None, TINY))
+    search = stage_digests(P.load(None, TINY | {"search.trials": 3}))
+    data = stage_digests(P.load(None, TINY | {"data.padding": 0.1}))
+    assert search["01_prepare"] == base["01_prepare"] and search["02_hpsearch"] != base["02_hpsearch"]
+    assert all(data[k] != base[k] for k in NOTEBOOKS)
+    assert stage_digests(P.load(None, TINY | {"train.resume": True})) == base
 
 
 def test_a_failing_notebook_stops_the_chain_naming_notebook_and_cell(tmp_path):

@@ -48,7 +48,7 @@ def test_empty_split_and_duplicate_names_are_refused(tmp_path):
         write_cache([], tmp_path / "e", {"source": "test"})
     twice = list(_samples(2))
     twice[1].name = "s0"
-    with pytest.raises(ValueError, match="duplicate sample names"):
+    with pytest.raises(ValueError, match="duplicate sample name .s0."):
         write_cache(twice, tmp_path / "d", {"source": "test"})
     assert not (tmp_path / "d").exists()
 

@@ -47,3 +47,26 @@ def test_study_name_changes_with_what_trials_depend_on():
     assert study_name(P.load(None, TINY | {"search.trials": 5, "train.epochs": 9})) == base
     assert study_name(P.load(None, TINY | {"search.epochs_per_trial": 3})) != base
     assert study_name(P.load(None, TINY | {"train.rotation": 10.0})) != base
+
+
+def test_an_interrupted_trial_runs_again_with_its_values_and_none_twice(tmp_path):
+    from optuna.trial import TrialState
+
+    from lmkit.search import open_study
+
+    storage = default_storage(tmp_path)
+    calls = []
+    run_search(lambda lr, wd: calls.append((lr, wd)) or lr, 2, (1e-5, 1e-1), (1e-6, 1e-2), storage, seed=0,
+               log=lambda _: None)
+    # a third trial starts, then its process is killed: it stays RUNNING in the database
+    study = open_study(storage, "hpsearch", 0)
+    killed = study.ask()
+    values = (killed.suggest_float("lr", 1e-5, 1e-1, log=True), killed.suggest_float("weight_decay", 1e-6, 1e-2, log=True))
+    logs = []
+    study = run_search(lambda lr, wd: calls.append((lr, wd)) or lr, 4, (1e-5, 1e-1), (1e-6, 1e-2), storage,
+                       seed=0, log=logs.append, single_worker=True)
+    assert any(f"trial {killed.number} was interrupted" in line for line in logs)
+    assert len(calls) == 4 and len(set(calls)) == 4  # none run twice
+    assert calls[2] == values  # the interrupted one first, with its own values
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 4 and states.count(TrialState.FAIL) == 1

@@ -1,0 +1,146 @@
+"""Speed benchmark: is the data path ever the bottleneck?
+
+    python -m benchmarks.speed [--sizes 256 128] [--batches 32 64] [--steps 8] [--json FILE]
+
+On the current device (CUDA when present), for every input size and batch size:
+  (a) model-only training step, images/s, on random tensors already on the device;
+  (b) the real training loop, images/s: cache (memory map), gather, augmentation,
+      normalization, loss, optimizer, exactly as lmkit.train.fit runs it;
+  (c) inference images/s, as evaluation runs it;
+and once: (d) preparation images/s (decode, crop, resize, cache) on real photos from
+../shared/data (or $LMKIT_DATA) when present, else on synthetic faces; (e) peak resident
+memory of the process after training. Prints a table with the ratio (b)/(a), writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmkit.augment import Augment
+from lmkit.model import build_model, pick_device, predict
+from lmkit.prepare import load_cache, write_cache
+from lmkit.readers import read_300w_folder
+from lmkit.synthetic import synthetic_faces
+from lmkit.train import Batches, TrainConfig, epoch_order, train_step
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def model_only(size: int, batch: int, steps: int, device) -> float:
+    model = build_model(68, pretrained=False).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.rand(batch, 68, 2, device=device) * size
+    cfg = TrainConfig(batch_size=batch, input_size=size)
+    for i in range(steps + 2):
+        if i == 2:  # two warm-up steps (allocator, cuDNN autotuning)
+            sync(device)
+            t0 = time.perf_counter()
+        train_step(model, opt, x, y, cfg)
+    sync(device)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def real_loop(cache, size: int, batch: int, steps: int, device) -> float:
+    model = build_model(cache.landmarks.shape[1], pretrained=False).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    cfg = TrainConfig(batch_size=batch, input_size=size, augment=Augment(), epoch_multiplier=8)
+    images, landmarks = cache.images, cache.landmarks
+    if device.type == "cuda":
+        images, landmarks = torch.from_numpy(np.asarray(images)).to(device), torch.from_numpy(np.asarray(landmarks)).to(device)
+    order, g = epoch_order(len(cache), cfg, 1)
+    order = order[: (steps + 2) * batch]
+    for i, (x, y) in enumerate(Batches(images, landmarks, order, cfg, g, device)):
+        if i == 2:
+            sync(device)
+            t0 = time.perf_counter()
+        train_step(model, opt, x, y, cfg)
+    sync(device)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def inference(cache, size: int, batch: int, device) -> float:
+    model = build_model(cache.landmarks.shape[1], pretrained=False).to(device)
+    n = min(len(cache), 8 * batch)
+    predict(model, cache.images[:batch], size, batch, device)  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    predict(model, cache.images[:n], size, batch, device)
+    sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def data_folder() -> Path | None:
+    root = Path(os.environ.get("LMKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    return root / "helen68" / "trainset" if (root / "helen68" / "trainset").is_dir() else None
+
+
+def preparation(tmp: Path, n: int = 200) -> tuple[float, str, object]:
+    folder = data_folder()
+    if folder is not None:
+        samples, what = read_300w_folder(folder), f"real photos ({folder})"
+    else:
+        samples, what = synthetic_faces(n, "train"), "synthetic faces (drawing included)"
+    limited = (s for _, s in zip(range(n), samples))
+    t0 = time.perf_counter()
+    write_cache(limited, tmp / "cache", {"source": "benchmark"})
+    return n / (time.perf_counter() - t0), what, load_cache(tmp / "cache")
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 128])
+    ap.add_argument("--batches", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per measurement (after 2 warm-up steps)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", default="reports/benchmark.json")
+    args = ap.parse_args(argv)
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        prep_rate, prep_what, cache = preparation(Path(tmp))
+        rows = []
+        for size in args.sizes:
+            for batch in args.batches:
+                a = model_only(size, batch, args.steps, device)
+                b = real_loop(cache, size, batch, args.steps, device)
+                c = inference(cache, size, batch, device)
+                rows.append({"size": size, "batch": batch, "model_only": a, "real_loop": b, "ratio": b / a,
+                             "inference": c})
+                print(f"  {size}x{size} batch {batch}: model-only {a:.1f}, real loop {b:.1f} img/s "
+                      f"(ratio {b / a:.3f}), inference {c:.1f} img/s", flush=True)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
+    result = {"device": device_name, "machine": platform.platform(), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "steps": args.steps, "rows": rows,
+              "preparation_images_per_s": prep_rate, "preparation_data": prep_what, "peak_rss_mib": peak_mib}
+    print(f"\ndevice: {device_name}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'input':>9} {'batch':>5} {'(a) model-only':>15} {'(b) real loop':>14} {'(b)/(a)':>8} {'(c) inference':>14}")
+    for r in rows:
+        print(f"{r['size']:>4}x{r['size']:<4} {r['batch']:>5} {r['model_only']:>11.1f} img/s {r['real_loop']:>10.1f} img/s"
+              f" {r['ratio']:>8.3f} {r['inference']:>10.1f} img/s")
+    print(f"(d) preparation: {prep_rate:.1f} images/s on {prep_what}")
+    print(f"(e) peak resident memory: {peak_mib:.0f} MiB")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_name(f".{out.name}.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2))
+    tmp_out.replace(out)
+    print(f"written {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
