@@ -48,14 +48,16 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     for a, b in zip(r0["params"], r1["params"]):
         assert torch.equal(a, b)
-    pd.testing.assert_frame_equal(r0["history"], r1["history"])
+    timing = ["seconds", "images_per_s"]
+    pd.testing.assert_frame_equal(r0["history"].drop(columns=timing), r1["history"].drop(columns=timing))
     ddp = r0["history"]["train_mse"].to_numpy()
 
     p, train, val = _data(tmp_path / "cache")
     single = fit(new_model(194, p, M.mean_shape(train[1]), 0, "cpu"), *train, *val,
                  TrainConfig.from_params(p, "cpu"), log=lambda _: None)["train_mse"].to_numpy()
     assert ddp[-1] < 0.6 * ddp[0] and single[-1] < 0.6 * single[0]  # both learn
-    np.testing.assert_allclose(ddp, single, rtol=0.35)  # and at the same pace
+    # and at the same pace: the relative fall matches (absolute values differ with per-process batch norm)
+    np.testing.assert_allclose(ddp / ddp[0], single / single[0], atol=0.1)
 
 
 def test_training_step_launches_torchrun_with_processes(tmp_path):

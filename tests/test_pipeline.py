@@ -11,8 +11,43 @@ from tests.conftest import TINY
 OVERRIDES = [f"{k}={v}" for k, v in TINY.items()]
 
 
-def test_whole_chain_writes_every_figure_metrics_and_html(tmp_path):
-    run = run_chain("params/quick.yaml", OVERRIDES, str(tmp_path / "tiny"), log=lambda _: None)
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return run_chain("params/quick.yaml", OVERRIDES, str(tmp_path_factory.mktemp("run") / "tiny"), log=lambda _: None)
+
+
+def test_the_report_opens_in_a_real_browser(tiny_run):
+    """Headless Chromium loads index.html: every image loads, every link points at a file."""
+    import re
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
+    probe = tiny_run.root / ".probe.html"
+    script = ("<script>window.addEventListener('load', () => { const bad = [...document.images]"
+              ".filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'));"
+              "document.body.setAttribute('data-probe', JSON.stringify({images: document.images.length, broken: bad}));"
+              "});</script>")
+    probe.write_text(tiny_run.index.read_text().replace("</body>", script + "</body>"))
+    profile = tiny_run.root / ".chromium-profile"
+    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={profile}", "--allow-file-access-from-files", "--virtual-time-budget=10000",
+                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    probe.unlink()
+    shutil.rmtree(profile, ignore_errors=True)
+    found = re.search(r'data-probe="([^"]*)"', out.stdout)
+    assert found, f"Chromium printed no result: {out.stderr[-2000:]}"
+    result = json.loads(found.group(1).replace("&quot;", '"'))
+    assert result["images"] >= 7 and result["broken"] == []
+    for href in re.findall(r"href='([^']+)'", tiny_run.index.read_text()):
+        assert (tiny_run.root / href).is_file(), f"broken link {href}"
+
+
+def test_whole_chain_writes_every_figure_metrics_and_html(tiny_run, tmp_path):
+    run = tiny_run
     expected = [k for k in FIGURES if k not in ("ced_oc", "ablation_ced")]  # 68 points only; lmkit ablate
     for key in expected:
         assert run.figure(key).stat().st_size > 5000, key
@@ -32,10 +67,10 @@ def test_whole_chain_writes_every_figure_metrics_and_html(tmp_path):
 
     # the same params again: every notebook is reused; a changed evaluation param re-runs 04 and 05 only
     lines = []
-    run_chain("params/quick.yaml", OVERRIDES, str(tmp_path / "tiny"), log=lines.append)
+    run_chain("params/quick.yaml", OVERRIDES, str(run.root), log=lines.append)
     assert sum("reusing the earlier output" in line for line in lines) == len(NOTEBOOKS)
     lines.clear()
-    run_chain("params/quick.yaml", OVERRIDES + ["eval.ced_max=0.5"], str(tmp_path / "tiny"), log=lines.append)
+    run_chain("params/quick.yaml", OVERRIDES + ["eval.ced_max=0.5"], str(run.root), log=lines.append)
     reused = [line.split(":")[0] for line in lines if "reusing" in line]
     assert reused == ["01_prepare", "02_hpsearch", "03_train"]
     assert any(line.startswith("05_figures done") for line in lines)
