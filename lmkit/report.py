@@ -9,7 +9,7 @@ import os
 from .runfolder import FIGURES, RunFolder
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+table{border-collapse:collapse;margin:1em 0;font-size:.85em}caption{text-align:left;font-weight:bold;padding:4px 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th:first-child,td:first-child{text-align:left}.warn{background:#fff4d6;border:1px solid #e0b000;padding:.6em 1em}
 figure{display:inline-block;margin:.5em;vertical-align:top;max-width:520px}figure img{max-width:100%}
 figure.wide{display:block;max-width:1050px}figcaption{font-size:.9em;color:#555}code{background:#f3f3f3;padding:0 3px}"""
@@ -48,11 +48,12 @@ def metrics_html(m: dict) -> str:
     rows = []
     for method, row in m["methods"].items():
         cells = "".join(f"<td>{_fmt(row.get(k), k)}</td>" for k, _ in columns)
-        rows.append(f"<tr><td>{html.escape(method)} on {html.escape(m['dataset'])}</td>{cells}</tr>")
+        rows.append(f"<tr><td>{html.escape(method)}</td>{cells}</tr>")
     paper = m["paper"]
     cells = "".join(f"<td>{_fmt(paper['test_mse'], k) if k == 'mse_mean' else '–'}</td>" for k, _ in columns)
     rows.append(f"<tr><td>study as published, on {html.escape(paper['dataset'])}</td>{cells}</tr>")
-    return f"<table><tr><th>method, data set</th>{head}</tr>{''.join(rows)}</table>"
+    caption = f"Test split of {html.escape(m['dataset'])}: {m['n_test']} images ({m['scheme']})"
+    return f"<table><caption>{caption}</caption><tr><th>method</th>{head}</tr>{''.join(rows)}</table>"
 
 
 def ablation_html(run: RunFolder) -> str:

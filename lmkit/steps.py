@@ -261,6 +261,7 @@ ABLATION = {
     "+ Wing loss": {"train.loss": "wing"},
     "+ flips": {"train.flip": 0.5},
     "+ cosine schedule": {"train.schedule": "cosine"},
+    "+ flips + cosine": {"train.flip": 0.5, "train.schedule": "cosine"},
     "all three": {"train.loss": "wing", "train.flip": 0.5, "train.schedule": "cosine"},
 }
 
@@ -281,11 +282,16 @@ def ablation(run: RunFolder, params: dict, variants: dict | None = None, log=pri
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         sub = RunFolder(run.root / "ablation" / slug)
         vp = P.merge(params, {"data.cache_dir": str(run.cache_dir(params)), **changes})
+        done = (sub.params.exists() and P.load(sub.params) == vp and sub.history.exists()
+                and sub.best_hparams.exists() and read_json(sub.best_hparams, "") == hp
+                and sub.best_checkpoint.exists() and len(pd.read_csv(sub.history)) == vp["train"]["epochs"])
         P.dump(vp, sub.params)
         shutil.copyfile(run.split, sub.split)
         write_json(hp, sub.best_hparams)
         log(f"--- {name}: {changes or 'as the run'}")
-        if not changes and run.history.exists() and run.best_checkpoint.exists():
+        if done:
+            log("    already trained with these params: reused")
+        elif not changes and run.history.exists() and run.best_checkpoint.exists():
             # the run's own recipe, data, seed and hyper-parameters: its training is this variant
             for f in ("history.csv", "best.pt", "last.pt"):
                 shutil.copyfile(run.train_dir / f, sub.train_dir / f)
