@@ -6,6 +6,7 @@ On the current device (CUDA when present), for every input size and batch size:
   (a) model-only training step, images/s, on random tensors already on the device;
   (b) the real training loop, images/s: cache (memory map), gather, augmentation,
       normalization, loss, optimizer, exactly as lmkit.train.fit runs it;
+  (a) and (b) use the same model and alternate over rounds; medians are reported;
   (c) inference images/s, as evaluation runs it;
 and once: (d) preparation images/s (decode, crop, resize, cache) on real photos from
 ../shared/data (or $LMKIT_DATA) when present, else on synthetic faces; (e) peak resident
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmkit.augment import Augment
+from lmkit.augment import Augment, working_copy
 from lmkit.model import build_model, pick_device, predict
 from lmkit.prepare import load_cache, write_cache
 from lmkit.readers import read_300w_folder
@@ -38,37 +39,46 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def model_only(size: int, batch: int, steps: int, device) -> float:
-    model = build_model(68, pretrained=False).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), 1e-4)
-    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.rand(batch, 68, 2, device=device) * size
-    cfg = TrainConfig(batch_size=batch, input_size=size)
-    for i in range(steps + 2):
-        if i == 2:  # two warm-up steps (allocator, cuDNN autotuning)
-            sync(device)
-            t0 = time.perf_counter()
-        train_step(model, opt, x, y, cfg)
+def _timed(step, steps: int, batch: int, device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
     sync(device)
     return steps * batch / (time.perf_counter() - t0)
 
 
-def real_loop(cache, size: int, batch: int, steps: int, device) -> float:
+def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device) -> tuple[float, float]:
+    """(a) model-only and (b) real-loop images/s on the same model and optimizer, measured in
+    alternating rounds (medians), so that drift of the machine hits both alike."""
     model = build_model(cache.landmarks.shape[1], pretrained=False).to(device).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4)
-    cfg = TrainConfig(batch_size=batch, input_size=size, augment=Augment(), epoch_multiplier=8)
-    images, landmarks = cache.images, cache.landmarks
+    cfg = TrainConfig(batch_size=batch, input_size=size, augment=Augment(), epoch_multiplier=64)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.rand(batch, cache.landmarks.shape[1], 2, device=device) * size
+    # the real loop, as fit() sets it up: a shrunk working copy when the crops are much larger
+    images, landmarks = working_copy(cache.images, size), cache.landmarks
+    if images is None:
+        images = cache.images
     if device.type == "cuda":
-        images, landmarks = torch.from_numpy(np.asarray(images)).to(device), torch.from_numpy(np.asarray(landmarks)).to(device)
+        images, landmarks = torch.as_tensor(np.asarray(images)).to(device), torch.from_numpy(np.asarray(landmarks)).to(device)
     order, g = epoch_order(len(cache), cfg, 1)
-    order = order[: (steps + 2) * batch]
-    for i, (x, y) in enumerate(Batches(images, landmarks, order, cfg, g, device)):
-        if i == 2:
-            sync(device)
-            t0 = time.perf_counter()
+    batches = iter(Batches(images, landmarks, order, cfg, g, device, src_size=cache.images.shape[1]))
+
+    def real_step():
+        train_step(model, opt, *next(batches), cfg)
+
+    def model_step():
         train_step(model, opt, x, y, cfg)
-    sync(device)
-    return steps * batch / (time.perf_counter() - t0)
+
+    for _ in range(2):  # warm-up: allocator, cuDNN autotuning
+        model_step()
+        real_step()
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(_timed(model_step, steps, batch, device))
+        b.append(_timed(real_step, steps, batch, device))
+    return float(np.median(a)), float(np.median(b))
 
 
 def inference(cache, size: int, batch: int, device) -> float:
@@ -103,7 +113,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 128])
     ap.add_argument("--batches", type=int, nargs="+", default=[32, 64])
-    ap.add_argument("--steps", type=int, default=8, help="timed steps per measurement (after 2 warm-up steps)")
+    ap.add_argument("--steps", type=int, default=4, help="timed steps per round and measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of (a) and (b); medians are reported")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default="reports/benchmark.json")
     args = ap.parse_args(argv)
@@ -114,8 +125,7 @@ def main(argv=None) -> dict:
         rows = []
         for size in args.sizes:
             for batch in args.batches:
-                a = model_only(size, batch, args.steps, device)
-                b = real_loop(cache, size, batch, args.steps, device)
+                a, b = training_rates(cache, size, batch, args.steps, args.rounds, device)
                 c = inference(cache, size, batch, device)
                 rows.append({"size": size, "batch": batch, "model_only": a, "real_loop": b, "ratio": b / a,
                              "inference": c})
@@ -124,7 +134,7 @@ def main(argv=None) -> dict:
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     result = {"device": device_name, "machine": platform.platform(), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "steps": args.steps, "rows": rows,
+              "threads": torch.get_num_threads(), "steps": args.steps, "rounds": args.rounds, "rows": rows,
               "preparation_images_per_s": prep_rate, "preparation_data": prep_what, "peak_rss_mib": peak_mib}
     print(f"\ndevice: {device_name}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'input':>9} {'batch':>5} {'(a) model-only':>15} {'(b) real loop':>14} {'(b)/(a)':>8} {'(c) inference':>14}")

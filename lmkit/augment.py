@@ -76,19 +76,47 @@ def resize_warps(batch: int, src_size: int, out_size: int, device="cpu") -> torc
     return torch.diag(torch.tensor([s, s, 1.0], dtype=torch.float64)).repeat(batch, 1, 1).to(device)
 
 
-def warp(images: torch.Tensor, landmarks: torch.Tensor, matrices: torch.Tensor, out_size: int):
-    """Warp uint8 (B, H, W, 3) images and their (B, K, 2) landmarks (source pixels).
+def to_float(images: torch.Tensor, out_size: int) -> torch.Tensor:
+    """uint8 (B, H, W, 3) crops -> float (B, 3, h, h) in [0, 1], shrunk by area averaging to
+    h = ceil(1.5 S) when larger, which anti-aliases the warp. Per image, so it may be done
+    once for a whole training set (see ``working_copy``) with the same result."""
+    x = images.permute(0, 3, 1, 2).float().div_(255)
+    if x.shape[-1] > 1.5 * out_size:
+        x = F.interpolate(x, size=math.ceil(1.5 * out_size), mode="area")
+    return x
+
+
+def working_copy(images, out_size: int, chunk: int = 64) -> torch.Tensor | None:
+    """The whole set as ``to_float`` gives it, when that shrinks it (None otherwise): made
+    once before training so that no batch converts and shrinks full-size crops again."""
+    n, h = len(images), images.shape[1]
+    if h <= 1.5 * out_size:
+        return None
+    import numpy as np
+
+    out = torch.empty(n, 3, math.ceil(1.5 * out_size), math.ceil(1.5 * out_size))
+    for i in range(0, n, chunk):
+        out[i : i + chunk] = to_float(torch.from_numpy(np.array(images[i : i + chunk])), out_size)
+    return out
+
+
+def warp(images: torch.Tensor, landmarks: torch.Tensor, matrices: torch.Tensor, out_size: int,
+         src_size: int | None = None):
+    """Warp uint8 (B, H, W, 3) crops, or float (B, 3, h, h) ones from ``to_float``, and their
+    (B, K, 2) landmarks in pixels of the ``src_size`` crop (default: the images' size).
 
     Returns float images (B, 3, S, S) in [0, 1] and landmarks in output pixels.
     """
-    b, h, w, _ = images.shape
-    if h != w:
-        raise ValueError(f"warp expects square crops, got {h}x{w}")
-    x = images.permute(0, 3, 1, 2).float().div_(255)
-    if h > 1.5 * out_size:  # anti-alias: shrink first (the normalized grid is size-free)
-        x = F.interpolate(x, size=math.ceil(1.5 * out_size), mode="area")
+    if images.dtype == torch.uint8:
+        b, h, w, _ = images.shape
+        if h != w:
+            raise ValueError(f"warp expects square crops, got {h}x{w}")
+        x = to_float(images, out_size)
+    else:
+        x, b, h = images, images.shape[0], images.shape[-1]
+    src_size = src_size or h  # the grid is normalized: a shrunk copy samples the same points
     m64 = matrices.to(torch.float64)
-    theta = _normalizer(h, torch.float64, m64.device) @ m64 @ torch.linalg.inv(
+    theta = _normalizer(src_size, torch.float64, m64.device) @ m64 @ torch.linalg.inv(
         _normalizer(out_size, torch.float64, m64.device))
     grid = F.affine_grid(theta[:, :2].to(x.dtype), [b, 3, out_size, out_size], align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -111,15 +139,16 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 
 def make_batch(images: torch.Tensor, landmarks: torch.Tensor, out_size: int, aug: Augment | None = None,
-               generator: torch.Generator | None = None):
+               generator: torch.Generator | None = None, src_size: int | None = None):
     """Network-ready batch: (normalized channels_last images, landmarks in output pixels).
     With ``aug`` None this is the evaluation transform (resize only)."""
-    b, src = images.shape[0], images.shape[1]
+    b = images.shape[0]
+    src = src_size or images.shape[1]  # uint8 crops are (B, H, W, 3)
     if aug is None:
         m, flip = resize_warps(b, src, out_size, images.device), None
     else:
         m, flip = random_warps(b, src, out_size, aug, generator, images.device)
-    x, y = warp(images, landmarks, m, out_size)
+    x, y = warp(images, landmarks, m, out_size, src)
     if flip is not None and flip.any():
         if not aug.mirror:
             raise ValueError("train.flip needs the landmark scheme's mirror map")
