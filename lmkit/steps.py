@@ -261,7 +261,6 @@ ABLATION = {
     "+ Wing loss": {"train.loss": "wing"},
     "+ flips": {"train.flip": 0.5},
     "+ cosine schedule": {"train.schedule": "cosine"},
-    "+ flips + cosine": {"train.flip": 0.5, "train.schedule": "cosine"},
     "all three": {"train.loss": "wing", "train.flip": 0.5, "train.schedule": "cosine"},
 }
 
