@@ -3,7 +3,6 @@
 (``extent=(0, W, H, 0)``), the convention of the landmarks."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -134,8 +133,8 @@ def search_figure(trials: pd.DataFrame) -> plt.Figure:
 
 
 def save(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
-    return path
+    from .runfolder import atomic_write
+
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    return Path(path)

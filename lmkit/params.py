@@ -273,7 +273,6 @@ def merge(params: dict, changes: dict) -> dict:
 
 
 def dump(params: dict, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(params, sort_keys=False))
-    os.replace(tmp, path)
+    from .runfolder import write_text
+
+    write_text(yaml.safe_dump(params, sort_keys=False), path)

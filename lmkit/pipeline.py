@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import params as P
-from .runfolder import RunFolder, write_json
+from .runfolder import RunFolder, write_json, write_text
 
 NOTEBOOKS = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures")
 ABLATION_NOTEBOOK = "06_ablation"
@@ -69,9 +69,7 @@ def export_html(notebook: Path) -> Path:
 
     body, _ = HTMLExporter().from_filename(str(notebook))
     out = notebook.with_suffix(".html")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, out)
+    write_text(body, out)
     return out
 
 

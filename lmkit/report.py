@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import html
 import json
-import os
 
-from .runfolder import FIGURES, RunFolder
+from .runfolder import FIGURES, RunFolder, write_text
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:.85em}caption{text-align:left;font-weight:bold;padding:4px 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -124,6 +123,4 @@ faces above it. Times per face are wall-clock on the machine of the run.</p>
 <h2>Notebooks</h2><p>{notebooks}</p>
 <h2>Provenance</h2><pre>{html.escape(json.dumps(info, indent=2))}</pre>
 </body></html>"""
-    tmp = run.index.with_name(".index.html.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, run.index)
+    write_text(body, run.index)

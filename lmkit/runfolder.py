@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,12 +72,27 @@ class RunFolder:
         return Path(params["data"]["cache_dir"]) if params["data"]["cache_dir"] else self.folder("data")
 
 
-def write_json(obj, path: Path) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
+@contextmanager
+def atomic_write(path: Path):
+    """Yield a temporary path beside ``path`` (same suffix) to write to; on success it is
+    renamed onto ``path`` in one step, so a killed run never leaves half a file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(text: str, path: Path) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(obj, path: Path) -> None:
+    write_text(json.dumps(obj, indent=2), path)
 
 
 def read_json(path: Path, producer: str):

@@ -127,9 +127,3 @@ def scheme_for_points(n_points: int) -> Scheme:
     known = ", ".join(f"{s.name} ({s.n_points})" for s in SCHEMES.values())
     raise ValueError(f"no landmark scheme has {n_points} points; known schemes: {known}")
 
-
-def get_scheme(name: str) -> Scheme:
-    try:
-        return SCHEMES[name]
-    except KeyError:
-        raise ValueError(f"unknown landmark scheme {name!r}; known: {sorted(SCHEMES)}") from None

@@ -13,7 +13,7 @@ from . import figures as F
 from . import metrics as M
 from .model import REFERENCE_SIZE, build_model, pick_device, predict
 from .prepare import Split, Subset, load_cache, prepare as prepare_caches, split_train_val
-from .runfolder import RunFolder, read_json, write_json
+from .runfolder import RunFolder, atomic_write, read_json, write_json
 from .saliency import saliency_maps
 from .schemes import scheme_for_points
 from .search import default_storage, run_search, trials_table
@@ -186,9 +186,8 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         "skipped": {"train": d["train_split"].manifest.get("skipped", []), "test": test.manifest.get("skipped", [])},
         "best": [test.names[i] for i in best], "worst": [test.names[i] for i in worst], "paper": PAPER,
     }
-    tmp = run.predictions.with_name(".predictions.tmp.npz")
-    np.savez(tmp, true=true, names=np.array(test.names), best=best, worst=worst, **arrays)
-    tmp.replace(run.predictions)
+    with atomic_write(run.predictions) as tmp:
+        np.savez(tmp, true=true, names=np.array(test.names), best=best, worst=worst, **arrays)
     write_json(metrics, run.metrics)
     return metrics
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from .augment import Augment, make_batch, working_copy
 from .losses import landmark_loss
 from .model import REFERENCE_SIZE, build_model, predict, to_tensor
+from .runfolder import atomic_write
 
 
 @dataclass
@@ -78,10 +79,8 @@ def new_model(n_points: int, params: dict, mean_shape: np.ndarray | None, seed: 
 
 
 def save_atomic(obj, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: Path, device="cpu") -> dict:
@@ -292,7 +291,5 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        df.to_csv(tmp, index=False)
