@@ -21,12 +21,20 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class Augment:
     """The study's augmentation: rotation up to +-``rotation`` degrees, a random crop of
-    ``crop_fraction`` of the input scaled back (245/256 in the study), intensity x U(lo, hi)."""
+    ``crop_fraction`` of the input scaled back (245/256 in the study), intensity x U(lo, hi);
+    and, beyond the study, horizontal flips and box jitter (``scale``, ``shift``), which
+    trains the model for the boxes a face detector gives rather than the annotations' box."""
     rotation: float = 20.0
     crop_fraction: float = 245 / 256
     intensity: tuple[float, float] = (0.5, 1.5)
     flip: float = 0.0  # probability of a horizontal flip (needs the scheme's mirror map)
     mirror: tuple[int, ...] = ()
+    scale: tuple[float, float] = (1.0, 1.0)  # box jitter: the crop's side x U(lo, hi) (> 1 zooms out)
+    shift: float = 0.0  # box jitter: the crop moves by U(-shift, shift) x the input side, in x and y
+
+    @property
+    def jitter(self) -> bool:
+        return self.scale != (1.0, 1.0) or self.shift > 0
 
 
 def _normalizer(size: float, dtype, device) -> torch.Tensor:
@@ -44,13 +52,22 @@ def random_warps(batch: int, src_size: int, out_size: int, aug: Augment, generat
     flip = torch.zeros(batch, dtype=torch.bool)
     if aug.flip > 0:  # draw only when asked, so runs without flips keep their random stream
         flip = torch.rand(batch, generator=generator) < aug.flip
-    return compose_warps(angle, offset, aug.crop_fraction, src_size, out_size, flip).to(device), flip.to(device)
+    fraction = torch.full((batch,), aug.crop_fraction, dtype=torch.float64)
+    if aug.jitter:  # the box a face detector gives is larger or smaller, and off centre: likewise
+        lo, hi = aug.scale
+        s = lo + (hi - lo) * torch.rand(batch, generator=generator, dtype=torch.float64)
+        fraction = fraction * s
+        # keep the jittered crop centred where the plain crop was, then move it
+        offset = offset + (c - fraction[:, None] * out_size) / 2
+        offset = offset + (torch.rand(batch, 2, generator=generator, dtype=torch.float64) * 2 - 1) * aug.shift * out_size
+    return compose_warps(angle, offset, fraction, src_size, out_size, flip).to(device), flip.to(device)
 
 
-def compose_warps(angle: torch.Tensor, offset: torch.Tensor, crop_fraction: float, src_size: int,
+def compose_warps(angle: torch.Tensor, offset: torch.Tensor, crop_fraction: float | torch.Tensor, src_size: int,
                   out_size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
     """Output pixel p -> (mirror: x -> S - x) -> crop: q = offset + p * crop_fraction ->
-    rotate about the centre -> resize: s = r * src_size / out_size. Returns (B, 3, 3) float64."""
+    rotate about the centre -> resize: s = r * src_size / out_size. Returns (B, 3, 3) float64.
+    ``crop_fraction`` is one number or one per image."""
     b = angle.shape[0]
     eye = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
     mirror = eye.clone()
@@ -58,7 +75,7 @@ def compose_warps(angle: torch.Tensor, offset: torch.Tensor, crop_fraction: floa
         mirror[flip, 0, 0] = -1.0
         mirror[flip, 0, 2] = float(out_size)
     crop = eye.clone()
-    crop[:, 0, 0] = crop[:, 1, 1] = crop_fraction
+    crop[:, 0, 0] = crop[:, 1, 1] = torch.as_tensor(crop_fraction, dtype=torch.float64)
     crop[:, :2, 2] = offset
     h = out_size / 2
     cos, sin = torch.cos(angle), torch.sin(angle)

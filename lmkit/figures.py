@@ -13,7 +13,7 @@ import seaborn as sns
 
 from .schemes import Scheme
 
-TRUE_COLOUR, PRED_COLOUR = "#22c55e", "#ef4444"
+TRUE_COLOUR, PRED_COLOUR, BOX_COLOUR = "#22c55e", "#ef4444", "#3b82f6"
 
 
 def show_image(ax, image: np.ndarray, title: str | None = None) -> None:
@@ -81,6 +81,48 @@ def detections_figure(images, true, pred, labels: list[str], scheme: Scheme) -> 
     fig.suptitle("Top: 3 best test detections.  Bottom: 3 worst.", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def draw_box(ax, box, colour: str = BOX_COLOUR, label: str | None = None) -> None:
+    x0, y0, x1, y1 = box
+    ax.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], "-", color=colour, lw=1.2, label=label)
+
+
+def photos_figure(shown: list[tuple], scheme: Scheme) -> plt.Figure:
+    """Whole photos with the face detector's box, the model's points and the annotation:
+    ``shown`` holds (photo, box, points, truth, label) in photo pixels."""
+    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(4.2 * max(1, len(shown)), 4.6), squeeze=False)
+    for ax, (image, box, pts, true, label) in zip(axes[0], shown):
+        show_image(ax, image, label)
+        draw_box(ax, box, label="detector box")
+        draw_landmarks(ax, true, scheme, TRUE_COLOUR, "annotation", size=2)
+        draw_landmarks(ax, pts, scheme, PRED_COLOUR, "prediction", size=2)
+    if shown:
+        axes[0, 0].legend(loc="lower left", fontsize=7)
+    else:
+        axes[0, 0].axis("off")
+        axes[0, 0].text(0.5, 0.5, "the detector found no test face", ha="center")
+    fig.suptitle("The model end to end on original test photos (10th, 50th, 90th percentile of NME)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def annotated_photo(image: np.ndarray, faces, scheme: Scheme) -> "Image.Image":
+    """A photo with each face's box and points drawn on it (PIL; for ``lmkit predict``)."""
+    from PIL import Image, ImageDraw
+
+    out = Image.fromarray(image)
+    draw = ImageDraw.Draw(out)
+    r = max(1.0, max(image.shape[:2]) / 400)
+    for face in faces:
+        if face.box is not None:
+            draw.rectangle(face.box, outline=BOX_COLOUR, width=max(1, round(r)))
+        for g in scheme.groups:
+            pts = [tuple(p) for p in face.points[g.indices]]
+            draw.line(pts + pts[:1] if g.closed else pts, fill=PRED_COLOUR, width=max(1, round(r / 2)))
+        for x, y in face.points:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=PRED_COLOUR)
+    return out
 
 
 def saliency_figure(images, maps, labels: list[str]) -> plt.Figure:

@@ -4,12 +4,24 @@ layer that regresses all 2K landmark coordinates (DeepPose-style direct regressi
 Coordinates come out in pixels of a 256x256 frame (``REFERENCE_SIZE``, the study's
 unit) whatever the input size: the linear layer predicts (x, y) in [-1, 1] of the
 input, and a fixed scale turns that into pixels.
+
+The **model file** (``train/model.pt`` of a run) is what a trained run hands on: the
+weights only (no optimizer state, about 45 MB) and a ``ModelInfo`` that says everything
+needed to use them: the landmark scheme, the network input size, the crop convention, the
+input normalisation, the mean shape, the face detector's box calibration, the data set and
+the lmkit version. Everything downstream of training reads these facts from it.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn as nn
 import torchvision
+
+from .augment import IMAGENET_MEAN, IMAGENET_STD
 
 REFERENCE_SIZE = 256  # the study's network input; MSE is reported in its pixels
 
@@ -72,12 +84,14 @@ def to_tensor(array) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, images, input_size: int, batch_size: int = 64, device="cpu",
-            augment=None, seed: int = 0, landmarks=None):
+            augment=None, seed: int = 0, landmarks=None, flip_mirror: tuple[int, ...] | None = None):
     """Predict landmarks for uint8 crops (N, S, S, 3); returns (N, K, 2) numpy in crop pixels.
 
     With ``augment`` (and ``landmarks``) the inputs are augmented with a fixed seed, as
     the study's validation was; the returned targets are then the augmented landmarks in
-    crop pixels, else ``landmarks`` unchanged.
+    crop pixels, else ``landmarks`` unchanged. With ``flip_mirror`` (the scheme's mirror
+    map) the flip test: each prediction is averaged with the un-mirrored prediction of the
+    mirrored crop, its points renumbered by the map.
     """
     from .augment import make_batch
 
@@ -91,10 +105,90 @@ def predict(model: nn.Module, images, input_size: int, batch_size: int = 64, dev
         pts = to_tensor(landmarks[i : i + batch_size]).to(device) if landmarks is not None else \
             torch.zeros(imgs.shape[0], model.n_points, 2, device=device)
         x, y = make_batch(imgs, pts, input_size, augment, g)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(x)
+        out = _forward(model, x, device)
+        if flip_mirror is not None:
+            mirrored = _forward(model, x.flip(-1), device)[:, list(flip_mirror)]
+            mirrored[..., 0] = REFERENCE_SIZE - mirrored[..., 0]
+            out = (out + mirrored) / 2
         # back to the crop frame: a resize maps 256-frame pixels to crop pixels
-        preds.append((out.float() * (src / REFERENCE_SIZE)).cpu())
+        preds.append((out * (src / REFERENCE_SIZE)).cpu())
         targets.append((y * (src / input_size)).cpu())
     pred = torch.cat(preds).numpy()
     return (pred, torch.cat(targets).numpy()) if landmarks is not None else pred
+
+
+def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return model(x).float()
+
+
+# ------------------------------------------------------------------ the model file
+MODEL_FORMAT = "lmkit-model/1"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model file says about its weights: enough to use them on any photo."""
+    scheme: str  # landmark scheme (lmkit.schemes), e.g. ibug68
+    n_points: int
+    input_size: int  # network input side, pixels
+    crop_size: int  # side of the cached crop the network was trained on
+    forehead: float  # crop convention (prepare.annotation_box)
+    padding: float
+    mean_shape: list  # (K, 2) mean training shape, crop pixels
+    dataset: str  # what it was trained on
+    normalization: dict = field(default_factory=lambda: {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)})
+    box_calibration: dict | None = None  # detector.BoxCalibration.to_dict(), None when no face was found
+    flip_test: bool = False  # the run evaluated with the flip test
+    training: dict = field(default_factory=dict)  # recipe and provenance: loss, epochs, best epoch, params digest
+    lmkit_version: str = ""
+
+    # the params keys each fact answers to: a run that asks otherwise is refused
+    PARAMS = {"input_size": "model.input_size", "crop_size": "data.crop_size", "forehead": "data.forehead",
+              "padding": "data.padding"}
+
+    def check_params(self, params: dict, source: str) -> None:
+        """Refuse params that ask for another input size or crop than the model was trained with."""
+        wrong = []
+        for attr, key in self.PARAMS.items():
+            section, name = key.split(".")
+            want, have = params[section][name], getattr(self, attr)
+            if (abs(want - have) > 1e-9) if isinstance(have, float) else want != have:
+                wrong.append(f"{key} is {want!r} in the params but {have!r} in the model file")
+        if wrong:
+            raise ValueError(f"{source}: the params do not describe this model: {'; '.join(wrong)}. "
+                             "Evaluate with the params it was trained with, or train again.")
+
+
+def save_model_file(model: LandmarkRegressor, info: ModelInfo, path: Path) -> Path:
+    """Weights (float32, no optimizer state) and ``info``, written atomically."""
+    from .runfolder import atomic_write
+
+    if model.n_points != info.n_points:
+        raise ValueError(f"model has {model.n_points} points, its info says {info.n_points}")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    info_dict = {k: v for k, v in asdict(info).items()}
+    with atomic_write(path) as tmp:
+        torch.save({"format": MODEL_FORMAT, "info": info_dict, "state_dict": state}, tmp)
+    return Path(path)
+
+
+def load_model_file(path: Path, device="cpu") -> tuple[LandmarkRegressor, ModelInfo]:
+    """The model (eval mode, on ``device``) and its info; a clear error for anything else.
+    Loaded with ``weights_only=True``: a model file cannot run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read the model file ({type(e).__name__}: {e})") from None
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        hint = " (a training checkpoint? use the run's train/model.pt)" if isinstance(blob, dict) and "optimizer" in blob else ""
+        raise ValueError(f"{path}: not an lmkit model file (format {found!r}, want {MODEL_FORMAT!r}){hint}")
+    known = {f for f in ModelInfo.__dataclass_fields__}
+    info = ModelInfo(**{k: v for k, v in blob["info"].items() if k in known})
+    model = build_model(info.n_points, pretrained=False)
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device).eval(), info

@@ -43,9 +43,13 @@ DEFAULTS: dict = {
         "crop_fraction": 245 / 256,
         "intensity": [0.5, 1.5],
         "flip": 0.0,
+        "scale": [1.0, 1.0],
+        "shift": 0.0,
         "loss": "mse",
         "wing": [10.0, 2.0],
         "schedule": "none",
+        "warmup": 0,
+        "optimizer": "adam",
         "device": "auto",
         "processes": 1,
         "resume": False,
@@ -59,7 +63,7 @@ DEFAULTS: dict = {
         "storage": None,
         "study_name": "hpsearch",
     },
-    "eval": {"thresholds": [0.08, 0.10], "ced_max": 0.3},
+    "eval": {"thresholds": [0.08, 0.10], "ced_max": 0.3, "flip_test": False, "detector_box": True},
 }
 
 DOCS: dict = {
@@ -90,9 +94,13 @@ DOCS: dict = {
     "train.crop_fraction": "random crop of this fraction of the input, scaled back (study: 245/256)",
     "train.intensity": "random intensity factor range [low, high] (study: [0.5, 1.5])",
     "train.flip": "probability of a horizontal flip, landmarks renumbered by the scheme's mirror map (study: 0)",
+    "train.scale": "box jitter: the crop's side is multiplied by U(low, high) (> 1 zooms out), so the model copes with a face detector's box (study: [1, 1], none)",
+    "train.shift": "box jitter: the crop moves by up to +- this fraction of its side in x and y (study: 0)",
     "train.loss": "training loss: mse (study), l1 or wing; validation and test are always reported as MSE",
     "train.wing": "Wing loss [width, curvature] in pixels of the 256x256 frame (Feng et al. 2018: [10, 2])",
     "train.schedule": "learning-rate schedule: none (study), cosine (to zero over train.epochs) or step (x0.1 at 50% and 75%)",
+    "train.warmup": "epochs of linear learning-rate warm-up before the schedule (study: 0)",
+    "train.optimizer": "adam (study: weight decay added to the gradient) or adamw (decoupled weight decay)",
     "train.device": "auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...",
     "train.processes": "data-parallel processes for training (DistributedDataParallel through torchrun, one per GPU); train.batch_size is the global batch",
     "train.resume": "continue training from <run>/train/last.pt",
@@ -105,6 +113,8 @@ DOCS: dict = {
     "search.study_name": "Optuna study name inside the storage",
     "eval.thresholds": "NME thresholds for AUC and failure rate",
     "eval.ced_max": "largest NME shown on the CED curve",
+    "eval.flip_test": "average each prediction with the un-mirrored prediction of the mirrored crop (points renumbered by the scheme's mirror map)",
+    "eval.detector_box": "also run the model end to end on the original test photos from its face detector's boxes (needs dlib and a box calibration)",
 }
 
 _PATH_KEYS = {"data.root", "data.cache_dir", "data.extra_train"}
@@ -134,7 +144,7 @@ def _resolve_paths(key: str, value, base: Path):
 _CHOICES = {"data.source": {"synthetic", "helen", "300w"}, "data.split": {"clean", "paper"},
             "data.on_bad_sample": {"error", "skip"},
             "model.head_init": {"default", "mean_shape"}, "train.loss": {"mse", "l1", "wing"},
-            "train.schedule": {"none", "cosine", "step"}}
+            "train.schedule": {"none", "cosine", "step"}, "train.optimizer": {"adam", "adamw"}}
 _POSITIVE = {"data.synthetic_train", "data.synthetic_test", "data.crop_size", "model.input_size", "train.epochs",
              "train.batch_size", "train.lr", "train.epoch_multiplier", "train.processes", "search.trials", "search.epochs_per_trial"}
 
@@ -214,9 +224,14 @@ def _check(flat: dict) -> None:
         raise ParamsError(f"train.flip: a probability between 0 and 1, got {flat['train.flip']}")
     if not 0 < flat["data.val_fraction"] < 1:
         raise ParamsError(f"data.val_fraction: must be between 0 and 1, got {flat['data.val_fraction']}")
+    if flat["train.warmup"] < 0 or flat["train.warmup"] >= flat["train.epochs"]:
+        raise ParamsError(f"train.warmup: must be at least 0 and fewer than train.epochs ({flat['train.epochs']}), "
+                          f"got {flat['train.warmup']}")
+    if not 0 <= flat["train.shift"] < 0.5:
+        raise ParamsError(f"train.shift: a fraction of the crop in [0, 0.5), got {flat['train.shift']}")
     if min(flat["train.wing"]) <= 0:
         raise ParamsError(f"train.wing: width and curvature must be positive, got {flat['train.wing']}")
-    for key in ("search.lr_range", "search.weight_decay_range", "train.intensity"):
+    for key in ("search.lr_range", "search.weight_decay_range", "train.intensity", "train.scale"):
         lo, hi = flat[key]
         if not 0 < lo <= hi:
             raise ParamsError(f"{key}: want 0 < low <= high, got {flat[key]}")

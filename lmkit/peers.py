@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .detector import best_match
 from .readers import load_image
 
 
@@ -40,14 +41,6 @@ def peer_unavailable(n_points: int) -> str | None:
     return None
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 class DlibPeer:
     def __init__(self):
         import dlib
@@ -66,10 +59,7 @@ class DlibPeer:
     def detect(self, image: np.ndarray, near) -> tuple | None:
         """The HOG detection overlapping the annotated face most (upsampled once), or None."""
         boxes = [(r.left(), r.top(), r.right(), r.bottom()) for r in self.detector(image, 1)]
-        if not boxes:
-            return None
-        best = max(boxes, key=lambda b: _iou(b, near))
-        return best if _iou(best, near) > 0.2 else None
+        return best_match(boxes, near)
 
 
 def run_dlib(sources: list[str], crop_boxes: np.ndarray, true_crop: np.ndarray, crop_size: int) -> dict:

@@ -3,6 +3,8 @@ with nbconvert, and write the report's ``index.html``.
 
     lmkit run params/quick.yaml [-p key=value ...] [--out reports/NAME]
     lmkit ablate params/helen68-cpu.yaml --out reports/helen68-cpu   (after a run: notebook 06)
+    lmkit predict reports/helen68-best-cpu photos/ --out landmarks/  (a trained run on any photos)
+    lmkit export reports/helen68-best-cpu --format onnx --out model.onnx
 
 The notebooks run in the same Python environment as this command (a kernel spec pointing
 at this interpreter is made for the run; nothing to register by hand). A failing notebook
@@ -175,7 +177,30 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("params", help="the params file of the run")
     a.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     a.add_argument("--out", help="the run folder (default reports/<name>)")
+    pr = sub.add_parser("predict", help="landmarks for photos with a trained run's model and face detector",
+                        description="Find the faces in each photo and their landmarks. Writes, per photo, "
+                        "<stem>.pts (300-W format; more faces as <stem>_2.pts, ...) and <stem>.png (the photo "
+                        "with boxes and points), and points.csv and failures.csv for all. A bad photo (unreadable, "
+                        "not an image, no face found) is listed with its reason and the batch goes on. Exit code: "
+                        "0 when at least one photo was processed, 1 when none could be.")
+    pr.add_argument("model", help="a run folder (its train/model.pt) or a model file")
+    pr.add_argument("photos", nargs="+", help="photos and folders of photos (searched at any depth)")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    pr.add_argument("--flip-test", choices=("model", "on", "off"), default="model",
+                    help="average with the mirrored crop's prediction (default: as the model file says)")
+    e = sub.add_parser("export", help="write a trained run's network as TorchScript or ONNX",
+                       description="The exported network takes uint8 RGB crops (B, S, S, 3) at the model's "
+                       "input size S and returns points (B, K, 2) in pixels of those crops; the normalisation "
+                       "is inside.")
+    e.add_argument("model", help="a run folder (its train/model.pt) or a model file")
+    e.add_argument("--format", required=True, choices=("torchscript", "onnx"))
+    e.add_argument("--out", required=True, help="the file to write")
     args = parser.parse_args(argv)
+    if args.command == "predict":
+        return _predict(args)
+    if args.command == "export":
+        return _export(args)
     try:
         t0 = time.perf_counter()
         notebooks = NOTEBOOKS if args.command == "run" else (ABLATION_NOTEBOOK,)
@@ -184,6 +209,31 @@ def main(argv: list[str] | None = None) -> int:
     except (ChainError, P.ParamsError, FileNotFoundError) as e:
         print(f"lmkit: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _predict(args) -> int:
+    from .inference import Landmarker, predict_files
+
+    try:
+        flip = {"model": None, "on": True, "off": False}[args.flip_test]
+        lm = Landmarker.load(args.model, device=args.device, flip_test=flip)
+        result = predict_files(lm, args.photos, args.out)
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"lmkit predict: {err}", file=sys.stderr)
+        return 1
+    return 0 if result["processed"] else 1
+
+
+def _export(args) -> int:
+    from .inference import export
+
+    try:
+        out = export(args.model, args.format, args.out)
+    except (OSError, ValueError, RuntimeError, ImportError) as err:
+        print(f"lmkit export: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

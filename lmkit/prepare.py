@@ -20,33 +20,39 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
+from .detector import clip_box
 from .readers import Entry, Sample, entries_300w, entries_300w_folder, entries_helen
 from .synthetic import synthetic_entries
 
 
-def crop_box(landmarks: np.ndarray, image_hw: tuple[int, int], forehead: float = 1 / 3,
-             padding: float = 0.05) -> tuple[float, float, float, float]:
-    """The landmark box extended upward by ``forehead`` x its height, padded on every side
-    by ``padding`` x its larger side, clipped to the image. Returns (x0, y0, x1, y1)."""
+def annotation_box(landmarks: np.ndarray, forehead: float = 1 / 3, padding: float = 0.05) -> tuple[float, ...]:
+    """lmkit's crop convention: the landmark box extended upward by ``forehead`` x its height,
+    padded on every side by ``padding`` x its larger side. Returns (x0, y0, x1, y1), not clipped."""
     x0, y0 = landmarks.min(0)
     x1, y1 = landmarks.max(0)
     y0 -= forehead * (y1 - y0)
     pad = padding * max(x1 - x0, y1 - y0)
-    h, w = image_hw
-    box = (max(0.0, x0 - pad), max(0.0, y0 - pad), min(float(w), x1 + pad), min(float(h), y1 + pad))
-    if box[2] - box[0] < 1 or box[3] - box[1] < 1:
-        raise ValueError(f"landmark box {box} lies outside the {w}x{h} image")
-    return tuple(float(v) for v in box)
+    return tuple(float(v) for v in (x0 - pad, y0 - pad, x1 + pad, y1 + pad))
+
+
+def crop_box(landmarks: np.ndarray, image_hw: tuple[int, int], forehead: float = 1 / 3,
+             padding: float = 0.05) -> tuple[float, float, float, float]:
+    """The annotation box (``annotation_box``) clipped to the image. Returns (x0, y0, x1, y1)."""
+    return clip_box(annotation_box(landmarks, forehead, padding), image_hw)
+
+
+def crop_image(image: np.ndarray, box, size: int) -> np.ndarray:
+    """Cut ``box`` out of ``image`` and resize it to size x size (bilinear, antialiased)."""
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR, box=tuple(box)))
 
 
 def crop_and_resize(image: np.ndarray, landmarks: np.ndarray, box, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cut ``box`` out of ``image`` and resize it to size x size; the landmarks follow exactly:
+    """``crop_image``, with the landmarks following exactly:
     x' = (x - x0) * size / (x1 - x0), likewise y (coordinates on pixel corners)."""
     x0, y0, x1, y1 = box
-    out = Image.fromarray(image).resize((size, size), Image.BILINEAR, box=(x0, y0, x1, y1))
     scale = np.array([size / (x1 - x0), size / (y1 - y0)], dtype=np.float64)
     pts = (landmarks.astype(np.float64) - [x0, y0]) * scale
-    return np.asarray(out), pts.astype(np.float32)
+    return crop_image(image, box, size), pts.astype(np.float32)
 
 
 @dataclass

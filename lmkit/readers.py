@@ -113,6 +113,14 @@ def read_pts(path: Path) -> np.ndarray:
     return _points(rows, path, None)
 
 
+def write_pts(points: np.ndarray, path: Path) -> None:
+    """Write (K, 2) points as a 300-W ``.pts`` file (read back by ``read_pts``), atomically."""
+    from .runfolder import write_text
+
+    rows = "\n".join(f"{x:.3f} {y:.3f}" for x, y in np.asarray(points, dtype=np.float64))
+    write_text(f"version: 1\nn_points: {len(points)}\n{{\n{rows}\n}}\n", Path(path))
+
+
 def _300w_sample(pts: Path) -> Sample:
     image_path = next((pts.with_suffix(s) for s in IMAGE_SUFFIXES if pts.with_suffix(s).exists()), None)
     if image_path is None:

@@ -5,7 +5,8 @@ so a student can open any notebook alone, point it at a run folder and go on.
     data/{train,test}/           prepared caches (images.npy, landmarks.npy, names.json, manifest.json)
     split.json                   training / validation indices into the train cache
     search/optuna.db             Optuna storage (default), trials.csv, best_hparams.json
-    train/history.csv            per-epoch train / validation MSE; best.pt, last.pt
+    train/history.csv            per-epoch train / validation MSE; best.pt, last.pt (checkpoints)
+    train/model.pt               the model file: best weights + scheme, input size, crop, box calibration
     eval/predictions.npz         test predictions of the model and the mean shape, ground truth
     eval/metrics.json            summary table, per-image arrays live in predictions.npz
     figures/*.png                every figure of the report
@@ -29,6 +30,7 @@ FIGURES = {
     "fig6_saliency": "Fig. 6: gradient saliency dL/dI for those six",
     "ced": "Cumulative error distribution (NME, inter-ocular)",
     "ced_oc": "Cumulative error distribution (NME, outer eye corners; 68 points only)",
+    "photos": "The model end to end on original test photos: its face detector's box (blue), its points (red), the annotation (green)",
     "search": "Hyper-parameter search: learning rate vs weight decay",
     "ablation_ced": "Ablation: CED of the study's recipe and each change (optional notebook 06_ablation)",
 }
@@ -59,6 +61,7 @@ class RunFolder:
     train_dir = property(lambda self: self.folder("train"))
     history = property(lambda self: self.path("train", "history.csv"))
     best_checkpoint = property(lambda self: self.path("train", "best.pt"))
+    model_file = property(lambda self: self.path("train", "model.pt"))
     predictions = property(lambda self: self.path("eval", "predictions.npz"))
     metrics = property(lambda self: self.path("eval", "metrics.json"))
     index = property(lambda self: self.path("index.html"))

@@ -11,11 +11,11 @@ import torch
 
 from . import figures as F
 from . import metrics as M
-from .model import REFERENCE_SIZE, build_model, pick_device, predict
+from .model import REFERENCE_SIZE, ModelInfo, build_model, load_model_file, pick_device, predict, save_model_file
 from .prepare import Split, Subset, load_cache, prepare as prepare_caches, split_train_val
 from .runfolder import RunFolder, atomic_write, read_json, write_json
 from .saliency import saliency_maps
-from .schemes import scheme_for_points
+from .schemes import Scheme, check_mirror, scheme_for_points
 from .search import default_storage, run_search, trials_table
 from .train import TrainConfig, fit, load_checkpoint, new_model, write_csv_atomic
 
@@ -81,6 +81,7 @@ def hpsearch(run: RunFolder, params: dict, log=print) -> pd.DataFrame | None:
     d = load_data(run, params)
     device = pick_device(params["train"]["device"])
     mean = M.mean_shape(d["train"][1])
+    check_flips(params, d["scheme"], mean)
 
     def objective(lr: float, wd: float) -> float:
         model = new_model(mean.shape[0], params, mean, params["seed"], device)
@@ -100,33 +101,107 @@ def hpsearch(run: RunFolder, params: dict, log=print) -> pd.DataFrame | None:
 
 
 # ------------------------------------------------------------------ 03_train
+def check_flips(params: dict, scheme: Scheme, mean: np.ndarray) -> None:
+    """Before the mirror map is used (training flips, the flip test), check it on the data."""
+    if params["train"]["flip"] > 0 or params["eval"]["flip_test"]:
+        check_mirror(scheme, mean, params["data"]["crop_size"])
+
+
 def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
+    """Train, then package the best weights as the run's model file (``package_model``)."""
     if params["train"]["processes"] > 1 and not torch.distributed.is_initialized():
         from .distributed import launch
 
         launch(run, params["train"]["processes"], log)
-        return pd.read_csv(run.history)
+        history = pd.read_csv(run.history)
+    else:
+        d = load_data(run, params)
+        hp = read_json(run.best_hparams, "02_hpsearch")
+        device = pick_device(params["train"]["device"])
+        mean = M.mean_shape(d["train"][1])
+        check_flips(params, d["scheme"], mean)
+        model = new_model(mean.shape[0], params, mean, params["seed"], device)
+        cfg = TrainConfig.from_params(params, device, d["scheme"].mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        log(f"device {device}; loss {cfg.loss}, {cfg.optimizer}, schedule {cfg.schedule} (warm-up {cfg.warmup}), "
+            f"flip {cfg.augment.flip}, box jitter scale {cfg.augment.scale} shift {cfg.augment.shift}; "
+            f"lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
+            f"{len(d['train'][0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
+        history = fit(model, *d["train"], *d["val"], cfg, out_dir=run.train_dir, resume=params["train"]["resume"],
+                      log=log)
+        if torch.distributed.is_initialized():
+            return history  # a torchrun worker: the launching process packages the model
+    package_model(run, params, log)
+    return history
+
+
+def package_model(run: RunFolder, params: dict, log=print) -> Path:
+    """Write ``train/model.pt``: the best checkpoint's weights and everything needed to use
+    them on a photo (``model.ModelInfo``), including the face detector's box calibration,
+    fitted on the training photos (real data with dlib installed; else none)."""
+    import lmkit
+
+    from .prepare import load_sources
+
     d = load_data(run, params)
-    hp = read_json(run.best_hparams, "02_hpsearch")
-    device = pick_device(params["train"]["device"])
-    mean = M.mean_shape(d["train"][1])
-    model = new_model(mean.shape[0], params, mean, params["seed"], device)
-    cfg = TrainConfig.from_params(params, device, d["scheme"].mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
-    log(f"device {device}; loss {cfg.loss}, schedule {cfg.schedule}, flip {cfg.augment.flip}; "
-        f"lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
-        f"{len(d['train'][0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
-    return fit(model, *d["train"], *d["val"], cfg, out_dir=run.train_dir, resume=params["train"]["resume"], log=log)
-
-
-def load_trained(run: RunFolder, params: dict, n_points: int, device) -> torch.nn.Module:
-    ckpt = load_checkpoint(run.best_checkpoint, device)
-    model = build_model(n_points, pretrained=False).to(device)
+    scheme, train_split = d["scheme"], d["train_split"]
+    manifest = train_split.manifest
+    ckpt = load_checkpoint(run.best_checkpoint)
+    model = build_model(scheme.n_points, pretrained=False)
     model.load_state_dict(ckpt["model"])
-    return model.eval()
+    calibration, why = None, ""
+    if manifest["source"] == "synthetic":
+        why = "synthetic faces: no face detector calibration (give crop boxes to predict)"
+    else:
+        from .detector import HogDetector, calibrate
+        from .readers import load_image
+
+        try:
+            detector = HogDetector()
+        except RuntimeError as e:
+            why = f"no box calibration: {e}"
+        else:
+            sources, boxes = load_sources(run.cache_dir(params) / "train")
+            size = manifest["crop_size"]
+
+            def faces():
+                for i in d["train"][0].indices:
+                    box = boxes[i]
+                    scale = np.array([size / (box[2] - box[0]), size / (box[3] - box[1])])
+                    yield load_image(Path(sources[i])), np.asarray(train_split.landmarks[i]) / scale + box[:2]
+
+            try:
+                calibration = calibrate(detector, faces(), manifest["forehead"], manifest["padding"]).to_dict()
+                why = (f"box calibration: {detector.name} found {calibration['faces']} of {calibration['photos']} "
+                       f"training faces; crop box in detector-box units {np.round(calibration['box'], 3).tolist()}")
+            except ValueError as e:
+                why = f"no box calibration: {e}"
+    hist = pd.read_csv(run.history)
+    hp = read_json(run.best_hparams, "02_hpsearch")
+    t = params["train"]
+    info = ModelInfo(
+        scheme=scheme.name, n_points=scheme.n_points, input_size=params["model"]["input_size"],
+        crop_size=manifest["crop_size"], forehead=manifest["forehead"], padding=manifest["padding"],
+        mean_shape=M.mean_shape(d["train"][1]).tolist(), dataset=d["dataset"], box_calibration=calibration,
+        flip_test=params["eval"]["flip_test"], lmkit_version=lmkit.__version__,
+        training={"epoch": int(ckpt["epoch"]), "epochs": int(hist["epoch"].max()), "val_mse": float(hist["val_mse"].min()),
+                  "lr": hp["lr"], "weight_decay": hp["weight_decay"], "seed": params["seed"],
+                  **{k: t[k] for k in ("loss", "optimizer", "schedule", "warmup", "flip", "scale", "shift", "rotation",
+                                       "crop_fraction", "intensity", "epoch_multiplier", "batch_size")}})
+    path = save_model_file(model, info, run.model_file)
+    log(f"model file {path} ({path.stat().st_size / 1e6:.1f} MB, best epoch {info.training['epoch']}); {why}")
+    return path
+
+
+def load_model(run: RunFolder, params: dict, device) -> tuple[torch.nn.Module, ModelInfo]:
+    """The run's model file, refused when the params describe another model."""
+    model, info = load_model_file(run.model_file, device)
+    info.check_params(params, str(run.model_file))
+    return model, info
 
 
 # ------------------------------------------------------------------ 04_evaluate
-METHODS = {"model": "ResNet18 (this run)", "mean_shape": "mean shape (baseline)",
+METHODS = {"model": "ResNet18 (this run)", "model_detector": "ResNet18, its detector box",
+           "mean_shape": "mean shape (baseline)",
            "dlib_hog": "dlib ERT, its HOG detector box", "dlib_annotation": "dlib ERT, box from the annotations"}
 
 
@@ -141,14 +216,29 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
     d = load_data(run, params)
     test, scheme = d["test"], d["scheme"]
     device = pick_device(params["train"]["device"])
-    model = load_trained(run, params, scheme.n_points, device)
-    t0 = time.perf_counter()
-    preds = {"model": predict(model, test.images, params["model"]["input_size"], params["train"]["batch_size"], device)}
-    model_seconds = (time.perf_counter() - t0) / len(test)
+    model, info = load_model(run, params, device)
     mean = M.mean_shape(d["train"][1])
+    flip_test = params["eval"]["flip_test"]
+    check_flips(params, scheme, mean)
+    t0 = time.perf_counter()
+    preds = {"model": predict(model, test.images, info.input_size, params["train"]["batch_size"], device,
+                              flip_mirror=scheme.mirror if flip_test else None)}
+    model_seconds = (time.perf_counter() - t0) / len(test)
     true = np.asarray(test.landmarks)
-    preds["mean_shape"] = np.broadcast_to(mean, true.shape)
     seconds = {"model": model_seconds}
+    extra_arrays = {}
+    detector_status = detector_unavailable(params, info, test.manifest)
+    if detector_status is None:
+        from .inference import Landmarker
+
+        sources, crop_boxes = load_sources(run.cache_dir(params) / "test")
+        found = detector_box_predictions(Landmarker(model, info, device, flip_test=flip_test), sources, crop_boxes, true)
+        preds["model_detector"], seconds["model_detector"] = found["pred"], found["seconds_per_face"]
+        extra_arrays = {"model_detector__boxes": found["boxes"], "model_detector__crop_boxes": found["crop_boxes"]}
+        detector_status = (f"run on the original photos; {found['detector']} found {int(np.isfinite(found['boxes'][:, 0]).sum())} "
+                           f"of {len(test)} faces; {found['seconds_per_photo'] * 1000:.0f} ms per photo with detection")
+    log(f"ResNet18 with its detector box: {detector_status}")
+    preds["mean_shape"] = np.broadcast_to(mean, true.shape)
     peer_status = peer_unavailable(scheme.n_points) if peers else "not run for this evaluation"
     if peer_status is None:
         sources, boxes = load_sources(run.cache_dir(params) / "test")
@@ -182,14 +272,56 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         "best_val_mse": float(history["val_mse"].min()),
         "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),
         "hparams": read_json(run.best_hparams, "02_hpsearch"), "methods": rows, "peer": peer_status,
+        "detector_box": detector_status, "flip_test": flip_test, "model_file": info.training | {"lmkit": info.lmkit_version},
         "search_budget": {k: params["search"][k] for k in ("enabled", "trials", "epochs_per_trial")},
         "skipped": {"train": d["train_split"].manifest.get("skipped", []), "test": test.manifest.get("skipped", [])},
         "best": [test.names[i] for i in best], "worst": [test.names[i] for i in worst], "paper": PAPER,
     }
     with atomic_write(run.predictions) as tmp:
-        np.savez(tmp, true=true, names=np.array(test.names), best=best, worst=worst, **arrays)
+        np.savez(tmp, true=true, names=np.array(test.names), best=best, worst=worst, **arrays, **extra_arrays)
     write_json(metrics, run.metrics)
     return metrics
+
+
+def detector_unavailable(params: dict, info: ModelInfo, manifest: dict) -> str | None:
+    """Why the model cannot be run from its detector's boxes on the test photos, or None."""
+    if not params["eval"]["detector_box"]:
+        return "not run (eval.detector_box: false)"
+    if manifest["source"] == "synthetic":
+        return "not run: synthetic faces have no original photos for a face detector"
+    if info.box_calibration is None:
+        return "not run: the model file has no box calibration (see notebook 03_train)"
+    return None
+
+
+def detector_box_predictions(landmarker, sources: list[str], crop_boxes: np.ndarray, true_crop: np.ndarray) -> dict:
+    """The model end to end on each test face's original photo: its detector's box (the one
+    overlapping the annotated face, as for dlib), points mapped into the test crop frame.
+    A face the detector misses gets NaN points (a failure in the CED)."""
+    import time
+
+    from .detector import best_match
+    from .readers import load_image
+
+    n = len(sources)
+    pred = np.full(true_crop.shape, np.nan)
+    boxes, used = np.full((n, 4), np.nan), np.full((n, 4), np.nan)
+    seconds = []
+    for i, (src, box) in enumerate(zip(sources, crop_boxes)):
+        image = load_image(Path(src))
+        crop_size = landmarker.info.crop_size
+        scale = np.array([crop_size / (box[2] - box[0]), crop_size / (box[3] - box[1])])
+        true_full = true_crop[i] / scale + box[:2]
+        t0 = time.perf_counter()
+        face = best_match(landmarker.find_faces(image), (*true_full.min(0), *true_full.max(0)))
+        if face is not None:
+            (found,) = landmarker.predict(image, [face])
+            pred[i] = (found.points - box[:2]) * scale
+            boxes[i], used[i] = face, found.crop_box
+        seconds.append(time.perf_counter() - t0)
+    detected = max(1, int(np.isfinite(boxes[:, 0]).sum()))
+    return {"pred": pred, "boxes": boxes, "crop_boxes": used, "detector": getattr(landmarker.detector, "name", "detector"),
+            "seconds_per_photo": float(np.mean(seconds)), "seconds_per_face": float(np.sum(seconds)) / detected}
 
 
 def nme_by_method(predictions, norm: str = "io") -> dict[str, np.ndarray]:
@@ -215,8 +347,8 @@ def make_figures(run: RunFolder, params: dict) -> dict:
     labels = [f"{'best' if k < 3 else 'worst'} {k % 3 + 1}: {test.names[i]}\n"
               f"MSE {p['model__mse'][i]:.1f} px², NME {p['model__nme_io'][i]:.3f}" for k, i in enumerate(six)]
     device = pick_device(params["train"]["device"])
-    model = load_trained(run, params, scheme.n_points, device)
-    size = params["model"]["input_size"]
+    model, info = load_model(run, params, device)
+    size = info.input_size
     maps = saliency_maps(model, test.images[six], test.landmarks[six], size, device)
     small = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(test.images[six])).permute(0, 3, 1, 2).float(),
                                             size=size, mode="area").permute(0, 2, 3, 1).byte().numpy()
@@ -233,6 +365,8 @@ def make_figures(run: RunFolder, params: dict) -> dict:
     }
     if "model__nme_oc" in p:
         figs["ced_oc"] = F.ced_figure(nme_by_method(p, "oc"), params["eval"]["ced_max"], dataset, "outer eye corners")
+    if "model_detector__boxes" in p:
+        figs["photos"] = photos_figure(p, run, params, scheme, test.images.shape[1])
     if run.trials.exists():
         figs["search"] = F.search_figure(pd.read_csv(run.trials))
     paths = {}
@@ -240,6 +374,26 @@ def make_figures(run: RunFolder, params: dict) -> dict:
         paths[key] = F.save(fig, run.figure(key))
         F.plt.close(fig)
     return paths
+
+
+def photos_figure(p, run: RunFolder, params: dict, scheme: Scheme, crop_size: int):
+    """The model end to end on three original test photos (the detector's box, the points),
+    at the 10th, 50th and 90th percentile of its detector-box NME."""
+    from .prepare import load_sources
+    from .readers import load_image
+
+    sources, crop_boxes = load_sources(run.cache_dir(params) / "test")
+    nme = p["model_detector__nme_io"]
+    found = np.where(np.isfinite(nme))[0]
+    ranked = found[np.argsort(nme[found], kind="stable")]
+    pick = [ranked[int(q * (len(ranked) - 1))] for q in (0.1, 0.5, 0.9)] if len(ranked) else []
+    shown = []
+    for i in pick:
+        box = crop_boxes[i]
+        to_photo = lambda pts: pts * [(box[2] - box[0]) / crop_size, (box[3] - box[1]) / crop_size] + box[:2]  # noqa: E731
+        shown.append((load_image(Path(sources[i])), p["model_detector__boxes"][i], to_photo(p["model_detector__pred"][i]),
+                      to_photo(p["true"][i]), f"{Path(sources[i]).name}: NME {nme[i]:.3f} (inter-ocular)"))
+    return F.photos_figure(shown, scheme)
 
 
 def open_run(run_dir: str, params_file: str | None, overrides: list[str] | None = None) -> tuple[RunFolder, dict]:

@@ -43,27 +43,34 @@ class TrainConfig:
     loss: str = "mse"
     wing: tuple[float, float] = (10.0, 2.0)
     schedule: str = "none"
+    warmup: int = 0  # epochs of linear warm-up
+    optimizer: str = "adam"
     compile: bool = False  # torch.compile the model (worth it on a GPU for long runs)
 
     @classmethod
     def from_params(cls, p: dict, device, mirror: tuple[int, ...] = (), **changes) -> "TrainConfig":
         t = p["train"]
-        aug = Augment(t["rotation"], t["crop_fraction"], tuple(t["intensity"]), t["flip"], tuple(mirror))
+        aug = Augment(t["rotation"], t["crop_fraction"], tuple(t["intensity"]), t["flip"], tuple(mirror),
+                      tuple(t["scale"]), t["shift"])
         cfg = cls(t["epochs"], t["batch_size"], t["lr"], t["weight_decay"], t["epoch_multiplier"],
                   p["model"]["input_size"], aug, p["data"]["split"] == "paper", p["seed"], str(device),
-                  t["loss"], tuple(t["wing"]), t["schedule"], p["model"]["compile"])
+                  t["loss"], tuple(t["wing"]), t["schedule"], t["warmup"], t["optimizer"], p["model"]["compile"])
         for k, v in changes.items():
             setattr(cfg, k, v)
         return cfg
 
     def lr_at(self, epoch: int) -> float:
-        """The learning rate of an epoch (1-based): constant, cosine to zero, or x0.1 at 50% and 75%."""
+        """The learning rate of an epoch (1-based): after ``warmup`` epochs rising linearly to
+        ``lr``, constant, cosine to zero, or x0.1 at 50% and 75% of the epochs after warm-up."""
+        if epoch <= self.warmup:
+            return self.lr * epoch / (self.warmup + 1)
+        e, n = epoch - self.warmup, self.epochs - self.warmup
         if self.schedule == "none":
             return self.lr
         if self.schedule == "cosine":
-            return self.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / self.epochs))
+            return self.lr * 0.5 * (1 + math.cos(math.pi * (e - 1) / n))
         if self.schedule == "step":
-            return self.lr * 0.1 ** sum(epoch > m * self.epochs for m in (0.5, 0.75))
+            return self.lr * 0.1 ** sum(e > m * n for m in (0.5, 0.75))
         raise ValueError(f"train.schedule: unknown schedule {self.schedule!r} (none, cosine, step)")
 
 
@@ -225,7 +232,8 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
     if cfg.compile:
         net = torch.compile(net)
     writer = rank == 0
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+    opt = optimizer(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict] = []
     start = 1
     if out_dir is not None:

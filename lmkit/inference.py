@@ -1,0 +1,288 @@
+"""A trained run as a landmark detector for any photo, in the spirit of face-alignment's
+``FaceAlignment(...).get_landmarks(img)`` and dlib's ``predictor(img, detector(img)[0])``:
+
+    from lmkit.inference import Landmarker
+    lm = Landmarker.load("reports/helen68-best-cpu")      # a run folder or its train/model.pt
+    for face in lm.detect("photo.jpg"):                    # path, PIL image or numpy array
+        face.box, face.points                              # (x0, y0, x1, y1); (K, 2) photo pixels
+    lm.predict(image, boxes)                               # for face boxes you already have
+
+Each face is cut out of the photo as in training (the crop box resized to the model's crop
+size), the network predicts in the crop, and the points are mapped back to the photo. The
+face detector's box is turned into a crop box by the run's box calibration
+(``lmkit.detector``). Everything about the model (scheme, input size, crop convention,
+calibration) comes from the model file, never from params.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from skimage.transform import AffineTransform
+
+from .detector import BoxCalibration, HogDetector, clip_box
+from .model import ModelInfo, load_model_file, pick_device, predict
+from .prepare import crop_image
+from .schemes import SCHEMES, Scheme, check_mirror
+
+MODEL_FILE = Path("train") / "model.pt"  # inside a run folder
+
+
+@dataclass
+class Face:
+    """One face in a photo: the detector's box (None when the caller gave a crop box), the
+    crop box the network saw, and the points (K, 2) in pixels of the photo."""
+    box: tuple[float, float, float, float] | None
+    crop_box: tuple[float, float, float, float]
+    points: np.ndarray
+
+
+def model_file(run_or_model: str | Path) -> Path:
+    """``train/model.pt`` of a run folder, or the file itself."""
+    p = Path(run_or_model)
+    if p.is_dir():
+        f = p / MODEL_FILE
+        if not f.exists():
+            raise FileNotFoundError(f"{p}: no model file {MODEL_FILE} in this run folder (train it with notebook 03_train)")
+        return f
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: neither a run folder nor a model file")
+    return p
+
+
+def as_rgb(image) -> np.ndarray:
+    """A path, a PIL image or a numpy array (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA,
+    uint8, as (H, W, 3) uint8 RGB."""
+    from PIL import Image
+
+    from .readers import load_image
+
+    if isinstance(image, (str, Path)):
+        return load_image(Path(image))
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        raise TypeError(f"image array must be uint8, got {a.dtype}")
+    if a.ndim == 2:
+        return np.repeat(a[..., None], 3, axis=2)
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        return np.ascontiguousarray(a[..., :3])
+    raise ValueError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+
+
+def crop_to_photo(crop_box, crop_size: int) -> AffineTransform:
+    """The transform from crop pixels to photo pixels for a crop box resized to crop_size."""
+    x0, y0, x1, y1 = crop_box
+    return AffineTransform(scale=((x1 - x0) / crop_size, (y1 - y0) / crop_size), translation=(x0, y0))
+
+
+class Landmarker:
+    """A trained model with everything needed to find landmarks on photos."""
+
+    def __init__(self, model: torch.nn.Module, info: ModelInfo, device="auto", detector: Callable | None = None,
+                 flip_test: bool | None = None, batch_size: int = 32):
+        self.device = pick_device(device) if isinstance(device, str) else torch.device(device)
+        self.model, self.info = model.to(self.device).eval(), info
+        self.scheme: Scheme = SCHEMES[info.scheme]
+        self.flip_test = info.flip_test if flip_test is None else flip_test
+        if self.flip_test:
+            check_mirror(self.scheme, np.asarray(info.mean_shape), info.crop_size)
+        self.calibration = BoxCalibration.from_dict(info.box_calibration) if info.box_calibration else None
+        self._detector, self.batch_size = detector, batch_size
+
+    @classmethod
+    def load(cls, run_or_model: str | Path, device="auto", detector: Callable | None = None,
+             flip_test: bool | None = None, batch_size: int = 32) -> "Landmarker":
+        """From a run folder or a model file. ``detector``: a callable image -> boxes
+        (default: dlib's HOG detector, the one the calibration was fitted for)."""
+        model, info = load_model_file(model_file(run_or_model))
+        return cls(model, info, device, detector, flip_test, batch_size)
+
+    @property
+    def detector(self) -> Callable:
+        if self._detector is None:
+            self._detector = HogDetector()
+        return self._detector
+
+    def find_faces(self, image) -> list[tuple[float, float, float, float]]:
+        """The detector's face boxes in the photo (possibly none)."""
+        return list(self.detector(as_rgb(image)))
+
+    def detect(self, image) -> list[Face]:
+        """Every face the detector finds, with its points; an empty list when it finds none."""
+        self._need_calibration()
+        rgb = as_rgb(image)
+        boxes = self.detector(rgb)
+        return self.predict(rgb, boxes) if len(boxes) else []
+
+    def predict(self, image, boxes: Sequence, box: str = "detector") -> list[Face]:
+        """Points for faces whose boxes the caller has. ``box="detector"``: face detector boxes,
+        turned into crop boxes by the calibration; ``box="crop"``: crop boxes in lmkit's
+        convention (``prepare.annotation_box``), used as they are."""
+        return self.predict_many([(image, boxes)], box)[0]
+
+    def predict_many(self, items: Sequence[tuple[object, Sequence]], box: str = "detector") -> list[list[Face]]:
+        """``predict`` for many (image, boxes) pairs, all faces in batches of ``batch_size``."""
+        if box not in ("detector", "crop"):
+            raise ValueError(f"box must be 'detector' or 'crop', got {box!r}")
+        if box == "detector":
+            self._need_calibration()
+        crops, where = [], []
+        for n, (image, boxes) in enumerate(items):
+            rgb = as_rgb(image)
+            given = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+            crop_boxes = self.calibration.crop_boxes(given) if box == "detector" else given
+            for k, (g, c) in enumerate(zip(given, crop_boxes)):
+                c = clip_box(c, rgb.shape[:2])
+                crops.append(crop_image(rgb, c, self.info.crop_size))
+                where.append((n, tuple(float(v) for v in g) if box == "detector" else None, c))
+        out: list[list[Face]] = [[] for _ in items]
+        if not crops:
+            return out
+        pts = self.predict_crops(np.stack(crops))
+        for (n, det_box, c), p in zip(where, pts):
+            out[n].append(Face(det_box, c, crop_to_photo(c, self.info.crop_size)(p)))
+        return out
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Points (N, K, 2) in crop pixels for uint8 crops (N, S, S, 3) of the model's crop size."""
+        if crops.ndim != 4 or crops.shape[1:] != (self.info.crop_size, self.info.crop_size, 3):
+            raise ValueError(f"crops must be (N, {self.info.crop_size}, {self.info.crop_size}, 3), got {crops.shape}")
+        mirror = self.scheme.mirror if self.flip_test else None
+        return predict(self.model, crops, self.info.input_size, self.batch_size, self.device, flip_mirror=mirror)
+
+    def _need_calibration(self) -> None:
+        if self.calibration is None:
+            raise ValueError("this model file has no box calibration (its face detector found no training face, "
+                             "e.g. on synthetic faces): give crop boxes with predict(image, boxes, box='crop')")
+
+
+# ------------------------------------------------------------------ export
+class CropNet(torch.nn.Module):
+    """The network for export: uint8 RGB crops (B, S, S, 3) at the model's input size in,
+    points (B, K, 2) in pixels of those crops out; the [0, 1] scaling and the ImageNet
+    normalisation are inside. (Resize your crop box to S x S first; the model file says S.)"""
+
+    def __init__(self, model: torch.nn.Module, info: ModelInfo):
+        super().__init__()
+        from .model import REFERENCE_SIZE
+
+        self.model = model.float().eval()
+        norm = info.normalization
+        self.register_buffer("mean", torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1))
+        self.scale = info.input_size / REFERENCE_SIZE
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        x = crops.permute(0, 3, 1, 2).float() / 255.0
+        return self.model((x - self.mean) / self.std) * self.scale
+
+
+EXPORT_FORMATS = ("torchscript", "onnx")
+
+
+def export(run_or_model: str | Path, fmt: str, out: str | Path) -> Path:
+    """Write the network as TorchScript (``torch.jit.load``) or ONNX (onnxruntime), batch size
+    free, atomically. Returns the file."""
+    from .runfolder import atomic_write
+
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    model, info = load_model_file(model_file(run_or_model))
+    net = CropNet(model.to(memory_format=torch.contiguous_format), info).eval()
+    example = torch.zeros(2, info.input_size, info.input_size, 3, dtype=torch.uint8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import warnings
+
+    with torch.no_grad(), atomic_write(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is marked deprecated in torch >= 2.10; it still works
+        if fmt == "torchscript":
+            torch.jit.save(torch.jit.trace(net, example), str(tmp))
+        else:
+            torch.onnx.export(net, (example,), str(tmp), input_names=["crops"], output_names=["points"],
+                                  dynamic_axes={"crops": {0: "batch"}, "points": {0: "batch"}}, dynamo=False,
+                                  opset_version=17)
+    return out
+
+
+# ------------------------------------------------------------------ lmkit predict
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def collect_photos(inputs: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]], list[Path]]:
+    """Photos named on the command line or found below folders (any depth, sorted).
+    Returns (photos, refused as (path, reason), files ignored in folders for their suffix)."""
+    photos, refused, ignored = [], [], []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            for f in sorted(p for p in item.rglob("*") if p.is_file()):
+                (photos if f.suffix.lower() in PHOTO_SUFFIXES else ignored).append(f)
+        elif item.is_file():
+            photos.append(item)
+        else:
+            refused.append((str(item), "no such file or folder"))
+    return photos, refused, ignored
+
+
+def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir: str | Path, log=print,
+                  progress: bool = True) -> dict:
+    """``lmkit predict``: for every photo, ``<stem>.pts`` (300-W format; more faces as
+    ``<stem>_2.pts``, ...), ``<stem>.png`` (the photo with boxes and points); for all,
+    ``points.csv`` and ``failures.csv``. A bad photo is listed with its reason and the batch
+    goes on. Every file is written to a temporary name and renamed."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .figures import annotated_photo
+    from .readers import write_pts
+    from .runfolder import atomic_write
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    photos, failures, ignored = collect_photos(inputs)
+    total = len(photos) + len(failures)
+    stems: dict[str, Path] = {}
+    rows, done, faces_total = [], 0, 0
+    for photo in tqdm(photos, desc="photos", unit="photo", disable=not progress):
+        stem = photo.stem
+        if stem in stems:
+            failures.append((str(photo), f"same name as {stems[stem]}: its outputs would overwrite that photo's"))
+            continue
+        try:
+            image = as_rgb(photo)
+            faces = landmarker.detect(image)
+        except (OSError, ValueError) as e:
+            failures.append((str(photo), str(e).replace(f"{photo}: ", "")))
+            continue
+        if not faces:
+            failures.append((str(photo), f"no face found by the {getattr(landmarker.detector, 'name', 'detector')}"))
+            continue
+        stems[stem] = photo
+        for k, face in enumerate(faces, start=1):
+            name = stem if k == 1 else f"{stem}_{k}"
+            write_pts(face.points, out_dir / f"{name}.pts")
+            rows += [{"photo": str(photo), "face": k, "point": j, "x": x, "y": y, "box_x0": face.box[0],
+                      "box_y0": face.box[1], "box_x1": face.box[2], "box_y1": face.box[3]}
+                     for j, (x, y) in enumerate(face.points)]
+        with atomic_write(out_dir / f"{stem}.png") as tmp:
+            annotated_photo(image, faces, landmarker.scheme).save(tmp, format="PNG")
+        done, faces_total = done + 1, faces_total + len(faces)
+    with atomic_write(out_dir / "points.csv") as tmp:
+        pd.DataFrame(rows, columns=["photo", "face", "point", "x", "y", "box_x0", "box_y0", "box_x1", "box_y1"]).to_csv(
+            tmp, index=False)
+    with atomic_write(out_dir / "failures.csv") as tmp:
+        pd.DataFrame(failures, columns=["photo", "reason"]).to_csv(tmp, index=False)
+    log(f"{done} of {total} photos processed, "
+        f"{faces_total} faces -> {out_dir}")
+    if ignored:
+        suffixes = pd.Series([f.suffix.lower() or "(none)" for f in ignored]).value_counts()
+        log(f"ignored {len(ignored)} files in the folders that are not photos by their suffix: "
+            + ", ".join(f"{k} {v}" for k, v in suffixes.items()))
+    for path, reason in failures:
+        log(f"  failed {path}: {reason}")
+    return {"processed": done, "faces": faces_total, "failures": failures, "ignored": [str(f) for f in ignored]}

@@ -1,0 +1,262 @@
+"""A trained run as a landmark detector: the model file, Landmarker, lmkit predict, export."""
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lmkit import params as P
+from lmkit import steps
+from lmkit.detector import BoxCalibration, to_units
+from lmkit.inference import Landmarker, as_rgb, export, predict_files
+from lmkit.model import load_model_file, predict, save_model_file
+from lmkit.pipeline import main
+from lmkit.prepare import annotation_box, crop_and_resize, crop_box
+from lmkit.readers import read_pts
+from lmkit.runfolder import RunFolder
+from lmkit.schemes import HELEN194, check_mirror
+from lmkit.synthetic import synthetic_entries
+
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "helen68" / "testset"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny run on synthetic faces, trained through the notebook steps (no search)."""
+    run = RunFolder(tmp_path_factory.mktemp("run"))
+    params = P.load(None, {**TINY, "search.enabled": False})
+    steps.prepare(run, params, log=lambda _: None)
+    steps.hpsearch(run, params, log=lambda _: None)
+    steps.train(run, params, log=lambda _: None)
+    return run, params
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """A synthetic photo with its 194 landmarks, as a user's photo would be (not a crop)."""
+    return synthetic_entries(1, "test", 7)[0].load()
+
+
+def with_calibration(run, tmp_path, box=(-0.1, -0.3, 1.1, 1.1)):
+    """The run's model file with a box calibration, as real training photos would give."""
+    model, info = load_model_file(run.model_file)
+    cal = BoxCalibration("fake detector", box, 10, 12, (0.0, 0.0, 0.0, 0.0)).to_dict()
+    return save_model_file(model, dataclasses.replace(info, box_calibration=cal), tmp_path / "model.pt")
+
+
+def test_model_file_describes_itself_and_is_small(trained):
+    run, params = trained
+    model, info = load_model_file(run.model_file)
+    assert run.model_file.stat().st_size < 50e6
+    assert (info.scheme, info.n_points, info.input_size, info.crop_size) == ("helen194", 194, 32, 300)
+    assert info.forehead == pytest.approx(1 / 3) and info.padding == pytest.approx(0.05)
+    assert np.asarray(info.mean_shape).shape == (194, 2) and info.box_calibration is None
+    assert info.normalization["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert "synthetic" in info.dataset and info.lmkit_version
+
+
+def test_a_checkpoint_is_not_taken_for_a_model_file(trained):
+    run, _ = trained
+    with pytest.raises(ValueError, match="not an lmkit model file.*checkpoint"):
+        load_model_file(run.best_checkpoint)
+
+
+def test_evaluation_refuses_params_that_describe_another_model(trained):
+    run, params = trained
+    other = P.merge(params, {"model.input_size": 48})
+    with pytest.raises(ValueError, match=r"model.input_size is 48 in the params but 32 in the model file"):
+        steps.evaluate(run, other, log=lambda _: None)
+
+
+def test_predict_on_a_photo_equals_the_model_on_its_annotation_crop(trained, photo):
+    """Cutting the crop out of the photo and mapping back gives the evaluation's points."""
+    run, _ = trained
+    lm = Landmarker.load(run.root, device="cpu")
+    box = crop_box(photo.landmarks, photo.image.shape[:2])
+    (face,) = lm.predict(photo.image, [box], box="crop")
+    crop, _ = crop_and_resize(photo.image, photo.landmarks, box, 300)
+    in_crop = predict(lm.model, crop[None], 32)[0]
+    expected = in_crop * [(box[2] - box[0]) / 300, (box[3] - box[1]) / 300] + box[:2]
+    np.testing.assert_allclose(face.points, expected, atol=1e-3)
+    assert face.points.shape == (194, 2) and face.box is None
+
+
+def test_image_kinds_path_pil_rgba_and_grey(trained, photo, tmp_path):
+    run, _ = trained
+    lm = Landmarker.load(run.root, device="cpu")
+    box = crop_box(photo.landmarks, photo.image.shape[:2])
+    Image.fromarray(photo.image).save(tmp_path / "p.png")
+    rgba = np.concatenate([photo.image, np.full(photo.image.shape[:2] + (1,), 255, np.uint8)], 2)
+    ref = lm.predict(photo.image, [box], box="crop")[0].points
+    for image in (tmp_path / "p.png", str(tmp_path / "p.png"), Image.fromarray(photo.image), rgba):
+        np.testing.assert_allclose(lm.predict(image, [box], box="crop")[0].points, ref, atol=1e-4)
+    grey = photo.image.mean(2).astype(np.uint8)
+    assert as_rgb(grey).shape == photo.image.shape and lm.predict(grey, [box], box="crop")[0].points.shape == (194, 2)
+    with pytest.raises(TypeError, match="uint8"):
+        as_rgb(photo.image.astype(np.float32))
+
+
+def test_batched_over_photos_and_faces(trained, photo):
+    run, _ = trained
+    lm = Landmarker.load(run.root, device="cpu", batch_size=2)
+    box = crop_box(photo.landmarks, photo.image.shape[:2])
+    shifted = (box[0] + 5, box[1], box[2] + 5, box[3])
+    many = lm.predict_many([(photo.image, [box, shifted]), (photo.image, []), (photo.image, [shifted])], box="crop")
+    assert [len(f) for f in many] == [2, 0, 1]
+    np.testing.assert_allclose(many[0][1].points, many[2][0].points, atol=1e-4)
+    np.testing.assert_allclose(many[0][0].points, lm.predict(photo.image, [box], box="crop")[0].points, atol=1e-4)
+
+
+def test_detector_boxes_go_through_the_calibration(trained, photo, tmp_path):
+    run, _ = trained
+    det_box = (40.0, 60.0, 200.0, 220.0)
+    lm = Landmarker.load(with_calibration(run, tmp_path), device="cpu", detector=lambda image: [det_box])
+    (face,) = lm.detect(photo.image)
+    assert face.box == det_box
+    assert face.crop_box == pytest.approx((40 - 16, 60 - 48, 200 + 16, 220 + 16))  # -0.1, -0.3, 1.1, 1.1 of 160
+    crop_only = lm.predict(photo.image, [face.crop_box], box="crop")[0]
+    np.testing.assert_allclose(face.points, crop_only.points, atol=1e-4)
+
+
+def test_without_calibration_detect_says_so_and_predict_with_crop_boxes_works(trained, photo):
+    run, _ = trained
+    lm = Landmarker.load(run.root, device="cpu", detector=lambda image: [(1, 1, 50, 50)])
+    with pytest.raises(ValueError, match="no box calibration.*box='crop'"):
+        lm.detect(photo.image)
+
+
+def test_no_face_found_gives_an_empty_list(trained, photo, tmp_path):
+    run, _ = trained
+    lm = Landmarker.load(with_calibration(run, tmp_path), device="cpu", detector=lambda image: [])
+    assert lm.detect(photo.image) == []
+
+
+def test_box_calibration_recovers_a_known_mapping():
+    rng = np.random.default_rng(0)
+    det = rng.uniform(50, 100, (30, 2))
+    det = np.concatenate([det, det + rng.uniform(80, 120, (30, 1))], 1)
+    truth = np.array([-0.05, -0.3, 1.07, 1.1])
+    w = (det[:, 2] - det[:, 0])[:, None]
+    crop = det[:, [0, 1, 0, 1]] + truth * w
+    crop[:3] += 40  # a few bad pairs: the median ignores them
+    cal = BoxCalibration.fit(det, crop, "fake", 35)
+    np.testing.assert_allclose(cal.box, truth, atol=1e-9)
+    assert (cal.faces, cal.photos) == (30, 35)
+    np.testing.assert_allclose(cal.crop_boxes(det[3:]), crop[3:], atol=1e-9)
+    np.testing.assert_allclose(to_units(crop[3:], det[3:]), np.tile(truth, (27, 1)), atol=1e-9)
+    assert BoxCalibration.from_dict(cal.to_dict()) == cal
+    with pytest.raises(ValueError, match="no training face"):
+        BoxCalibration.fit(np.zeros((0, 4)), np.zeros((0, 4)), "fake", 10)
+
+
+def test_calibrate_pairs_each_face_with_the_overlapping_detection():
+    from lmkit.detector import calibrate
+
+    pts = np.array([[100.0, 120.0], [180.0, 200.0], [140.0, 150.0]])
+    face = (95.0, 110.0, 185.0, 205.0)
+    elsewhere = (400.0, 400.0, 450.0, 450.0)
+    cal = calibrate(lambda image: [elsewhere, face], [(None, pts), (None, pts + 1000)], 1 / 3, 0.05)
+    assert (cal.faces, cal.photos) == (1, 2)
+    np.testing.assert_allclose(cal.crop_boxes([face])[0], annotation_box(pts), atol=1e-9)
+
+
+def test_mirror_check_refuses_a_wrong_map(trained):
+    run, _ = trained
+    _, info = load_model_file(run.model_file)
+    mean = np.asarray(info.mean_shape)
+    check_mirror(HELEN194, mean, 300)  # lmkit's own faces follow its map
+    wrong = list(HELEN194.mirror)
+    for k in range(20):  # the eyes paired point for point (114+k <-> 134+k), not as these faces are traced
+        wrong[114 + k], wrong[134 + k] = 134 + k, 114 + k
+    with pytest.raises(ValueError, match=r"scheme helen194: its mirror map does not fit.*worst points: 1[1-5]\d<->1[1-5]\d "):
+        check_mirror(dataclasses.replace(HELEN194, mirror=tuple(wrong)), mean, 300)
+
+
+def test_flip_test_is_the_average_of_the_prediction_and_the_unmirrored_mirror_prediction(trained, photo):
+    run, _ = trained
+    model, _ = load_model_file(run.model_file)
+    box = crop_box(photo.landmarks, photo.image.shape[:2])
+    crop, _ = crop_and_resize(photo.image, photo.landmarks, box, 300)
+    plain = predict(model, crop[None], 32)[0]
+    mirrored = predict(model, np.ascontiguousarray(crop[None, :, ::-1]), 32)[0][list(HELEN194.mirror)]
+    mirrored[:, 0] = 300 - mirrored[:, 0]
+    both = predict(model, crop[None], 32, flip_mirror=HELEN194.mirror)[0]
+    np.testing.assert_allclose(both, (plain + mirrored) / 2, atol=1e-3)
+    assert np.abs(both - plain).max() > 1e-3  # it did change something
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_agrees_with_the_model(trained, tmp_path, fmt):
+    run, _ = trained
+    out = export(run.root, fmt, tmp_path / f"model.{fmt}")
+    model, info = load_model_file(run.model_file)
+    crops = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    expected = predict(model, crops, 32)  # points in pixels of the 32x32 crops
+    if fmt == "torchscript":
+        with torch.no_grad():
+            got = torch.jit.load(str(out))(torch.from_numpy(crops)).numpy()
+    else:
+        ort = pytest.importorskip("onnxruntime")
+        got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"crops": crops})[0]
+    assert got.shape == (3, 194, 2)
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+def test_predict_files_writes_pts_csv_png_and_lists_bad_files(trained, photo, tmp_path):
+    run, _ = trained
+    lm = Landmarker.load(with_calibration(run, tmp_path), device="cpu",
+                         detector=lambda image: [(30.0, 40.0, 150.0, 170.0), (10.0, 10.0, 60.0, 60.0)])
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(photo.image).save(photos / f"face{i}.jpg")
+    (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (photos / "notes.txt").write_text("a note")
+    (photos / "face0.png").write_bytes((photos / "face0.jpg").read_bytes())
+    out = tmp_path / "out"
+    result = predict_files(lm, [photos, tmp_path / "missing.jpg"], out, log=lambda _: None, progress=False)
+    assert result["processed"] == 3 and result["faces"] == 6
+    reasons = dict(result["failures"])
+    assert "cannot decode image" in reasons[str(photos / "broken.jpg")]
+    assert "same name" in reasons[str(photos / "face0.png")] and "no such file" in reasons[str(tmp_path / "missing.jpg")]
+    assert result["ignored"] == [str(photos / "notes.txt")]
+    first = lm.detect(photos / "face1.jpg")
+    np.testing.assert_allclose(read_pts(out / "face1.pts"), first[0].points, atol=1e-3)  # .pts round trip
+    np.testing.assert_allclose(read_pts(out / "face1_2.pts"), first[1].points, atol=1e-3)
+    import pandas as pd
+
+    table = pd.read_csv(out / "points.csv")
+    assert len(table) == 6 * 194 and set(table["face"]) == {1, 2}
+    assert Image.open(out / "face2.png").size == photo.image.shape[1::-1]
+    assert len(pd.read_csv(out / "failures.csv")) == 3
+    assert not list(out.glob(".*"))  # no temporary file left
+
+
+def test_command_exit_codes(trained, tmp_path, capsys):
+    run, _ = trained
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.jpg").write_bytes(b"nope")
+    assert main(["predict", str(run.root), str(bad), "--out", str(tmp_path / "o")]) == 1  # nothing processed
+    assert "cannot decode" in capsys.readouterr().out
+    assert main(["predict", str(tmp_path / "nowhere"), str(bad), "--out", str(tmp_path / "o")]) == 1
+    assert "neither a run folder nor a model file" in capsys.readouterr().err
+    assert main(["export", str(run.root), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (real photos) is not beside the checkout")
+def test_command_on_real_photos_with_dlib(trained, tmp_path):
+    """The real detector end to end: faces found on real photos, .pts read back."""
+    pytest.importorskip("dlib")
+    run, _ = trained
+    model_path = with_calibration(run, tmp_path)
+    photos = sorted(SHARED.glob("*.jpg"))[:3]
+    assert main(["predict", str(model_path), *map(str, photos), "--out", str(tmp_path / "o")]) == 0
+    for p in photos:
+        pts = read_pts(tmp_path / "o" / f"{p.stem}.pts")
+        assert pts.shape == (194, 2) and np.isfinite(pts).all()
