@@ -15,6 +15,7 @@ calibration) comes from the model file, never from params.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -197,16 +198,14 @@ def export(run_or_model: str | Path, fmt: str, out: str | Path) -> Path:
     example = torch.zeros(2, info.input_size, info.input_size, 3, dtype=torch.uint8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    import warnings
-
     with torch.no_grad(), atomic_write(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is marked deprecated in torch >= 2.10; it still works
         if fmt == "torchscript":
             torch.jit.save(torch.jit.trace(net, example), str(tmp))
         else:
             torch.onnx.export(net, (example,), str(tmp), input_names=["crops"], output_names=["points"],
-                                  dynamic_axes={"crops": {0: "batch"}, "points": {0: "batch"}}, dynamo=False,
-                                  opset_version=17)
+                              dynamic_axes={"crops": {0: "batch"}, "points": {0: "batch"}}, dynamo=False,
+                              opset_version=17)
     return out
 
 

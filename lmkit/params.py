@@ -149,6 +149,14 @@ _POSITIVE = {"data.synthetic_train", "data.synthetic_test", "data.crop_size", "m
              "train.batch_size", "train.lr", "train.epoch_multiplier", "train.processes", "search.trials", "search.epochs_per_trial"}
 
 
+MIN_INPUT_SIZE = 32
+# common names for lmkit's keys, for did-you-mean
+ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "n_epochs": "epochs", "num_epochs": "epochs",
+           "batch": "batch_size", "bs": "batch_size", "n_trials": "trials", "scheduler": "schedule",
+           "lr_schedule": "schedule", "image_size": "input_size", "img_size": "input_size", "augment_flip": "flip"}
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
 class ParamsError(ValueError):
     pass
 
@@ -167,7 +175,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def _set(tree: dict, dotted: str, value, origin: str) -> None:
     known = _flatten(DEFAULTS)
     if dotted not in known:
-        close = difflib.get_close_matches(dotted, known, n=1)
+        prefix, _, leaf = dotted.rpartition(".")
+        alias = f"{prefix}.{ALIASES[leaf]}" if leaf in ALIASES else None
+        close = [alias] if alias in known else difflib.get_close_matches(dotted, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ParamsError(f"{origin}: unknown key {dotted!r}{hint}")
     node = tree
@@ -215,6 +225,11 @@ def _check(flat: dict) -> None:
             raise ParamsError(f"{key}: expected a list of numbers, got {value!r}")
         if kind is list and isinstance(want, list) and len(value) != len(want) and not key.startswith("eval."):
             raise ParamsError(f"{key}: expected a list of {len(want)} values, got {value!r}")
+    if flat["model.input_size"] < MIN_INPUT_SIZE:
+        raise ParamsError(f"model.input_size: ResNet18 needs at least {MIN_INPUT_SIZE} pixels (it downsamples by 32), "
+                          f"got {flat['model.input_size']}")
+    if not _DEVICE.fullmatch(flat["train.device"]):
+        raise ParamsError(f"train.device: auto, cpu, cuda, cuda:N or mps, got {flat['train.device']!r}")
     if not 0 < flat["train.crop_fraction"] <= 1:
         raise ParamsError(f"train.crop_fraction: must be in (0, 1], got {flat['train.crop_fraction']}")
     if flat["train.batch_size"] % flat["train.processes"]:
@@ -241,7 +256,12 @@ def parse_override(text: str) -> tuple[str, object]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ParamsError(f"override {text!r}: expected key=value, e.g. train.epochs=3")
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        problem = str(e).splitlines()[0]
+        raise ParamsError(f"override {key.strip()}: the value {raw!r} is not valid YAML ({problem}); "
+                          "quote a string, e.g. -p name='\"my run\"'") from None
 
 
 def _read_file(path: Path, seen: tuple = ()) -> list[tuple[str, object, str]]:

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import params as P
-from .runfolder import RunFolder, write_json, write_text
+from .runfolder import RunFolder, RunInUse, run_lock, write_json, write_text
 
 NOTEBOOKS = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures")
 ABLATION_NOTEBOOK = "06_ablation"
@@ -115,6 +115,50 @@ def stage_digests(params: dict, notebooks=NOTEBOOKS) -> dict[str, str]:
     return out
 
 
+LAYOUTS = {"helen": ("trainnames.txt", "annotation"), "300w": ("trainset", "testset")}
+
+
+def preflight(params: dict, run: RunFolder) -> None:
+    """Refuse, before any notebook starts, what would fail later: a missing data folder or one
+    in another layout, a device that is not there, ImageNet weights that cannot be had, a run
+    folder that cannot be written."""
+    d = params["data"]
+    if d["source"] != "synthetic":
+        root = Path(d["root"] or "")
+        if not d["root"] or not root.is_dir():
+            raise ChainError(f"data.root: {root} is not a folder (data.source: {d['source']})")
+        missing = [f for f in LAYOUTS[d["source"]] if not (root / f).exists()]
+        if missing:
+            other = next((name for name, files in LAYOUTS.items()
+                          if name != d["source"] and all((root / f).exists() for f in files)), None)
+            hint = f"; it looks like the {other} layout: set data.source: {other}" if other else ""
+            raise ChainError(f"data.root: {root} is not in the {d['source']} layout (missing "
+                             f"{', '.join(missing)}){hint}")
+        for extra in d["extra_train"]:
+            if not Path(extra).is_dir():
+                raise ChainError(f"data.extra_train: {extra} is not a folder")
+    device = params["train"]["device"]
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ChainError(f"train.device: {device} asked for, but this machine has no CUDA device (use auto or cpu)")
+    if params["model"]["pretrained"]:
+        from .model import imagenet_weights
+
+        try:
+            imagenet_weights()
+        except RuntimeError as e:
+            raise ChainError(f"model.pretrained: {e}") from None
+    try:
+        run.root.mkdir(parents=True, exist_ok=True)
+        probe = run.root / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ChainError(f"{run.root}: the run folder cannot be written ({e.strerror})") from None
+
+
 def run_chain(params_file: str | None, overrides: list[str] | None = None, out: str | None = None,
               log=print, notebooks=NOTEBOOKS, force: bool = False) -> RunFolder:
     """Run ``notebooks`` into the run folder. A notebook that completed before with the same
@@ -122,6 +166,13 @@ def run_chain(params_file: str | None, overrides: list[str] | None = None, out: 
     re-run after a failure starts at the failed notebook."""
     params = P.load(params_file, overrides)
     run = RunFolder(out or Path("reports") / params["name"])
+    preflight(params, run)
+    with run_lock(run, log):
+        _run_notebooks(run, params, notebooks, force, log)
+    return run
+
+
+def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log) -> None:
     P.dump(params, run.params)
     nb_dir = notebooks_dir()
     info_file = run.path("run.json")
@@ -130,6 +181,12 @@ def run_chain(params_file: str | None, overrides: list[str] | None = None, out: 
     digests = stage_digests(params, NOTEBOOKS + (ABLATION_NOTEBOOK,))
     reusing = not force
     log(f"run folder {run.root}")
+    if force and NOTEBOOKS[0] in notebooks:  # --force redoes preparation too, not only the notebook
+        for split in ("train", "test"):
+            cache = run.cache_dir(params) / split
+            if cache.exists():
+                shutil.rmtree(cache)
+                log(f"--force: removed the prepared cache {cache}")
     with this_python_kernel() as kernel:
         import papermill as pm
 
@@ -161,7 +218,6 @@ def run_chain(params_file: str | None, overrides: list[str] | None = None, out: 
 
     write_index(run)
     log(f"report: {run.index}")
-    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         notebooks = NOTEBOOKS if args.command == "run" else (ABLATION_NOTEBOOK,)
         run_chain(args.params, args.overrides, args.out, notebooks=notebooks, force=getattr(args, "force", True))
         print(f"finished in {time.perf_counter() - t0:.0f} s")
-    except (ChainError, P.ParamsError, FileNotFoundError) as e:
+    except (ChainError, P.ParamsError, FileNotFoundError, RunInUse) as e:
         print(f"lmkit: {e}", file=sys.stderr)
         return 1
     return 0

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .detector import clip_box
-from .readers import Entry, Sample, entries_300w, entries_300w_folder, entries_helen
+from .readers import Entry, NotAnnotated, Sample, entries_300w, entries_300w_folder, entries_helen
 from .synthetic import synthetic_entries
 
 
@@ -102,7 +102,7 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
     if on_bad_sample not in ("error", "skip"):
         raise ValueError(f"data.on_bad_sample: must be error or skip, got {on_bad_sample!r}")
     folder = Path(folder)
-    images, landmarks, names, boxes, sources, skipped = [], [], [], [], [], []
+    images, landmarks, names, boxes, sources, skipped, unannotated = [], [], [], [], [], [], []
     seen = set()
     for e in _as_entries(samples):
         try:
@@ -111,6 +111,9 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
             s = e.load()
             box = crop_box(s.landmarks, s.image.shape[:2], forehead, padding)
             img, pts = crop_and_resize(s.image, s.landmarks, box, size)
+        except NotAnnotated:
+            unannotated.append(e.source)
+            continue
         except (ValueError, OSError) as err:
             message = str(err) if e.source in str(err) else f"{e.source}: {err}"
             if on_bad_sample == "error":
@@ -139,7 +142,8 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
         raise ValueError(f"{folder}: the split is empty (source: {manifest.get('source')}; "
                          f"{len(skipped)} bad samples skipped)")
     manifest = {**manifest, "count": len(names), "n_points": int(landmarks[0].shape[0]), "crop_size": size,
-                "forehead": forehead, "padding": padding, "skipped": skipped}
+                "forehead": forehead, "padding": padding, "skipped": skipped,
+                "unannotated": unannotated}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -196,9 +200,27 @@ def cache_key(data: dict, split: str, seed: int) -> dict:
         key.update(seed=seed, requested=data[f"synthetic_{split}"])
     else:
         key["root"] = str(Path(data["root"]).resolve())
+        folders = [Path(data["root"])]
         if split == "train" and data["extra_train"]:
             key["extra_train"] = [str(Path(f).resolve()) for f in data["extra_train"]]
+            folders += [Path(f) for f in data["extra_train"]]
+        key["files"] = files_digest(folders)
     return key
+
+
+def files_digest(folders: list[Path]) -> str:
+    """A digest of every file below ``folders``: its path, size and modification time. An
+    edited annotation, an added or removed photo changes it, so a cache is never reused
+    for data that changed since it was prepared."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for folder in folders:
+        for f in sorted(Path(folder).rglob("*")) if Path(folder).is_dir() else []:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.relative_to(folder)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Split]:
@@ -209,8 +231,12 @@ def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Spli
         if (folder / "manifest.json").exists():
             cached = load_cache(folder)
             if all(cached.manifest.get(k) == v for k, v in keys[split].items()):
-                log(f"{split}: reusing cache {folder} ({len(cached)} faces, its parameters unchanged)")
+                log(f"{split}: reusing cache {folder} ({len(cached)} faces; its parameters and files unchanged)")
                 out[split] = cached
+            else:
+                changed = [k for k, v in keys[split].items() if cached.manifest.get(k) != v]
+                log(f"{split}: preparing again: {', '.join('the data files' if k == 'files' else k for k in changed)} "
+                    "changed since the cache was made")
     if len(out) < 2:
         entries = {split: source_entries(data, split, seed) for split in ("train", "test") if split not in out}
         names = {split: set(out[split].names) if split in out else {e.name for e in entries[split]}
@@ -231,6 +257,9 @@ def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Spli
                 + (f"; skipped {len(skipped)} bad samples:" if skipped else ""))
             for bad in skipped:
                 log(f"  skipped {bad['reason']}")
+            unannotated = out[split].manifest.get("unannotated", [])
+            if unannotated:
+                log(f"  {len(unannotated)} images have no annotation beside them and are not used, e.g. {unannotated[:3]}")
     return out
 
 

@@ -121,23 +121,43 @@ def write_pts(points: np.ndarray, path: Path) -> None:
     write_text(f"version: 1\nn_points: {len(points)}\n{{\n{rows}\n}}\n", Path(path))
 
 
-def _300w_sample(pts: Path) -> Sample:
-    image_path = next((pts.with_suffix(s) for s in IMAGE_SUFFIXES if pts.with_suffix(s).exists()), None)
-    if image_path is None:
-        raise FileNotFoundError(f"{pts}: no image beside it (looked for {', '.join(IMAGE_SUFFIXES)})")
+class NotAnnotated(LookupError):
+    """An image with no annotation beside it: listed in the manifest, never trained on."""
+
+
+def _300w_sample(pts: Path, images: list[Path]) -> Sample:
+    if not images:
+        raise FileNotFoundError(f"{pts}: no image beside it (looked for {', '.join(IMAGE_SUFFIXES)}, any case)")
+    if len(images) > 1:
+        raise ValueError(f"{pts}: several images share its name ({', '.join(p.name for p in images)}); keep one")
     landmarks = read_pts(pts)
-    return checked(Sample(pts.stem, load_image(image_path), landmarks, str(image_path)))
+    return checked(Sample(pts.stem, load_image(images[0]), landmarks, str(images[0])))
+
+
+def _not_annotated(image: Path) -> Sample:
+    raise NotAnnotated(f"{image}: no annotation beside it ({image.stem}.pts)")
 
 
 def entries_300w_folder(folder: Path) -> list[Entry]:
-    """Every ``NAME.pts`` below ``folder``, to be read with its ``NAME.jpg|png`` beside it."""
+    """Every ``NAME.pts`` below ``folder``, to be read with its ``NAME.jpg|png`` beside it
+    (suffixes in any case). Images with no ``.pts`` beside them come as entries too, whose
+    ``load`` raises ``NotAnnotated``, so that preparation lists them."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: 300-W folder does not exist")
-    pts_files = sorted(folder.rglob("*.pts"))
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    pts_files = [p for p in files if p.suffix == ".pts"]
     if not pts_files:
         raise ValueError(f"{folder}: no .pts annotation files found")
-    return [Entry(p.stem, str(p), lambda p=p: _300w_sample(p)) for p in pts_files]
+    images: dict[tuple[Path, str], list[Path]] = {}
+    for p in files:
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            images.setdefault((p.parent, p.stem), []).append(p)
+    annotated = {(p.parent, p.stem) for p in pts_files}
+    entries = [Entry(p.stem, str(p), lambda p=p: _300w_sample(p, images.get((p.parent, p.stem), [])))
+               for p in pts_files]
+    return entries + [Entry(key[1], str(imgs[0]), lambda i=imgs[0]: _not_annotated(i))
+                      for key, imgs in images.items() if key not in annotated]
 
 
 def entries_300w(root: Path, split: str) -> list[Entry]:
@@ -148,13 +168,21 @@ def entries_300w(root: Path, split: str) -> list[Entry]:
     return entries_300w_folder(folder)
 
 
+def _annotated(entries: list[Entry]) -> Iterator[Sample]:
+    for e in entries:
+        try:
+            yield e.load()
+        except NotAnnotated:
+            continue
+
+
 def read_300w_folder(folder: Path) -> Iterator[Sample]:
-    """Every sample below a 300-W folder, sorted by name; the first bad one raises."""
-    return (e.load() for e in entries_300w_folder(folder))
+    """Every annotated sample below a 300-W folder, sorted by name; the first bad one raises."""
+    return _annotated(entries_300w_folder(folder))
 
 
 def read_300w(root: Path, split: str) -> Iterator[Sample]:
-    return (e.load() for e in entries_300w(root, split))
+    return _annotated(entries_300w(root, split))
 
 
 # ---------------------------------------------------------------- Helen layout

@@ -75,10 +75,15 @@ def ablation_html(run: RunFolder) -> str:
 
 def skipped_html(m: dict) -> str:
     skipped = [(split, s) for split, items in m.get("skipped", {}).items() for s in items]
-    if not skipped:
-        return "<p>No sample was skipped.</p>"
-    items = "".join(f"<li>{split}: {html.escape(s['reason'])}</li>" for split, s in skipped)
-    return f"<p><b>{len(skipped)} bad samples were skipped</b> (data.on_bad_sample: skip):</p><ul>{items}</ul>"
+    unannotated = [(split, f) for split, files in m.get("unannotated", {}).items() for f in files]
+    out = "<p>No sample was skipped.</p>"
+    if skipped:
+        items = "".join(f"<li>{split}: {html.escape(s['reason'])}</li>" for split, s in skipped)
+        out = f"<p><b>{len(skipped)} bad samples were skipped</b> (data.on_bad_sample: skip):</p><ul>{items}</ul>"
+    if unannotated:
+        items = "".join(f"<li>{split}: {html.escape(f)}</li>" for split, f in unannotated)
+        out += f"<p><b>{len(unannotated)} images have no annotation beside them</b> and were not used:</p><ul>{items}</ul>"
+    return out
 
 
 def write_index(run: RunFolder) -> None:

@@ -98,7 +98,11 @@ def run_search(objective: Callable[[float, float], float], trials: int, lr_range
     def wrapped(trial: optuna.Trial) -> float:
         lr = trial.suggest_float("lr", *lr_range, log=True)
         wd = trial.suggest_float("weight_decay", *wd_range, log=True)
-        loss = objective(lr, wd)
+        try:
+            loss = objective(lr, wd)
+        except FloatingPointError as e:  # a diverged trial: pruned, and another trial takes its place
+            log(f"trial {trial.number}: lr {lr:.2e}  weight decay {wd:.2e}  ->  diverged, pruned ({e})")
+            raise optuna.TrialPruned(str(e)) from None
         log(f"trial {trial.number}: lr {lr:.2e}  weight decay {wd:.2e}  ->  best val MSE {loss:.2f} px^2")
         return loss
 

@@ -140,8 +140,6 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     fitted on the training photos (real data with dlib installed; else none)."""
     import lmkit
 
-    from .prepare import load_sources
-
     d = load_data(run, params)
     scheme, train_split = d["scheme"], d["train_split"]
     manifest = train_split.manifest
@@ -152,29 +150,14 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     if manifest["source"] == "synthetic":
         why = "synthetic faces: no face detector calibration (give crop boxes to predict)"
     else:
-        from .detector import HogDetector, calibrate
-        from .readers import load_image
+        from .detector import HogDetector
 
         try:
             detector = HogDetector()
         except RuntimeError as e:
             why = f"no box calibration: {e}"
         else:
-            sources, boxes = load_sources(run.cache_dir(params) / "train")
-            size = manifest["crop_size"]
-
-            def faces():
-                for i in d["train"][0].indices:
-                    box = boxes[i]
-                    scale = np.array([size / (box[2] - box[0]), size / (box[3] - box[1])])
-                    yield load_image(Path(sources[i])), np.asarray(train_split.landmarks[i]) / scale + box[:2]
-
-            try:
-                calibration = calibrate(detector, faces(), manifest["forehead"], manifest["padding"]).to_dict()
-                why = (f"box calibration: {detector.name} found {calibration['faces']} of {calibration['photos']} "
-                       f"training faces; crop box in detector-box units {np.round(calibration['box'], 3).tolist()}")
-            except ValueError as e:
-                why = f"no box calibration: {e}"
+            calibration, why = box_calibration(run, params, d, detector, log)
     hist = pd.read_csv(run.history)
     hp = read_json(run.best_hparams, "02_hpsearch")
     t = params["train"]
@@ -192,8 +175,49 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     return path
 
 
+def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) -> tuple[dict | None, str]:
+    """The detector's box calibration, fitted on the run's training photos. It depends on the
+    data and the detector only, so it is kept beside the train cache (``box_calibration.json``)
+    and reused by every run and ablation variant with the same training photos."""
+    import hashlib
+    import json
+
+    from .detector import calibrate
+    from .prepare import load_sources
+    from .readers import load_image
+
+    cache = run.cache_dir(params) / "train"
+    manifest, indices = d["train_split"].manifest, d["train"][0].indices
+    key = hashlib.sha1(json.dumps([detector.name, manifest.get("files"), manifest["forehead"], manifest["padding"],
+                                   manifest["crop_size"], indices.tolist()]).encode()).hexdigest()[:16]
+    kept = cache / "box_calibration.json"
+    if kept.exists() and json.loads(kept.read_text()).get("key") == key:
+        calibration = json.loads(kept.read_text())["calibration"]
+    else:
+        sources, boxes = load_sources(cache)
+        size, landmarks = manifest["crop_size"], d["train_split"].landmarks
+        log(f"fitting the box calibration: {detector.name} on {len(indices)} training photos ...")
+
+        def faces():
+            for i in indices:
+                box = boxes[i]
+                scale = np.array([size / (box[2] - box[0]), size / (box[3] - box[1])])
+                yield load_image(Path(sources[i])), np.asarray(landmarks[i]) / scale + box[:2]
+
+        try:
+            calibration = calibrate(detector, faces(), manifest["forehead"], manifest["padding"]).to_dict()
+        except ValueError as e:
+            return None, f"no box calibration: {e}"
+        write_json({"key": key, "calibration": calibration}, kept)
+    return calibration, (f"box calibration: {detector.name} found {calibration['faces']} of {calibration['photos']} "
+                         f"training faces; crop box in detector-box units {np.round(calibration['box'], 3).tolist()}")
+
+
 def load_model(run: RunFolder, params: dict, device) -> tuple[torch.nn.Module, ModelInfo]:
     """The run's model file, refused when the params describe another model."""
+    if not run.model_file.exists():
+        raise FileNotFoundError(f"{run.model_file}: missing; run notebook 03_train first (it writes the model file "
+                                "after training; for a run trained before lmkit 0.2, call steps.package_model)")
     model, info = load_model_file(run.model_file, device)
     info.check_params(params, str(run.model_file))
     return model, info
@@ -275,6 +299,8 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         "detector_box": detector_status, "flip_test": flip_test, "model_file": info.training | {"lmkit": info.lmkit_version},
         "search_budget": {k: params["search"][k] for k in ("enabled", "trials", "epochs_per_trial")},
         "skipped": {"train": d["train_split"].manifest.get("skipped", []), "test": test.manifest.get("skipped", [])},
+        "unannotated": {"train": d["train_split"].manifest.get("unannotated", []),
+                        "test": test.manifest.get("unannotated", [])},
         "best": [test.names[i] for i in best], "worst": [test.names[i] for i in worst], "paper": PAPER,
     }
     with atomic_write(run.predictions) as tmp:
@@ -401,7 +427,10 @@ def open_run(run_dir: str, params_file: str | None, overrides: list[str] | None 
     ``params_file`` plus ``overrides`` and recorded in the run folder's ``params.yaml``."""
     from . import params as P
 
+    from .runfolder import check_not_in_use
+
     run = RunFolder(run_dir)
+    check_not_in_use(run)
     params = P.load(params_file, overrides)
     if not run.params.exists() or run.params.resolve() != Path(params_file).resolve():
         P.dump(params, run.params)
@@ -433,7 +462,7 @@ def ablation(run: RunFolder, params: dict, variants: dict | None = None, log=pri
     for name, changes in variants.items():
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         sub = RunFolder(run.root / "ablation" / slug)
-        vp = P.merge(params, {"data.cache_dir": str(run.cache_dir(params)), **changes})
+        vp = P.merge(params, {"data.cache_dir": str(run.cache_dir(params)), "eval.detector_box": False, **changes})
         done = (sub.params.exists() and P.load(sub.params) == vp and sub.history.exists()
                 and sub.best_hparams.exists() and read_json(sub.best_hparams, "") == hp
                 and sub.best_checkpoint.exists() and len(pd.read_csv(sub.history)) == vp["train"]["epochs"])

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,10 @@ def new_model(n_points: int, params: dict, mean_shape: np.ndarray | None, seed: 
     return model.to(device)
 
 
+class Diverged(FloatingPointError):
+    """Training produced a non-finite loss: stopped at once, the last good checkpoint kept."""
+
+
 def save_atomic(obj, path: Path) -> None:
     with atomic_write(path) as tmp:
         torch.save(obj, tmp)
@@ -102,6 +106,31 @@ def load_checkpoint(path: Path, device="cpu") -> dict:
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise RuntimeError(f"{path}: not an lmkit checkpoint (no 'model' entry)")
     return ckpt
+
+
+RESUME_MAY_CHANGE = ("epochs", "device", "compile")  # all else must be as the checkpoint was trained
+
+
+def _flat_config(cfg: dict) -> dict:
+    import json
+
+    flat = {}
+    for k, v in json.loads(json.dumps(cfg, default=list)).items():
+        flat.update({f"{k}.{a}": b for a, b in v.items()} if isinstance(v, dict) else {k: v})
+    return flat
+
+
+def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
+    """Refuse to resume a checkpoint trained with another configuration (anything but the
+    number of epochs), naming each key with both values."""
+    now = _flat_config(asdict(cfg))
+    old = {**_flat_config(asdict(TrainConfig())), **_flat_config(saved)}  # keys added since: their defaults
+    wrong = [f"{k}: {old.get(k)!r} in the checkpoint, {v!r} now" for k, v in now.items()
+             if k not in RESUME_MAY_CHANGE and old.get(k) != v]
+    if wrong:
+        raise ValueError(f"{path}: cannot resume, this checkpoint was trained with other settings ("
+                         + "; ".join(wrong) + "). Resume with the same params (only train.epochs may change), "
+                         "or set train.resume: false to train from the start")
 
 
 def save_checkpoint(state: dict, folder: Path, best: bool) -> None:
@@ -240,11 +269,18 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
         out_dir = Path(out_dir)
         if writer:
             out_dir.mkdir(parents=True, exist_ok=True)
+            for leftover in out_dir.glob(".*.tmp*"):  # a run killed while writing a checkpoint
+                leftover.unlink()
+                log(f"removed {leftover}, a half-written file left by a killed run")
         last = out_dir / "last.pt"
         if resume and not last.exists() and (out_dir / "previous.pt").exists():
             last = out_dir / "previous.pt"  # killed between keeping the previous and renaming the new one
-        if resume and last.exists():
+        if resume and not last.exists():
+            raise FileNotFoundError(f"{out_dir}: train.resume is true but there is no checkpoint (last.pt or "
+                                    "previous.pt) to resume from; set train.resume: false to train from the start")
+        if resume:
             ckpt = load_checkpoint(last, device)
+            check_resumable(ckpt.get("config", {}), cfg, last)
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             history = ckpt["history"]
@@ -270,8 +306,10 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
             group["lr"] = lr
         model.train()
         total, total_mse, seen = 0.0, 0.0, 0
-        for x, y in Batches(images, landmarks, order, step_cfg, g, device, src_size=src):
+        for step, (x, y) in enumerate(Batches(images, landmarks, order, step_cfg, g, device, src_size=src), start=1):
             loss, mse = train_step(net, opt, x, y, step_cfg)
+            if not math.isfinite(loss):
+                _diverged(f"the training loss is {loss} at epoch {epoch}, step {step}", lr, out_dir, epoch)
             total, total_mse, seen = total + loss * len(x), total_mse + mse * len(x), seen + len(x)
         if world > 1:  # the epoch's means over all processes
             sums = torch.tensor([total, total_mse, seen], dtype=torch.float64)
@@ -283,6 +321,8 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
                                      cfg.augment if cfg.val_augmented else None, seed=cfg.seed,
                                      landmarks=val_landmarks)
         val_mse = float(np.mean((val_pred - val_true) ** 2) * (REFERENCE_SIZE / src) ** 2)
+        if not math.isfinite(val_mse):
+            _diverged(f"the validation MSE is {val_mse} after epoch {epoch}", lr, out_dir, epoch)
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch, "train_loss": total / seen, "train_mse": total_mse / seen, "val_mse": val_mse, "lr": lr,
                "seconds": seconds, "images_per_s": seen / seconds}
@@ -290,12 +330,20 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
         log(_log_line(epoch, cfg.epochs, row))
         if out_dir is not None and writer:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                     "history": history, "config": cfg.__dict__ | {"augment": cfg.augment.__dict__}}
+                     "history": history, "config": asdict(cfg)}
             save_checkpoint(state, out_dir, best=val_mse < best)
             write_csv_atomic(pd.DataFrame(history), out_dir / "history.csv")
         best = min(best, val_mse)
         sys.stdout.flush()
     return pd.DataFrame(history)
+
+
+def _diverged(what: str, lr: float, out_dir: Path | None, epoch: int):
+    kept = ""
+    if out_dir is not None and (Path(out_dir) / "last.pt").exists():
+        kept = f"; the last good checkpoint, {Path(out_dir) / 'last.pt'} (epoch {epoch - 1}), is kept"
+    raise Diverged(f"training diverged: {what} (learning rate {lr:.2e}){kept}. Lower train.lr "
+                   "(or search.lr_range), or change the loss or schedule")
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:

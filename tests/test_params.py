@@ -79,12 +79,14 @@ def test_base_files_are_read_first(tmp_path):
 def test_best_recipes_change_only_the_recipe():
     paper, best = P.load(ROOT / "params" / "paper.yaml"), P.load(ROOT / "params" / "best.yaml")
     cpu, cpu_best = P.load(ROOT / "params" / "helen68-cpu.yaml"), P.load(ROOT / "params" / "helen68-best-cpu.yaml")
-    recipe = {"loss", "flip", "schedule"}
+    recipe = {"loss", "flip", "schedule", "warmup", "optimizer", "scale", "shift", "epochs"}
     for study, better in ((paper, best), (cpu, cpu_best)):
         changed = {k for k in study["train"] if study["train"][k] != better["train"][k]}
         assert changed and changed <= recipe
-        assert {k: v for k, v in study.items() if k not in ("train", "name")} == \
-               {k: v for k, v in better.items() if k not in ("train", "name")}
+        assert {k: v for k, v in study["eval"].items() if k != "flip_test"} == \
+               {k: v for k, v in better["eval"].items() if k != "flip_test"}
+        assert {k: v for k, v in study.items() if k not in ("train", "eval", "name")} == \
+               {k: v for k, v in better.items() if k not in ("train", "eval", "name")}
     assert paper["train"]["loss"] == "mse" and paper["train"]["flip"] == 0 and paper["train"]["schedule"] == "none"
 
 

@@ -77,3 +77,25 @@ def test_helen_name_without_annotation_is_an_error(tmp_path):
     (tmp_path / "trainnames.txt").write_text("ghost\n")
     with pytest.raises(ValueError, match="'ghost' has no annotation"):
         list(read_helen(tmp_path, "train"))
+
+
+def test_two_images_for_one_annotation_are_refused_and_unannotated_images_listed(tmp_path):
+    from lmkit.prepare import write_cache
+    from lmkit.readers import entries_300w_folder, write_pts
+
+    from tests.conftest import random_landmarks, write_image
+
+    for name in ("a", "dup"):
+        write_image(tmp_path / f"{name}.jpg")
+        write_pts(random_landmarks(68), tmp_path / f"{name}.pts")
+    write_image(tmp_path / "dup.png")
+    write_image(tmp_path / "lonely.JPG")  # upper-case suffixes are images too
+    write_image(tmp_path / "b.PNG")
+    write_pts(random_landmarks(68), tmp_path / "b.pts")
+    entries = entries_300w_folder(tmp_path)
+    with pytest.raises(ValueError, match=r"dup\.pts: several images share its name \(dup\.jpg, dup\.png\)"):
+        write_cache(entries, tmp_path / "cache", {"source": "300w"})
+    split = write_cache(entries, tmp_path / "cache", {"source": "300w"}, on_bad_sample="skip")
+    assert split.names == ["a", "b"]
+    assert [s["name"] for s in split.manifest["skipped"]] == ["dup"]
+    assert split.manifest["unannotated"] == [str(tmp_path / "lonely.JPG")]

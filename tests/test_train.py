@@ -59,3 +59,31 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="last.pt: cannot read checkpoint"):
         load_checkpoint(bad)
+
+
+def test_a_diverged_run_stops_at_the_first_non_finite_loss_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    from lmkit.train import Diverged
+
+    p, train, val = data
+    good = TrainConfig.from_params(p, "cpu", epochs=1, lr=1e-3, weight_decay=0.0)
+    fit(_model(p, train), *train, *val, good, out_dir=tmp_path, log=lambda _: None)
+    kept = (tmp_path / "last.pt").read_bytes()
+    huge = TrainConfig.from_params(p, "cpu", epochs=5, lr=1e12, weight_decay=0.0)
+    logs = []
+    with pytest.raises(Diverged, match=r"training diverged: the (training loss|validation MSE) is (nan|inf).*epoch 2.*"
+                                       r"last\.pt \(epoch 1\), is kept"):
+        fit(_model(p, train), *train, *val, huge, out_dir=tmp_path, resume=True, log=logs.append)
+    assert (tmp_path / "last.pt").read_bytes() == kept
+    assert not any("epoch   2/" in line for line in logs)  # no epoch of NaN was logged or saved
+
+
+def test_leftover_temporary_files_are_removed_and_resume_never_silently_restarts(data, tmp_path):
+    p, train, val = data
+    cfg = TrainConfig.from_params(p, "cpu", epochs=1, lr=1e-3, weight_decay=0.0)
+    with pytest.raises(FileNotFoundError, match="train.resume is true but there is no checkpoint"):
+        fit(_model(p, train), *train, *val, cfg, out_dir=tmp_path, resume=True, log=lambda _: None)
+    debris = tmp_path / ".last.tmp4242.pt"
+    debris.write_bytes(b"half a checkpoint")
+    logs = []
+    fit(_model(p, train), *train, *val, cfg, out_dir=tmp_path, log=logs.append)
+    assert not debris.exists() and any("half-written" in line for line in logs)

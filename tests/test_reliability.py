@@ -1,0 +1,141 @@
+"""A run folder never gives a silently wrong result: edited data, a second chain on the same
+folder, resume with other settings, bad params and folders refused before anything runs."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmkit import params as P
+from lmkit.pipeline import ChainError, preflight, run_chain
+from lmkit.prepare import prepare
+from lmkit.readers import write_pts
+from lmkit.runfolder import RunFolder, RunInUse, check_not_in_use, run_lock
+
+from tests.conftest import random_landmarks, write_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _300w(root: Path, n_train=4, n_test=2):
+    for split, n in (("train", n_train), ("test", n_test)):
+        for i in range(n):
+            write_image(root / f"{split}set" / f"{split}{i}.jpg", seed=i)
+            write_pts(random_landmarks(68, seed=i), root / f"{split}set" / f"{split}{i}.pts")
+    return root
+
+
+def test_edited_or_added_files_are_prepared_again(tmp_path):
+    root = _300w(tmp_path / "data")
+    data = P.load(None, {"data.source": "300w", "data.root": str(root)})["data"]
+    logs = []
+    first = prepare(data, 0, tmp_path / "cache", logs.append)["train"]
+    prepare(data, 0, tmp_path / "cache", logs.append)
+    assert any("reusing cache" in line for line in logs)
+    fixed = random_landmarks(68, seed=99)
+    write_pts(fixed, root / "trainset" / "train0.pts")  # a corrected annotation
+    os.utime(root / "trainset" / "train0.pts", ns=(time.time_ns() + 10**9,) * 2)
+    write_image(root / "trainset" / "train9.jpg", seed=9)  # and a new photo
+    write_pts(random_landmarks(68, seed=9), root / "trainset" / "train9.pts")
+    logs.clear()
+    again = prepare(data, 0, tmp_path / "cache", logs.append)["train"]
+    assert any("the data files changed" in line for line in logs)
+    assert len(again) == len(first) + 1
+    assert not np.allclose(again.landmarks[0], first.landmarks[0])
+
+
+def test_force_really_prepares_again(tmp_path):
+    out = tmp_path / "run"
+    tiny = ["data.synthetic_train=12", "data.synthetic_test=4", "model.input_size=32"]
+    run = RunFolder(out)
+    logs = []
+    run_chain("params/quick.yaml", tiny, str(out), log=logs.append, notebooks=("01_prepare",))
+    made = (run.root / "data" / "train" / "images.npy").stat().st_mtime_ns
+    run_chain("params/quick.yaml", tiny, str(out), log=logs.append, notebooks=("01_prepare",), force=True)
+    assert any("--force: removed the prepared cache" in line for line in logs)
+    assert (run.root / "data" / "train" / "images.npy").stat().st_mtime_ns != made
+
+
+HOLD = """
+import sys, time
+from lmkit.runfolder import RunFolder, run_lock
+with run_lock(RunFolder(sys.argv[1]), log=lambda _: None):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_chain_on_the_same_folder_is_refused_and_a_killed_holder_taken_over(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run.root)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunInUse, match=rf"in use by .* on host .*, PID {holder.pid}, since"):
+            run_chain("params/quick.yaml", [], str(run.root), log=lambda _: None)
+        with pytest.raises(RunInUse, match=f"PID {holder.pid}"):
+            check_not_in_use(run)  # a notebook opened on it by hand
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    logs = []
+    with run_lock(run, logs.append):
+        assert os.environ["LMKIT_RUN_LOCK"] == str(run.root)
+        check_not_in_use(run)  # the chain's own notebooks may open it
+    assert any("taking over" in line and str(holder.pid) in line for line in logs)
+    assert not (run.root / ".lock.json").exists()
+
+
+def test_resume_with_other_settings_is_refused_naming_each_key(tmp_path):
+    from lmkit.train import TrainConfig, fit, new_model
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (12, 64, 64, 3), dtype=np.uint8)
+    pts = rng.uniform(10, 50, (12, 194, 2)).astype(np.float32)
+    p = P.load(None, {"model.input_size": 32, "train.batch_size": 4, "train.epoch_multiplier": 1})
+    cfg = TrainConfig.from_params(p, "cpu", epochs=1)
+    fit(new_model(194, p, None, 0, "cpu"), images[:8], pts[:8], images[8:], pts[8:], cfg, out_dir=tmp_path,
+        log=lambda _: None)
+    other = TrainConfig.from_params(P.merge(p, {"model.input_size": 48, "seed": 1}), "cpu", epochs=2)
+    with pytest.raises(ValueError, match=r"cannot resume.*input_size: 32 in the checkpoint, 48 now; seed: 0 in the "
+                                         r"checkpoint, 1 now"):
+        fit(new_model(194, p, None, 0, "cpu"), images[:8], pts[:8], images[8:], pts[8:], other, out_dir=tmp_path,
+            resume=True, log=lambda _: None)
+    more = TrainConfig.from_params(p, "cpu", epochs=2)  # only the epochs changed: fine
+    hist = fit(new_model(194, p, None, 0, "cpu"), images[:8], pts[:8], images[8:], pts[8:], more, out_dir=tmp_path,
+               resume=True, log=lambda _: None)
+    assert list(hist["epoch"]) == [1, 2]
+
+
+def _refused(params: dict, run_dir: Path, match: str):
+    start = time.perf_counter()
+    with pytest.raises(ChainError, match=match):
+        preflight(params, RunFolder(run_dir))
+    assert time.perf_counter() - start < 2
+
+
+def test_bad_folders_and_devices_are_refused_before_any_notebook(tmp_path):
+    root = _300w(tmp_path / "w300")
+    _refused(P.load(None, {"data.source": "300w", "data.root": str(tmp_path / "nowhere")}), tmp_path / "r",
+             "data.root: .*nowhere is not a folder")
+    _refused(P.load(None, {"data.source": "helen", "data.root": str(root)}), tmp_path / "r",
+             r"not in the helen layout \(missing trainnames.txt, annotation\); it looks like the 300w layout")
+    _refused(P.load(None, {"train.device": "cuda"}), tmp_path / "r", "no CUDA device") if not \
+        __import__("torch").cuda.is_available() else None
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    _refused(P.load(None), blocker / "run", "the run folder cannot be written")
+
+
+@pytest.mark.parametrize("override, match", [
+    ("model.input_size=7", "ResNet18 needs at least 32 pixels"),
+    ("train.device=gpu", "train.device: auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+    ("train.lr=[1e-3", r"override train.lr: the value '\[1e-3' is not valid YAML"),
+    ("train.learning_rate=1e-3", "did you mean 'train.lr'"),
+])
+def test_bad_params_are_refused_naming_the_key(override, match):
+    with pytest.raises(P.ParamsError, match=match):
+        P.load(None, [override])
