@@ -1,3 +1,3 @@
 """lmkit: rebuild "Facial Landmarks Detection with ResNet18" as a notebook chain."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

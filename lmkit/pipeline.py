@@ -214,10 +214,11 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log) ->
             write_json({**info, "timings_s": timings, "completed": completed}, info_file)
             log(f"{name} done in {timings[name]:.1f} s")
     write_json({"timings_s": timings, "completed": completed, **provenance(params)}, info_file)
-    from .report import write_index
+    if run.metrics.exists():  # a chain stopped before evaluation has no report yet
+        from .report import write_index
 
-    write_index(run)
-    log(f"report: {run.index}")
+        write_index(run)
+        log(f"report: {run.index}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,9 +106,15 @@ def run_search(objective: Callable[[float, float], float], trials: int, lr_range
         log(f"trial {trial.number}: lr {lr:.2e}  weight decay {wd:.2e}  ->  best val MSE {loss:.2f} px^2")
         return loss
 
-    if done < trials:
+    attempts = 0
+    while done < trials and attempts < 3 * trials:  # a pruned (diverged) trial is replaced, within reason
         study.optimize(wrapped, n_trials=trials - done,
                        callbacks=[optuna.study.MaxTrialsCallback(trials, states=(TrialState.COMPLETE,))])
+        attempts += trials - done
+        done = sum(t.state == TrialState.COMPLETE for t in study.trials)
+    if done == 0:
+        raise RuntimeError(f"the search completed no trial in {attempts} attempts (every trial diverged): "
+                           "lower search.lr_range")
     return study
 
 

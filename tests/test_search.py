@@ -70,3 +70,20 @@ def test_an_interrupted_trial_runs_again_with_its_values_and_none_twice(tmp_path
     assert calls[2] == values  # the interrupted one first, with its own values
     states = [t.state for t in study.trials]
     assert states.count(TrialState.COMPLETE) == 4 and states.count(TrialState.FAIL) == 1
+
+
+def test_a_diverged_trial_is_pruned_and_replaced(tmp_path):
+    calls = []
+
+    def objective(lr, wd):
+        calls.append(lr)
+        if len(calls) == 2:
+            raise FloatingPointError("training diverged: the training loss is nan")
+        return lr
+
+    logs = []
+    study = run_search(objective, 3, (1e-5, 1e-1), (1e-6, 1e-2), default_storage(tmp_path), log=logs.append)
+    table = trials_table(study)
+    assert sorted(table["state"]) == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
+    assert any("diverged, pruned" in line for line in logs)
+    assert study.best_value == min(c for i, c in enumerate(calls) if i != 1)

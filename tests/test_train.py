@@ -61,20 +61,33 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(bad)
 
 
-def test_a_diverged_run_stops_at_the_first_non_finite_loss_and_keeps_the_last_good_checkpoint(data, tmp_path):
+def test_a_huge_learning_rate_stops_at_the_first_non_finite_loss(data, tmp_path):
     from lmkit.train import Diverged
 
     p, train, val = data
-    good = TrainConfig.from_params(p, "cpu", epochs=1, lr=1e-3, weight_decay=0.0)
-    fit(_model(p, train), *train, *val, good, out_dir=tmp_path, log=lambda _: None)
-    kept = (tmp_path / "last.pt").read_bytes()
-    huge = TrainConfig.from_params(p, "cpu", epochs=5, lr=1e12, weight_decay=0.0)
-    logs = []
-    with pytest.raises(Diverged, match=r"training diverged: the (training loss|validation MSE) is (nan|inf).*epoch 2.*"
-                                       r"last\.pt \(epoch 1\), is kept"):
-        fit(_model(p, train), *train, *val, huge, out_dir=tmp_path, resume=True, log=logs.append)
-    assert (tmp_path / "last.pt").read_bytes() == kept
-    assert not any("epoch   2/" in line for line in logs)  # no epoch of NaN was logged or saved
+    huge = TrainConfig.from_params(p, "cpu", epochs=3, lr=1e12, weight_decay=0.0)
+    with pytest.raises(Diverged, match=r"training diverged: the (training loss|validation MSE) is (nan|inf).*epoch 1"):
+        fit(_model(p, train), *train, *val, huge, out_dir=tmp_path, log=lambda _: None)
+    assert not (tmp_path / "history.csv").exists()  # no epoch of NaN was recorded
+
+
+def test_divergence_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
+    import lmkit.train as T
+
+    p, train, val = data
+    cfg = TrainConfig.from_params(p, "cpu", epochs=3, lr=1e-3, weight_decay=0.0)
+    real_step, calls = T.train_step, []
+
+    def failing_in_epoch_2(*args):  # 3 steps per epoch (48 images, batches of 16)
+        calls.append(1)
+        loss, mse = real_step(*args)
+        return (float("nan"), mse) if len(calls) > 3 else (loss, mse)
+
+    monkeypatch.setattr(T, "train_step", failing_in_epoch_2)
+    with pytest.raises(T.Diverged, match=r"loss is nan at epoch 2, step 1.*last\.pt \(epoch 1\), is kept"):
+        fit(_model(p, train), *train, *val, cfg, out_dir=tmp_path, log=lambda _: None)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1]
 
 
 def test_leftover_temporary_files_are_removed_and_resume_never_silently_restarts(data, tmp_path):
