@@ -48,7 +48,7 @@ def test_the_report_opens_in_a_real_browser(tiny_run):
 
 def test_whole_chain_writes_every_figure_metrics_and_html(tiny_run, tmp_path):
     run = tiny_run
-    expected = [k for k in FIGURES if k not in ("ced_oc", "ablation_ced")]  # 68 points only; lmkit ablate
+    expected = [k for k in FIGURES if k not in ("ced_oc", "ablation_ced", "photos")]  # 68 points; ablate; real photos
     for key in expected:
         assert run.figure(key).stat().st_size > 5000, key
     metrics = json.loads(run.metrics.read_text())
@@ -89,7 +89,9 @@ def test_stage_digests_follow_the_chain():
 
 
 def test_a_failing_notebook_stops_the_chain_naming_notebook_and_cell(tmp_path):
-    with pytest.raises(ChainError, match=r"notebook 01_prepare failed in cell \[\d+\]: FileNotFoundError: .*trainset"):
+    (tmp_path / "trainset").mkdir()  # the layout is right (preflight passes) but holds no annotation
+    (tmp_path / "testset").mkdir()
+    with pytest.raises(ChainError, match=r"notebook 01_prepare failed in cell \[\d+\]: ValueError: .*trainset: no \.pts"):
         run_chain("params/quick.yaml", ["data.source=300w", f"data.root={tmp_path}"], str(tmp_path / "bad"),
                   log=lambda _: None)
     assert not (tmp_path / "bad" / "notebooks" / "02_hpsearch.ipynb").exists()
