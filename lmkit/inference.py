@@ -22,11 +22,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from skimage.transform import AffineTransform
-
 from .detector import BoxCalibration, HogDetector, clip_box
 from .model import ModelInfo, load_model_file, pick_device, predict
-from .prepare import crop_image
+from .prepare import crop_image, crop_to_photo
 from .schemes import SCHEMES, Scheme, check_mirror
 
 MODEL_FILE = Path("train") / "model.pt"  # inside a run folder
@@ -73,12 +71,6 @@ def as_rgb(image) -> np.ndarray:
     if a.ndim == 3 and a.shape[2] in (3, 4):
         return np.ascontiguousarray(a[..., :3])
     raise ValueError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
-
-
-def crop_to_photo(crop_box, crop_size: int) -> AffineTransform:
-    """The transform from crop pixels to photo pixels for a crop box resized to crop_size."""
-    x0, y0, x1, y1 = crop_box
-    return AffineTransform(scale=((x1 - x0) / crop_size, (y1 - y0) / crop_size), translation=(x0, y0))
 
 
 class Landmarker:

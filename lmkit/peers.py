@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .detector import best_match
+from .prepare import crop_to_photo
 from .readers import load_image
 
 
@@ -70,8 +71,8 @@ def run_dlib(sources: list[str], crop_boxes: np.ndarray, true_crop: np.ndarray, 
     out = {k: {"pred": np.full(true_crop.shape, np.nan), "seconds": [], "missed": []} for k in ("hog", "annotation")}
     for i, (src, box) in enumerate(zip(sources, crop_boxes)):
         image = load_image(Path(src))
-        scale = np.array([crop_size / (box[2] - box[0]), crop_size / (box[3] - box[1])])
-        true_full = true_crop[i] / scale + box[:2]
+        to_photo = crop_to_photo(box, crop_size)
+        true_full = to_photo(true_crop[i])
         ann_box = (*true_full.min(0), *true_full.max(0))
         for kind in ("hog", "annotation"):
             t0 = time.perf_counter()
@@ -79,7 +80,7 @@ def run_dlib(sources: list[str], crop_boxes: np.ndarray, true_crop: np.ndarray, 
             if face is None:
                 out[kind]["missed"].append(i)
             else:
-                out[kind]["pred"][i] = (peer.predict(image, face) - box[:2]) * scale
+                out[kind]["pred"][i] = to_photo.inverse(peer.predict(image, face))
             out[kind]["seconds"].append(time.perf_counter() - t0)
     for v in out.values():
         v["seconds_per_face"] = float(np.mean(v["seconds"]))

@@ -108,8 +108,9 @@ def stage_digests(params: dict, notebooks=NOTEBOOKS) -> dict[str, str]:
     out, previous = {}, ""
     for name in notebooks:
         relevant = {k: params[k] for k in STAGE_INPUTS[name]}
-        relevant["train"] = {k: v for k, v in relevant.get("train", {}).items() if k not in ("resume", "device")} \
-            if "train" in relevant else None
+        ignored = ("resume", "device") + (("lr", "weight_decay") if params["search"]["enabled"] else ())
+        relevant["train"] = {k: v for k, v in relevant.get("train", {}).items() if k not in ignored} \
+            if "train" in relevant else None  # with the search on, train.lr and weight_decay are not used
         previous = hashlib.sha1((previous + json.dumps(relevant, sort_keys=True)).encode()).hexdigest()[:12]
         out[name] = previous
     return out
@@ -123,7 +124,13 @@ def preflight(params: dict, run: RunFolder) -> None:
     in another layout, a device that is not there, ImageNet weights that cannot be had, a run
     folder that cannot be written."""
     d = params["data"]
-    if d["source"] != "synthetic":
+    if d["source"] == "synthetic":
+        n_val = max(1, round(d["synthetic_train"] * d["val_fraction"]))
+        if d["synthetic_train"] - n_val < params["train"]["batch_size"]:
+            raise ChainError(f"too little data: data.synthetic_train {d['synthetic_train']} leaves "
+                             f"{d['synthetic_train'] - n_val} training faces after {n_val} for validation, fewer than "
+                             f"train.batch_size {params['train']['batch_size']}")
+    else:
         root = Path(d["root"] or "")
         if not d["root"] or not root.is_dir():
             raise ChainError(f"data.root: {root} is not a folder (data.source: {d['source']})")
@@ -265,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"finished in {time.perf_counter() - t0:.0f} s")
     except (ChainError, P.ParamsError, FileNotFoundError, RunInUse) as e:
         print(f"lmkit: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # disk full, read-only folder: one line naming the path
+        print(f"lmkit: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 1
     return 0
 

@@ -46,12 +46,19 @@ def crop_image(image: np.ndarray, box, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR, box=tuple(box)))
 
 
-def crop_and_resize(image: np.ndarray, landmarks: np.ndarray, box, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``crop_image``, with the landmarks following exactly:
-    x' = (x - x0) * size / (x1 - x0), likewise y (coordinates on pixel corners)."""
+def crop_to_photo(box, size: int):
+    """The map from pixels of a size x size crop of ``box`` to pixels of the photo
+    (scikit-image's AffineTransform; ``.inverse`` maps the photo into the crop):
+    x = x0 + x' * (x1 - x0) / size, likewise y (coordinates on pixel corners)."""
+    from skimage.transform import AffineTransform
+
     x0, y0, x1, y1 = box
-    scale = np.array([size / (x1 - x0), size / (y1 - y0)], dtype=np.float64)
-    pts = (landmarks.astype(np.float64) - [x0, y0]) * scale
+    return AffineTransform(scale=((x1 - x0) / size, (y1 - y0) / size), translation=(x0, y0))
+
+
+def crop_and_resize(image: np.ndarray, landmarks: np.ndarray, box, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``crop_image``, with the landmarks following exactly (``crop_to_photo(box, size).inverse``)."""
+    pts = crop_to_photo(box, size).inverse(landmarks.astype(np.float64))
     return crop_image(image, box, size), pts.astype(np.float32)
 
 
@@ -103,6 +110,7 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
         raise ValueError(f"data.on_bad_sample: must be error or skip, got {on_bad_sample!r}")
     folder = Path(folder)
     images, landmarks, names, boxes, sources, skipped, unannotated = [], [], [], [], [], [], []
+    annotations = []  # the file each face's points came from, for messages
     seen = set()
     for e in _as_entries(samples):
         try:
@@ -126,12 +134,13 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
         names.append(s.name)
         boxes.append(box)
         sources.append(s.source)
+        annotations.append(e.source)
     # every sample must have the point count most of them have
     counts = [len(p) for p in landmarks]
     k = max(set(counts), key=counts.count) if counts else 0
     odd = [i for i, c in enumerate(counts) if c != k]
     for i in odd:
-        message = f"{sources[i]}: has {counts[i]} points, the other samples have {k}"
+        message = f"{annotations[i]}: has {counts[i]} points, the other samples have {k}"
         if on_bad_sample == "error":
             raise ValueError(message)
         skipped.append({"name": names[i], "source": sources[i], "reason": message})
@@ -146,6 +155,9 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
                 "unannotated": unannotated}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a shared data.cache_dir is read by the group
     try:
         np.save(tmp / "images.npy", np.stack(images))
         np.save(tmp / "landmarks.npy", np.stack(landmarks))

@@ -12,7 +12,7 @@ import torch
 from . import figures as F
 from . import metrics as M
 from .model import REFERENCE_SIZE, ModelInfo, build_model, load_model_file, pick_device, predict, save_model_file
-from .prepare import Split, Subset, load_cache, prepare as prepare_caches, split_train_val
+from .prepare import Split, Subset, crop_to_photo, load_cache, prepare as prepare_caches, split_train_val
 from .runfolder import RunFolder, atomic_write, read_json, write_json
 from .saliency import saliency_maps
 from .schemes import Scheme, check_mirror, scheme_for_points
@@ -36,6 +36,11 @@ def prepare(run: RunFolder, params: dict, log=print) -> dict[str, Split]:
     splits = prepare_caches(params["data"], params["seed"], run.cache_dir(params), log)
     split = split_train_val(len(splits["train"]), params["data"]["val_fraction"], params["seed"],
                             params["data"]["split"])
+    batch = params["train"]["batch_size"]
+    if len(split["train"]) < batch:
+        raise ValueError(f"too little data: {len(split['train'])} training faces after holding out {len(split['val'])} "
+                         f"for validation (data.val_fraction {params['data']['val_fraction']}), fewer than one batch "
+                         f"(train.batch_size {batch}); add faces or lower train.batch_size")
     write_json(split, run.split)
     overlap = set(split["train"]) & set(split["val"])
     log(f"split ({split['protocol']}): {len(split['train'])} training and {len(split['val'])} validation images, "
@@ -200,9 +205,7 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
 
         def faces():
             for i in indices:
-                box = boxes[i]
-                scale = np.array([size / (box[2] - box[0]), size / (box[3] - box[1])])
-                yield load_image(Path(sources[i])), np.asarray(landmarks[i]) / scale + box[:2]
+                yield load_image(Path(sources[i])), crop_to_photo(boxes[i], size)(np.asarray(landmarks[i], np.float64))
 
         try:
             calibration = calibrate(detector, faces(), manifest["forehead"], manifest["padding"]).to_dict()
@@ -335,14 +338,13 @@ def detector_box_predictions(landmarker, sources: list[str], crop_boxes: np.ndar
     seconds = []
     for i, (src, box) in enumerate(zip(sources, crop_boxes)):
         image = load_image(Path(src))
-        crop_size = landmarker.info.crop_size
-        scale = np.array([crop_size / (box[2] - box[0]), crop_size / (box[3] - box[1])])
-        true_full = true_crop[i] / scale + box[:2]
+        to_photo = crop_to_photo(box, landmarker.info.crop_size)
+        true_full = to_photo(true_crop[i])
         t0 = time.perf_counter()
         face = best_match(landmarker.find_faces(image), (*true_full.min(0), *true_full.max(0)))
         if face is not None:
             (found,) = landmarker.predict(image, [face])
-            pred[i] = (found.points - box[:2]) * scale
+            pred[i] = to_photo.inverse(found.points)
             boxes[i], used[i] = face, found.crop_box
         seconds.append(time.perf_counter() - t0)
     detected = max(1, int(np.isfinite(boxes[:, 0]).sum()))
@@ -415,8 +417,7 @@ def photos_figure(p, run: RunFolder, params: dict, scheme: Scheme, crop_size: in
     pick = [ranked[int(q * (len(ranked) - 1))] for q in (0.1, 0.5, 0.9)] if len(ranked) else []
     shown = []
     for i in pick:
-        box = crop_boxes[i]
-        to_photo = lambda pts: pts * [(box[2] - box[0]) / crop_size, (box[3] - box[1]) / crop_size] + box[:2]  # noqa: E731
+        to_photo = crop_to_photo(crop_boxes[i], crop_size)
         shown.append((load_image(Path(sources[i])), p["model_detector__boxes"][i], to_photo(p["model_detector__pred"][i]),
                       to_photo(p["true"][i]), f"{Path(sources[i]).name}: NME {nme[i]:.3f} (inter-ocular)"))
     return F.photos_figure(shown, scheme)
@@ -432,8 +433,8 @@ def open_run(run_dir: str, params_file: str | None, overrides: list[str] | None 
     run = RunFolder(run_dir)
     check_not_in_use(run)
     params = P.load(params_file, overrides)
-    if not run.params.exists() or run.params.resolve() != Path(params_file).resolve():
-        P.dump(params, run.params)
+    if overrides or not run.params.exists() or run.params.resolve() != Path(params_file).resolve():
+        P.dump(params, run.params)  # what this notebook runs with is what the run folder records
     return run, params
 
 

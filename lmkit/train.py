@@ -165,7 +165,10 @@ class Batches:
         self.prefetch = device.type == "cuda" if prefetch is None else prefetch
 
     def __len__(self) -> int:
-        return math.ceil(len(self.order) / self.cfg.batch_size)
+        """Batches in the epoch. A last batch of a single image is left out: batch-norm cannot
+        train on one image. Orders are reshuffled every epoch, so no image is always left out."""
+        full, rest = divmod(len(self.order), self.cfg.batch_size)
+        return full + (rest > 1)
 
     def _make(self, i: int):
         idx = self.order[i * self.cfg.batch_size : (i + 1) * self.cfg.batch_size]

@@ -139,3 +139,53 @@ def test_bad_folders_and_devices_are_refused_before_any_notebook(tmp_path):
 def test_bad_params_are_refused_naming_the_key(override, match):
     with pytest.raises(P.ParamsError, match=match):
         P.load(None, [override])
+
+
+def test_lr_override_with_the_search_on_reuses_training_but_not_with_it_off():
+    from lmkit.pipeline import stage_digests
+
+    base = stage_digests(P.load(None))
+    assert stage_digests(P.load(None, ["train.lr=0.5"])) == base  # the search picks the learning rate
+    off = stage_digests(P.load(None, ["search.enabled=false"]))
+    changed = stage_digests(P.load(None, ["search.enabled=false", "train.lr=0.5"]))
+    assert changed["01_prepare"] == off["01_prepare"] and changed["03_train"] != off["03_train"]
+
+
+def test_a_last_batch_of_one_image_is_left_out():
+    import torch
+
+    from lmkit.train import Batches, TrainConfig
+
+    cfg = TrainConfig(batch_size=8, input_size=32)
+    images = np.zeros((9, 40, 40, 3), np.uint8)
+    batches = list(Batches(images, np.zeros((9, 2, 2), np.float32), torch.arange(9), cfg, torch.Generator(),
+                           torch.device("cpu")))
+    assert [len(x) for x, _ in batches] == [8]
+    ten = list(Batches(np.zeros((10, 40, 40, 3), np.uint8), np.zeros((10, 2, 2), np.float32), torch.arange(10), cfg,
+                       torch.Generator(), torch.device("cpu")))
+    assert [len(x) for x, _ in ten] == [8, 2]
+
+
+def test_too_little_data_is_refused_with_the_numbers(tmp_path):
+    _refused(P.load(None, {"data.synthetic_train": 11, "train.batch_size": 16}), tmp_path / "r",
+             "too little data: data.synthetic_train 11 leaves 9 training faces after 2 for validation, fewer than "
+             "train.batch_size 16")
+
+
+def test_notebook_overrides_are_recorded_in_the_run_folder(tmp_path):
+    from lmkit import steps
+
+    run = RunFolder(tmp_path / "run")
+    P.dump(P.load(None), run.params)
+    _, params = steps.open_run(str(run.root), str(run.params), ["train.epochs=3"])
+    assert params["train"]["epochs"] == 3 and P.load(run.params)["train"]["epochs"] == 3
+
+
+def test_caches_are_readable_by_the_group(tmp_path):
+    data = P.load(None, {"data.synthetic_train": 6, "data.synthetic_test": 2})["data"]
+    old = os.umask(0o002)
+    try:
+        prepare(data, 0, tmp_path / "cache", lambda _: None)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "cache" / "train").stat().st_mode & 0o050 == 0o050
