@@ -49,7 +49,7 @@ def test_wrong_number_of_points(tmp_path):
     face(tmp_path / "d", "a")
     face(tmp_path / "d", "b", k=67)
     face(tmp_path / "d", "c", seed=2)
-    one_error(tmp_path / "d", r"b\.jpg: has 67 points, the other samples have 68")
+    one_error(tmp_path / "d", r"b\.pts: has 67 points, the other samples have 68")
 
 
 @pytest.mark.parametrize("value,match", [("abc", r"point 3 is not two numbers"), ("nan", "landmarks contain NaN or infinity"),
@@ -86,7 +86,7 @@ def test_skip_goes_on_and_lists_every_skip_with_its_reason(tmp_path):
     assert split.names == ["good", "good2"]
     skipped = {s["name"]: s["reason"] for s in split.manifest["skipped"]}
     assert set(skipped) == {"few", "lonely"}
-    assert "few.jpg: has 5 points" in skipped["few"] and "no image beside it" in skipped["lonely"]
+    assert "few.pts: has 5 points" in skipped["few"] and "no image beside it" in skipped["lonely"]
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK"])

@@ -50,7 +50,7 @@ def test_edited_or_added_files_are_prepared_again(tmp_path):
 
 def test_force_really_prepares_again(tmp_path):
     out = tmp_path / "run"
-    tiny = ["data.synthetic_train=12", "data.synthetic_test=4", "model.input_size=32"]
+    tiny = ["data.synthetic_train=12", "data.synthetic_test=4", "model.input_size=32", "train.batch_size=4"]
     run = RunFolder(out)
     logs = []
     run_chain("params/quick.yaml", tiny, str(out), log=logs.append, notebooks=("01_prepare",))
