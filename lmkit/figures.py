@@ -107,8 +107,8 @@ def photos_figure(shown: list[tuple], scheme: Scheme) -> plt.Figure:
     return fig
 
 
-def annotated_photo(image: np.ndarray, faces, scheme: Scheme) -> "Image.Image":
-    """A photo with each face's box and points drawn on it (PIL; for ``lmkit predict``)."""
+def annotated_photo(image: np.ndarray, faces, scheme: Scheme):
+    """A PIL image of the photo with each face's box and points drawn on it (``lmkit predict``)."""
     from PIL import Image, ImageDraw
 
     out = Image.fromarray(image)

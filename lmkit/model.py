@@ -76,8 +76,6 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def to_tensor(array) -> torch.Tensor:
     """A numpy array (possibly a read-only memory map) as a tensor, without a warning."""
-    import numpy as np
-
     a = np.asarray(array)
     return torch.from_numpy(a if a.flags.writeable else a.copy())
 
