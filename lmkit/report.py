@@ -120,7 +120,10 @@ validated on augmented copies of training images).</p>
 NME = mean point-to-point error divided by {html.escape('; or by '.join(m['nme_units'].values()))}.
 AUC is the area under the CED up to the threshold, divided by it; the failure rate is the fraction of
 faces above it. Times per face are wall-clock on the machine of the run.</p>
-<p>Peer (dlib): {html.escape(m['peer'])}.</p>
+<p>ResNet18 from its face detector's box (the way <code>lmkit predict</code> runs it): {html.escape(m.get('detector_box', 'not run'))}.
+Flip test: {'on' if m.get('flip_test') else 'off'}.</p>
+<p>Peer (dlib): {html.escape(m['peer'])}. dlib's model was trained on 300-W, whose training part includes Helen's
+training photos, so on Helen-derived test photos its numbers are optimistic.</p>
 {metrics_html(m)}
 {ablation_html(run)}
 <h2>Figures</h2>
