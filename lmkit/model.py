@@ -165,9 +165,8 @@ def save_model_file(model: LandmarkRegressor, info: ModelInfo, path: Path) -> Pa
     if model.n_points != info.n_points:
         raise ValueError(f"model has {model.n_points} points, its info says {info.n_points}")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    info_dict = {k: v for k, v in asdict(info).items()}
     with atomic_write(path) as tmp:
-        torch.save({"format": MODEL_FORMAT, "info": info_dict, "state_dict": state}, tmp)
+        torch.save({"format": MODEL_FORMAT, "info": asdict(info), "state_dict": state}, tmp)
     return Path(path)
 
 

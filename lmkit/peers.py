@@ -46,8 +46,10 @@ class DlibPeer:
     def __init__(self):
         import dlib
 
+        from .detector import HogDetector
+
         self._dlib = dlib
-        self.detector = dlib.get_frontal_face_detector()
+        self.detector = HogDetector()  # the same detector lmkit predict uses
         self.predictor = dlib.shape_predictor(str(_model_file()))
 
     def predict(self, image: np.ndarray, box) -> np.ndarray:
@@ -59,7 +61,8 @@ class DlibPeer:
 
     def detect(self, image: np.ndarray, near) -> tuple | None:
         """The HOG detection overlapping the annotated face most (upsampled once), or None."""
-        boxes = [(r.left(), r.top(), r.right(), r.bottom()) for r in self.detector(image, 1)]
+        # back to dlib's inclusive rectangles, as this peer has always been run
+        boxes = [(x0, y0, x1 - 1, y1 - 1) for x0, y0, x1, y1 in self.detector(image)]
         return best_match(boxes, near)
 
 

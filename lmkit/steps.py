@@ -196,8 +196,9 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
     key = hashlib.sha1(json.dumps([detector.name, manifest.get("files"), manifest["forehead"], manifest["padding"],
                                    manifest["crop_size"], indices.tolist()]).encode()).hexdigest()[:16]
     kept = cache / "box_calibration.json"
-    if kept.exists() and json.loads(kept.read_text()).get("key") == key:
-        calibration = json.loads(kept.read_text())["calibration"]
+    stored = json.loads(kept.read_text()) if kept.exists() else {}
+    if stored.get("key") == key:
+        calibration = stored["calibration"]
     else:
         sources, boxes = load_sources(cache)
         size, landmarks = manifest["crop_size"], d["train_split"].landmarks
@@ -254,11 +255,11 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
     true = np.asarray(test.landmarks)
     seconds = {"model": model_seconds}
     extra_arrays = {}
+    sources, crop_boxes = load_sources(run.cache_dir(params) / "test")  # each test face's photo and crop box
     detector_status = detector_unavailable(params, info, test.manifest)
     if detector_status is None:
         from .inference import Landmarker
 
-        sources, crop_boxes = load_sources(run.cache_dir(params) / "test")
         found = detector_box_predictions(Landmarker(model, info, device, flip_test=flip_test), sources, crop_boxes, true)
         preds["model_detector"], seconds["model_detector"] = found["pred"], found["seconds_per_face"]
         extra_arrays = {"model_detector__boxes": found["boxes"], "model_detector__crop_boxes": found["crop_boxes"]}
@@ -268,8 +269,7 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
     preds["mean_shape"] = np.broadcast_to(mean, true.shape)
     peer_status = peer_unavailable(scheme.n_points) if peers else "not run for this evaluation"
     if peer_status is None:
-        sources, boxes = load_sources(run.cache_dir(params) / "test")
-        dlib = run_dlib(sources, boxes, true, test.images.shape[1])
+        dlib = run_dlib(sources, crop_boxes, true, test.images.shape[1])
         for kind in ("hog", "annotation"):
             preds[f"dlib_{kind}"] = dlib[kind]["pred"]
             seconds[f"dlib_{kind}"] = dlib[kind]["seconds_per_face"]
