@@ -64,6 +64,7 @@ DEFAULTS: dict = {
         "study_name": "hpsearch",
     },
     "eval": {"thresholds": [0.08, 0.10], "ced_max": 0.3, "flip_test": False, "detector_box": True},
+    "ablation": {"variants": [], "seeds": [0, 1], "epochs": 0},
 }
 
 DOCS: dict = {
@@ -114,10 +115,13 @@ DOCS: dict = {
     "eval.thresholds": "NME thresholds for AUC and failure rate",
     "eval.ced_max": "largest NME shown on the CED curve",
     "eval.flip_test": "average each prediction with the un-mirrored prediction of the mirrored crop (points renumbered by the scheme's mirror map)",
+    "ablation.variants": "params files of the ablation's rows, each the study's recipe (params/ablation/1-study.yaml) changed by a few keys, its name: the row's label; default: params/ablation/*.yaml in name order",
+    "ablation.seeds": "seeds every ablation row is trained with (mean and spread are reported)",
+    "ablation.epochs": "training epochs of each ablation run; 0: the run's train.epochs",
     "eval.detector_box": "also run the model end to end on the original test photos from its face detector's boxes (needs dlib and a box calibration)",
 }
 
-_PATH_KEYS = {"data.root", "data.cache_dir", "data.extra_train"}
+_PATH_KEYS = {"data.root", "data.cache_dir", "data.extra_train", "ablation.variants"}
 _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
 
@@ -223,7 +227,7 @@ def _check(flat: dict) -> None:
             continue
         if kind is list and any(not ok[float](v) for v in value):
             raise ParamsError(f"{key}: expected a list of numbers, got {value!r}")
-        if kind is list and isinstance(want, list) and len(value) != len(want) and not key.startswith("eval."):
+        if kind is list and isinstance(want, list) and len(value) != len(want) and not key.startswith(("eval.", "ablation.")):
             raise ParamsError(f"{key}: expected a list of {len(want)} values, got {value!r}")
     if flat["model.input_size"] < MIN_INPUT_SIZE:
         raise ParamsError(f"model.input_size: ResNet18 needs at least {MIN_INPUT_SIZE} pixels (it downsamples by 32), "
@@ -246,10 +250,30 @@ def _check(flat: dict) -> None:
         raise ParamsError(f"train.shift: a fraction of the crop in [0, 0.5), got {flat['train.shift']}")
     if min(flat["train.wing"]) <= 0:
         raise ParamsError(f"train.wing: width and curvature must be positive, got {flat['train.wing']}")
+    if not flat["ablation.seeds"] or any(not ok_int(v) for v in flat["ablation.seeds"]):
+        raise ParamsError(f"ablation.seeds: expected a list of integer seeds, got {flat['ablation.seeds']}")
+    if flat["ablation.epochs"] < 0:
+        raise ParamsError(f"ablation.epochs: 0 (the run's train.epochs) or more, got {flat['ablation.epochs']}")
     for key in ("search.lr_range", "search.weight_decay_range", "train.intensity", "train.scale"):
         lo, hi = flat[key]
         if not 0 < lo <= hi:
             raise ParamsError(f"{key}: want 0 < low <= high, got {flat[key]}")
+
+
+def ok_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def read_changes(path: str | Path, own: bool = False) -> dict:
+    """The keys a params file sets (after its ``base:`` files; with ``own``, only the file's
+    own keys), without the defaults: {dotted key: value}. An ablation variant is such a set."""
+    changes = {}
+    for key, value, origin in _read_file(Path(path)):
+        if own and origin != str(Path(path)):
+            continue
+        _set(copy.deepcopy(DEFAULTS), key, value, origin)  # an unknown key is refused, naming the file
+        changes[key] = _coerce(value, _flatten(DEFAULTS)[key])
+    return changes
 
 
 def parse_override(text: str) -> tuple[str, object]:

@@ -5,6 +5,7 @@ with nbconvert, and write the report's ``index.html``.
     lmkit ablate params/helen68-cpu.yaml --out reports/helen68-cpu   (after a run: notebook 06)
     lmkit predict reports/helen68-best-cpu photos/ --out landmarks/  (a trained run on any photos)
     lmkit export reports/helen68-best-cpu --format onnx --out model.onnx
+    lmkit search-worker reports/NAME   (one more search worker; the run's search.storage is shared)
 
 The notebooks run in the same Python environment as this command (a kernel spec pointing
 at this interpreter is made for the run; nothing to register by hand). A failing notebook
@@ -26,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import params as P
+from .digests import outputs_digest, stage_digests
 from .runfolder import RunFolder, RunInUse, run_lock, write_json, write_text
 
 NOTEBOOKS = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures")
@@ -96,24 +98,14 @@ def provenance(params: dict) -> dict:
             "packages": {p: version(p) for p in ("lmkit", "torch", "torchvision", "numpy", "optuna", "papermill")}}
 
 
-# what each notebook's outputs depend on, besides the notebooks before it
-STAGE_INPUTS = {"01_prepare": ("seed", "data"), "02_hpsearch": ("model", "train", "search"),
-                "03_train": ("model", "train"), "04_evaluate": ("eval",), "05_figures": (), "06_ablation": ()}
-
-
-def stage_digests(params: dict, notebooks=NOTEBOOKS) -> dict[str, str]:
-    """A digest per notebook of its params and of everything before it in the chain."""
-    import hashlib
-
-    out, previous = {}, ""
-    for name in notebooks:
-        relevant = {k: params[k] for k in STAGE_INPUTS[name]}
-        ignored = ("resume", "device") + (("lr", "weight_decay") if params["search"]["enabled"] else ())
-        relevant["train"] = {k: v for k, v in relevant.get("train", {}).items() if k not in ignored} \
-            if "train" in relevant else None  # with the search on, train.lr and weight_decay are not used
-        previous = hashlib.sha1((previous + json.dumps(relevant, sort_keys=True)).encode()).hexdigest()[:12]
-        out[name] = previous
-    return out
+def stage_outputs(run: RunFolder, params: dict, name: str) -> list[Path]:
+    """The files a notebook writes; reused only while they are still what it wrote."""
+    cache = run.cache_dir(params)
+    figures = sorted(run.root.joinpath("figures").glob("*.png")) if name == "05_figures" else []
+    return {"01_prepare": [run.split, cache / "train" / "manifest.json", cache / "test" / "manifest.json"],
+            "02_hpsearch": [run.best_hparams], "03_train": [run.history, run.model_file],
+            "04_evaluate": [run.metrics, run.predictions], "05_figures": figures,
+            "06_ablation": [run.root / "ablation" / "ablation.csv"]}[name]
 
 
 LAYOUTS = {"helen": ("trainnames.txt", "annotation"), "300w": ("trainset", "testset")}
@@ -184,8 +176,8 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log) ->
     nb_dir = notebooks_dir()
     info_file = run.path("run.json")
     info = json.loads(info_file.read_text()) if info_file.exists() else {}
-    timings, completed = info.get("timings_s", {}), info.get("completed", {})
-    digests = stage_digests(params, NOTEBOOKS + (ABLATION_NOTEBOOK,))
+    timings, completed, outputs = info.get("timings_s", {}), info.get("completed", {}), info.get("outputs", {})
+    digests = stage_digests(params)
     reusing = not force
     log(f"run folder {run.root}")
     if force and NOTEBOOKS[0] in notebooks:  # --force redoes preparation too, not only the notebook
@@ -200,10 +192,13 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log) ->
         for name in notebooks:
             output = run.path("notebooks", f"{name}.ipynb")
             if reusing and completed.get(name) == digests[name] and output.exists():
-                log(f"{name}: reusing the earlier output (its inputs and params are unchanged)")
-                continue
+                if outputs.get(name) == outputs_digest(stage_outputs(run, params, name)):
+                    log(f"{name}: reusing the earlier output (its inputs, params and outputs are unchanged)")
+                    continue
+                log(f"{name}: its outputs are missing or not what it wrote (run again by hand?): running it again")
             reusing = False  # everything after a re-run notebook runs again
             completed.pop(name, None)
+            outputs.pop(name, None)
             t0 = time.perf_counter()
             log(f"{name} ...")
             try:
@@ -218,9 +213,10 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log) ->
             export_html(output)
             timings[name] = round(time.perf_counter() - t0, 1)
             completed[name] = digests[name]
-            write_json({**info, "timings_s": timings, "completed": completed}, info_file)
+            outputs[name] = outputs_digest(stage_outputs(run, params, name))
+            write_json({**info, "timings_s": timings, "completed": completed, "outputs": outputs}, info_file)
             log(f"{name} done in {timings[name]:.1f} s")
-    write_json({"timings_s": timings, "completed": completed, **provenance(params)}, info_file)
+    write_json({"timings_s": timings, "completed": completed, "outputs": outputs, **provenance(params)}, info_file)
     if run.metrics.exists():  # a chain stopped before evaluation has no report yet
         from .report import write_index
 
@@ -241,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("params", help="the params file of the run")
     a.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     a.add_argument("--out", help="the run folder (default reports/<name>)")
+    w = sub.add_parser("search-worker", help="one more worker for a run's search (shared search.storage)",
+                       description="Run trials of a run's hyper-parameter search on this machine until the study "
+                       "has search.trials complete, then print the winner. The run folder (on storage this machine "
+                       "shares) must be prepared (01_prepare done) and its params must set search.storage to a "
+                       "database every worker reaches, e.g. postgresql://user@host/lmkit. Start as many as you like, "
+                       "on as many machines, while the chain's 02_hpsearch runs; each trial runs exactly once.")
+    w.add_argument("run", help="the run folder")
     pr = sub.add_parser("predict", help="landmarks for photos with a trained run's model and face detector",
                         description="Find the faces in each photo and their landmarks. Writes, per photo, "
                         "<stem>.pts (300-W format; more faces as <stem>_2.pts, ...) and <stem>.png (the photo "
@@ -265,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         return _predict(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "search-worker":
+        return _search_worker(args)
     try:
         t0 = time.perf_counter()
         notebooks = NOTEBOOKS if args.command == "run" else (ABLATION_NOTEBOOK,)
@@ -275,6 +280,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as e:  # disk full, read-only folder: one line naming the path
         print(f"lmkit: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _search_worker(args) -> int:
+    from .steps import search_worker
+
+    try:
+        search_worker(RunFolder(args.run))
+    except (OSError, ValueError, RuntimeError, P.ParamsError) as err:
+        print(f"lmkit search-worker: {err}", file=sys.stderr)
         return 1
     return 0
 

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .detector import clip_box
+from .digests import files_digest
 from .readers import Entry, NotAnnotated, Sample, entries_300w, entries_300w_folder, entries_helen
 from .synthetic import synthetic_entries
 
@@ -218,21 +219,6 @@ def cache_key(data: dict, split: str, seed: int) -> dict:
             folders += [Path(f) for f in data["extra_train"]]
         key["files"] = files_digest(folders)
     return key
-
-
-def files_digest(folders: list[Path]) -> str:
-    """A digest of every file below ``folders``: its path, size and modification time. An
-    edited annotation, an added or removed photo changes it, so a cache is never reused
-    for data that changed since it was prepared."""
-    import hashlib
-
-    h = hashlib.sha1()
-    for folder in folders:
-        for f in sorted(Path(folder).rglob("*")) if Path(folder).is_dir() else []:
-            if f.is_file():
-                st = f.stat()
-                h.update(f"{f.relative_to(folder)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
 
 
 def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Split]:

@@ -8,6 +8,7 @@ search: only the trials still missing are run.
 """
 from __future__ import annotations
 
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -83,43 +84,78 @@ def default_storage(run_dir: Path) -> str:
 
 
 def run_search(objective: Callable[[float, float], float], trials: int, lr_range, wd_range, storage: str,
-               study_name: str = "hpsearch", seed: int = 0, log=print, single_worker: bool = False) -> optuna.Study:
-    """Run trials until ``trials`` have completed in the study (counting earlier runs and
-    other workers). ``objective(lr, weight_decay)`` returns the validation loss. With
+               study_name: str = "hpsearch", seed: int = 0, log=print, single_worker: bool = False,
+               poll_s: float = 5.0) -> optuna.Study:
+    """Run trials until ``trials`` have completed in the study, counting earlier runs and other
+    workers. ``objective(lr, weight_decay)`` returns the validation loss.
+
+    Several workers may share one study (a database server in ``storage``). Each trial's
+    number is handed out by the database, and a trial only runs while fewer than ``trials``
+    trials are complete or running before it: so exactly ``trials`` complete, none twice. A
+    worker whose remaining slots are held by others waits for them (a dead worker's trial is
+    failed by the heartbeat after GRACE_S seconds and retried with the same values). With
     ``single_worker`` (the default local database), trials left running by a killed search
-    are re-queued at once; with shared storage the heartbeat does it after GRACE_S seconds."""
+    are re-queued at once."""
     study = open_study(storage, study_name, seed)
     if single_worker:
         retry_interrupted(study, log)
-    done = sum(t.state == TrialState.COMPLETE for t in study.trials)
-    if done:
-        log(f"{done} of {trials} trials already complete in {storage}")
+    taking = (TrialState.COMPLETE, TrialState.RUNNING)
 
     def wrapped(trial: optuna.Trial) -> float:
+        ahead = sum(t.number < trial.number for t in study.get_trials(deepcopy=False, states=taking))
+        if ahead >= trials:  # another worker took the last slot between our check and this trial
+            trial.set_user_attr("note", "surplus: the other workers hold every remaining trial")
+            study.stop()
+            raise optuna.TrialPruned("surplus")
         lr = trial.suggest_float("lr", *lr_range, log=True)
         wd = trial.suggest_float("weight_decay", *wd_range, log=True)
         try:
             loss = objective(lr, wd)
         except FloatingPointError as e:  # a diverged trial: pruned, and another trial takes its place
             log(f"trial {trial.number}: lr {lr:.2e}  weight decay {wd:.2e}  ->  diverged, pruned ({e})")
+            trial.set_user_attr("note", f"diverged: {e}")
             raise optuna.TrialPruned(str(e)) from None
         log(f"trial {trial.number}: lr {lr:.2e}  weight decay {wd:.2e}  ->  best val MSE {loss:.2f} px^2")
         return loss
 
-    attempts = 0
-    while done < trials and attempts < 3 * trials:  # a pruned (diverged) trial is replaced, within reason
-        study.optimize(wrapped, n_trials=trials - done,
-                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=(TrialState.COMPLETE,))])
-        attempts += trials - done
-        done = sum(t.state == TrialState.COMPLETE for t in study.trials)
+    def count(state) -> int:
+        return len(study.get_trials(deepcopy=False, states=(state,)))
+
+    done, attempts, waiting = count(TrialState.COMPLETE), 0, False
+    if done:
+        log(f"{done} of {trials} trials already complete in {storage}")
+    while done < trials:
+        running = count(TrialState.RUNNING)
+        if done + running >= trials:  # the remaining trials are running on other workers
+            if not waiting:
+                log(f"{done} of {trials} trials complete, {running} running on other workers: waiting for them")
+                waiting = True
+            time.sleep(poll_s)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial is failed and re-queued
+        else:
+            if attempts >= 3 * trials:  # a pruned (diverged) trial is replaced, within reason
+                break
+            waiting = False
+            study.optimize(wrapped, n_trials=trials - done - running,
+                           callbacks=[optuna.study.MaxTrialsCallback(trials, states=taking)])
+            attempts += trials - done - running
+        done = count(TrialState.COMPLETE)
     if done == 0:
         raise RuntimeError(f"the search completed no trial in {attempts} attempts (every trial diverged): "
                            "lower search.lr_range")
     return study
 
 
+def search_outcome(study: optuna.Study) -> str:
+    best = study.best_trial
+    return (f"study {study.study_name!r}: {len(study.get_trials(states=(TrialState.COMPLETE,)))} trials complete; "
+            f"best trial {best.number}: lr {best.params['lr']:.3e}, weight decay {best.params['weight_decay']:.3e}, "
+            f"val MSE {best.value:.2f} px^2")
+
+
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    df = study.trials_dataframe(attrs=("number", "params", "value", "state", "duration"))
-    df = df.rename(columns={"params_lr": "lr", "params_weight_decay": "weight_decay", "value": "val_mse"})
+    df = study.trials_dataframe(attrs=("number", "params", "value", "state", "duration", "user_attrs"))
+    df = df.rename(columns={"params_lr": "lr", "params_weight_decay": "weight_decay", "value": "val_mse",
+                            "user_attrs_note": "note", "user_attrs_retry_of": "retry_of"})
     df["duration_s"] = df.pop("duration").dt.total_seconds()
     return df

@@ -11,12 +11,13 @@ import torch
 
 from . import figures as F
 from . import metrics as M
+from .digests import digest, stage_digests, study_inputs
 from .model import REFERENCE_SIZE, ModelInfo, build_model, load_model_file, pick_device, predict, save_model_file
 from .prepare import Split, Subset, crop_to_photo, load_cache, prepare as prepare_caches, split_train_val
 from .runfolder import RunFolder, atomic_write, read_json, write_json
 from .saliency import saliency_maps
 from .schemes import Scheme, check_mirror, scheme_for_points
-from .search import default_storage, run_search, trials_table
+from .search import default_storage, run_search, search_outcome, trials_table
 from .train import TrainConfig, fit, load_checkpoint, new_model, write_csv_atomic
 
 PAPER = {"test_mse": 27.84, "best_val_mse": 8.00, "dataset": "Helen (2,000 train / 330 test, 194 points)"}
@@ -64,15 +65,7 @@ def load_data(run: RunFolder, params: dict) -> dict:
 def study_name(params: dict) -> str:
     """``search.study_name`` plus a digest of everything a trial's result depends on, so a
     study is resumed only by a search that would have produced the same trials."""
-    import hashlib
-    import json
-
-    relevant = {"seed": params["seed"], "data": params["data"], "model": params["model"],
-                "train": {k: v for k, v in params["train"].items() if k not in ("lr", "weight_decay", "epochs",
-                                                                                 "device", "resume")},
-                "search": {k: params["search"][k] for k in ("epochs_per_trial", "lr_range", "weight_decay_range")}}
-    digest = hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{params['search']['study_name']}-{digest}"
+    return f"{params['search']['study_name']}-{digest(study_inputs(params), 8)}"
 
 
 def hpsearch(run: RunFolder, params: dict, log=print) -> pd.DataFrame | None:
@@ -83,6 +76,41 @@ def hpsearch(run: RunFolder, params: dict, log=print) -> pd.DataFrame | None:
                    run.best_hparams)
         log("search disabled: training uses train.lr and train.weight_decay")
         return None
+    study = _search(run, params, log, single_worker=not s["storage"])
+    table = trials_table(study)
+    write_csv_atomic(table, run.trials)
+    best = study.best_trial
+    write_json({"lr": best.params["lr"], "weight_decay": best.params["weight_decay"], "val_mse": best.value,
+                "trial": best.number, "source": f"Optuna study {study.study_name!r}"}, run.best_hparams)
+    return table
+
+
+def search_worker(run: RunFolder, log=print):
+    """One more worker for a run's search, on this machine: it runs trials of the run's study
+    (its ``params.yaml``, prepared data on shared storage, ``search.storage`` a database all
+    workers reach) until the study has ``search.trials`` complete, then logs the winner. It
+    writes nothing in the run folder and takes no lock: the chain's 02_hpsearch, which may be
+    running at the same time, writes the results."""
+    from . import params as P
+
+    if not run.root.is_dir() or not run.params.exists():
+        raise FileNotFoundError(f"{run.root / 'params.yaml'}: missing; start the run first (lmkit run ... --out {run.root})")
+    params = P.load(run.params)
+    s = params["search"]
+    if not s["enabled"]:
+        raise ValueError(f"{run.params}: search.enabled is false; there is no search to work on")
+    if not s["storage"]:
+        raise ValueError(f"{run.params}: search.storage is not set; workers share a study through a database "
+                         "server all of them reach, e.g. search.storage: postgresql://user@host/lmkit")
+    if not run.split.exists():
+        raise FileNotFoundError(f"{run.split}: missing; the run's 01_prepare has not finished yet")
+    study = _search(run, params, log, single_worker=False)
+    log(search_outcome(study))
+    return study
+
+
+def _search(run: RunFolder, params: dict, log, single_worker: bool):
+    s = params["search"]
     d = load_data(run, params)
     device = pick_device(params["train"]["device"])
     mean = M.mean_shape(d["train"][1])
@@ -94,15 +122,9 @@ def hpsearch(run: RunFolder, params: dict, log=print) -> pd.DataFrame | None:
                                       epochs=s["epochs_per_trial"])
         return float(fit(model, *d["train"], *d["val"], cfg, log=lambda _: None)["val_mse"].min())
 
-    storage = s["storage"] or default_storage(run.root)
-    study = run_search(objective, s["trials"], s["lr_range"], s["weight_decay_range"], storage,
-                       study_name(params), params["seed"], log, single_worker=not s["storage"])
-    table = trials_table(study)
-    write_csv_atomic(table, run.trials)
-    best = study.best_trial
-    write_json({"lr": best.params["lr"], "weight_decay": best.params["weight_decay"], "val_mse": best.value,
-                "trial": best.number, "source": f"Optuna study {study.study_name!r}"}, run.best_hparams)
-    return table
+    return run_search(objective, s["trials"], s["lr_range"], s["weight_decay_range"],
+                      s["storage"] or default_storage(run.root), study_name(params), params["seed"], log,
+                      single_worker=single_worker)
 
 
 # ------------------------------------------------------------------ 03_train
@@ -184,19 +206,16 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
     """The detector's box calibration, fitted on the run's training photos. It depends on the
     data and the detector only, so it is kept beside the train cache (``box_calibration.json``)
     and reused by every run and ablation variant with the same training photos."""
-    import hashlib
-    import json
-
     from .detector import calibrate
     from .prepare import load_sources
     from .readers import load_image
 
     cache = run.cache_dir(params) / "train"
     manifest, indices = d["train_split"].manifest, d["train"][0].indices
-    key = hashlib.sha1(json.dumps([detector.name, manifest.get("files"), manifest["forehead"], manifest["padding"],
-                                   manifest["crop_size"], indices.tolist()]).encode()).hexdigest()[:16]
+    key = digest([detector.name, manifest.get("files"), manifest["forehead"], manifest["padding"],
+                  manifest["crop_size"], indices.tolist()], 16)
     kept = cache / "box_calibration.json"
-    stored = json.loads(kept.read_text()) if kept.exists() else {}
+    stored = read_json(kept, "03_train") if kept.exists() else {}
     if stored.get("key") == key:
         calibration = stored["calibration"]
     else:
@@ -439,57 +458,93 @@ def open_run(run_dir: str, params_file: str | None, overrides: list[str] | None 
 
 
 # ------------------------------------------------------------------ 06_ablation
-ABLATION = {
-    "study recipe": {},
-    "+ Wing loss": {"train.loss": "wing"},
-    "+ flips": {"train.flip": 0.5},
-    "+ cosine schedule": {"train.schedule": "cosine"},
-    "all three": {"train.loss": "wing", "train.flip": 0.5, "train.schedule": "cosine"},
-}
+def ablation_variants(params: dict) -> list[Path]:
+    """The ablation's variant files: ``ablation.variants``, else ``params/ablation/*.yaml``."""
+    files = [Path(f) for f in params["ablation"]["variants"]]
+    if not files:
+        folder = Path(__file__).resolve().parents[1] / "params" / "ablation"
+        files = sorted(folder.glob("*.yaml"))
+        if not files:
+            raise FileNotFoundError(f"{folder}: no ablation variants (*.yaml); set ablation.variants")
+    return files
 
 
-def ablation(run: RunFolder, params: dict, variants: dict | None = None, log=print) -> pd.DataFrame:
-    """Train and test each variant of the run's recipe with the same data, split, budget and
-    hyper-parameters (the run's search winner); one sub-run per variant in ``ablation/``.
-    Returns the table (also ``ablation/ablation.csv``) of test metrics per variant."""
+def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
+    """Train and test each variant (a params file: the study's recipe plus a few changes) with
+    the run's data, split, model, budget and hyper-parameters (its search winner), once per
+    seed of ``ablation.seeds``; one sub-run per variant and seed in ``ablation/<variant>/seed<N>/``.
+
+    A sub-run is reused when its training digest (lmkit.digests) and outputs are unchanged, and
+    a variant that changes only the evaluation (the flip test) reuses the training of the row
+    before it. Returns the table (also ``ablation/ablation.csv``): per variant the mean, lowest
+    and highest of each test metric over the seeds, the best validation MSE and the training
+    minutes; ``ablation/runs.csv`` has one line per sub-run."""
     import re
     import shutil
 
     from . import params as P
+    from .digests import outputs_digest
 
-    variants = ABLATION if variants is None else variants
     hp = read_json(run.best_hparams, "02_hpsearch")
-    rows, nmes = {}, {}
-    for name, changes in variants.items():
-        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-        sub = RunFolder(run.root / "ablation" / slug)
-        vp = P.merge(params, {"data.cache_dir": str(run.cache_dir(params)), "eval.detector_box": False, **changes})
-        done = (sub.params.exists() and P.load(sub.params) == vp and sub.history.exists()
-                and sub.best_hparams.exists() and read_json(sub.best_hparams, "") == hp
-                and sub.best_checkpoint.exists() and len(pd.read_csv(sub.history)) == vp["train"]["epochs"])
-        P.dump(vp, sub.params)
-        shutil.copyfile(run.split, sub.split)
-        write_json(hp, sub.best_hparams)
-        log(f"--- {name}: {changes or 'as the run'}")
-        if done:
-            log("    already trained with these params: reused")
-        elif not changes and run.history.exists() and run.best_checkpoint.exists():
-            # the run's own recipe, data, seed and hyper-parameters: its training is this variant
-            for f in ("history.csv", "best.pt", "last.pt"):
-                shutil.copyfile(run.train_dir / f, sub.train_dir / f)
-            log("    the run's own training (same recipe, seed and budget) is reused")
-        else:
-            train(sub, vp, log=lambda line: None)
-        m = evaluate(sub, vp, log=lambda line: None, peers=False)
-        rows[name] = {"changes": ", ".join(f"{k}={v}" for k, v in changes.items()) or "-",
-                      **m["methods"][METHODS["model"]], "train_seconds": m["train_seconds"]}
-        nmes[name] = np.load(sub.predictions)["model__nme_io"]
-        log(f"    test NME (inter-ocular) {rows[name]['nme_io_mean']:.4f}, MSE {rows[name]['mse_mean']:.2f} px², "
-            f"{m['train_seconds'] / 60:.1f} min")
-    table = pd.DataFrame(rows).T
-    write_csv_atomic(table.rename_axis("variant").reset_index(), run.path("ablation", "ablation.csv"))
+    a = params["ablation"]
+    budget = {"train.epochs": a["epochs"]} if a["epochs"] else {}
+    base = {"data.cache_dir": str(run.cache_dir(params)), "eval.detector_box": False, "train.resume": False, **budget}
+    lines, trained, nmes, labels = [], {}, {}, {}
+    nme_key = "nme_oc_mean" if params["data"]["source"] == "300w" else "nme_io_mean"
+    for file in ablation_variants(params):
+        changes = P.read_changes(file)
+        label = changes.pop("name", file.stem)
+        slug = re.sub(r"[^a-z0-9]+", "-", file.stem.lower()).strip("-")
+        log(f"--- {label} ({file.name})")
+        for seed in a["seeds"]:
+            vp = P.merge(params, {**changes, **base, "seed": seed})
+            sub = RunFolder(run.root / "ablation" / slug / f"seed{seed}")
+            key = stage_digests(vp)["03_train"] + "-" + digest(hp)
+            info = read_json(sub.path("run.json"), "") if sub.path("run.json").exists() else {}
+            train_files = [sub.history, sub.model_file]
+            P.dump(vp, sub.params)
+            shutil.copyfile(run.split, sub.split)
+            write_json(hp, sub.best_hparams)
+            if info.get("train") == key and info.get("outputs") == outputs_digest(train_files):
+                log(f"    seed {seed}: trained before with these params: reused")
+            elif key in trained:  # the same training as an earlier row (this one changes the evaluation only)
+                for f in ("history.csv", "model.pt", "best.pt"):
+                    shutil.copyfile(trained[key].train_dir / f, sub.train_dir / f)
+                log(f"    seed {seed}: the same training as {trained[key].root.parent.name}: reused")
+            else:
+                log(f"    seed {seed}: training ...")
+                train(sub, vp, log=lambda line: None)
+            write_json({"train": key, "outputs": outputs_digest(train_files)}, sub.path("run.json"))
+            trained.setdefault(key, sub)
+            m = evaluate(sub, vp, log=lambda line: None, peers=False)
+            row = m["methods"][METHODS["model"]]
+            lines.append({"variant": label, "file": file.name, "seed": seed, **row, "best_val_mse": m["best_val_mse"],
+                          "train_minutes": m["train_seconds"] / 60})
+            nmes.setdefault(label, []).append(np.load(sub.predictions)["model__nme_io"])
+            labels[label] = ", ".join(f"{k}={v}" for k, v in P.read_changes(file, own=True).items()
+                                      if k != "name") or "-"
+            log(f"    seed {seed}: test {nme_key} {row[nme_key]:.4f}, MSE {row['mse_mean']:.2f} px², "
+                f"best val MSE {m['best_val_mse']:.2f} px², {m['train_seconds'] / 60:.1f} min")
+    runs = pd.DataFrame(lines)
+    write_csv_atomic(runs, run.path("ablation", "runs.csv"))
+    table = ablation_table(runs, labels)
+    write_csv_atomic(table, run.path("ablation", "ablation.csv"))
     d = load_data(run, params)
-    fig = F.ced_figure(nmes, params["eval"]["ced_max"], f"ablation on {d['dataset']}")
+    fig = F.ced_figure({k: np.concatenate(v) for k, v in nmes.items()}, params["eval"]["ced_max"],
+                       f"ablation on {d['dataset']} (all seeds)")
     F.save(fig, run.figure("ablation_ced"))
     F.plt.close(fig)
     return table
+
+
+def ablation_table(runs: pd.DataFrame, changes: dict[str, str]) -> pd.DataFrame:
+    """One row per variant (in order): mean, lowest and highest over its seeds of each metric."""
+    metrics = [c for c in runs.columns if c not in ("variant", "file", "seed")]
+    rows = []
+    for label, group in runs.groupby("variant", sort=False):
+        row = {"variant": label, "changes": changes.get(label, "-"), "seeds": len(group)}
+        for c in metrics:
+            row[c] = group[c].mean()
+            row[f"{c}_min"], row[f"{c}_max"] = group[c].min(), group[c].max()
+        rows.append(row)
+    return pd.DataFrame(rows)

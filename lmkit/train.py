@@ -259,6 +259,7 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         step_cfg = replace(cfg, batch_size=cfg.batch_size // world)
+        log(f"data-parallel: world size {world}, {step_cfg.batch_size} of every {cfg.batch_size} images per process")
         if rank != 0:
             log = lambda _: None  # noqa: E731
     if cfg.compile:

@@ -73,3 +73,42 @@ def test_training_step_launches_torchrun_with_processes(tmp_path):
     history = steps.train(run, params, log=lines.append)
     assert any("launching 2 processes" in line for line in lines)
     assert list(history["epoch"]) == [1] and run.best_checkpoint.exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_through_torchruns_rendezvous(tmp_path):
+    """As two machines would: two torchrun launchers (one process each, --nnodes=2) meet at a
+    c10d rendezvous endpoint and train one run folder on shared storage with gloo."""
+    import os
+    import subprocess
+    import sys
+
+    from lmkit import steps
+    from lmkit.runfolder import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    params = P.load(None, CHANGES | {"train.processes": 2, "train.epochs": 2, "search.enabled": False})
+    P.dump(params, run.params)
+    steps.prepare(run, params, log=lambda _: None)
+    steps.hpsearch(run, params, log=lambda _: None)
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+         "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{port}", "--rdzv-id=lmkit-test", "--max-restarts=0",
+         "-m", "lmkit.distributed", str(run.root)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
+    outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(outputs)
+    history = pd.read_csv(run.history)
+    assert list(history["epoch"]) == [1, 2] and run.best_checkpoint.exists()
+    assert history["train_mse"].iloc[-1] < history["train_mse"].iloc[0]
+    # both nodes trained: the world had two members, each with half of every global batch
+    assert "world size 2" in "".join(outputs)

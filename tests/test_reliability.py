@@ -141,6 +141,45 @@ def test_bad_params_are_refused_naming_the_key(override, match):
         P.load(None, [override])
 
 
+def test_a_notebook_run_by_hand_with_other_params_is_not_reused(tmp_path):
+    from lmkit import steps
+
+    out = tmp_path / "run"
+    tiny = ["data.synthetic_train=12", "data.synthetic_test=4", "model.input_size=32", "train.batch_size=4"]
+    logs = []
+    run_chain("params/quick.yaml", tiny, str(out), log=logs.append, notebooks=("01_prepare",))
+    logs.clear()
+    run_chain("params/quick.yaml", tiny, str(out), log=logs.append, notebooks=("01_prepare",))
+    assert any("01_prepare: reusing" in line for line in logs)
+    # 01_prepare run again by hand (as papermill or JupyterLab would) with another validation fraction
+    run = RunFolder(out)
+    other = P.load("params/quick.yaml", tiny + ["data.val_fraction=0.5"])
+    steps.prepare(run, other, log=lambda _: None)
+    logs.clear()
+    run_chain("params/quick.yaml", tiny, str(out), log=logs.append, notebooks=("01_prepare",))
+    assert not any("reusing the earlier output" in line for line in logs)
+    assert any("01_prepare: its outputs are missing or not what it wrote" in line for line in logs)
+    split = P.load(run.params)["data"]["val_fraction"]
+    assert split == 0.2 and len(__import__("json").loads(run.split.read_text())["val"]) == round(12 * 0.2)
+
+
+def test_one_digest_rule_for_study_stage_and_ablation():
+    from lmkit.digests import stage_digests
+    from lmkit.steps import study_name
+
+    base = P.load(None)
+    longer = P.load(None, ["train.epochs=7"])
+    # more training epochs: the same study and the same search stage; training runs again
+    assert study_name(longer) == study_name(base)
+    assert stage_digests(longer)["02_hpsearch"] == stage_digests(base)["02_hpsearch"]
+    assert stage_digests(longer)["03_train"] != stage_digests(base)["03_train"]
+    # more trials: the same study (its finished trials are reused), another search result
+    more = P.load(None, ["search.trials=11"])
+    assert study_name(more) == study_name(base) and stage_digests(more)["02_hpsearch"] != stage_digests(base)["02_hpsearch"]
+    # where training runs never changes a digest
+    assert stage_digests(P.load(None, ["train.device=cpu"])) == stage_digests(base)
+
+
 def test_lr_override_with_the_search_on_reuses_training_but_not_with_it_off():
     from lmkit.pipeline import stage_digests
 

@@ -1,0 +1,95 @@
+"""Digests: the one rule for what lmkit may reuse. Everything reused is reused only when its
+digest is unchanged:
+
+- a prepared cache: its params and its data files (``files_digest``: names, sizes, times);
+- the search study: what a trial's result depends on (``study_inputs``);
+- each notebook of the chain: its params and those of every notebook before it
+  (``stage_digests``), and its outputs, which must still be the files it wrote
+  (``outputs_digest``): a notebook run again by hand with other params is not reused;
+- each ablation variant: the training notebook's digest of the variant's params.
+
+The params each notebook depends on are declared once, in ``stage_inputs``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+CHAIN = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures", "06_ablation")
+
+# train keys that never change a result: where it runs, and whether it continues a checkpoint
+_NOT_RESULTS = ("device", "resume")
+
+
+def digest(obj, length: int = 12) -> str:
+    """A short SHA-1 of ``obj`` as canonical JSON."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:length]
+
+
+def files_digest(folders: list[Path], length: int = 16) -> str:
+    """A digest of every file below ``folders``: its path, size and modification time. An
+    edited annotation, an added or removed photo changes it."""
+    h = hashlib.sha1()
+    for folder in folders:
+        for f in sorted(Path(folder).rglob("*")) if Path(folder).is_dir() else []:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.relative_to(folder)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:length]
+
+
+def outputs_digest(paths: list[Path]) -> str | None:
+    """A digest of the contents of ``paths``; None when one of them is missing."""
+    h = hashlib.sha1()
+    for p in sorted(Path(p) for p in paths):
+        if not p.is_file():
+            return None
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _train(params: dict, drop=()) -> dict:
+    drop = _NOT_RESULTS + tuple(drop) + (("lr", "weight_decay") if params["search"]["enabled"] else ())
+    return {k: v for k, v in params["train"].items() if k not in drop}  # with the search on, it picks lr and decay
+
+
+def study_inputs(params: dict) -> dict:
+    """What one search trial's result depends on: the data, the model, the recipe, the trial's
+    budget and the ranges it draws from (not the number of trials, nor train.epochs)."""
+    return {"seed": params["seed"], "data": params["data"], "model": params["model"],
+            "train": _train(params, drop=("epochs", "lr", "weight_decay")),
+            "search": {k: params["search"][k] for k in ("epochs_per_trial", "lr_range", "weight_decay_range")}}
+
+
+def stage_inputs(params: dict, stage: str) -> dict:
+    """The params a notebook's outputs depend on, besides the notebooks before it."""
+    if stage == "01_prepare":
+        return {"seed": params["seed"], "data": params["data"]}
+    if stage == "02_hpsearch":
+        s = params["search"]
+        return {"study": study_inputs(params), "trials": s["trials"]} if s["enabled"] else \
+            {"lr": params["train"]["lr"], "weight_decay": params["train"]["weight_decay"]}
+    if stage == "03_train":
+        return {"model": params["model"], "train": _train(params)}
+    if stage == "04_evaluate":
+        return {"eval": params["eval"]}
+    if stage == "05_figures":
+        return {}
+    if stage == "06_ablation":
+        return {"ablation": params["ablation"]}
+    raise KeyError(f"unknown stage {stage!r}; the chain: {', '.join(CHAIN)}")
+
+
+def stage_digests(params: dict, stages=CHAIN) -> dict[str, str]:
+    """A digest per notebook of its inputs and those of every notebook before it."""
+    out, previous = {}, ""
+    for stage in CHAIN:
+        previous = digest([previous, stage_inputs(params, stage)])
+        if stage in stages:
+            out[stage] = previous
+    return out

@@ -1,0 +1,53 @@
+"""lmkit ablate: variants are params files, the first row is the study's recipe whatever the
+run's params, every row runs once per seed, and nothing is trained twice."""
+import pandas as pd
+
+from lmkit import params as P
+from lmkit import steps
+from lmkit.runfolder import RunFolder
+from lmkit.steps import ablation_variants
+
+from .conftest import TINY
+
+
+def test_ablation_rows_are_params_files_with_seeds(tmp_path):
+    study = ablation_variants(P.load(None))[0]
+    assert study.name == "1-study.yaml"
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "a.yaml").write_text(f"base: {study}\n")
+    (tmp_path / "v" / "b.yaml").write_text("base: a.yaml\nname: + flip test\neval:\n  flip_test: true\n")
+    run = RunFolder(tmp_path / "run")
+    # the run itself uses another recipe: the study row must still be the study's
+    params = P.load(None, TINY | {"search.enabled": False, "train.loss": "l1", "train.schedule": "cosine",
+                                  "ablation.variants": [str(tmp_path / "v" / "a.yaml"), str(tmp_path / "v" / "b.yaml")],
+                                  "ablation.epochs": 1})
+    P.dump(params, run.params)
+    steps.prepare(run, params, log=lambda _: None)
+    steps.hpsearch(run, params, log=lambda _: None)
+    lines = []
+    table = steps.ablation(run, params, log=lines.append)
+
+    assert list(table["variant"]) == ["study recipe", "+ flip test"] and list(table["seeds"]) == [2, 2]
+    assert table.loc[1, "changes"] == "eval.flip_test=True"
+    sub = P.load(run.root / "ablation" / "a" / "seed0" / "params.yaml")
+    assert (sub["train"]["loss"], sub["train"]["schedule"], sub["train"]["epochs"], sub["seed"]) == ("mse", "none", 1, 0)
+    assert P.load(run.root / "ablation" / "a" / "seed1" / "params.yaml")["seed"] == 1
+    runs = pd.read_csv(run.root / "ablation" / "runs.csv")
+    assert len(runs) == 4
+    study_rows = runs[runs["variant"] == "study recipe"]
+    assert table.loc[0, "mse_mean"] == study_rows["mse_mean"].mean()
+    assert table.loc[0, "mse_mean_min"] == study_rows["mse_mean"].min()
+    assert study_rows["mse_mean"].nunique() == 2  # two seeds, two trainings
+    # the flip-test row changes evaluation only: it reuses the study row's training of the same seed
+    assert sum("training ..." in line for line in lines) == 2
+    assert sum("the same training as a" in line for line in lines) == 2
+    a0, b0 = (pd.read_csv(run.root / "ablation" / v / "seed0" / "train" / "history.csv") for v in ("a", "b"))
+    pd.testing.assert_frame_equal(a0, b0)
+    # run again: everything is reused; a changed variant file trains that variant again
+    lines.clear()
+    steps.ablation(run, params, log=lines.append)
+    assert not any("training ..." in line for line in lines)
+    (tmp_path / "v" / "a.yaml").write_text(f"base: {study}\ntrain:\n  rotation: 5.0\n")
+    lines.clear()
+    steps.ablation(run, params, log=lines.append)
+    assert sum("training ..." in line for line in lines) == 2
