@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 RUN ?= quick
 
-.PHONY: setup report test clean
+.PHONY: setup report test lab clean clean-all
 
 setup: $(VENV)/.installed
 
@@ -21,5 +21,14 @@ report: setup
 test: setup
 	$(VENV)/bin/python -m pytest -q
 
+# JupyterLab at the repository root: notebooks/, params/ and reports/ all reachable
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=.
+
+# the quick run only (seconds to make again); real-data runs are kept
 clean:
+	rm -rf reports/quick .pytest_cache
+
+# every run folder under reports/, real-data runs included: asked for by name
+clean-all:
 	rm -rf reports/*/ .pytest_cache

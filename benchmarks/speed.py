@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmkit.augment import Augment, working_copy
+from lmkit.augment import Augment
+from lmkit.placement import cuda_switches, place_training_set
 from lmkit.model import build_model, pick_device, predict
 from lmkit.prepare import load_cache, write_cache
 from lmkit.readers import read_300w_folder
@@ -51,28 +52,28 @@ def _timed(step, steps: int, batch: int, device) -> float:
     return steps * batch / (time.perf_counter() - t0)
 
 
-def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device) -> tuple[float, float]:
+def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device, plan=None) -> tuple[float, float]:
     """(a) model-only and (b) real-loop images/s on the same model and optimizer, measured in
     alternating rounds (medians), so that drift of the machine hits both alike."""
     model = build_model(cache.landmarks.shape[1], pretrained=False).to(device).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4)
-    cfg = TrainConfig(batch_size=batch, input_size=size, augment=Augment(), epoch_multiplier=64)
-    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    cfg = TrainConfig(batch_size=batch, input_size=size, augment=Augment(), epoch_multiplier=64, device=str(device))
+    plan = cfg.plan() if plan is None else plan
+    x = plan.layout(torch.randn(batch, 3, size, size, device=device))
     y = torch.rand(batch, cache.landmarks.shape[1], 2, device=device) * size
-    # the real loop, as fit() sets it up: a shrunk working copy when the crops are much larger
-    images, landmarks = working_copy(cache.images, size), cache.landmarks
-    if images is None:
-        images = cache.images
-    if device.type == "cuda":
-        images, landmarks = torch.as_tensor(np.asarray(images)).to(device), torch.from_numpy(np.asarray(landmarks)).to(device)
+    # the real loop, placed as fit() places it (lmkit.placement)
+    cuda_switches(device)
+    images, landmarks = place_training_set(cache.images, cache.landmarks, size, plan)
     order, g = epoch_order(len(cache), cfg, 1)
-    batches = iter(Batches(images, landmarks, order, cfg, g, device, src_size=cache.images.shape[1]))
+    batches = iter(Batches(images, landmarks, order, cfg, g, device, prefetch=plan.prefetch,
+                           src_size=cache.images.shape[1]))
+    scaler = plan.grad_scaler()
 
     def real_step():
-        train_step(model, opt, *next(batches), cfg)
+        train_step(model, opt, *next(batches), cfg, plan, scaler)
 
     def model_step():
-        train_step(model, opt, x, y, cfg)
+        train_step(model, opt, x, y, cfg, plan, scaler)
 
     for _ in range(2):  # warm-up: allocator, cuDNN autotuning
         model_step()

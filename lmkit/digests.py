@@ -18,8 +18,9 @@ from pathlib import Path
 
 CHAIN = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures", "06_ablation")
 
-# train keys that never change a result: where it runs, and whether it continues a checkpoint
-_NOT_RESULTS = ("device", "resume")
+# train keys that do not change what is trained: where and how it runs (the device plan: autocast
+# changes the last digits, as another device does), and whether it continues a checkpoint
+_NOT_RESULTS = ("device", "resume", "resident", "prefetch", "autocast", "channels_last")
 
 
 def digest(obj, length: int = 12) -> str:

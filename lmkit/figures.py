@@ -44,16 +44,34 @@ def sample_figure(image, landmarks, scheme: Scheme, title: str) -> plt.Figure:
     return fig
 
 
-def loss_figure(history: pd.DataFrame, dataset: str) -> plt.Figure:
+def loss_figure(history: pd.DataFrame, dataset: str, reference: dict | None = None) -> plt.Figure:
+    """Train and validation MSE per epoch; with ``reference`` (the study's published numbers,
+    only where the data are comparable) its best validation and test MSE as lines."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(history["epoch"], history["train_mse"], "o-", ms=3, label="train (augmented)")
     ax.plot(history["epoch"], history["val_mse"], "o-", ms=3, label="validation")
+    if reference:
+        ax.axhline(reference["best_val_mse"], color="grey", ls=":", label=f"study: best validation {reference['best_val_mse']}")
+        ax.axhline(reference["test_mse"], color="grey", ls="--", label=f"study: test {reference['test_mse']}")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE (px² of the 256x256 input)")
     ax.set_title(f"Loss per epoch: {dataset}", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def samples_figure(split, n: int = 4) -> plt.Figure:
+    """The first ``n`` prepared faces of a split with their landmarks, by scheme group."""
+    from .schemes import scheme_for_points
+
+    scheme = scheme_for_points(split.landmarks.shape[1])
+    fig, axes = plt.subplots(1, n, figsize=(3.5 * n, 3.8))
+    for ax, i in zip(np.atleast_1d(axes), range(min(n, len(split)))):
+        show_image(ax, split.images[i], split.names[i])
+        draw_landmarks(ax, split.landmarks[i], scheme, TRUE_COLOUR)
     fig.tight_layout()
     return fig
 

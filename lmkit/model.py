@@ -160,13 +160,12 @@ class ModelInfo:
 
 def save_model_file(model: LandmarkRegressor, info: ModelInfo, path: Path) -> Path:
     """Weights (float32, no optimizer state) and ``info``, written atomically."""
-    from .runfolder import atomic_write
+    from .runfolder import write_torch
 
     if model.n_points != info.n_points:
         raise ValueError(f"model has {model.n_points} points, its info says {info.n_points}")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_write(path) as tmp:
-        torch.save({"format": MODEL_FORMAT, "info": asdict(info), "state_dict": state}, tmp)
+    write_torch({"format": MODEL_FORMAT, "info": asdict(info), "state_dict": state}, path)
     return Path(path)
 
 

@@ -51,6 +51,10 @@ DEFAULTS: dict = {
         "warmup": 0,
         "optimizer": "adam",
         "device": "auto",
+        "resident": "auto",
+        "prefetch": "auto",
+        "autocast": "auto",
+        "channels_last": "auto",
         "processes": 1,
         "resume": False,
     },
@@ -103,6 +107,10 @@ DOCS: dict = {
     "train.warmup": "epochs of linear learning-rate warm-up before the schedule (study: 0)",
     "train.optimizer": "adam (study: weight decay added to the gradient) or adamw (decoupled weight decay)",
     "train.device": "auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...",
+    "train.resident": "auto, true or false: the training set as one uint8 tensor on the device (auto: on CUDA; else a memory map)",
+    "train.prefetch": "auto, true or false: gather and augment the next batch in a background thread (auto: on CUDA)",
+    "train.autocast": "auto, none, bfloat16 or float16 (with a gradient scaler): mixed precision of the forward pass (auto: bfloat16 on CUDA, none on CPU)",
+    "train.channels_last": "auto, true or false: NHWC memory layout for the model and its batches (auto: true)",
     "train.processes": "data-parallel processes for training (DistributedDataParallel through torchrun, one per GPU); train.batch_size is the global batch",
     "train.resume": "continue training from <run>/train/last.pt",
     "search.enabled": "run the random search; when false, train.lr and train.weight_decay are used",
@@ -148,7 +156,9 @@ def _resolve_paths(key: str, value, base: Path):
 _CHOICES = {"data.source": {"synthetic", "helen", "300w"}, "data.split": {"clean", "paper"},
             "data.on_bad_sample": {"error", "skip"},
             "model.head_init": {"default", "mean_shape"}, "train.loss": {"mse", "l1", "wing"},
-            "train.schedule": {"none", "cosine", "step"}, "train.optimizer": {"adam", "adamw"}}
+            "train.schedule": {"none", "cosine", "step"}, "train.optimizer": {"adam", "adamw"},
+            "train.autocast": {"auto", "none", "bfloat16", "float16"}}
+_AUTO_OR_BOOL = {"train.resident", "train.prefetch", "train.channels_last"}
 _POSITIVE = {"data.synthetic_train", "data.synthetic_test", "data.crop_size", "model.input_size", "train.epochs",
              "train.batch_size", "train.lr", "train.epoch_multiplier", "train.processes", "search.trials", "search.epochs_per_trial"}
 
@@ -208,6 +218,10 @@ def _check(flat: dict) -> None:
     for key, value in flat.items():
         want = defaults[key]
         if value is None and (want is None or key in _PATH_KEYS):
+            continue
+        if key in _AUTO_OR_BOOL:
+            if value != "auto" and not isinstance(value, bool):
+                raise ParamsError(f"{key}: auto, true or false, got {value!r}")
             continue
         ok = {bool: lambda v: isinstance(v, bool),
               int: lambda v: isinstance(v, int) and not isinstance(v, bool),

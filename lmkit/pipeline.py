@@ -1,11 +1,14 @@
-"""The ``lmkit`` command: run the notebook chain with papermill, export each notebook to HTML
-with nbconvert, and write the report's ``index.html``.
+"""lmkit: run the notebook chain with papermill, export each notebook to HTML with nbconvert,
+and write the report's index.html.
 
-    lmkit run params/quick.yaml [-p key=value ...] [--out reports/NAME]
-    lmkit ablate params/helen68-cpu.yaml --out reports/helen68-cpu   (after a run: notebook 06)
-    lmkit predict reports/helen68-best-cpu photos/ --out landmarks/  (a trained run on any photos)
-    lmkit export reports/helen68-best-cpu --format onnx --out model.onnx
-    lmkit search-worker reports/NAME   (one more search worker; the run's search.storage is shared)
+examples:
+  lmkit run params/quick.yaml                          the whole chain on synthetic faces (3 min)
+  lmkit run params/helen68-cpu.yaml -p train.epochs=5  one param changed
+  lmkit run params/quick.yaml --out reports/try --force   another folder, every notebook again
+  lmkit ablate params/helen68-best-cpu.yaml            after a run: the ablation (notebook 06)
+  lmkit predict reports/helen68-best-cpu photos/ --out landmarks/   landmarks on your photos
+  lmkit export reports/helen68-best-cpu --format onnx --out model.onnx
+  lmkit search-worker reports/paper                    one more worker for a shared search
 
 The notebooks run in the same Python environment as this command (a kernel spec pointing
 at this interpreter is made for the run; nothing to register by hand). A failing notebook
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import re
 import platform
 import shutil
 import subprocess
@@ -68,10 +73,23 @@ def this_python_kernel():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def export_html(notebook: Path) -> Path:
+def export_html(notebook: Path, chain=NOTEBOOKS + (ABLATION_NOTEBOOK,)) -> Path:
+    """The executed notebook as an HTML page, with links back to the report and on to the
+    next notebook of the chain."""
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter().from_filename(str(notebook))
+    name = notebook.stem
+    links = ["<a href='../index.html'>report index</a>"]
+    if name in chain:
+        i = chain.index(name)
+        if i > 0:
+            links.append(f"<a href='{chain[i - 1]}.html'>previous: {chain[i - 1]}</a>")
+        if i + 1 < len(NOTEBOOKS):
+            links.append(f"<a href='{chain[i + 1]}.html'>next: {chain[i + 1]}</a>")
+    nav = ("<nav style='font-family:system-ui,sans-serif;padding:6px 12px;background:#f3f3f3;border-bottom:1px solid #ccc'>"
+           + " · ".join(links) + "</nav>")
+    body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, body, count=1)
     out = notebook.with_suffix(".html")
     write_text(body, out)
     return out
@@ -158,20 +176,57 @@ def preflight(params: dict, run: RunFolder) -> None:
         raise ChainError(f"{run.root}: the run folder cannot be written ({e.strerror})") from None
 
 
+# the lines of a notebook's output that say how it is getting on (the rest stays in the notebook)
+PROGRESS = re.compile(r"^(\[[#.]+\] epoch|trial \d+:|\d+ of \d+ trials|resuming|removed |search disabled|"
+                      r"(train|test): (reusing|prepared|preparing)|  skipped|split \(|fitting the box|box calibration|"
+                      r"launching \d+ processes|data-parallel|model file|--- |    seed \d+)")
+
+
+class _Progress(logging.Handler):
+    """papermill's log of each cell's output, filtered to the progress lines, passed to ``log``."""
+
+    def __init__(self, log):
+        super().__init__(logging.INFO)
+        self.log = log
+
+    def emit(self, record):
+        for line in str(record.getMessage()).splitlines():
+            if PROGRESS.match(line):
+                self.log(f"    {line}")
+
+
+@contextmanager
+def _progress_to(log, quiet: bool):
+    logger = logging.getLogger("papermill")
+    saved = logger.level, logger.propagate
+    handler = _Progress(log)
+    if not quiet:
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # papermill's own messages and the cells' stderr stay in the notebooks
+    try:
+        yield not quiet
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
 def run_chain(params_file: str | None, overrides: list[str] | None = None, out: str | None = None,
-              log=print, notebooks=NOTEBOOKS, force: bool = False) -> RunFolder:
+              log=print, notebooks=NOTEBOOKS, force: bool = False, quiet: bool = False) -> RunFolder:
     """Run ``notebooks`` into the run folder. A notebook that completed before with the same
     digest (its params and everything before it unchanged) is reused, unless ``force``: so a
-    re-run after a failure starts at the failed notebook."""
+    re-run after a failure starts at the failed notebook. Each notebook's progress lines
+    (epochs, trials, resume, skipped files) go to ``log`` as they happen, unless ``quiet``."""
     params = P.load(params_file, overrides)
     run = RunFolder(out or Path("reports") / params["name"])
     preflight(params, run)
-    with run_lock(run, log):
-        _run_notebooks(run, params, notebooks, force, log)
+    with run_lock(run, log), _progress_to(log, quiet) as live:
+        _run_notebooks(run, params, notebooks, force, log, live)
     return run
 
 
-def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log) -> None:
+def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, live: bool = False) -> None:
     P.dump(params, run.params)
     nb_dir = notebooks_dir()
     info_file = run.path("run.json")
@@ -191,6 +246,7 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log) ->
 
         for name in notebooks:
             output = run.path("notebooks", f"{name}.ipynb")
+            output.parent.mkdir(parents=True, exist_ok=True)
             if reusing and completed.get(name) == digests[name] and output.exists():
                 if outputs.get(name) == outputs_digest(stage_outputs(run, params, name)):
                     log(f"{name}: reusing the earlier output (its inputs, params and outputs are unchanged)")
@@ -205,7 +261,7 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log) ->
                 pm.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(output), kernel_name=kernel,
                                     parameters={"run_dir": str(run.root), "params_file": str(run.params),
                                                 "overrides": []},
-                                    cwd=str(nb_dir), progress_bar=False, log_output=False)
+                                    cwd=str(nb_dir), progress_bar=False, log_output=live)
             except pm.PapermillExecutionError as e:
                 export_html(output)
                 raise ChainError(f"notebook {name} failed in cell [{e.exec_count}]: {e.ename}: {e.evalue}\n"
@@ -225,14 +281,20 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lmkit", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from . import __version__
+
+    head, _, examples = __doc__.partition("\n\n")
+    parser = argparse.ArgumentParser(prog="lmkit", description=head, epilog=examples,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"lmkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     r = sub.add_parser("run", help="run the notebook chain and write the report")
     r.add_argument("params", help="params file, e.g. params/quick.yaml")
     r.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one param, e.g. -p train.epochs=3 (repeatable)")
     r.add_argument("--out", help="run folder (default reports/<name>)")
     r.add_argument("--force", action="store_true", help="re-run every notebook, even those whose outputs are current")
+    r.add_argument("--quiet", action="store_true", help="no progress lines from inside the notebooks")
     a = sub.add_parser("ablate", help="after a run: train and test each recipe change (notebook 06_ablation)")
     a.add_argument("params", help="the params file of the run")
     a.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -273,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.perf_counter()
         notebooks = NOTEBOOKS if args.command == "run" else (ABLATION_NOTEBOOK,)
-        run_chain(args.params, args.overrides, args.out, notebooks=notebooks, force=getattr(args, "force", True))
+        run_chain(args.params, args.overrides, args.out, notebooks=notebooks, force=getattr(args, "force", True),
+                  quiet=getattr(args, "quiet", False))
         print(f"finished in {time.perf_counter() - t0:.0f} s")
     except (ChainError, P.ParamsError, FileNotFoundError, RunInUse) as e:
         print(f"lmkit: {e}", file=sys.stderr)

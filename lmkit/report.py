@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 
+from .narrative import plural
 from .runfolder import FIGURES, RunFolder, write_text
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -18,6 +19,27 @@ LABELS = {"mse_mean": "test MSE, mean (px²)", "mse_median": "test MSE, median (
           "nme_oc_mean": "NME, mean (outer corners)", "auc_oc": "AUC (outer corners)",
           "fr_oc": "failure rate (outer corners)", "detected": "faces detected",
           "seconds_per_face": "time per face (s)"}
+
+
+PAPER = {"test_mse": 27.84, "best_val_mse": 8.00, "dataset": "Helen (2,000 train / 330 test, 194 points)"}
+METHODS = {"model": "ResNet18 (this run)", "model_detector": "ResNet18, its detector box",
+           "mean_shape": "mean shape (baseline)",
+           "dlib_hog": "dlib ERT, its HOG detector box", "dlib_annotation": "dlib ERT, box from the annotations"}
+
+
+def nme_by_method(predictions, norm: str = "io") -> dict:
+    """Per-image NMEs of every evaluated method, by display name (for CED curves)."""
+    return {name: predictions[f"{key}__nme_{norm}"] for key, name in METHODS.items()
+            if f"{key}__nme_{norm}" in predictions}
+
+
+def metrics_table(metrics: dict):
+    """The summary rows, plus the study's published numbers, as a table."""
+    import pandas as pd
+
+    rows = pd.DataFrame(metrics["methods"]).T
+    rows.loc["paper (Helen, 194 points)", ["mse_mean"]] = [metrics["paper"]["test_mse"]]
+    return rows
 
 
 def _label(key: str) -> str:
@@ -37,7 +59,7 @@ def _search(m: dict) -> str:
     b = m.get("search_budget", {})
     if not b.get("enabled", True):
         return "disabled"
-    return f"{b.get('trials')} trials of {b.get('epochs_per_trial')} epochs"
+    return f"{plural(b.get('trials'), 'trial')} of {plural(b.get('epochs_per_trial'), 'epoch')}"
 
 
 def metrics_html(m: dict) -> str:
@@ -114,16 +136,33 @@ def write_index(run: RunFolder) -> None:
         else:
             figures.append(f"<p>{html.escape(caption)}: not produced in this run.</p>")
     notebooks = " · ".join(f"<a href='notebooks/{p.stem}.html'>{p.stem}</a>"
-                           for p in sorted(run.path("notebooks", "x").parent.glob("*.html")))
+                           for p in sorted(run.root.joinpath("notebooks").glob("*.html")))
     hp = m["hparams"]
+    model_row = m["methods"].get("ResNet18 (this run)", {})
+    base_row = m["methods"].get("mean shape (baseline)", {})
+    worse = "" if not base_row or model_row.get("nme_io_mean", 0) < base_row.get("nme_io_mean", 0) else (
+        f"<p class='warn'><b>This model is no better than the mean shape</b> (NME {model_row['nme_io_mean']:.4f} "
+        f"against {base_row['nme_io_mean']:.4f}, inter-ocular): it has not learned from the images. Train longer, "
+        "or check the learning rate and the data.</p>")
+    links = " · ".join(f"<a href='{href}'>{label}</a>" for href, label in (
+        ("params.yaml", "params.yaml (the run's params)"), ("train/history.csv", "history.csv (loss per epoch)"),
+        ("eval/metrics.json", "metrics.json"), ("train/model.pt", "model.pt (the model file)"),
+        ("run.json", "run.json (provenance)")) if run.root.joinpath(href).exists())
+    params_text = run.params.read_text() if run.params.exists() else ""
+    commit = info.get("git_commit")
+    reproduce = (f"git checkout {commit}\n" if commit else "") + \
+        f"lmkit run {run.root / 'params.yaml'} --out {run.root}-again"
     body = f"""<!doctype html><html><head><meta charset='utf-8'><title>lmkit report: {html.escape(name)}</title>
 <style>{CSS}</style></head><body>
 <h1>Facial landmarks with ResNet18: run <code>{html.escape(name)}</code></h1>
-{warn}
+{warn}{worse}
+<p>Files: {links}</p>
+<div class='warn' style='background:#eef6ff;border-color:#7aa7d8'><b>Reproduce this run</b> (same params, seed and code):
+<pre>{html.escape(reproduce)}</pre></div>
 <h2>Data and budget</h2>
 <p>Data set: <b>{html.escape(m['dataset'])}</b>; scheme {m['scheme']}; {m['n_train']} training,
 {m['n_val']} validation ({m['split_protocol']} split), {m['n_test']} test images. Input {m['input_size']}x{m['input_size']},
-{m['epochs']} epochs; search {_search(m)}; Adam learning rate {hp['lr']:.2e}, weight decay {hp['weight_decay']:.2e} ({html.escape(hp['source'])}).
+{plural(m['epochs'], 'epoch')}; search {_search(m)}; Adam learning rate {hp['lr']:.2e}, weight decay {hp['weight_decay']:.2e} ({html.escape(hp['source'])}).
 Training took {m['train_seconds'] / 60:.1f} min. Best validation MSE {m['best_val_mse']:.2f} px² at epoch {m['best_epoch']} (study: {m['paper']['best_val_mse']:.2f},
 validated on augmented copies of training images).</p>
 {skipped_html(m)}
@@ -134,13 +173,15 @@ AUC is the area under the CED up to the threshold, divided by it; the failure ra
 faces above it. Times per face are wall-clock on the machine of the run.</p>
 <p>ResNet18 from its face detector's box (the way <code>lmkit predict</code> runs it): {html.escape(m.get('detector_box', 'not run'))}.
 Flip test: {'on' if m.get('flip_test') else 'off'}.</p>
-<p>Peer (dlib): {html.escape(m['peer'])}. dlib's model was trained on 300-W, whose training part includes Helen's
-training photos, so on Helen-derived test photos its numbers are optimistic.</p>
+<p class='warn'><b>About dlib's rows.</b> Peer: {html.escape(m['peer'])}. dlib's model was trained on 300-W, whose
+training part includes Helen's photos, so on Helen-derived test photos its numbers are optimistic: where its rows beat
+ours, part of the margin is that it has seen these faces' siblings in training.</p>
 {metrics_html(m)}
 {ablation_html(run)}
 <h2>Figures</h2>
 {''.join(figures)}
 <h2>Notebooks</h2><p>{notebooks}</p>
+<h2>Params</h2><details open><summary><a href='params.yaml'>params.yaml</a></summary><pre>{html.escape(params_text)}</pre></details>
 <h2>Provenance</h2><pre>{html.escape(json.dumps(info, indent=2))}</pre>
 </body></html>"""
     write_text(body, run.index)

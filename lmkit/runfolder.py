@@ -47,16 +47,11 @@ class RunFolder:
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root).resolve())
 
-    def path(self, *parts: str, mkdir: bool = True) -> Path:
-        p = self.root.joinpath(*parts)
-        if mkdir:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        return p
+    def path(self, *parts: str) -> Path:
+        """A path in the run folder; pure: nothing is created (writers make their folders)."""
+        return self.root.joinpath(*parts)
 
-    def folder(self, *parts: str) -> Path:
-        p = self.root.joinpath(*parts)
-        p.mkdir(parents=True, exist_ok=True)
-        return p
+    folder = path
 
     params = property(lambda self: self.path("params.yaml"))
     split = property(lambda self: self.path("split.json"))
@@ -84,6 +79,7 @@ def atomic_write(path: Path):
     """Yield a temporary path beside ``path`` (same suffix) to write to; on success it is
     renamed onto ``path`` in one step, so a killed run never leaves half a file."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
@@ -100,6 +96,20 @@ def write_text(text: str, path: Path) -> None:
 
 def write_json(obj, path: Path) -> None:
     write_text(json.dumps(obj, indent=2), path)
+
+
+def write_csv(df, path: Path) -> None:
+    """A pandas table as CSV, atomically."""
+    with atomic_write(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def write_torch(obj, path: Path) -> None:
+    """A checkpoint or model file (torch.save), atomically."""
+    import torch
+
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def read_json(path: Path, producer: str):

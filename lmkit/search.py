@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import contextmanager
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -20,7 +21,17 @@ import pandas as pd
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@contextmanager
+def quiet_optuna():
+    """Optuna's per-trial INFO lines off while a search runs (lmkit logs its own), restored after."""
+    old = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(old)
 
 
 class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
@@ -96,6 +107,11 @@ def run_search(objective: Callable[[float, float], float], trials: int, lr_range
     failed by the heartbeat after GRACE_S seconds and retried with the same values). With
     ``single_worker`` (the default local database), trials left running by a killed search
     are re-queued at once."""
+    with quiet_optuna():
+        return _run_search(objective, trials, lr_range, wd_range, storage, study_name, seed, log, single_worker, poll_s)
+
+
+def _run_search(objective, trials, lr_range, wd_range, storage, study_name, seed, log, single_worker, poll_s):
     study = open_study(storage, study_name, seed)
     if single_worker:
         retry_interrupted(study, log)

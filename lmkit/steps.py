@@ -3,7 +3,9 @@ narratives and the tests reach every line. Each step reads and writes only the r
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -13,14 +15,19 @@ from . import figures as F
 from . import metrics as M
 from .digests import digest, stage_digests, study_inputs
 from .model import REFERENCE_SIZE, ModelInfo, build_model, load_model_file, pick_device, predict, save_model_file
+from .placement import cuda_switches
 from .prepare import Split, Subset, crop_to_photo, load_cache, prepare as prepare_caches, split_train_val
-from .runfolder import RunFolder, atomic_write, read_json, write_json
+from .report import METHODS, PAPER, metrics_table, nme_by_method  # noqa: F401 (the notebooks' names)
+from .runfolder import RunFolder, atomic_write, read_json, write_csv, write_json
 from .saliency import saliency_maps
 from .schemes import Scheme, check_mirror, scheme_for_points
 from .search import default_storage, run_search, search_outcome, trials_table
-from .train import TrainConfig, fit, load_checkpoint, new_model, write_csv_atomic
+from .train import TrainConfig, fit, load_checkpoint, new_model
 
-PAPER = {"test_mse": 27.84, "best_val_mse": 8.00, "dataset": "Helen (2,000 train / 330 test, 194 points)"}
+def comparable_to_paper(d_or_run, params: dict | None = None) -> bool:
+    """The study's numbers are comparable only on Helen's own 194-point data."""
+    d = load_data(d_or_run, params) if params is not None else d_or_run
+    return d.train_split.manifest["source"] == "helen" and d.scheme.n_points == 194
 
 
 def describe_dataset(manifest: dict) -> str:
@@ -49,16 +56,32 @@ def prepare(run: RunFolder, params: dict, log=print) -> dict[str, Split]:
     return splits
 
 
-def load_data(run: RunFolder, params: dict) -> dict:
+class Faces(NamedTuple):
+    images: Subset
+    landmarks: Subset
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A prepared run's faces: ``train`` and ``val`` (images, landmarks) from the training
+    split, the ``test`` split, the whole training split, its landmark scheme and a label."""
+    train: Faces
+    val: Faces
+    test: Split
+    train_split: Split
+    scheme: Scheme
+    dataset: str
+
+
+def load_data(run: RunFolder, params: dict) -> RunData:
     """Train / validation / test arrays of a prepared run."""
     cache = run.cache_dir(params)
     train, test = load_cache(cache / "train"), load_cache(cache / "test")
     split = read_json(run.split, "01_prepare")
     ti, vi = np.asarray(split["train"]), np.asarray(split["val"])
-    return {"train": (Subset(train.images, ti), Subset(train.landmarks, ti)),
-            "val": (Subset(train.images, vi), Subset(train.landmarks, vi)),
-            "test": test, "train_split": train, "scheme": scheme_for_points(train.landmarks.shape[1]),
-            "dataset": describe_dataset(train.manifest)}
+    return RunData(Faces(Subset(train.images, ti), Subset(train.landmarks, ti)),
+                   Faces(Subset(train.images, vi), Subset(train.landmarks, vi)),
+                   test, train, scheme_for_points(train.landmarks.shape[1]), describe_dataset(train.manifest))
 
 
 # ------------------------------------------------------------------ 02_hpsearch
@@ -78,7 +101,7 @@ def hpsearch(run: RunFolder, params: dict, log=print) -> pd.DataFrame | None:
         return None
     study = _search(run, params, log, single_worker=not s["storage"])
     table = trials_table(study)
-    write_csv_atomic(table, run.trials)
+    write_csv(table, run.trials)
     best = study.best_trial
     write_json({"lr": best.params["lr"], "weight_decay": best.params["weight_decay"], "val_mse": best.value,
                 "trial": best.number, "source": f"Optuna study {study.study_name!r}"}, run.best_hparams)
@@ -113,14 +136,15 @@ def _search(run: RunFolder, params: dict, log, single_worker: bool):
     s = params["search"]
     d = load_data(run, params)
     device = pick_device(params["train"]["device"])
-    mean = M.mean_shape(d["train"][1])
-    check_flips(params, d["scheme"], mean)
+    cuda_switches(device)
+    mean = M.mean_shape(d.train[1])
+    check_flips(params, d.scheme, mean)
 
     def objective(lr: float, wd: float) -> float:
         model = new_model(mean.shape[0], params, mean, params["seed"], device)
-        cfg = TrainConfig.from_params(params, device, d["scheme"].mirror, lr=lr, weight_decay=wd,
+        cfg = TrainConfig.from_params(params, device, d.scheme.mirror, lr=lr, weight_decay=wd,
                                       epochs=s["epochs_per_trial"])
-        return float(fit(model, *d["train"], *d["val"], cfg, log=lambda _: None)["val_mse"].min())
+        return float(fit(model, *d.train, *d.val, cfg, log=lambda _: None)["val_mse"].min())
 
     return run_search(objective, s["trials"], s["lr_range"], s["weight_decay_range"],
                       s["storage"] or default_storage(run.root), study_name(params), params["seed"], log,
@@ -137,7 +161,7 @@ def check_flips(params: dict, scheme: Scheme, mean: np.ndarray) -> None:
 def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     """Train, then package the best weights as the run's model file (``package_model``)."""
     if params["train"]["processes"] > 1 and not torch.distributed.is_initialized():
-        from .distributed import launch
+        from .launch import launch
 
         launch(run, params["train"]["processes"], log)
         history = pd.read_csv(run.history)
@@ -145,15 +169,16 @@ def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
         d = load_data(run, params)
         hp = read_json(run.best_hparams, "02_hpsearch")
         device = pick_device(params["train"]["device"])
-        mean = M.mean_shape(d["train"][1])
-        check_flips(params, d["scheme"], mean)
+        mean = M.mean_shape(d.train[1])
+        check_flips(params, d.scheme, mean)
         model = new_model(mean.shape[0], params, mean, params["seed"], device)
-        cfg = TrainConfig.from_params(params, device, d["scheme"].mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
-        log(f"device {device}; loss {cfg.loss}, {cfg.optimizer}, schedule {cfg.schedule} (warm-up {cfg.warmup}), "
+        cfg = TrainConfig.from_params(params, device, d.scheme.mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        cuda_switches(device)
+        log(f"{cfg.plan().describe()}; loss {cfg.loss}, {cfg.optimizer}, schedule {cfg.schedule} (warm-up {cfg.warmup}), "
             f"flip {cfg.augment.flip}, box jitter scale {cfg.augment.scale} shift {cfg.augment.shift}; "
             f"lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
             f"{len(d['train'][0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
-        history = fit(model, *d["train"], *d["val"], cfg, out_dir=run.train_dir, resume=params["train"]["resume"],
+        history = fit(model, *d.train, *d.val, cfg, out_dir=run.train_dir, resume=params["train"]["resume"],
                       log=log)
         if torch.distributed.is_initialized():
             return history  # a torchrun worker: the launching process packages the model
@@ -168,7 +193,7 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     import lmkit
 
     d = load_data(run, params)
-    scheme, train_split = d["scheme"], d["train_split"]
+    scheme, train_split = d.scheme, d.train_split
     manifest = train_split.manifest
     ckpt = load_checkpoint(run.best_checkpoint)
     model = build_model(scheme.n_points, pretrained=False)
@@ -191,7 +216,7 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     info = ModelInfo(
         scheme=scheme.name, n_points=scheme.n_points, input_size=params["model"]["input_size"],
         crop_size=manifest["crop_size"], forehead=manifest["forehead"], padding=manifest["padding"],
-        mean_shape=M.mean_shape(d["train"][1]).tolist(), dataset=d["dataset"], box_calibration=calibration,
+        mean_shape=M.mean_shape(d.train[1]).tolist(), dataset=d.dataset, box_calibration=calibration,
         flip_test=params["eval"]["flip_test"], lmkit_version=lmkit.__version__,
         training={"epoch": int(ckpt["epoch"]), "epochs": int(hist["epoch"].max()), "val_mse": float(hist["val_mse"].min()),
                   "lr": hp["lr"], "weight_decay": hp["weight_decay"], "seed": params["seed"],
@@ -211,7 +236,7 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
     from .readers import load_image
 
     cache = run.cache_dir(params) / "train"
-    manifest, indices = d["train_split"].manifest, d["train"][0].indices
+    manifest, indices = d.train_split.manifest, d.train[0].indices
     key = digest([detector.name, manifest.get("files"), manifest["forehead"], manifest["padding"],
                   manifest["crop_size"], indices.tolist()], 16)
     kept = cache / "box_calibration.json"
@@ -220,7 +245,7 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
         calibration = stored["calibration"]
     else:
         sources, boxes = load_sources(cache)
-        size, landmarks = manifest["crop_size"], d["train_split"].landmarks
+        size, landmarks = manifest["crop_size"], d.train_split.landmarks
         log(f"fitting the box calibration: {detector.name} on {len(indices)} training photos ...")
 
         def faces():
@@ -247,11 +272,6 @@ def load_model(run: RunFolder, params: dict, device) -> tuple[torch.nn.Module, M
 
 
 # ------------------------------------------------------------------ 04_evaluate
-METHODS = {"model": "ResNet18 (this run)", "model_detector": "ResNet18, its detector box",
-           "mean_shape": "mean shape (baseline)",
-           "dlib_hog": "dlib ERT, its HOG detector box", "dlib_annotation": "dlib ERT, box from the annotations"}
-
-
 def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dict:
     """Test metrics of the model, the mean-shape baseline and (68 points, dlib installed)
     the dlib peer; per-image arrays to ``eval/predictions.npz``, the summary to ``metrics.json``."""
@@ -261,10 +281,10 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
     from .prepare import load_sources
 
     d = load_data(run, params)
-    test, scheme = d["test"], d["scheme"]
+    test, scheme = d.test, d.scheme
     device = pick_device(params["train"]["device"])
     model, info = load_model(run, params, device)
-    mean = M.mean_shape(d["train"][1])
+    mean = M.mean_shape(d.train[1])
     flip_test = params["eval"]["flip_test"]
     check_flips(params, scheme, mean)
     t0 = time.perf_counter()
@@ -309,8 +329,7 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
     best, worst = M.best_and_worst(arrays["model__mse"])
     history = pd.read_csv(run.history)
     metrics = {
-        "dataset": d["dataset"], "comparable_to_paper": d["train_split"].manifest["source"] == "helen"
-        and scheme.n_points == 194, "scheme": scheme.name, "n_train": len(d["train"][0]), "n_val": len(d["val"][0]),
+        "dataset": d.dataset, "comparable_to_paper": comparable_to_paper(d), "scheme": scheme.name, "n_train": len(d.train[0]), "n_val": len(d.val[0]),
         "n_test": len(test), "split_protocol": params["data"]["split"], "input_size": params["model"]["input_size"],
         "epochs": int(history["epoch"].max()), "train_seconds": float(history["seconds"].sum()),
         "mse_unit": "px² of the 256x256 network input",
@@ -320,8 +339,8 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         "hparams": read_json(run.best_hparams, "02_hpsearch"), "methods": rows, "peer": peer_status,
         "detector_box": detector_status, "flip_test": flip_test, "model_file": info.training | {"lmkit": info.lmkit_version},
         "search_budget": {k: params["search"][k] for k in ("enabled", "trials", "epochs_per_trial")},
-        "skipped": {"train": d["train_split"].manifest.get("skipped", []), "test": test.manifest.get("skipped", [])},
-        "unannotated": {"train": d["train_split"].manifest.get("unannotated", []),
+        "skipped": {"train": d.train_split.manifest.get("skipped", []), "test": test.manifest.get("skipped", [])},
+        "unannotated": {"train": d.train_split.manifest.get("unannotated", []),
                         "test": test.manifest.get("unannotated", [])},
         "best": [test.names[i] for i in best], "worst": [test.names[i] for i in worst], "paper": PAPER,
     }
@@ -371,24 +390,11 @@ def detector_box_predictions(landmarker, sources: list[str], crop_boxes: np.ndar
             "seconds_per_photo": float(np.mean(seconds)), "seconds_per_face": float(np.sum(seconds)) / detected}
 
 
-def nme_by_method(predictions, norm: str = "io") -> dict[str, np.ndarray]:
-    """Per-image NMEs of every evaluated method, by display name (for CED curves)."""
-    return {name: predictions[f"{key}__nme_{norm}"] for key, name in METHODS.items()
-            if f"{key}__nme_{norm}" in predictions}
-
-
-def metrics_table(metrics: dict) -> pd.DataFrame:
-    """The summary rows, plus the study's published numbers, as a table."""
-    rows = pd.DataFrame(metrics["methods"]).T
-    rows.loc["paper (Helen, 194 points)", ["mse_mean"]] = [metrics["paper"]["test_mse"]]
-    return rows
-
-
 # ------------------------------------------------------------------ 05_figures
 def make_figures(run: RunFolder, params: dict) -> dict:
     """Every figure of the report, saved to ``figures/``; returns their paths by key."""
     d = load_data(run, params)
-    test, scheme, dataset = d["test"], d["scheme"], d["dataset"]
+    test, scheme, dataset = d.test, d.scheme, d.dataset
     p = np.load(run.predictions)
     six = np.concatenate([p["best"], p["worst"]])
     labels = [f"{'best' if k < 3 else 'worst'} {k % 3 + 1}: {test.names[i]}\n"
@@ -399,11 +405,11 @@ def make_figures(run: RunFolder, params: dict) -> dict:
     maps = saliency_maps(model, test.images[six], test.landmarks[six], size, device)
     small = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(test.images[six])).permute(0, 3, 1, 2).float(),
                                             size=size, mode="area").permute(0, 2, 3, 1).byte().numpy()
-    train_img, train_pts = d["train"]
+    train_img, train_pts = d.train
     figs = {
         "fig1_sample": F.sample_figure(train_img[0], train_pts[0], scheme,
                                        f"{dataset}\n{train_img.shape[1]}x{train_img.shape[2]} crop, {scheme.name}"),
-        "fig3_loss": F.loss_figure(pd.read_csv(run.history), dataset),
+        "fig3_loss": F.loss_figure(pd.read_csv(run.history), dataset, PAPER if comparable_to_paper(d) else None),
         "fig4_test_mse": F.mse_distribution_figure({"ResNet18": p["model__mse"], "mean shape": p["mean_shape__mse"]},
                                                    dataset),
         "fig5_best_worst": F.detections_figure(test.images[six], p["true"][six], p["model__pred"][six], labels, scheme),
@@ -442,17 +448,40 @@ def photos_figure(p, run: RunFolder, params: dict, scheme: Scheme, crop_size: in
     return F.photos_figure(shown, scheme)
 
 
-def open_run(run_dir: str, params_file: str | None, overrides: list[str] | None = None) -> tuple[RunFolder, dict]:
-    """The run folder and its params, as every notebook starts. The params are loaded from
-    ``params_file`` plus ``overrides`` and recorded in the run folder's ``params.yaml``."""
-    from . import params as P
+def project_root(start: Path | None = None) -> Path:
+    """The repository root (the folder with ``params/`` and ``notebooks/``) at or above the
+    working folder; the working folder itself when there is none."""
+    start = Path.cwd() if start is None else Path(start)
+    for folder in (start, *start.parents):
+        if (folder / "params").is_dir() and (folder / "notebooks").is_dir():
+            return folder
+    return start
 
+
+def open_run(run_dir: str, params_file: str | None, overrides: list[str] | str | None = None,
+             knobs: dict | None = None) -> tuple[RunFolder, dict]:
+    """The run folder and its params, as every notebook starts. The params are loaded from
+    ``params_file``, then ``overrides`` (a list of "key=value" strings, or one string of them
+    separated by spaces), then the notebook's ``knobs`` ({params key: value}; None leaves a key
+    as it is), and recorded in the run folder's ``params.yaml``. Relative paths are relative to
+    the repository root, so a notebook works alike from the root and from ``notebooks/``."""
+    import shlex
+
+    from . import params as P
     from .runfolder import check_not_in_use
 
-    run = RunFolder(run_dir)
+    root = project_root()
+    run = RunFolder(root / run_dir)
     check_not_in_use(run)
-    params = P.load(params_file, overrides)
-    if overrides or not run.params.exists() or run.params.resolve() != Path(params_file).resolve():
+    if isinstance(overrides, str):
+        overrides = shlex.split(overrides)
+    params_path = None if params_file is None else root / params_file
+    params = P.load(params_path, list(overrides or []))
+    changes = {k: v for k, v in (knobs or {}).items() if v is not None}
+    if changes:
+        params = P.merge(params, changes)
+    if overrides or changes or not run.params.exists() or params_path is None or \
+            run.params.resolve() != params_path.resolve():
         P.dump(params, run.params)  # what this notebook runs with is what the run folder records
     return run, params
 
@@ -503,6 +532,7 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
             info = read_json(sub.path("run.json"), "") if sub.path("run.json").exists() else {}
             train_files = [sub.history, sub.model_file]
             P.dump(vp, sub.params)
+            sub.train_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run.split, sub.split)
             write_json(hp, sub.best_hparams)
             if info.get("train") == key and info.get("outputs") == outputs_digest(train_files):
@@ -526,9 +556,9 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
             log(f"    seed {seed}: test {nme_key} {row[nme_key]:.4f}, MSE {row['mse_mean']:.2f} px², "
                 f"best val MSE {m['best_val_mse']:.2f} px², {m['train_seconds'] / 60:.1f} min")
     runs = pd.DataFrame(lines)
-    write_csv_atomic(runs, run.path("ablation", "runs.csv"))
+    write_csv(runs, run.path("ablation", "runs.csv"))
     table = ablation_table(runs, labels)
-    write_csv_atomic(table, run.path("ablation", "ablation.csv"))
+    write_csv(table, run.path("ablation", "ablation.csv"))
     d = load_data(run, params)
     fig = F.ced_figure({k: np.concatenate(v) for k, v in nmes.items()}, params["eval"]["ced_max"],
                        f"ablation on {d['dataset']} (all seeds)")

@@ -22,10 +22,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .augment import Augment, make_batch, working_copy
+from .augment import Augment, make_batch
 from .losses import landmark_loss
-from .model import REFERENCE_SIZE, build_model, predict, to_tensor
-from .runfolder import atomic_write
+from .model import REFERENCE_SIZE, build_model, predict
+from .placement import DevicePlan, place_training_set
+from .runfolder import write_csv, write_torch
 
 
 @dataclass
@@ -46,18 +47,29 @@ class TrainConfig:
     warmup: int = 0  # epochs of linear warm-up
     optimizer: str = "adam"
     compile: bool = False  # torch.compile the model (worth it on a GPU for long runs)
+    # the device plan (lmkit.placement): "auto" is what lmkit picks for the device
+    resident: str | bool = "auto"
+    prefetch: str | bool = "auto"
+    autocast: str = "auto"
+    channels_last: str | bool = "auto"
 
     @classmethod
     def from_params(cls, p: dict, device, mirror: tuple[int, ...] = (), **changes) -> "TrainConfig":
         t = p["train"]
-        aug = Augment(t["rotation"], t["crop_fraction"], tuple(t["intensity"]), t["flip"], tuple(mirror),
-                      tuple(t["scale"]), t["shift"])
-        cfg = cls(t["epochs"], t["batch_size"], t["lr"], t["weight_decay"], t["epoch_multiplier"],
-                  p["model"]["input_size"], aug, p["data"]["split"] == "paper", p["seed"], str(device),
-                  t["loss"], tuple(t["wing"]), t["schedule"], t["warmup"], t["optimizer"], p["model"]["compile"])
+        aug = Augment(rotation=t["rotation"], crop_fraction=t["crop_fraction"], intensity=tuple(t["intensity"]),
+                      flip=t["flip"], mirror=tuple(mirror), scale=tuple(t["scale"]), shift=t["shift"])
+        cfg = cls(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
+                  epoch_multiplier=t["epoch_multiplier"], input_size=p["model"]["input_size"], augment=aug,
+                  val_augmented=p["data"]["split"] == "paper", seed=p["seed"], device=str(device), loss=t["loss"],
+                  wing=tuple(t["wing"]), schedule=t["schedule"], warmup=t["warmup"], optimizer=t["optimizer"],
+                  compile=p["model"]["compile"], resident=t["resident"], prefetch=t["prefetch"],
+                  autocast=t["autocast"], channels_last=t["channels_last"])
         for k, v in changes.items():
             setattr(cfg, k, v)
         return cfg
+
+    def plan(self) -> DevicePlan:
+        return DevicePlan.choose(self.device, self.resident, self.prefetch, self.autocast, self.channels_last)
 
     def lr_at(self, epoch: int) -> float:
         """The learning rate of an epoch (1-based): after ``warmup`` epochs rising linearly to
@@ -76,9 +88,12 @@ class TrainConfig:
 
 def new_model(n_points: int, params: dict, mean_shape: np.ndarray | None, seed: int, device):
     """A freshly initialised model, seeded; the head starts at the mean shape when
-    ``model.head_init`` is ``mean_shape`` (``mean_shape`` in crop pixels)."""
-    torch.manual_seed(seed)
-    model = build_model(n_points, params["model"]["pretrained"])
+    ``model.head_init`` is ``mean_shape`` (``mean_shape`` in crop pixels). torchvision draws
+    the initial weights from torch's global generator: it is seeded inside ``fork_rng``, so the
+    caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(n_points, params["model"]["pretrained"])
     if params["model"]["head_init"] == "mean_shape":
         src = params["data"]["crop_size"]
         model.init_head(torch.as_tensor(mean_shape * (REFERENCE_SIZE / src), dtype=torch.float32))
@@ -87,11 +102,6 @@ def new_model(n_points: int, params: dict, mean_shape: np.ndarray | None, seed: 
 
 class Diverged(FloatingPointError):
     """Training produced a non-finite loss: stopped at once, the last good checkpoint kept."""
-
-
-def save_atomic(obj, path: Path) -> None:
-    with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: Path, device="cpu") -> dict:
@@ -108,7 +118,7 @@ def load_checkpoint(path: Path, device="cpu") -> dict:
     return ckpt
 
 
-RESUME_MAY_CHANGE = ("epochs", "device", "compile")  # all else must be as the checkpoint was trained
+RESUME_MAY_CHANGE = ("epochs", "device", "compile", "resident", "prefetch", "autocast", "channels_last")  # all else must be as the checkpoint was trained
 
 
 def _flat_config(cfg: dict) -> dict:
@@ -137,11 +147,11 @@ def save_checkpoint(state: dict, folder: Path, best: bool) -> None:
     """``last.pt`` (the one before it kept as ``previous.pt``) and, when best, ``best.pt``;
     each written to a temporary file and renamed, so a kill never leaves half a file."""
     if best:
-        save_atomic(state, folder / "best.pt")
+        write_torch(state, folder / "best.pt")
     last = folder / "last.pt"
     if last.exists():
         os.replace(last, folder / "previous.pt")
-    save_atomic(state, last)
+    write_torch(state, last)
 
 
 def _log_line(epoch, epochs, row, width=20):
@@ -197,16 +207,23 @@ class Batches:
                 yield batch
 
 
-def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, cfg: "TrainConfig") -> tuple[float, float]:
-    """One optimizer step; returns (training loss, MSE), both in the 256-frame unit."""
-    device = x.device
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        pred = model(x)
+def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, cfg: "TrainConfig", plan: DevicePlan | None = None,
+               scaler=None) -> tuple[float, float]:
+    """One optimizer step; returns (training loss, MSE), both in the 256-frame unit. The
+    forward runs under the plan's autocast; the loss is computed in float32."""
+    plan = plan or cfg.plan()
+    with plan.autocast_context():
+        pred = model(plan.layout(x))
     pred, target = pred.float(), y * (REFERENCE_SIZE / cfg.input_size)
     loss = landmark_loss(cfg.loss, pred, target, cfg.wing)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    if scaler is not None:  # float16: scaled gradients, steps skipped when they overflow
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
     mse = loss if cfg.loss == "mse" else F.mse_loss(pred.detach(), target)
     return loss.item(), mse.item()
 
@@ -249,97 +266,130 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
     statistics are computed per process on its share (not synchronized); running statistics
     are broadcast from rank 0 at every forward (DDP's default). Only rank 0 writes and logs.
     """
-    device = torch.device(cfg.device)
+    device, plan = torch.device(cfg.device), cfg.plan()
     rank, world = _distributed()
+    writer = rank == 0
+    if not writer:
+        log = lambda _: None  # noqa: E731
+    net, step_cfg = _wrap(model, cfg, plan, world, log)
+    optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+    opt = optimizer(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = plan.grad_scaler()
+    history = _resume(Path(out_dir), model, opt, scaler, cfg, resume, writer, log) if out_dir is not None else []
+    images, landmarks = place_training_set(train_images, train_landmarks, cfg.input_size, plan)
+    src = train_images.shape[1]
+    best = min((h["val_mse"] for h in history), default=math.inf)
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        lr = cfg.lr_at(epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        train_loss, train_mse, seen = _train_epoch(net, model, opt, scaler, images, landmarks, step_cfg, plan,
+                                                   epoch, (rank, world), src, lambda what: _diverged(what, lr, out_dir, epoch))
+        val_mse = _validate(model, val_images, val_landmarks, cfg, src)
+        if not math.isfinite(val_mse):
+            _diverged(f"the validation MSE is {val_mse} after epoch {epoch}", lr, out_dir, epoch)
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch, "train_loss": train_loss, "train_mse": train_mse, "val_mse": val_mse, "lr": lr,
+               "seconds": seconds, "images_per_s": seen / seconds}
+        if device.type == "cuda":  # the peak so far, for the GPU check
+            row["max_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        history.append(row)
+        log(_log_line(epoch, cfg.epochs, row))
+        if out_dir is not None and writer:
+            _save(Path(out_dir), model, opt, scaler, cfg, history, best=val_mse < best)
+        best = min(best, val_mse)
+        sys.stdout.flush()
+    return pd.DataFrame(history)
+
+
+def _wrap(model, cfg: TrainConfig, plan: DevicePlan, world: int, log):
+    """The network the steps run: the model in the plan's memory layout, wrapped in
+    DistributedDataParallel when there are several processes (each then trains on its share
+    of every global batch), compiled when asked. Returns it and the per-process config."""
+    if not plan.channels_last:
+        model.to(memory_format=torch.contiguous_format)
     net, step_cfg = model, cfg
     if world > 1:
         from dataclasses import replace
 
         from torch.nn.parallel import DistributedDataParallel
 
+        device = torch.device(cfg.device)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         step_cfg = replace(cfg, batch_size=cfg.batch_size // world)
         log(f"data-parallel: world size {world}, {step_cfg.batch_size} of every {cfg.batch_size} images per process")
-        if rank != 0:
-            log = lambda _: None  # noqa: E731
     if cfg.compile:
         net = torch.compile(net)
-    writer = rank == 0
-    optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-    opt = optimizer(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history: list[dict] = []
-    start = 1
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        if writer:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            for leftover in out_dir.glob(".*.tmp*"):  # a run killed while writing a checkpoint
-                leftover.unlink()
-                log(f"removed {leftover}, a half-written file left by a killed run")
-        last = out_dir / "last.pt"
-        if resume and not last.exists() and (out_dir / "previous.pt").exists():
-            last = out_dir / "previous.pt"  # killed between keeping the previous and renaming the new one
-        if resume and not last.exists():
-            raise FileNotFoundError(f"{out_dir}: train.resume is true but there is no checkpoint (last.pt or "
-                                    "previous.pt) to resume from; set train.resume: false to train from the start")
-        if resume:
-            ckpt = load_checkpoint(last, device)
-            check_resumable(ckpt.get("config", {}), cfg, last)
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            history = ckpt["history"]
-            start = ckpt["epoch"] + 1
-            log(f"resuming from {last} after epoch {ckpt['epoch']}")
-    n, src = len(train_images), train_images.shape[1]
-    # crops much larger than the input: shrink them once (as every batch would) rather than per batch
-    images, landmarks = working_copy(train_images, cfg.input_size), train_landmarks
-    if images is None:
-        images = train_images  # the memory map itself on the CPU
-    if device.type == "cuda":  # the training set lives on the GPU (uint8 at full size)
-        images, landmarks = to_tensor(images).to(device), to_tensor(train_landmarks).to(device)
-        torch.backends.cudnn.benchmark = True
-    best = min((h["val_mse"] for h in history), default=math.inf)
-    for epoch in range(start, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        order, g = epoch_order(n, cfg, epoch)
-        if world > 1:  # this process's share, its own augmentation draws
-            order, _ = shard(order, cfg.batch_size, rank, world)
-            g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 1009 + rank)
-        lr = cfg.lr_at(epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        model.train()
-        total, total_mse, seen = 0.0, 0.0, 0
-        for step, (x, y) in enumerate(Batches(images, landmarks, order, step_cfg, g, device, src_size=src), start=1):
-            loss, mse = train_step(net, opt, x, y, step_cfg)
-            if not math.isfinite(loss):
-                _diverged(f"the training loss is {loss} at epoch {epoch}, step {step}", lr, out_dir, epoch)
-            total, total_mse, seen = total + loss * len(x), total_mse + mse * len(x), seen + len(x)
-        if world > 1:  # the epoch's means over all processes
-            sums = torch.tensor([total, total_mse, seen], dtype=torch.float64)
-            torch.distributed.all_reduce(sums)
-            total, total_mse, seen = sums[0].item(), sums[1].item(), int(sums[2].item())
-            for buffer in model.buffers():  # batch-norm running statistics: rank 0's everywhere
-                torch.distributed.broadcast(buffer, 0)
-        val_pred, val_true = predict(model, val_images, cfg.input_size, cfg.batch_size, device,
-                                     cfg.augment if cfg.val_augmented else None, seed=cfg.seed,
-                                     landmarks=val_landmarks)
-        val_mse = float(np.mean((val_pred - val_true) ** 2) * (REFERENCE_SIZE / src) ** 2)
-        if not math.isfinite(val_mse):
-            _diverged(f"the validation MSE is {val_mse} after epoch {epoch}", lr, out_dir, epoch)
-        seconds = time.perf_counter() - t0
-        row = {"epoch": epoch, "train_loss": total / seen, "train_mse": total_mse / seen, "val_mse": val_mse, "lr": lr,
-               "seconds": seconds, "images_per_s": seen / seconds}
-        history.append(row)
-        log(_log_line(epoch, cfg.epochs, row))
-        if out_dir is not None and writer:
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                     "history": history, "config": asdict(cfg)}
-            save_checkpoint(state, out_dir, best=val_mse < best)
-            write_csv_atomic(pd.DataFrame(history), out_dir / "history.csv")
-        best = min(best, val_mse)
-        sys.stdout.flush()
-    return pd.DataFrame(history)
+    return net, step_cfg
+
+
+def _resume(out_dir: Path, model, opt, scaler, cfg: TrainConfig, resume: bool, writer: bool, log) -> list[dict]:
+    """Clear a killed run's debris and, with ``resume``, load its last checkpoint (checked
+    against ``cfg``) into the model, optimizer and gradient scaler. Returns the history so far."""
+    if writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in out_dir.glob(".*.tmp*"):  # a run killed while writing a checkpoint
+            leftover.unlink()
+            log(f"removed {leftover}, a half-written file left by a killed run")
+    if not resume:
+        return []
+    last = out_dir / "last.pt"
+    if not last.exists() and (out_dir / "previous.pt").exists():
+        last = out_dir / "previous.pt"  # killed between keeping the previous and renaming the new one
+    if not last.exists():
+        raise FileNotFoundError(f"{out_dir}: train.resume is true but there is no checkpoint (last.pt or "
+                                "previous.pt) to resume from; set train.resume: false to train from the start")
+    ckpt = load_checkpoint(last, torch.device(cfg.device))
+    check_resumable(ckpt.get("config", {}), cfg, last)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    if scaler is not None and "scaler" in ckpt:
+        scaler.load_state_dict(ckpt["scaler"])
+    log(f"resuming from {last} after epoch {ckpt['epoch']}")
+    return ckpt["history"]
+
+
+def _train_epoch(net, model, opt, scaler, images, landmarks, cfg: TrainConfig, plan: DevicePlan, epoch: int,
+                 rank_world: tuple[int, int], src: int, diverged) -> tuple[float, float, int]:
+    """One epoch of steps over freshly drawn, augmented batches; returns the epoch's mean
+    training loss and MSE (over all processes) and the images seen."""
+    rank, world = rank_world
+    order, g = epoch_order(len(images), cfg, epoch)
+    if world > 1:  # this process's share of every global batch, its own augmentation draws
+        order, _ = shard(order, cfg.batch_size * world, rank, world)
+        g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 1009 + rank)
+    model.train()
+    total, total_mse, seen = 0.0, 0.0, 0
+    batches = Batches(images, landmarks, order, cfg, g, torch.device(cfg.device), prefetch=plan.prefetch, src_size=src)
+    for step, (x, y) in enumerate(batches, start=1):
+        loss, mse = train_step(net, opt, x, y, cfg, plan, scaler)
+        if not math.isfinite(loss):
+            diverged(f"the training loss is {loss} at epoch {epoch}, step {step}")
+        total, total_mse, seen = total + loss * len(x), total_mse + mse * len(x), seen + len(x)
+    if world > 1:  # the epoch's means over all processes
+        sums = torch.tensor([total, total_mse, seen], dtype=torch.float64)
+        torch.distributed.all_reduce(sums)
+        total, total_mse, seen = sums[0].item(), sums[1].item(), int(sums[2].item())
+        for buffer in model.buffers():  # batch-norm running statistics: rank 0's everywhere
+            torch.distributed.broadcast(buffer, 0)
+    return total / seen, total_mse / seen, seen
+
+
+def _validate(model, val_images, val_landmarks, cfg: TrainConfig, src: int) -> float:
+    """Validation MSE in px² of the 256 frame (on augmented copies under the study's protocol)."""
+    pred, true = predict(model, val_images, cfg.input_size, cfg.batch_size, torch.device(cfg.device),
+                         cfg.augment if cfg.val_augmented else None, seed=cfg.seed, landmarks=val_landmarks)
+    return float(np.mean((pred - true) ** 2) * (REFERENCE_SIZE / src) ** 2)
+
+
+def _save(out_dir: Path, model, opt, scaler, cfg: TrainConfig, history: list[dict], best: bool) -> None:
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": history[-1]["epoch"],
+             "history": history, "config": asdict(cfg)}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    save_checkpoint(state, out_dir, best=best)
+    write_csv(pd.DataFrame(history), out_dir / "history.csv")
 
 
 def _diverged(what: str, lr: float, out_dir: Path | None, epoch: int):
@@ -348,8 +398,3 @@ def _diverged(what: str, lr: float, out_dir: Path | None, epoch: int):
         kept = f"; the last good checkpoint, {Path(out_dir) / 'last.pt'} (epoch {epoch - 1}), is kept"
     raise Diverged(f"training diverged: {what} (learning rate {lr:.2e}){kept}. Lower train.lr "
                    "(or search.lr_range), or change the loss or schedule")
-
-
-def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    with atomic_write(path) as tmp:
-        df.to_csv(tmp, index=False)

@@ -16,14 +16,15 @@ CHANGES = {"data.synthetic_train": 24, "data.synthetic_test": 4, "model.input_si
            "train.lr": 1e-3, "train.weight_decay": 1e-4}
 
 
-def golden_run(tmp: Path) -> dict:
+def golden_run(tmp: Path, changes: dict | None = None) -> dict:
+    """The recorded run; ``changes`` (params) for a variant of it, e.g. another device plan."""
     from lmkit import metrics as M
     from lmkit import params as P
     from lmkit.prepare import prepare, split_train_val
     from lmkit.schemes import HELEN194
     from lmkit.train import TrainConfig, fit, new_model
 
-    p = P.load(None, CHANGES)
+    p = P.load(None, CHANGES | (changes or {}))
     tr = prepare(p["data"], 0, tmp, lambda _: None)["train"]
     s = split_train_val(len(tr), 0.25, 0)
     train = (tr.images[s["train"]], tr.landmarks[s["train"]])

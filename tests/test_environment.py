@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONDA_TO_PIP = {"pytorch": "torch", "dlib": "dlib-bin"}
+CONDA_TO_PIP = {"pytorch": "torch", "dlib": "dlib-bin", "psycopg2": "psycopg2-binary"}
 
 
 def _name(spec: str) -> str:

@@ -11,9 +11,56 @@ from tests.conftest import TINY
 OVERRIDES = [f"{k}={v}" for k, v in TINY.items()]
 
 
+CONSOLE: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    return run_chain("params/quick.yaml", OVERRIDES, str(tmp_path_factory.mktemp("run") / "tiny"), log=lambda _: None)
+    return run_chain("params/quick.yaml", OVERRIDES, str(tmp_path_factory.mktemp("run") / "tiny"), log=CONSOLE.append)
+
+
+def test_the_console_shows_each_notebooks_progress_as_it_happens(tiny_run):
+    epochs = [line for line in CONSOLE if "] epoch" in line]
+    assert len(epochs) == TINY["train.epochs"]
+    trials = [line for line in CONSOLE if line.strip().startswith("trial ")]
+    assert len(trials) == TINY["search.trials"]
+    # in order: the training lines come after "03_train ..." and before "03_train done"
+    start, end = CONSOLE.index("03_train ..."), next(i for i, x in enumerate(CONSOLE) if x.startswith("03_train done"))
+    assert all(start < CONSOLE.index(line) < end for line in epochs)
+    assert len(CONSOLE) < 60  # progress, not the notebooks' whole output
+
+
+def test_the_index_page_shows_params_links_caveats_and_how_to_reproduce(tiny_run):
+    import re
+
+    index = tiny_run.index.read_text()
+    for href in ("params.yaml", "train/history.csv", "eval/metrics.json", "train/model.pt"):
+        assert f"href='{href}'" in index
+    for name in NOTEBOOKS:
+        assert f"href='notebooks/{name}.html'" in index
+    assert "Reproduce this run" in index and f"lmkit run {tiny_run.root / 'params.yaml'}" in index
+    assert "About dlib's rows" in index and "optimistic" in index
+    assert "seed: 0" in index  # the params themselves
+    assert not re.search(r"\b1 (epochs|trials)\b", index)
+    page = (tiny_run.root / "notebooks" / "03_train.html").read_text()
+    assert "href='../index.html'" in page and "href='04_evaluate.html'" in page
+
+
+def test_a_model_worse_than_the_mean_shape_is_flagged(tiny_run, tmp_path):
+    import shutil
+
+    from lmkit.report import write_index
+    from lmkit.runfolder import RunFolder
+
+    copy = RunFolder(tmp_path / "copy")
+    shutil.copytree(tiny_run.root, copy.root, ignore=shutil.ignore_patterns("*.npy", "*.pt"))
+    m = json.loads(copy.metrics.read_text())
+    base = m["methods"]["mean shape (baseline)"]["nme_io_mean"]
+    m["methods"]["ResNet18 (this run)"]["nme_io_mean"] = base * 1.5
+    copy.metrics.write_text(json.dumps(m))
+    write_index(copy)
+    assert "no better than the mean shape" in copy.index.read_text()
+    assert "no better than the mean shape" not in tiny_run.index.read_text()
 
 
 def test_the_report_opens_in_a_real_browser(tiny_run):

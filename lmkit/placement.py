@@ -1,0 +1,87 @@
+"""Where and how training runs on its device: the device plan and the training set's place.
+
+Each choice is a params key whose ``auto`` is what lmkit picks for the device; each can be
+forced, so the GPU path (resident set, prefetch thread, bfloat16) also runs, and is tested, on
+a CPU:
+
+    train.resident       the training set as one uint8 tensor on the device
+                         (auto: on CUDA; on the CPU a memory map, or a shrunk working copy)
+    train.prefetch       batches gathered and augmented in a background thread (auto: on CUDA)
+    train.autocast       none, bfloat16, or float16 with a gradient scaler (auto: bfloat16 on CUDA)
+    train.channels_last  NHWC memory layout for model and batches (auto: on)
+
+The weights stay float32 under autocast, so checkpoints resume with any plan. What only a
+GPU has (cuDNN autotuning, NCCL) is in the two small functions at the end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .augment import working_copy
+from .model import to_tensor
+
+AUTOCAST = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    device: torch.device
+    resident: bool
+    prefetch: bool
+    autocast: str
+    channels_last: bool
+
+    @classmethod
+    def choose(cls, device, resident="auto", prefetch="auto", autocast="auto", channels_last="auto") -> "DevicePlan":
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+        if autocast not in ("auto", *AUTOCAST):
+            raise ValueError(f"train.autocast: auto, {', '.join(AUTOCAST)}; got {autocast!r}")
+
+        def pick(value, auto: bool) -> bool:
+            return auto if value == "auto" else bool(value)
+
+        return cls(device, pick(resident, cuda), pick(prefetch, cuda),
+                   ("bfloat16" if cuda else "none") if autocast == "auto" else autocast, pick(channels_last, True))
+
+    def autocast_context(self):
+        dtype = AUTOCAST[self.autocast]
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+    def grad_scaler(self):
+        """float16 needs its gradients scaled (they underflow); bfloat16 and float32 do not."""
+        return torch.amp.GradScaler(self.device.type) if self.autocast == "float16" else None
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def describe(self) -> str:
+        where = "resident on the device" if self.resident else "read from memory"
+        return (f"{self.device}: training set {where}, prefetch {'on' if self.prefetch else 'off'}, "
+                f"autocast {self.autocast}, channels_last {'on' if self.channels_last else 'off'}")
+
+
+def place_training_set(images, landmarks, input_size: int, plan: DevicePlan):
+    """The training images and landmarks where the plan keeps them. Crops much larger than the
+    input are shrunk once (as every batch would shrink them); with ``plan.resident`` both go to
+    the device as tensors (uint8 images), else the images stay a memory map or working copy."""
+    working = working_copy(images, input_size)
+    images = images if working is None else working
+    if plan.resident:
+        images = images if isinstance(images, torch.Tensor) else to_tensor(images)
+        return images.to(plan.device), to_tensor(landmarks).to(plan.device)
+    return images, landmarks
+
+
+def cuda_switches(device) -> None:
+    """Process-wide switches for a CUDA device: cuDNN autotuning (the batch shape is fixed).
+    Called by the entry points (the training step, the benchmarks), never on a CPU."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def process_group_backend(cuda: bool) -> str:
+    """NCCL between GPUs, gloo on CPUs."""
+    return "nccl" if cuda else "gloo"
