@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import optuna
+import sqlalchemy
 import pandas as pd
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
@@ -70,7 +71,15 @@ def open_study(storage: str, study_name: str, seed: int) -> optuna.Study:
             retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)}
         else:
             retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=3)}
-        rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **retry)
+        for attempt in range(5):  # workers starting together race to create the schema: the loser retries
+            try:
+                rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                                 **retry)
+                break
+            except sqlalchemy.exc.DBAPIError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + attempt)
     return optuna.create_study(study_name=study_name, storage=rdb, direction="minimize",
                                sampler=TrialSeededRandomSampler(seed=seed), load_if_exists=True)
 

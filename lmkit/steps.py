@@ -177,7 +177,7 @@ def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
         log(f"{cfg.plan().describe()}; loss {cfg.loss}, {cfg.optimizer}, schedule {cfg.schedule} (warm-up {cfg.warmup}), "
             f"flip {cfg.augment.flip}, box jitter scale {cfg.augment.scale} shift {cfg.augment.shift}; "
             f"lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
-            f"{len(d['train'][0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
+            f"{len(d.train[0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
         history = fit(model, *d.train, *d.val, cfg, out_dir=run.train_dir, resume=params["train"]["resume"],
                       log=log)
         if torch.distributed.is_initialized():
@@ -561,7 +561,7 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     write_csv(table, run.path("ablation", "ablation.csv"))
     d = load_data(run, params)
     fig = F.ced_figure({k: np.concatenate(v) for k, v in nmes.items()}, params["eval"]["ced_max"],
-                       f"ablation on {d['dataset']} (all seeds)")
+                       f"ablation on {d.dataset} (all seeds)")
     F.save(fig, run.figure("ablation_ced"))
     F.plt.close(fig)
     return table
