@@ -69,7 +69,8 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     try:
-        run = run_chain("params/paper.yaml", chain_overrides(gpu, args.fraction), args.out, force=True)
+        paper = Path(__file__).resolve().parents[1] / "params" / "paper.yaml"
+        run = run_chain(str(paper), chain_overrides(gpu, args.fraction), args.out, force=True)
         info = json.loads(run.path("run.json").read_text())
         summary["minutes"] = {k: round(v / 60, 2) for k, v in info["timings_s"].items()}
         history = pd.read_csv(run.history)
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
     if "peak_gpu_memory_gib" in summary:
         print(f"  peak GPU memory in training: {summary['peak_gpu_memory_gib']:.2f} GiB")
     if "ratio_b_over_a" in summary:
-        print(f"  (b)/(a) at 256x256: {summary['ratio_b_over_a']:.3f}")
+        print(f"  (b)/(a) at {'256x256' if gpu else '64x64'}: {summary['ratio_b_over_a']:.3f}")
     if gpu and args.fraction == 1.0:
         print(f"  targets: chain under {TARGET_MINUTES:.0f} min: "
               f"{'met' if summary['chain_minutes'] < TARGET_MINUTES else 'MISSED'}; (b)/(a) at least {TARGET_RATIO}: "

@@ -119,7 +119,8 @@ def provenance(params: dict) -> dict:
 def stage_outputs(run: RunFolder, params: dict, name: str) -> list[Path]:
     """The files a notebook writes; reused only while they are still what it wrote."""
     cache = run.cache_dir(params)
-    figures = sorted(run.root.joinpath("figures").glob("*.png")) if name == "05_figures" else []
+    figures = sorted(p for p in run.root.joinpath("figures").glob("*.png") if p.stem != "ablation_ced") \
+        if name == "05_figures" else []  # the ablation's figure is 06's
     return {"01_prepare": [run.split, cache / "train" / "manifest.json", cache / "test" / "manifest.json"],
             "02_hpsearch": [run.best_hparams], "03_train": [run.history, run.model_file],
             "04_evaluate": [run.metrics, run.predictions], "05_figures": figures,

@@ -2,6 +2,8 @@
 thread and bfloat16 autocast, all forced on the CPU, train like the float32 golden run; a model
 trained so evaluates, explains (saliency) and resumes in float32. What only a GPU has (cuDNN
 autotuning, NCCL) is reached with fakes."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,18 @@ def test_a_torchrun_worker_on_a_gpu_machine_uses_nccl_and_its_local_gpu(tmp_path
     monkeypatch.setattr(steps, "train", lambda run, params, log: seen.setdefault("device", params["train"]["device"]))
     assert distributed.main([str(run.root)]) == 0
     assert seen == {"gpu": 1, "backend": "nccl", "device": "cuda:1"}
+
+
+def test_the_gpu_check_runs_on_a_cpu_labelled_as_such(tmp_path, capsys):
+    """benchmarks.gpu_check end to end without a GPU: the small CPU-sized check of the path."""
+    from benchmarks import gpu_check
+
+    assert gpu_check.main(["--out", str(tmp_path / "check")]) == 0
+    out = capsys.readouterr().out
+    assert "NO GPU: a small CPU-sized check" in out and "the targets are for a GPU" in out
+    summary = json.loads((tmp_path / "check" / "gpu_check.json").read_text())
+    assert summary["gpu"] is False and summary["failed"] == []
+    assert set(summary["minutes"]) == {"01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures"}
+    assert summary["ratio_b_over_a"] > 0 and np.isfinite(summary["test_mse_px2"])
+    params = P.load(tmp_path / "check" / "params.yaml")
+    assert params["data"]["source"] == "synthetic" and params["model"]["input_size"] == 64
