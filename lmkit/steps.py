@@ -22,7 +22,7 @@ from .runfolder import RunFolder, atomic_write, read_json, write_csv, write_json
 from .saliency import saliency_maps
 from .schemes import Scheme, check_mirror, scheme_for_points
 from .search import default_storage, run_search, search_outcome, trials_table
-from .train import TrainConfig, fit, load_checkpoint, new_model
+from .train import TrainConfig, fit, load_checkpoint, model_options, new_model
 
 def comparable_to_paper(d_or_run, params: dict | None = None) -> bool:
     """The study's numbers are comparable only on Helen's own 194-point data."""
@@ -141,7 +141,7 @@ def _search(run: RunFolder, params: dict, log, single_worker: bool):
     check_flips(params, d.scheme, mean)
 
     def objective(lr: float, wd: float) -> float:
-        model = new_model(mean.shape[0], params, mean, params["seed"], device)
+        model = new_model(mean.shape[0], mean, params["seed"], device, **model_options(params))
         cfg = TrainConfig.from_params(params, device, d.scheme.mirror, lr=lr, weight_decay=wd,
                                       epochs=s["epochs_per_trial"])
         return float(fit(model, *d.train, *d.val, cfg, log=lambda _: None)["val_mse"].min())
@@ -171,7 +171,7 @@ def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
         device = pick_device(params["train"]["device"])
         mean = M.mean_shape(d.train[1])
         check_flips(params, d.scheme, mean)
-        model = new_model(mean.shape[0], params, mean, params["seed"], device)
+        model = new_model(mean.shape[0], mean, params["seed"], device, **model_options(params))
         cfg = TrainConfig.from_params(params, device, d.scheme.mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
         cuda_switches(device)
         log(f"{cfg.plan().describe()}; loss {cfg.loss}, {cfg.optimizer}, schedule {cfg.schedule} (warm-up {cfg.warmup}), "

@@ -86,17 +86,17 @@ class TrainConfig:
         raise ValueError(f"train.schedule: unknown schedule {self.schedule!r} (none, cosine, step)")
 
 
-def new_model(n_points: int, params: dict, mean_shape: np.ndarray | None, seed: int, device):
+def new_model(n_points: int, mean_shape: np.ndarray | None, seed: int, device, pretrained: bool = False,
+              head_init: str = "default", crop_size: int = 300):
     """A freshly initialised model, seeded; the head starts at the mean shape when
-    ``model.head_init`` is ``mean_shape`` (``mean_shape`` in crop pixels). torchvision draws
+    ``head_init`` is ``mean_shape`` (``mean_shape`` in pixels of ``crop_size`` crops). torchvision draws
     the initial weights from torch's global generator: it is seeded inside ``fork_rng``, so the
     caller's random state is left as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(n_points, params["model"]["pretrained"])
-    if params["model"]["head_init"] == "mean_shape":
-        src = params["data"]["crop_size"]
-        model.init_head(torch.as_tensor(mean_shape * (REFERENCE_SIZE / src), dtype=torch.float32))
+        model = build_model(n_points, pretrained)
+    if head_init == "mean_shape":
+        model.init_head(torch.as_tensor(mean_shape * (REFERENCE_SIZE / crop_size), dtype=torch.float32))
     return model.to(device)
 
 
@@ -128,6 +128,12 @@ def _flat_config(cfg: dict) -> dict:
     for k, v in json.loads(json.dumps(cfg, default=list)).items():
         flat.update({f"{k}.{a}": b for a, b in v.items()} if isinstance(v, dict) else {k: v})
     return flat
+
+
+def model_options(params: dict) -> dict:
+    """``new_model``'s options from a run's params."""
+    return {"pretrained": params["model"]["pretrained"], "head_init": params["model"]["head_init"],
+            "crop_size": params["data"]["crop_size"]}
 
 
 def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:

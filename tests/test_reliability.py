@@ -90,22 +90,22 @@ def test_a_second_chain_on_the_same_folder_is_refused_and_a_killed_holder_taken_
 
 
 def test_resume_with_other_settings_is_refused_naming_each_key(tmp_path):
-    from lmkit.train import TrainConfig, fit, new_model
+    from lmkit.train import TrainConfig, fit, model_options, new_model
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (12, 64, 64, 3), dtype=np.uint8)
     pts = rng.uniform(10, 50, (12, 194, 2)).astype(np.float32)
     p = P.load(None, {"model.input_size": 32, "train.batch_size": 4, "train.epoch_multiplier": 1})
     cfg = TrainConfig.from_params(p, "cpu", epochs=1)
-    fit(new_model(194, p, None, 0, "cpu"), images[:8], pts[:8], images[8:], pts[8:], cfg, out_dir=tmp_path,
+    fit(new_model(194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], cfg, out_dir=tmp_path,
         log=lambda _: None)
     other = TrainConfig.from_params(P.merge(p, {"model.input_size": 48, "seed": 1}), "cpu", epochs=2)
     with pytest.raises(ValueError, match=r"cannot resume.*input_size: 32 in the checkpoint, 48 now; seed: 0 in the "
                                          r"checkpoint, 1 now"):
-        fit(new_model(194, p, None, 0, "cpu"), images[:8], pts[:8], images[8:], pts[8:], other, out_dir=tmp_path,
+        fit(new_model(194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], other, out_dir=tmp_path,
             resume=True, log=lambda _: None)
     more = TrainConfig.from_params(p, "cpu", epochs=2)  # only the epochs changed: fine
-    hist = fit(new_model(194, p, None, 0, "cpu"), images[:8], pts[:8], images[8:], pts[8:], more, out_dir=tmp_path,
+    hist = fit(new_model(194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], more, out_dir=tmp_path,
                resume=True, log=lambda _: None)
     assert list(hist["epoch"]) == [1, 2]
 

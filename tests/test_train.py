@@ -5,7 +5,7 @@ import torch
 
 from lmkit import metrics as M
 from lmkit.prepare import prepare, split_train_val
-from lmkit.train import TrainConfig, fit, load_checkpoint, new_model
+from lmkit.train import TrainConfig, fit, load_checkpoint, model_options, new_model
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def data(tmp_path_factory):
 
 
 def _model(p, train):
-    return new_model(194, p, M.mean_shape(train[1]), 0, "cpu")
+    return new_model(194, M.mean_shape(train[1]), 0, "cpu", **model_options(p))
 
 
 def test_short_training_lowers_the_loss(data):
