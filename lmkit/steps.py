@@ -523,6 +523,7 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     for file in ablation_variants(params):
         changes = P.read_changes(file)
         label = changes.pop("name", file.stem)
+        labels[label] = ", ".join(f"{k}={v}" for k, v in P.read_changes(file, own=True).items() if k != "name") or "-"
         slug = re.sub(r"[^a-z0-9]+", "-", file.stem.lower()).strip("-")
         log(f"--- {label} ({file.name})")
         for seed in a["seeds"]:
@@ -551,8 +552,6 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
             lines.append({"variant": label, "file": file.name, "seed": seed, **row, "best_val_mse": m["best_val_mse"],
                           "train_minutes": m["train_seconds"] / 60})
             nmes.setdefault(label, []).append(np.load(sub.predictions)["model__nme_io"])
-            labels[label] = ", ".join(f"{k}={v}" for k, v in P.read_changes(file, own=True).items()
-                                      if k != "name") or "-"
             log(f"    seed {seed}: test {nme_key} {row[nme_key]:.4f}, MSE {row['mse_mean']:.2f} px², "
                 f"best val MSE {m['best_val_mse']:.2f} px², {m['train_seconds'] / 60:.1f} min")
     runs = pd.DataFrame(lines)
