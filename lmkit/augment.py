@@ -22,8 +22,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Augment:
     """The study's augmentation: rotation up to +-``rotation`` degrees, a random crop of
     ``crop_fraction`` of the input scaled back (245/256 in the study), intensity x U(lo, hi);
-    and, beyond the study, horizontal flips and box jitter (``scale``, ``shift``), which
-    trains the model for the boxes a face detector gives rather than the annotations' box."""
+    and, beyond the study, horizontal flips and box jitter (``scale``, ``shift``, ``edges``),
+    which trains the model for the boxes a face detector gives rather than the annotations' box."""
     rotation: float = 20.0
     crop_fraction: float = 245 / 256
     intensity: tuple[float, float] = (0.5, 1.5)
@@ -31,6 +31,9 @@ class Augment:
     mirror: tuple[int, ...] = ()
     scale: tuple[float, float] = (1.0, 1.0)  # box jitter: the crop's side x U(lo, hi) (> 1 zooms out)
     shift: float = 0.0  # box jitter: the crop moves by U(-shift, shift) x the input side, in x and y
+    # box jitter per edge (left, top, right, bottom): each edge moves on its own by N(0, sigma)
+    # x the input side, clipped at 2 sigma, as a calibrated detector box does (detector.BoxCalibration.crop_sigma)
+    edges: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
     @property
     def jitter(self) -> bool:
@@ -60,6 +63,12 @@ def random_warps(batch: int, src_size: int, out_size: int, aug: Augment, generat
         # keep the jittered crop centred where the plain crop was, then move it
         offset = offset + (c - fraction[:, None] * out_size) / 2
         offset = offset + (torch.rand(batch, 2, generator=generator, dtype=torch.float64) * 2 - 1) * aug.shift * out_size
+    if any(aug.edges):  # each edge on its own: the crop's width and height change apart
+        sigma = torch.tensor(aug.edges, dtype=torch.float64)
+        moves = torch.randn(batch, 4, generator=generator, dtype=torch.float64).clamp_(-2, 2) * sigma * out_size
+        far = offset + fraction[:, None] * out_size + moves[:, 2:]  # right and bottom edges
+        offset = offset + moves[:, :2]
+        fraction = (far - offset) / out_size  # (B, 2): x and y
     return compose_warps(angle, offset, fraction, src_size, out_size, flip).to(device), flip.to(device)
 
 
@@ -67,7 +76,7 @@ def compose_warps(angle: torch.Tensor, offset: torch.Tensor, crop_fraction: floa
                   out_size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
     """Output pixel p -> (mirror: x -> S - x) -> crop: q = offset + p * crop_fraction ->
     rotate about the centre -> resize: s = r * src_size / out_size. Returns (B, 3, 3) float64.
-    ``crop_fraction`` is one number or one per image."""
+    ``crop_fraction`` is one number, one per image (B,), or one per image and axis (B, 2)."""
     b = angle.shape[0]
     eye = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
     mirror = eye.clone()
@@ -75,7 +84,10 @@ def compose_warps(angle: torch.Tensor, offset: torch.Tensor, crop_fraction: floa
         mirror[flip, 0, 0] = -1.0
         mirror[flip, 0, 2] = float(out_size)
     crop = eye.clone()
-    crop[:, 0, 0] = crop[:, 1, 1] = torch.as_tensor(crop_fraction, dtype=torch.float64)
+    fraction = torch.as_tensor(crop_fraction, dtype=torch.float64)
+    if fraction.dim() < 2:
+        fraction = fraction.reshape(-1, 1).expand(b, 2)
+    crop[:, 0, 0], crop[:, 1, 1] = fraction[:, 0], fraction[:, 1]
     crop[:, :2, 2] = offset
     h = out_size / 2
     cos, sin = torch.cos(angle), torch.sin(angle)

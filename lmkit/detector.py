@@ -97,6 +97,13 @@ class BoxCalibration:
         u = np.asarray(self.box)
         return np.stack([det[:, 0] + u[0] * w, det[:, 1] + u[1] * h, det[:, 0] + u[2] * w, det[:, 1] + u[3] * h], 1)
 
+    def crop_sigma(self) -> tuple[float, float, float, float]:
+        """How far each edge of a calibrated crop strays from the annotation crop's edge: a
+        robust standard deviation (1.4826 x the median absolute deviation) in units of the
+        crop's side (left, top, right, bottom). The values for ``train.edges``."""
+        w, h = self.box[2] - self.box[0], self.box[3] - self.box[1]
+        return tuple(float(1.4826 * s / side) for s, side in zip(self.spread, (w, h, w, h)))
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -45,6 +45,7 @@ DEFAULTS: dict = {
         "flip": 0.0,
         "scale": [1.0, 1.0],
         "shift": 0.0,
+        "edges": [0.0, 0.0, 0.0, 0.0],
         "loss": "mse",
         "wing": [10.0, 2.0],
         "schedule": "none",
@@ -101,6 +102,7 @@ DOCS: dict = {
     "train.flip": "probability of a horizontal flip, landmarks renumbered by the scheme's mirror map (study: 0)",
     "train.scale": "box jitter: the crop's side is multiplied by U(low, high) (> 1 zooms out), so the model copes with a face detector's box (study: [1, 1], none)",
     "train.shift": "box jitter: the crop moves by up to +- this fraction of its side in x and y (study: 0)",
+    "train.edges": "box jitter per edge [left, top, right, bottom]: each edge of the crop moves on its own by N(0, sigma) x its side, clipped at 2 sigma, as a calibrated face detector's box does (study: none)",
     "train.loss": "training loss: mse (study), l1 or wing; validation and test are always reported as MSE",
     "train.wing": "Wing loss [width, curvature] in pixels of the 256x256 frame (Feng et al. 2018: [10, 2])",
     "train.schedule": "learning-rate schedule: none (study), cosine (to zero over train.epochs) or step (x0.1 at 50% and 75%)",
@@ -262,6 +264,10 @@ def _check(flat: dict) -> None:
                           f"got {flat['train.warmup']}")
     if not 0 <= flat["train.shift"] < 0.5:
         raise ParamsError(f"train.shift: a fraction of the crop in [0, 0.5), got {flat['train.shift']}")
+    edges = flat["train.edges"]
+    if not isinstance(edges, list) or len(edges) != 4 or any(not 0 <= v < 0.25 for v in edges):
+        raise ParamsError(f"train.edges: four fractions of the crop (left, top, right, bottom), each in [0, 0.25), "
+                          f"got {edges}")
     if min(flat["train.wing"]) <= 0:
         raise ParamsError(f"train.wing: width and curvature must be positive, got {flat['train.wing']}")
     if not flat["ablation.seeds"] or any(not ok_int(v) for v in flat["ablation.seeds"]):

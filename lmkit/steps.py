@@ -175,7 +175,8 @@ def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
         cfg = TrainConfig.from_params(params, device, d.scheme.mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
         cuda_switches(device)
         log(f"{cfg.plan().describe()}; loss {cfg.loss}, {cfg.optimizer}, schedule {cfg.schedule} (warm-up {cfg.warmup}), "
-            f"flip {cfg.augment.flip}, box jitter scale {cfg.augment.scale} shift {cfg.augment.shift}; "
+            f"flip {cfg.augment.flip}, box jitter scale {cfg.augment.scale} shift {cfg.augment.shift} "
+            f"edges {cfg.augment.edges}; "
             f"lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
             f"{len(d.train[0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
         history = fit(model, *d.train, *d.val, cfg, out_dir=run.train_dir, resume=params["train"]["resume"],
@@ -220,7 +221,7 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
         flip_test=params["eval"]["flip_test"], lmkit_version=lmkit.__version__,
         training={"epoch": int(ckpt["epoch"]), "epochs": int(hist["epoch"].max()), "val_mse": float(hist["val_mse"].min()),
                   "lr": hp["lr"], "weight_decay": hp["weight_decay"], "seed": params["seed"],
-                  **{k: t[k] for k in ("loss", "optimizer", "schedule", "warmup", "flip", "scale", "shift", "rotation",
+                  **{k: t[k] for k in ("loss", "optimizer", "schedule", "warmup", "flip", "scale", "shift", "edges", "rotation",
                                        "crop_fraction", "intensity", "epoch_multiplier", "batch_size")}})
     path = save_model_file(model, info, run.model_file)
     log(f"model file {path} ({path.stat().st_size / 1e6:.1f} MB, best epoch {info.training['epoch']}); {why}")

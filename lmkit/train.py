@@ -57,7 +57,8 @@ class TrainConfig:
     def from_params(cls, p: dict, device, mirror: tuple[int, ...] = (), **changes) -> "TrainConfig":
         t = p["train"]
         aug = Augment(rotation=t["rotation"], crop_fraction=t["crop_fraction"], intensity=tuple(t["intensity"]),
-                      flip=t["flip"], mirror=tuple(mirror), scale=tuple(t["scale"]), shift=t["shift"])
+                      flip=t["flip"], mirror=tuple(mirror), scale=tuple(t["scale"]), shift=t["shift"],
+                      edges=tuple(t["edges"]))
         cfg = cls(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
                   epoch_multiplier=t["epoch_multiplier"], input_size=p["model"]["input_size"], augment=aug,
                   val_augmented=p["data"]["split"] == "paper", seed=p["seed"], device=str(device), loss=t["loss"],

@@ -70,3 +70,27 @@ def test_flipped_batches_renumber_points_by_the_mirror_map():
     torch.testing.assert_close(y[0], torch.tensor([[300 - 230.0, 80.0], [300 - 60.0, 70.0]]), atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="mirror map"):
         make_batch(images, pts, 300, Augment(flip=1.0), torch.Generator().manual_seed(0))
+
+
+def test_edge_jitter_moves_each_edge_of_the_crop_on_its_own():
+    """train.edges: the left edge strays, the other three stay put, and pixels and landmarks
+    still move together (the crop is stretched, as a detector's box resized to a square is)."""
+    g = torch.Generator().manual_seed(0)
+    aug = Augment(rotation=0, crop_fraction=1.0, intensity=(1, 1), edges=(0.1, 0.0, 0.0, 0.0))
+    m = random_warps(2000, 300, 100, aug, g)[0]
+    corners = torch.tensor([[0.0, 0.0, 1.0], [100.0, 100.0, 1.0]], dtype=torch.float64)
+    src = torch.einsum("bij,kj->bki", m, corners)[..., :2] / 300  # crop edges in units of the source
+    left, top, right, bottom = src[:, 0, 0], src[:, 0, 1], src[:, 1, 0], src[:, 1, 1]
+    assert 0.09 < float(left.std()) < 0.1  # N(0, 0.1) clamped at 2 sigma: 0.096
+    assert float(left.abs().max()) <= 0.2 + 1e-9
+    for edge, where in ((top, 0.0), (right, 1.0), (bottom, 1.0)):
+        assert torch.allclose(edge, torch.full_like(edge, where))
+    images, pts = _batch()
+    aug = Augment(rotation=15, crop_fraction=245 / 256, edges=(0.1, 0.07, 0.11, 0.045))
+    m = random_warps(4, 300, 128, aug, torch.Generator().manual_seed(3))[0]
+    assert not torch.allclose(m[:, 0, 0].abs() + m[:, 0, 1].abs(), m[:, 1, 1].abs() + m[:, 1, 0].abs())  # x, y apart
+    out, moved = warp(images, pts, m, 128)
+    for b in range(4):
+        for p in moved[b].numpy():
+            if 5 < p.min() and p.max() < 123:
+                assert np.abs(find_dot(out[b, 0].numpy(), p, radius=5) - p).max() < 0.4
