@@ -14,6 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .params import DEFAULTS
+
+_STUDY = DEFAULTS["train"]  # the defaults are the params schema's, written once there
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -24,9 +28,9 @@ class Augment:
     ``crop_fraction`` of the input scaled back (245/256 in the study), intensity x U(lo, hi);
     and, beyond the study, horizontal flips and box jitter (``scale``, ``shift``, ``edges``),
     which trains the model for the boxes a face detector gives rather than the annotations' box."""
-    rotation: float = 20.0
-    crop_fraction: float = 245 / 256
-    intensity: tuple[float, float] = (0.5, 1.5)
+    rotation: float = _STUDY["rotation"]
+    crop_fraction: float = _STUDY["crop_fraction"]
+    intensity: tuple[float, float] = tuple(_STUDY["intensity"])
     flip: float = 0.0  # probability of a horizontal flip (needs the scheme's mirror map)
     mirror: tuple[int, ...] = ()
     scale: tuple[float, float] = (1.0, 1.0)  # box jitter: the crop's side x U(lo, hi) (> 1 zooms out)

@@ -13,16 +13,20 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .params import DEFAULTS
+
+WING = tuple(DEFAULTS["train"]["wing"])  # width and curvature, pixels of the 256x256 frame (Feng et al.: 10, 2)
+
 LOSSES = ("mse", "l1", "wing")
 
 
-def wing_loss(pred: torch.Tensor, target: torch.Tensor, width: float = 10.0, curvature: float = 2.0) -> torch.Tensor:
+def wing_loss(pred: torch.Tensor, target: torch.Tensor, width: float = WING[0], curvature: float = WING[1]) -> torch.Tensor:
     x = (pred - target).abs()
     c = width - width * math.log(1 + width / curvature)
     return torch.where(x < width, width * torch.log1p(x / curvature), x - c).mean()
 
 
-def landmark_loss(name: str, pred: torch.Tensor, target: torch.Tensor, wing=(10.0, 2.0)) -> torch.Tensor:
+def landmark_loss(name: str, pred: torch.Tensor, target: torch.Tensor, wing=WING) -> torch.Tensor:
     if name == "mse":
         return F.mse_loss(pred, target)
     if name == "l1":

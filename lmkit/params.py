@@ -1,9 +1,12 @@
-"""Params: the built-in defaults, loading a YAML file, ``-p key=value`` overrides, validation.
+"""Params: one typed schema (every key once: type, default, range, doc), loading a YAML file,
+``-p key=value`` overrides, validation.
 
-Every key is documented in ``DOCS`` (and in the README). A params file only lists what it
-changes, from the defaults or from the file its ``base:`` key names. Relative paths in a file are relative to that file's folder; in an override,
-relative to the current folder. Loading refuses unknown keys (with a did-you-mean) and
-wrong types before anything runs.
+``Params`` below is the only description of the keys: the defaults (``DEFAULTS``), the docs
+(``DOCS``), validation and the README's table (``python -m lmkit.params --readme``) all come
+from it. A params file only lists what it changes, from the defaults or from the file its
+``base:`` key names. Relative paths in a file are relative to that file's folder; in an
+override, relative to the current folder. Loading refuses unknown keys (with a
+did-you-mean), wrong types and out-of-range values before anything runs.
 """
 from __future__ import annotations
 
@@ -12,126 +15,226 @@ import difflib
 import os
 import re
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
-DEFAULTS: dict = {
-    "name": "quick",
-    "seed": 0,
-    "data": {
-        "source": "synthetic",
-        "root": None,
-        "extra_train": [],
-        "synthetic_train": 800,
-        "synthetic_test": 200,
-        "crop_size": 300,
-        "forehead": 1 / 3,
-        "padding": 0.05,
-        "val_fraction": 0.2,
-        "split": "clean",
-        "cache_dir": None,
-        "on_bad_sample": "error",
-    },
-    "model": {"input_size": 256, "pretrained": False, "head_init": "default", "compile": False},
-    "train": {
-        "epochs": 100,
-        "batch_size": 64,
-        "lr": 1e-3,
-        "weight_decay": 1e-4,
-        "epoch_multiplier": 4,
-        "rotation": 20.0,
-        "crop_fraction": 245 / 256,
-        "intensity": [0.5, 1.5],
-        "flip": 0.0,
-        "scale": [1.0, 1.0],
-        "shift": 0.0,
-        "edges": [0.0, 0.0, 0.0, 0.0],
-        "loss": "mse",
-        "wing": [10.0, 2.0],
-        "schedule": "none",
-        "warmup": 0,
-        "optimizer": "adam",
-        "device": "auto",
-        "resident": "auto",
-        "prefetch": "auto",
-        "autocast": "auto",
-        "channels_last": "auto",
-        "processes": 1,
-        "resume": False,
-    },
-    "search": {
-        "enabled": True,
-        "trials": 10,
-        "epochs_per_trial": 10,
-        "lr_range": [1e-5, 1e-2],
-        "weight_decay_range": [1e-6, 1e-2],
-        "storage": None,
-        "study_name": "hpsearch",
-    },
-    "eval": {"thresholds": [0.08, 0.10], "ced_max": 0.3, "flip_test": False, "detector_box": True},
-    "ablation": {"variants": [], "seeds": [0, 1], "epochs": 0},
-}
+MIN_INPUT_SIZE = 32
 
-DOCS: dict = {
-    "name": "run name, used for the default run folder reports/<name>",
-    "seed": "seed for data generation, the split, initialisation, shuffling, augmentation and the search",
-    "data.source": "synthetic (built-in procedural faces), helen (official Helen layout) or 300w (NAME.jpg + NAME.pts in trainset/ and testset/)",
-    "data.root": "folder of the helen or 300w data set; relative paths are relative to the params file; ${VAR} and ${VAR:-default} expand",
-    "data.extra_train": "more 300-W style folders (NAME.jpg + NAME.pts, any depth) added to the training images, e.g. AFW",
-    "data.synthetic_train": "number of synthetic training faces (source synthetic)",
-    "data.synthetic_test": "number of synthetic test faces (source synthetic)",
-    "data.crop_size": "side of the square crop cached for every face, pixels (study: 300)",
-    "data.forehead": "the landmark box is extended upward by this fraction of its height",
-    "data.padding": "padding on every side, fraction of the larger side of the box",
-    "data.val_fraction": "fraction of training images held out for validation",
-    "data.split": "clean: validation images never trained on; paper: the study's protocol (validation = augmented copies of training images)",
-    "data.cache_dir": "where prepared caches live (default <run>/data); share one across runs to prepare once",
-    "data.on_bad_sample": "error: a bad image or annotation stops preparation, naming the file; skip: leave it out and list it in the manifest and the report",
-    "model.input_size": "network input side in pixels (study: 256); metrics are always reported in pixels of 256x256",
-    "model.pretrained": "start from torchvision's ImageNet weights (needs network or the file in torchvision's cache)",
-    "model.head_init": "default (torchvision's init) or mean_shape (the last layer starts at the mean training shape)",
-    "model.compile": "torch.compile the model for training (a GPU speed-up for long runs; compiling takes a minute)",
-    "train.epochs": "training epochs (study: 100)",
-    "train.batch_size": "images per step (study: 64)",
-    "train.lr": "Adam learning rate used when the search is disabled",
-    "train.weight_decay": "Adam weight decay used when the search is disabled",
-    "train.epoch_multiplier": "augmented samples per training image per epoch (study: 4, 8,000 from 2,000)",
-    "train.rotation": "random rotation up to +- this many degrees (study: 20)",
-    "train.crop_fraction": "random crop of this fraction of the input, scaled back (study: 245/256)",
-    "train.intensity": "random intensity factor range [low, high] (study: [0.5, 1.5])",
-    "train.flip": "probability of a horizontal flip, landmarks renumbered by the scheme's mirror map (study: 0)",
-    "train.scale": "box jitter: the crop's side is multiplied by U(low, high) (> 1 zooms out), so the model copes with a face detector's box (study: [1, 1], none)",
-    "train.shift": "box jitter: the crop moves by up to +- this fraction of its side in x and y (study: 0)",
-    "train.edges": "box jitter per edge [left, top, right, bottom]: each edge of the crop moves on its own by N(0, sigma) x its side, clipped at 2 sigma, as a calibrated face detector's box does (study: none)",
-    "train.loss": "training loss: mse (study), l1 or wing; validation and test are always reported as MSE",
-    "train.wing": "Wing loss [width, curvature] in pixels of the 256x256 frame (Feng et al. 2018: [10, 2])",
-    "train.schedule": "learning-rate schedule: none (study), cosine (to zero over train.epochs) or step (x0.1 at 50% and 75%)",
-    "train.warmup": "epochs of linear learning-rate warm-up before the schedule (study: 0)",
-    "train.optimizer": "adam (study: weight decay added to the gradient) or adamw (decoupled weight decay)",
-    "train.device": "auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...",
-    "train.resident": "auto, true or false: the training set as one uint8 tensor on the device (auto: on CUDA; else a memory map)",
-    "train.prefetch": "auto, true or false: gather and augment the next batch in a background thread (auto: on CUDA)",
-    "train.autocast": "auto, none, bfloat16 or float16 (with a gradient scaler): mixed precision of the forward pass (auto: bfloat16 on CUDA, none on CPU)",
-    "train.channels_last": "auto, true or false: NHWC memory layout for the model and its batches (auto: true)",
-    "train.processes": "data-parallel processes for training (DistributedDataParallel through torchrun, one per GPU); train.batch_size is the global batch",
-    "train.resume": "continue training from <run>/train/last.pt",
-    "search.enabled": "run the random search; when false, train.lr and train.weight_decay are used",
-    "search.trials": "number of search trials (all workers together)",
-    "search.epochs_per_trial": "training epochs per trial (study: 10)",
-    "search.lr_range": "log-uniform range of the learning rate [low, high]",
-    "search.weight_decay_range": "log-uniform range of the weight decay [low, high]",
-    "search.storage": "Optuna storage URL (default sqlite:///<run>/search/optuna.db); share one database URL between workers",
-    "search.study_name": "Optuna study name inside the storage",
-    "eval.thresholds": "NME thresholds for AUC and failure rate",
-    "eval.ced_max": "largest NME shown on the CED curve",
-    "eval.flip_test": "average each prediction with the un-mirrored prediction of the mirrored crop (points renumbered by the scheme's mirror map)",
-    "ablation.variants": "params files of the ablation's rows, each the study's recipe (params/ablation/1-study.yaml) changed by a few keys, its name: the row's label; default: params/ablation/*.yaml in name order",
-    "ablation.seeds": "seeds every ablation row is trained with (mean and spread are reported)",
-    "ablation.epochs": "training epochs of each ablation run; 0: the run's train.epochs",
-    "eval.detector_box": "also run the model end to end on the original test photos from its face detector's boxes (needs dlib and a box calibration)",
-}
 
-_PATH_KEYS = {"data.root", "data.cache_dir", "data.extra_train", "ablation.variants"}
+def key(default, doc: str, *, shown: str | None = None, path: bool = False, **limits):
+    """One key of the schema: its default, its doc (the README's "meaning"), how the README
+    shows the default when not as YAML would, whether it holds paths, and its limits."""
+    extra = {name: v for name, v in (("shown", shown), ("path", path)) if v}
+    return Field(default, description=doc, json_schema_extra=extra or None, **limits)
+
+
+def _low_high(v: list[float]) -> list[float]:
+    if not 0 < v[0] <= v[1]:
+        raise ValueError("want 0 < low <= high")
+    return v
+
+
+def _auto_or_bool(v):
+    if v != "auto" and not isinstance(v, bool):
+        raise ValueError("auto, true or false")
+    return v
+
+
+def _device(v):
+    if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+        raise ValueError("auto, cpu, cuda, cuda:N or mps")
+    return v
+
+
+def _input_size(v: int) -> int:
+    if v < MIN_INPUT_SIZE:
+        raise ValueError(f"ResNet18 needs at least {MIN_INPUT_SIZE} pixels (it downsamples by 32)")
+    return v
+
+
+Pair = Annotated[list[float], Field(min_length=2, max_length=2)]
+LowHigh = Annotated[Pair, AfterValidator(_low_high)]
+AutoOrBool = Annotated[bool | str, PlainValidator(_auto_or_bool)]
+Positive = Annotated[int, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Data(_Section):
+    source: Literal["synthetic", "helen", "300w"] = key(
+        "synthetic", "synthetic (built-in procedural faces), helen (official Helen layout) or 300w (`NAME.jpg` + "
+        "`NAME.pts` in `trainset/` and `testset/`)")
+    root: str | None = key(None, "folder of the helen or 300w data set; relative to the params file; `${VAR}` and "
+                           "`${VAR:-default}` expand from the environment", path=True)
+    extra_train: list[str] = key([], "more 300-W style folders (`NAME.jpg` + `NAME.pts`, any depth) added to the "
+                                 "training images, e.g. AFW", path=True)
+    synthetic_train: Positive = key(800, "number of synthetic training faces (source synthetic)")
+    synthetic_test: Positive = key(200, "number of synthetic test faces (source synthetic)")
+    crop_size: Positive = key(300, "side of the square crop cached for every face, pixels (study: 300)")
+    forehead: float = key(1 / 3, "the landmark box is extended upward by this fraction of its height", shown="1/3",
+                          ge=0)
+    padding: float = key(0.05, "padding on every side, fraction of the larger side of the box", ge=0)
+    val_fraction: float = key(0.2, "fraction of training images held out for validation", gt=0, lt=1)
+    split: Literal["clean", "paper"] = key(
+        "clean", "clean: validation images never trained on; paper: the study's protocol (validation = augmented "
+        "copies of training images)")
+    cache_dir: str | None = key(None, "where prepared caches live (default `<run>/data`); share one across runs to "
+                                "prepare once", path=True)
+    on_bad_sample: Literal["error", "skip"] = key(
+        "error", "error: a bad image or annotation stops preparation, naming the file; skip: leave it out, listed "
+        "with its reason in the manifest and the report")
+
+
+class Model(_Section):
+    input_size: Annotated[int, AfterValidator(_input_size)] = key(
+        256, "network input side in pixels (study: 256); metrics are always reported in pixels of 256x256")
+    pretrained: bool = key(False, "start from torchvision's ImageNet weights (needs the network or the file in "
+                           "torchvision's cache)")
+    head_init: Literal["default", "mean_shape"] = key(
+        "default", "default (torchvision's init) or mean_shape (the last layer starts at the mean training shape)")
+    compile: bool = key(False, "`torch.compile` the model for training (a GPU speed-up for long runs; compiling "
+                        "takes a minute)")
+
+
+class Train(_Section):
+    epochs: Positive = key(100, "training epochs (study: 100)")
+    batch_size: Positive = key(64, "images per step (study: 64)")
+    lr: float = key(1e-3, "Adam learning rate, used when the search is disabled", gt=0)
+    weight_decay: float = key(1e-4, "Adam weight decay, used when the search is disabled", ge=0)
+    epoch_multiplier: Positive = key(4, "augmented samples per training image per epoch (study: 4, i.e. 8,000 "
+                                     "from 2,000)")
+    rotation: float = key(20.0, "random rotation up to +- this many degrees (study: 20)", ge=0, le=180)
+    crop_fraction: float = key(245 / 256, "random crop of this fraction of the input, scaled back (study: 245 of "
+                               "256)", shown="245/256", gt=0, le=1)
+    intensity: LowHigh = key([0.5, 1.5], "random intensity factor range [low, high] (study: x0.5 to x1.5)")
+    flip: float = key(0.0, "probability of a horizontal flip, landmarks renumbered by the scheme's mirror map "
+                      "(study: 0); the map is first checked against the data", ge=0, le=1)
+    scale: LowHigh = key([1.0, 1.0], "box jitter: the crop's side times U(low, high), > 1 zooms out (study: none); "
+                         "makes the model robust to a face detector's box")
+    shift: float = key(0.0, "box jitter: the crop moves by up to +- this fraction of its side in x and y "
+                       "(study: 0)", ge=0, lt=0.5)
+    edges: Annotated[list[Annotated[float, Field(ge=0, lt=0.25)]], Field(min_length=4, max_length=4)] = key(
+        [0.0, 0.0, 0.0, 0.0], "box jitter per edge [left, top, right, bottom]: each edge of the crop moves on its "
+        "own by N(0, sigma) x its side, clipped at 2 sigma, as a calibrated face detector's box does (study: none)")
+    loss: Literal["mse", "l1", "wing"] = key(
+        "mse", "training loss: mse (study), l1 or wing; validation and test are always reported as MSE")
+    wing: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] = key(
+        [10.0, 2.0], "Wing loss [width, curvature] in pixels of the 256x256 frame (Feng et al. 2018)")
+    schedule: Literal["none", "cosine", "step"] = key(
+        "none", "learning-rate schedule: none (study), cosine (to zero over `train.epochs`) or step (x0.1 at 50% "
+        "and 75%)")
+    warmup: int = key(0, "epochs of linear learning-rate warm-up before the schedule (study: 0)", ge=0)
+    optimizer: Literal["adam", "adamw"] = key("adam", "adam (study: weight decay added to the gradient) or adamw "
+                                              "(decoupled weight decay)")
+    device: Annotated[str, PlainValidator(_device)] = key("auto", "auto (CUDA when present, else CPU), cpu, cuda, "
+                                                          "cuda:1, ...")
+    resident: AutoOrBool = key("auto", "auto, true or false: the training set as one uint8 tensor on the device "
+                               "(auto: on CUDA; on the CPU a memory map)")
+    prefetch: AutoOrBool = key("auto", "auto, true or false: gather and augment the next batch in a background "
+                               "thread (auto: on CUDA)")
+    autocast: Literal["auto", "none", "bfloat16", "float16"] = key(
+        "auto", "mixed precision of the forward pass: none, bfloat16, or float16 with a gradient scaler (auto: "
+        "bfloat16 on CUDA, none on CPU)")
+    channels_last: AutoOrBool = key("auto", "auto, true or false: NHWC memory layout of model and batches "
+                                    "(auto: true)")
+    processes: Positive = key(1, "data-parallel training processes (DistributedDataParallel through torchrun, one "
+                              "per GPU); `train.batch_size` is the global batch")
+    resume: bool = key(False, "continue training from `<run>/train/last.pt`")
+
+    @model_validator(mode="after")
+    def _together(self):
+        if self.batch_size % self.processes:
+            raise ValueError(f"train.batch_size: {self.batch_size} must be divisible by train.processes "
+                             f"({self.processes})")
+        if self.warmup >= self.epochs:
+            raise ValueError(f"train.warmup: must be fewer than train.epochs ({self.epochs}), got {self.warmup}")
+        return self
+
+
+class Search(_Section):
+    enabled: bool = key(True, "run the random search; when false, `train.lr` and `train.weight_decay` are used")
+    trials: Positive = key(10, "number of search trials (all workers together)")
+    epochs_per_trial: Positive = key(10, "training epochs per trial (study: 10)")
+    lr_range: LowHigh = key([1e-5, 1e-2], "log-uniform range of the learning rate [low, high]")
+    weight_decay_range: LowHigh = key([1e-6, 1e-2], "log-uniform range of the weight decay [low, high]")
+    storage: str | None = key(None, "Optuna storage URL (default `sqlite:///<run>/search/optuna.db`); share one "
+                              "database URL between workers")
+    study_name: str = key("hpsearch", "Optuna study name inside the storage")
+
+
+class Eval(_Section):
+    thresholds: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = key(
+        [0.08, 0.10], "NME thresholds for AUC and failure rate")
+    ced_max: float = key(0.3, "largest NME shown on the CED curve", gt=0)
+    flip_test: bool = key(False, "average each prediction with the un-mirrored prediction of the mirrored crop "
+                          "(the scheme's mirror map, checked against the data first)")
+    detector_box: bool = key(True, "on real photos, also run the model end to end from its face detector's boxes "
+                             "(the row \"ResNet18, its detector box\"; needs dlib and a box calibration)")
+
+
+class Ablation(_Section):
+    variants: list[str] = key([], "the ablation's rows as params files (each the study's recipe "
+                              "`params/ablation/1-study.yaml` plus a few keys; its `name:` labels the row); default "
+                              "`params/ablation/*.yaml` in name order", path=True)
+    seeds: Annotated[list[int], Field(min_length=1)] = key(
+        [0, 1], "every ablation row is trained once per seed; the table shows the mean, lowest and highest")
+    epochs: int = key(0, "training epochs of each ablation run; 0: the run's `train.epochs`", ge=0)
+
+
+class Params(_Section):
+    """Every key lmkit reads from a params file, in the order of the README's table."""
+    name: str = key("quick", "run name, used for the default run folder `reports/<name>`")
+    seed: int = key(0, "seed for data generation, the split, initialisation, shuffling, augmentation and the search")
+    data: Data = Data()
+    model: Model = Model()
+    train: Train = Train()
+    search: Search = Search()
+    eval: Eval = Eval()
+    ablation: Ablation = Ablation()
+
+
+def _fields(model: type[BaseModel] = Params, prefix: str = "") -> dict:
+    """{dotted key: pydantic FieldInfo} of every key, in the schema's order."""
+    out = {}
+    for name, info in model.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            out.update(_fields(info.annotation, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = info
+    return out
+
+
+FIELDS = _fields()
+DEFAULTS: dict = Params().model_dump()
+DOCS: dict = {k: f.description for k, f in FIELDS.items()}
+_PATH_KEYS = {k for k, f in FIELDS.items() if (f.json_schema_extra or {}).get("path")}
+
+
+def _shown(value) -> str:
+    """A default as the README shows it (YAML, numbers short)."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, bool) or value is None:
+        return yaml.safe_dump(value).split("\n")[0]
+    if isinstance(value, float):
+        return f"{value:.0e}".replace("e-0", "e-") if 0 < abs(value) < 0.01 else f"{value:g}"
+    return str(value)
+
+
+def markdown_table() -> str:
+    """The README's params table, from the schema."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    flat = _flatten(DEFAULTS)
+    for k, f in FIELDS.items():
+        shown = (f.json_schema_extra or {}).get("shown") or _shown(flat[k])
+        rows.append(f"| `{k}` | {shown} | {f.description} |")
+    return "\n".join(rows) + "\n"
+
+
 _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
 
@@ -155,22 +258,10 @@ def _resolve_paths(key: str, value, base: Path):
     if isinstance(value, list):
         return [expand_path(v, base) if isinstance(v, str) else v for v in value]
     return value
-_CHOICES = {"data.source": {"synthetic", "helen", "300w"}, "data.split": {"clean", "paper"},
-            "data.on_bad_sample": {"error", "skip"},
-            "model.head_init": {"default", "mean_shape"}, "train.loss": {"mse", "l1", "wing"},
-            "train.schedule": {"none", "cosine", "step"}, "train.optimizer": {"adam", "adamw"},
-            "train.autocast": {"auto", "none", "bfloat16", "float16"}}
-_AUTO_OR_BOOL = {"train.resident", "train.prefetch", "train.channels_last"}
-_POSITIVE = {"data.synthetic_train", "data.synthetic_test", "data.crop_size", "model.input_size", "train.epochs",
-             "train.batch_size", "train.lr", "train.epoch_multiplier", "train.processes", "search.trials", "search.epochs_per_trial"}
-
-
-MIN_INPUT_SIZE = 32
 # common names for lmkit's keys, for did-you-mean
 ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "n_epochs": "epochs", "num_epochs": "epochs",
            "batch": "batch_size", "bs": "batch_size", "n_trials": "trials", "scheduler": "schedule",
            "lr_schedule": "schedule", "image_size": "input_size", "img_size": "input_size", "augment_flip": "flip"}
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 class ParamsError(ValueError):
@@ -215,73 +306,52 @@ def _coerce(value, want):
     return value
 
 
-def _check(flat: dict) -> None:
-    defaults = _flatten(DEFAULTS)
-    for key, value in flat.items():
-        want = defaults[key]
-        if value is None and (want is None or key in _PATH_KEYS):
-            continue
-        if key in _AUTO_OR_BOOL:
-            if value != "auto" and not isinstance(value, bool):
-                raise ParamsError(f"{key}: auto, true or false, got {value!r}")
-            continue
-        ok = {bool: lambda v: isinstance(v, bool),
-              int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-              str: lambda v: isinstance(v, str),
-              list: lambda v: isinstance(v, list)}
-        kind = type(want) if want is not None else str
-        if not ok[kind](value):
-            raise ParamsError(f"{key}: expected {kind.__name__}, got {value!r}")
-        if key in _CHOICES and value not in _CHOICES[key]:
-            raise ParamsError(f"{key}: must be one of {sorted(_CHOICES[key])}, got {value!r}")
-        if key in _POSITIVE and value <= 0:
-            raise ParamsError(f"{key}: must be positive, got {value!r}")
-        if kind is list and key in _PATH_KEYS:
-            if any(not isinstance(v, str) for v in value):
-                raise ParamsError(f"{key}: expected a list of paths, got {value!r}")
-            continue
-        if kind is list and any(not ok[float](v) for v in value):
-            raise ParamsError(f"{key}: expected a list of numbers, got {value!r}")
-        if kind is list and isinstance(want, list) and len(value) != len(want) and not key.startswith(("eval.", "ablation.")):
-            raise ParamsError(f"{key}: expected a list of {len(want)} values, got {value!r}")
-    if flat["model.input_size"] < MIN_INPUT_SIZE:
-        raise ParamsError(f"model.input_size: ResNet18 needs at least {MIN_INPUT_SIZE} pixels (it downsamples by 32), "
-                          f"got {flat['model.input_size']}")
-    if not _DEVICE.fullmatch(flat["train.device"]):
-        raise ParamsError(f"train.device: auto, cpu, cuda, cuda:N or mps, got {flat['train.device']!r}")
-    if not 0 < flat["train.crop_fraction"] <= 1:
-        raise ParamsError(f"train.crop_fraction: must be in (0, 1], got {flat['train.crop_fraction']}")
-    if flat["train.batch_size"] % flat["train.processes"]:
-        raise ParamsError(f"train.batch_size: {flat['train.batch_size']} must be divisible by "
-                          f"train.processes ({flat['train.processes']})")
-    if not 0 <= flat["train.flip"] <= 1:
-        raise ParamsError(f"train.flip: a probability between 0 and 1, got {flat['train.flip']}")
-    if not 0 < flat["data.val_fraction"] < 1:
-        raise ParamsError(f"data.val_fraction: must be between 0 and 1, got {flat['data.val_fraction']}")
-    if flat["train.warmup"] < 0 or flat["train.warmup"] >= flat["train.epochs"]:
-        raise ParamsError(f"train.warmup: must be at least 0 and fewer than train.epochs ({flat['train.epochs']}), "
-                          f"got {flat['train.warmup']}")
-    if not 0 <= flat["train.shift"] < 0.5:
-        raise ParamsError(f"train.shift: a fraction of the crop in [0, 0.5), got {flat['train.shift']}")
-    edges = flat["train.edges"]
-    if not isinstance(edges, list) or len(edges) != 4 or any(not 0 <= v < 0.25 for v in edges):
-        raise ParamsError(f"train.edges: four fractions of the crop (left, top, right, bottom), each in [0, 0.25), "
-                          f"got {edges}")
-    if min(flat["train.wing"]) <= 0:
-        raise ParamsError(f"train.wing: width and curvature must be positive, got {flat['train.wing']}")
-    if not flat["ablation.seeds"] or any(not ok_int(v) for v in flat["ablation.seeds"]):
-        raise ParamsError(f"ablation.seeds: expected a list of integer seeds, got {flat['ablation.seeds']}")
-    if flat["ablation.epochs"] < 0:
-        raise ParamsError(f"ablation.epochs: 0 (the run's train.epochs) or more, got {flat['ablation.epochs']}")
-    for key in ("search.lr_range", "search.weight_decay_range", "train.intensity", "train.scale"):
-        lo, hi = flat[key]
-        if not 0 < lo <= hi:
-            raise ParamsError(f"{key}: want 0 < low <= high, got {flat[key]}")
+_WANT = {"int_type": "expected int", "float_type": "expected float", "bool_type": "expected bool",
+         "string_type": "expected str", "list_type": "expected list", "model_type": "expected a mapping of keys"}
 
 
-def ok_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _message(err: dict) -> str:
+    """One pydantic error as lmkit says it: the dotted key, what was wanted, what was given."""
+    names, item = [], None
+    for part in err["loc"]:
+        if isinstance(part, int):
+            item = part
+            break
+        names.append(part)
+    key, kind, ctx, got = ".".join(names), err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "value_error":
+        what = str(ctx.get("error", err["msg"]))
+        if what.split(":")[0] in FIELDS:  # a check across keys names its key itself
+            return what
+    elif kind == "literal_error":
+        what = f"must be one of {ctx['expected']}"
+    elif kind == "greater_than":
+        what = "must be positive" if ctx["gt"] == 0 else f"must be greater than {ctx['gt']}"
+    elif kind in ("greater_than_equal", "less_than", "less_than_equal"):
+        what = {"greater_than_equal": "at least", "less_than": "less than", "less_than_equal": "at most"}[kind]
+        what = f"must be {what} {next(iter(ctx.values()))}"
+    elif kind in ("too_short", "too_long"):
+        what = f"expected {_length(key)}"
+    else:
+        what = _WANT.get(kind, err["msg"])
+    if item is not None:
+        what = f"item {item} {what}"
+    return f"{key}: {what}, got {got!r}"
+
+
+def _length(key: str) -> str:
+    """How many values a list key takes, as the schema says."""
+    lo = hi = None
+    for m in FIELDS[key].metadata:
+        lo, hi = getattr(m, "min_length", lo), getattr(m, "max_length", hi)
+    return f"a list of {lo} values" if lo == hi else f"a list of at least {lo} value{'s' * (lo != 1)}"
+
+
+def _validated(params: dict) -> dict:
+    try:
+        return Params.model_validate(params).model_dump()
+    except ValidationError as e:
+        raise ParamsError(_message(e.errors()[0])) from None
 
 
 def read_changes(path: str | Path, own: bool = False) -> dict:
@@ -338,8 +408,7 @@ def load(path: str | Path | None = None, overrides: list[str] | dict | None = No
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
     for key, value in items:
         _set(params, key, _resolve_paths(key, value, Path.cwd()), f"override {key}")
-    _check(_flatten(params))
-    return params
+    return _validated(params)
 
 
 def merge(params: dict, changes: dict) -> dict:
@@ -347,11 +416,25 @@ def merge(params: dict, changes: dict) -> dict:
     out = copy.deepcopy(params)
     for key, value in changes.items():
         _set(out, key, value, f"change {key}")
-    _check(_flatten(out))
-    return out
+    return _validated(out)
 
 
 def dump(params: dict, path: Path) -> None:
     from .runfolder import write_text
 
     write_text(yaml.safe_dump(params, sort_keys=False), path)
+
+
+if __name__ == "__main__":  # python -m lmkit.params [--readme]: print the params table, or rewrite the README's
+    import sys
+
+    table = markdown_table()
+    if "--readme" not in sys.argv:
+        print(table, end="")
+    else:
+        readme = Path(__file__).resolve().parents[1] / "README.md"
+        text = readme.read_text()
+        start = text.index("| key | default | meaning |")
+        end = text.index("\n\n", start) + 1
+        readme.write_text(text[:start] + table + text[end:])
+        print(f"{readme}: params table rewritten ({len(FIELDS)} keys)")

@@ -21,12 +21,15 @@ import numpy as np
 from PIL import Image
 
 from .detector import clip_box
+from .params import DEFAULTS
 from .digests import files_digest
 from .readers import Entry, NotAnnotated, Sample, entries_300w, entries_300w_folder, entries_helen
 from .synthetic import synthetic_entries
 
 
-def annotation_box(landmarks: np.ndarray, forehead: float = 1 / 3, padding: float = 0.05) -> tuple[float, ...]:
+_DATA = DEFAULTS["data"]  # the crop convention's defaults are the params schema's
+
+def annotation_box(landmarks: np.ndarray, forehead: float = _DATA["forehead"], padding: float = _DATA["padding"]) -> tuple[float, ...]:
     """lmkit's crop convention: the landmark box extended upward by ``forehead`` x its height,
     padded on every side by ``padding`` x its larger side. Returns (x0, y0, x1, y1), not clipped."""
     x0, y0 = landmarks.min(0)
@@ -36,8 +39,8 @@ def annotation_box(landmarks: np.ndarray, forehead: float = 1 / 3, padding: floa
     return tuple(float(v) for v in (x0 - pad, y0 - pad, x1 + pad, y1 + pad))
 
 
-def crop_box(landmarks: np.ndarray, image_hw: tuple[int, int], forehead: float = 1 / 3,
-             padding: float = 0.05) -> tuple[float, float, float, float]:
+def crop_box(landmarks: np.ndarray, image_hw: tuple[int, int], forehead: float = _DATA["forehead"],
+             padding: float = _DATA["padding"]) -> tuple[float, float, float, float]:
     """The annotation box (``annotation_box``) clipped to the image. Returns (x0, y0, x1, y1)."""
     return clip_box(annotation_box(landmarks, forehead, padding), image_hw)
 
@@ -99,8 +102,9 @@ def _as_entries(samples: Iterable[Sample | Entry]) -> Iterator[Entry]:
         yield s if isinstance(s, Entry) else Entry(s.name, s.source or s.name, lambda s=s: s)
 
 
-def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict, size: int = 300,
-                forehead: float = 1 / 3, padding: float = 0.05, on_bad_sample: str = "error") -> Split:
+def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict, size: int = _DATA["crop_size"],
+                forehead: float = _DATA["forehead"], padding: float = _DATA["padding"],
+                on_bad_sample: str = _DATA["on_bad_sample"]) -> Split:
     """Crop, resize and cache ``samples`` (or entries) into ``folder`` atomically.
 
     A bad sample (unreadable image, broken annotation, wrong point count, points far outside,

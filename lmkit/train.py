@@ -25,33 +25,37 @@ import torch.nn.functional as F
 from .augment import Augment, make_batch
 from .losses import landmark_loss
 from .model import REFERENCE_SIZE, build_model, predict
+from .params import DEFAULTS
 from .placement import DevicePlan, place_training_set
 from .runfolder import write_csv, write_torch
+
+_T = DEFAULTS["train"]
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    epoch_multiplier: int = 4
-    input_size: int = 256
+    """One training run's settings; the defaults are the params schema's (``lmkit.params``)."""
+    epochs: int = _T["epochs"]
+    batch_size: int = _T["batch_size"]
+    lr: float = _T["lr"]
+    weight_decay: float = _T["weight_decay"]
+    epoch_multiplier: int = _T["epoch_multiplier"]
+    input_size: int = DEFAULTS["model"]["input_size"]
     augment: Augment = field(default_factory=Augment)
     val_augmented: bool = False  # the study's protocol: validate on augmented copies
     seed: int = 0
     device: str = "cpu"
-    loss: str = "mse"
-    wing: tuple[float, float] = (10.0, 2.0)
-    schedule: str = "none"
-    warmup: int = 0  # epochs of linear warm-up
-    optimizer: str = "adam"
-    compile: bool = False  # torch.compile the model (worth it on a GPU for long runs)
+    loss: str = _T["loss"]
+    wing: tuple[float, float] = tuple(_T["wing"])
+    schedule: str = _T["schedule"]
+    warmup: int = _T["warmup"]  # epochs of linear warm-up
+    optimizer: str = _T["optimizer"]
+    compile: bool = DEFAULTS["model"]["compile"]  # torch.compile the model (worth it on a GPU for long runs)
     # the device plan (lmkit.placement): "auto" is what lmkit picks for the device
-    resident: str | bool = "auto"
-    prefetch: str | bool = "auto"
-    autocast: str = "auto"
-    channels_last: str | bool = "auto"
+    resident: str | bool = _T["resident"]
+    prefetch: str | bool = _T["prefetch"]
+    autocast: str = _T["autocast"]
+    channels_last: str | bool = _T["channels_last"]
 
     @classmethod
     def from_params(cls, p: dict, device, mirror: tuple[int, ...] = (), **changes) -> "TrainConfig":
@@ -87,8 +91,9 @@ class TrainConfig:
         raise ValueError(f"train.schedule: unknown schedule {self.schedule!r} (none, cosine, step)")
 
 
-def new_model(n_points: int, mean_shape: np.ndarray | None, seed: int, device, pretrained: bool = False,
-              head_init: str = "default", crop_size: int = 300):
+def new_model(n_points: int, mean_shape: np.ndarray | None, seed: int, device,
+              pretrained: bool = DEFAULTS["model"]["pretrained"], head_init: str = DEFAULTS["model"]["head_init"],
+              crop_size: int = DEFAULTS["data"]["crop_size"]):
     """A freshly initialised model, seeded; the head starts at the mean shape when
     ``head_init`` is ``mean_shape`` (``mean_shape`` in pixels of ``crop_size`` crops). torchvision draws
     the initial weights from torch's global generator: it is seeded inside ``fork_rng``, so the

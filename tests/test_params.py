@@ -51,11 +51,58 @@ def test_overrides_and_yaml_floats(tmp_path):
     assert p["data"]["root"] == str((tmp_path.parent / "data").resolve())  # relative to the file
 
 
-def test_every_key_is_documented():
-    assert set(P._flatten(P.DEFAULTS)) == set(P.DOCS)
-    readme = (ROOT / "README.md").read_text()
-    missing = [k for k in P.DOCS if f"`{k}`" not in readme]
-    assert not missing, f"keys missing from the README: {missing}"
+def test_the_readme_table_is_the_schemas():
+    """Every key is described once, in lmkit.params.Params; the README shows exactly that
+    (regenerate it with python -m lmkit.params --readme)."""
+    assert set(P._flatten(P.DEFAULTS)) == set(P.DOCS) == set(P.FIELDS)
+    assert all(doc and len(doc) > 10 for doc in P.DOCS.values())
+    assert P.markdown_table() in (ROOT / "README.md").read_text()
+
+
+def test_defaults_are_the_schemas_everywhere():
+    """The training config, the augmentation and the crop convention take their defaults from
+    the schema: a default written again elsewhere would drift."""
+    import dataclasses
+    import inspect
+
+    from lmkit.augment import Augment
+    from lmkit.prepare import annotation_box, write_cache
+    from lmkit.train import TrainConfig
+
+    flat = P._flatten(P.DEFAULTS)
+    checked = 0
+    for cls in (TrainConfig, Augment):
+        for f in dataclasses.fields(cls):
+            if f.name == "device":  # a resolved device, not the params' "auto"
+                continue
+            for section in ("train", "model"):
+                if f"{section}.{f.name}" in flat and f.default is not dataclasses.MISSING:
+                    want = flat[f"{section}.{f.name}"]
+                    assert f.default == (tuple(want) if isinstance(want, list) else want), f"{cls.__name__}.{f.name}"
+                    checked += 1
+    for fn in (annotation_box, write_cache):
+        for name, arg in inspect.signature(fn).parameters.items():
+            if f"data.{name}" in flat:
+                assert arg.default == flat[f"data.{name}"], f"{fn.__name__}({name})"
+                checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.edges=[0.3, 0, 0, 0]", "train.edges: item 0 must be less than 0.25"),
+    ("train.edges=[0.1]", "train.edges: expected a list of 4 values"),
+    ("train.warmup=100", r"train.warmup: must be fewer than train.epochs \(100\)"),
+    ("train.batch_size=63", r"train.batch_size: 63 must be divisible by train.processes \(2\)"),
+    ("train.resident=maybe", "train.resident: auto, true or false"),
+    ("train.device=gpu", "train.device: auto, cpu, cuda"),
+    ("model.input_size=16", "model.input_size: ResNet18 needs at least 32 pixels"),
+    ("ablation.seeds=[1.5]", "ablation.seeds: item 0 expected int"),
+    ("eval.thresholds=[]", "eval.thresholds: expected a list of at least 1 value,"),
+    ("train.flip=true", "train.flip: expected float"),
+])
+def test_the_schema_refuses_bad_values_naming_the_key(override, message):
+    with pytest.raises(P.ParamsError, match=message):
+        P.load(None, [override, "train.processes=2"] if "batch_size" in override else [override])
 
 
 def test_dump_and_load_round_trip(tmp_path):
