@@ -145,12 +145,12 @@ class ModelInfo:
     PARAMS = {"input_size": "model.input_size", "crop_size": "data.crop_size", "forehead": "data.forehead",
               "padding": "data.padding"}
 
-    def check_params(self, params: dict, source: str) -> None:
-        """Refuse params that ask for another input size or crop than the model was trained with."""
+    def check_settings(self, settings: dict, source: str) -> None:
+        """Refuse settings ({params key: value}, the keys of ``PARAMS``) that ask for another input
+        size or crop than the model was trained with."""
         wrong = []
         for attr, key in self.PARAMS.items():
-            section, name = key.split(".")
-            want, have = params[section][name], getattr(self, attr)
+            want, have = settings[key], getattr(self, attr)
             if (abs(want - have) > 1e-9) if isinstance(have, float) else want != have:
                 wrong.append(f"{key} is {want!r} in the params but {have!r} in the model file")
         if wrong:

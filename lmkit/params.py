@@ -279,6 +279,14 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def get(params: dict, dotted: str):
+    """The value of one dotted key, e.g. ``get(params, "model.input_size")``."""
+    node = params
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
 def _set(tree: dict, dotted: str, value, origin: str) -> None:
     known = _flatten(DEFAULTS)
     if dotted not in known:

@@ -118,7 +118,7 @@ def provenance(params: dict) -> dict:
 
 def stage_outputs(run: RunFolder, params: dict, name: str) -> list[Path]:
     """The files a notebook writes; reused only while they are still what it wrote."""
-    cache = run.cache_dir(params)
+    cache = run.cache_dir(params["data"]["cache_dir"])
     figures = sorted(p for p in run.root.joinpath("figures").glob("*.png") if p.stem != "ablation_ced") \
         if name == "05_figures" else []  # the ablation's figure is 06's
     return {"01_prepare": [run.split, cache / "train" / "manifest.json", cache / "test" / "manifest.json"],
@@ -238,7 +238,7 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, li
     log(f"run folder {run.root}")
     if force and NOTEBOOKS[0] in notebooks:  # --force redoes preparation too, not only the notebook
         for split in ("train", "test"):
-            cache = run.cache_dir(params) / split
+            cache = run.cache_dir(params["data"]["cache_dir"]) / split
             if cache.exists():
                 shutil.rmtree(cache)
                 log(f"--force: removed the prepared cache {cache}")

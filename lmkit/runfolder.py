@@ -70,8 +70,9 @@ class RunFolder:
             raise KeyError(f"unknown figure {key!r}; known: {sorted(FIGURES)}")
         return self.path("figures", f"{key}.png")
 
-    def cache_dir(self, params: dict) -> Path:
-        return Path(params["data"]["cache_dir"]) if params["data"]["cache_dir"] else self.folder("data")
+    def cache_dir(self, shared: str | None = None) -> Path:
+        """Where the prepared caches are: ``shared`` (the params' ``data.cache_dir``) or ``<run>/data``."""
+        return Path(shared) if shared else self.folder("data")
 
 
 @contextmanager

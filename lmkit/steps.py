@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import figures as F
+from . import figures
 from . import metrics as M
+from . import params as P
 from .digests import digest, stage_digests, study_inputs
 from .model import REFERENCE_SIZE, ModelInfo, build_model, load_model_file, pick_device, predict, save_model_file
 from .placement import cuda_switches
@@ -41,7 +42,7 @@ def describe_dataset(manifest: dict) -> str:
 
 # ------------------------------------------------------------------ 01_prepare
 def prepare(run: RunFolder, params: dict, log=print) -> dict[str, Split]:
-    splits = prepare_caches(params["data"], params["seed"], run.cache_dir(params), log)
+    splits = prepare_caches(params["data"], params["seed"], run.cache_dir(params["data"]["cache_dir"]), log)
     split = split_train_val(len(splits["train"]), params["data"]["val_fraction"], params["seed"],
                             params["data"]["split"])
     batch = params["train"]["batch_size"]
@@ -75,7 +76,7 @@ class RunData:
 
 def load_data(run: RunFolder, params: dict) -> RunData:
     """Train / validation / test arrays of a prepared run."""
-    cache = run.cache_dir(params)
+    cache = run.cache_dir(params["data"]["cache_dir"])
     train, test = load_cache(cache / "train"), load_cache(cache / "test")
     split = read_json(run.split, "01_prepare")
     ti, vi = np.asarray(split["train"]), np.asarray(split["val"])
@@ -114,7 +115,6 @@ def search_worker(run: RunFolder, log=print):
     workers reach) until the study has ``search.trials`` complete, then logs the winner. It
     writes nothing in the run folder and takes no lock: the chain's 02_hpsearch, which may be
     running at the same time, writes the results."""
-    from . import params as P
 
     if not run.root.is_dir() or not run.params.exists():
         raise FileNotFoundError(f"{run.root / 'params.yaml'}: missing; start the run first (lmkit run ... --out {run.root})")
@@ -236,7 +236,7 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
     from .prepare import load_sources
     from .readers import load_image
 
-    cache = run.cache_dir(params) / "train"
+    cache = run.cache_dir(params["data"]["cache_dir"]) / "train"
     manifest, indices = d.train_split.manifest, d.train[0].indices
     key = digest([detector.name, manifest.get("files"), manifest["forehead"], manifest["padding"],
                   manifest["crop_size"], indices.tolist()], 16)
@@ -268,7 +268,7 @@ def load_model(run: RunFolder, params: dict, device) -> tuple[torch.nn.Module, M
         raise FileNotFoundError(f"{run.model_file}: missing; run notebook 03_train first (it writes the model file "
                                 "after training; for a run trained before lmkit 0.2, call steps.package_model)")
     model, info = load_model_file(run.model_file, device)
-    info.check_params(params, str(run.model_file))
+    info.check_settings({k: P.get(params, k) for k in info.PARAMS.values()}, str(run.model_file))
     return model, info
 
 
@@ -295,7 +295,7 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
     true = np.asarray(test.landmarks)
     seconds = {"model": model_seconds}
     extra_arrays = {}
-    sources, crop_boxes = load_sources(run.cache_dir(params) / "test")  # each test face's photo and crop box
+    sources, crop_boxes = load_sources(run.cache_dir(params["data"]["cache_dir"]) / "test")  # each test face's photo and crop box
     detector_status = detector_unavailable(params, info, test.manifest)
     if detector_status is None:
         from .inference import Landmarker
@@ -408,25 +408,25 @@ def make_figures(run: RunFolder, params: dict) -> dict:
                                             size=size, mode="area").permute(0, 2, 3, 1).byte().numpy()
     train_img, train_pts = d.train
     figs = {
-        "fig1_sample": F.sample_figure(train_img[0], train_pts[0], scheme,
+        "fig1_sample": figures.sample_figure(train_img[0], train_pts[0], scheme,
                                        f"{dataset}\n{train_img.shape[1]}x{train_img.shape[2]} crop, {scheme.name}"),
-        "fig3_loss": F.loss_figure(pd.read_csv(run.history), dataset, PAPER if comparable_to_paper(d) else None),
-        "fig4_test_mse": F.mse_distribution_figure({"ResNet18": p["model__mse"], "mean shape": p["mean_shape__mse"]},
+        "fig3_loss": figures.loss_figure(pd.read_csv(run.history), dataset, PAPER if comparable_to_paper(d) else None),
+        "fig4_test_mse": figures.mse_distribution_figure({"ResNet18": p["model__mse"], "mean shape": p["mean_shape__mse"]},
                                                    dataset),
-        "fig5_best_worst": F.detections_figure(test.images[six], p["true"][six], p["model__pred"][six], labels, scheme),
-        "fig6_saliency": F.saliency_figure(small, maps, labels),
-        "ced": F.ced_figure(nme_by_method(p, "io"), params["eval"]["ced_max"], dataset),
+        "fig5_best_worst": figures.detections_figure(test.images[six], p["true"][six], p["model__pred"][six], labels, scheme),
+        "fig6_saliency": figures.saliency_figure(small, maps, labels),
+        "ced": figures.ced_figure(nme_by_method(p, "io"), params["eval"]["ced_max"], dataset),
     }
     if "model__nme_oc" in p:
-        figs["ced_oc"] = F.ced_figure(nme_by_method(p, "oc"), params["eval"]["ced_max"], dataset, "outer eye corners")
+        figs["ced_oc"] = figures.ced_figure(nme_by_method(p, "oc"), params["eval"]["ced_max"], dataset, "outer eye corners")
     if "model_detector__boxes" in p:
         figs["photos"] = photos_figure(p, run, params, scheme, test.images.shape[1])
     if run.trials.exists():
-        figs["search"] = F.search_figure(pd.read_csv(run.trials))
+        figs["search"] = figures.search_figure(pd.read_csv(run.trials))
     paths = {}
     for key, fig in figs.items():
-        paths[key] = F.save(fig, run.figure(key))
-        F.plt.close(fig)
+        paths[key] = figures.save(fig, run.figure(key))
+        figures.plt.close(fig)
     return paths
 
 
@@ -436,7 +436,7 @@ def photos_figure(p, run: RunFolder, params: dict, scheme: Scheme, crop_size: in
     from .prepare import load_sources
     from .readers import load_image
 
-    sources, crop_boxes = load_sources(run.cache_dir(params) / "test")
+    sources, crop_boxes = load_sources(run.cache_dir(params["data"]["cache_dir"]) / "test")
     nme = p["model_detector__nme_io"]
     found = np.where(np.isfinite(nme))[0]
     ranked = found[np.argsort(nme[found], kind="stable")]
@@ -446,7 +446,7 @@ def photos_figure(p, run: RunFolder, params: dict, scheme: Scheme, crop_size: in
         to_photo = crop_to_photo(crop_boxes[i], crop_size)
         shown.append((load_image(Path(sources[i])), p["model_detector__boxes"][i], to_photo(p["model_detector__pred"][i]),
                       to_photo(p["true"][i]), f"{Path(sources[i]).name}: NME {nme[i]:.3f} (inter-ocular)"))
-    return F.photos_figure(shown, scheme)
+    return figures.photos_figure(shown, scheme)
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -468,7 +468,6 @@ def open_run(run_dir: str, params_file: str | None, overrides: list[str] | str |
     the repository root, so a notebook works alike from the root and from ``notebooks/``."""
     import shlex
 
-    from . import params as P
     from .runfolder import check_not_in_use
 
     root = project_root()
@@ -512,13 +511,12 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     import re
     import shutil
 
-    from . import params as P
     from .digests import outputs_digest
 
     hp = read_json(run.best_hparams, "02_hpsearch")
     a = params["ablation"]
     budget = {"train.epochs": a["epochs"]} if a["epochs"] else {}
-    base = {"data.cache_dir": str(run.cache_dir(params)), "eval.detector_box": False, "train.resume": False, **budget}
+    base = {"data.cache_dir": str(run.cache_dir(params["data"]["cache_dir"])), "eval.detector_box": False, "train.resume": False, **budget}
     lines, trained, nmes, labels = [], {}, {}, {}
     nme_key = "nme_oc_mean" if params["data"]["source"] == "300w" else "nme_io_mean"
     for file in ablation_variants(params):
@@ -560,10 +558,10 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     table = ablation_table(runs, labels)
     write_csv(table, run.path("ablation", "ablation.csv"))
     d = load_data(run, params)
-    fig = F.ced_figure({k: np.concatenate(v) for k, v in nmes.items()}, params["eval"]["ced_max"],
+    fig = figures.ced_figure({k: np.concatenate(v) for k, v in nmes.items()}, params["eval"]["ced_max"],
                        f"ablation on {d.dataset} (all seeds)")
-    F.save(fig, run.figure("ablation_ced"))
-    F.plt.close(fig)
+    figures.save(fig, run.figure("ablation_ced"))
+    figures.plt.close(fig)
     return table
 
 
