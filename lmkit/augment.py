@@ -112,14 +112,14 @@ def resize_warps(batch: int, src_size: int, out_size: int, device="cpu") -> torc
 def to_float(images: torch.Tensor, out_size: int) -> torch.Tensor:
     """uint8 (B, H, W, 3) crops -> float (B, 3, h, h) in [0, 1], shrunk by area averaging to
     h = ceil(1.5 S) when larger, which anti-aliases the warp. Per image, so it may be done
-    once for a whole training set (see ``working_copy``) with the same result."""
+    once for a whole training set (see ``preshrunk``) with the same result."""
     x = images.permute(0, 3, 1, 2).float().div_(255)
     if x.shape[-1] > 1.5 * out_size:
         x = F.interpolate(x, size=math.ceil(1.5 * out_size), mode="area")
     return x
 
 
-def working_copy(images, out_size: int, chunk: int = 64) -> torch.Tensor | None:
+def preshrunk(images, out_size: int, chunk: int = 64) -> torch.Tensor | None:
     """The whole set as ``to_float`` gives it, when that shrinks it (None otherwise): made
     once before training so that no batch converts and shrinks full-size crops again."""
     n, h = len(images), images.shape[1]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .augment import working_copy
+from .augment import preshrunk
 from .model import to_tensor
 
 AUTOCAST = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -67,7 +67,7 @@ def place_training_set(images, landmarks, input_size: int, plan: DevicePlan):
     """The training images and landmarks where the plan keeps them. Crops much larger than the
     input are shrunk once (as every batch would shrink them); with ``plan.resident`` both go to
     the device as tensors (uint8 images), else the images stay a memory map or working copy."""
-    working = working_copy(images, input_size)
+    working = preshrunk(images, input_size)
     images = images if working is None else working
     if plan.resident:
         images = images if isinstance(images, torch.Tensor) else to_tensor(images)

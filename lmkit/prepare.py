@@ -67,7 +67,7 @@ def crop_and_resize(image: np.ndarray, landmarks: np.ndarray, box, size: int) ->
 
 
 @dataclass
-class Split:
+class PreparedSet:
     """A prepared split: uint8 crops, landmarks in crop pixels, names, manifest."""
     images: np.ndarray
     landmarks: np.ndarray
@@ -104,7 +104,7 @@ def _as_entries(samples: Iterable[Sample | Entry]) -> Iterator[Entry]:
 
 def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict, size: int = _DATA["crop_size"],
                 forehead: float = _DATA["forehead"], padding: float = _DATA["padding"],
-                on_bad_sample: str = _DATA["on_bad_sample"]) -> Split:
+                on_bad_sample: str = _DATA["on_bad_sample"]) -> PreparedSet:
     """Crop, resize and cache ``samples`` (or entries) into ``folder`` atomically.
 
     A bad sample (unreadable image, broken annotation, wrong point count, points far outside,
@@ -184,13 +184,13 @@ def load_sources(folder: Path) -> tuple[list[str], np.ndarray]:
     return d["sources"], np.asarray(d["boxes"], dtype=np.float64)
 
 
-def load_cache(folder: Path, mmap: bool = True) -> Split:
+def load_cache(folder: Path) -> PreparedSet:
     folder = Path(folder)
     manifest_file = folder / "manifest.json"
     if not manifest_file.exists():
         raise FileNotFoundError(f"{folder}: no prepared cache here (run notebook 01_prepare first)")
-    mode = "r" if mmap else None
-    return Split(np.load(folder / "images.npy", mmap_mode=mode), np.load(folder / "landmarks.npy", mmap_mode=mode),
+    mode = "r"  # memory-mapped: a large set is read as batches need it
+    return PreparedSet(np.load(folder / "images.npy", mmap_mode=mode), np.load(folder / "landmarks.npy", mmap_mode=mode),
                  json.loads((folder / "names.json").read_text()), json.loads(manifest_file.read_text()))
 
 
@@ -225,7 +225,7 @@ def cache_key(data: dict, split: str, seed: int) -> dict:
     return key
 
 
-def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Split]:
+def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, PreparedSet]:
     """Prepare (or reuse) the train and test caches below ``cache_dir``."""
     out, keys = {}, {split: cache_key(data, split, seed) for split in ("train", "test")}
     for split in ("train", "test"):

@@ -17,7 +17,7 @@ from . import params as P
 from .digests import digest, stage_digests, study_inputs
 from .model import REFERENCE_SIZE, ModelInfo, build_model, load_model_file, pick_device, predict, save_model_file
 from .placement import cuda_switches
-from .prepare import Split, Subset, crop_to_photo, load_cache, prepare as prepare_caches, split_train_val
+from .prepare import PreparedSet, Subset, crop_to_photo, load_cache, prepare as prepare_caches, split_train_val
 from .report import METHODS, PAPER, metrics_table, nme_by_method  # noqa: F401 (the notebooks' names)
 from .runfolder import RunFolder, atomic_write, read_json, write_csv, write_json
 from .saliency import saliency_maps
@@ -28,7 +28,7 @@ from .train import TrainConfig, fit, load_checkpoint, model_options, new_model
 def comparable_to_paper(d_or_run, params: dict | None = None) -> bool:
     """The study's numbers are comparable only on Helen's own 194-point data."""
     d = load_data(d_or_run, params) if params is not None else d_or_run
-    return d.train_split.manifest["source"] == "helen" and d.scheme.n_points == 194
+    return d.train_set.manifest["source"] == "helen" and d.scheme.n_points == 194
 
 
 def describe_dataset(manifest: dict) -> str:
@@ -41,7 +41,7 @@ def describe_dataset(manifest: dict) -> str:
 
 
 # ------------------------------------------------------------------ 01_prepare
-def prepare(run: RunFolder, params: dict, log=print) -> dict[str, Split]:
+def prepare(run: RunFolder, params: dict, log=print) -> dict[str, PreparedSet]:
     splits = prepare_caches(params["data"], params["seed"], run.cache_dir(params["data"]["cache_dir"]), log)
     split = split_train_val(len(splits["train"]), params["data"]["val_fraction"], params["seed"],
                             params["data"]["split"])
@@ -68,8 +68,8 @@ class RunData:
     split, the ``test`` split, the whole training split, its landmark scheme and a label."""
     train: Faces
     val: Faces
-    test: Split
-    train_split: Split
+    test: PreparedSet
+    train_set: PreparedSet
     scheme: Scheme
     dataset: str
 
@@ -194,8 +194,8 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     import lmkit
 
     d = load_data(run, params)
-    scheme, train_split = d.scheme, d.train_split
-    manifest = train_split.manifest
+    scheme, train_set = d.scheme, d.train_set
+    manifest = train_set.manifest
     ckpt = load_checkpoint(run.best_checkpoint)
     model = build_model(scheme.n_points, pretrained=False)
     model.load_state_dict(ckpt["model"])
@@ -237,7 +237,7 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
     from .readers import load_image
 
     cache = run.cache_dir(params["data"]["cache_dir"]) / "train"
-    manifest, indices = d.train_split.manifest, d.train[0].indices
+    manifest, indices = d.train_set.manifest, d.train[0].indices
     key = digest([detector.name, manifest.get("files"), manifest["forehead"], manifest["padding"],
                   manifest["crop_size"], indices.tolist()], 16)
     kept = cache / "box_calibration.json"
@@ -246,7 +246,7 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
         calibration = stored["calibration"]
     else:
         sources, boxes = load_sources(cache)
-        size, landmarks = manifest["crop_size"], d.train_split.landmarks
+        size, landmarks = manifest["crop_size"], d.train_set.landmarks
         log(f"fitting the box calibration: {detector.name} on {len(indices)} training photos ...")
 
         def faces():
@@ -340,8 +340,8 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         "hparams": read_json(run.best_hparams, "02_hpsearch"), "methods": rows, "peer": peer_status,
         "detector_box": detector_status, "flip_test": flip_test, "model_file": info.training | {"lmkit": info.lmkit_version},
         "search_budget": {k: params["search"][k] for k in ("enabled", "trials", "epochs_per_trial")},
-        "skipped": {"train": d.train_split.manifest.get("skipped", []), "test": test.manifest.get("skipped", [])},
-        "unannotated": {"train": d.train_split.manifest.get("unannotated", []),
+        "skipped": {"train": d.train_set.manifest.get("skipped", []), "test": test.manifest.get("skipped", [])},
+        "unannotated": {"train": d.train_set.manifest.get("unannotated", []),
                         "test": test.manifest.get("unannotated", [])},
         "best": [test.names[i] for i in best], "worst": [test.names[i] for i in worst], "paper": PAPER,
     }

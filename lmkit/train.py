@@ -42,7 +42,7 @@ class TrainConfig:
     epoch_multiplier: int = _T["epoch_multiplier"]
     input_size: int = DEFAULTS["model"]["input_size"]
     augment: Augment = field(default_factory=Augment)
-    val_augmented: bool = False  # the study's protocol: validate on augmented copies
+    study_validation: bool = False  # data.split: paper (the study's protocol): validation = augmented training copies
     seed: int = 0
     device: str = "cpu"
     loss: str = _T["loss"]
@@ -65,7 +65,7 @@ class TrainConfig:
                       edges=tuple(t["edges"]))
         cfg = cls(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
                   epoch_multiplier=t["epoch_multiplier"], input_size=p["model"]["input_size"], augment=aug,
-                  val_augmented=p["data"]["split"] == "paper", seed=p["seed"], device=str(device), loss=t["loss"],
+                  study_validation=p["data"]["split"] == "paper", seed=p["seed"], device=str(device), loss=t["loss"],
                   wing=tuple(t["wing"]), schedule=t["schedule"], warmup=t["warmup"], optimizer=t["optimizer"],
                   compile=p["model"]["compile"], resident=t["resident"], prefetch=t["prefetch"],
                   autocast=t["autocast"], channels_last=t["channels_last"])
@@ -240,10 +240,17 @@ def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, cfg: "TrainConfig",
     return loss.item(), mse.item()
 
 
+def epoch_generator(seed: int, epoch: int, rank: int | None = None) -> torch.Generator:
+    """The generator of one epoch's draws, seeded by (seed, epoch), and by the process's rank
+    when training is data-parallel: the one place this seed formula is written."""
+    s = seed * 1_000_003 + epoch
+    return torch.Generator().manual_seed(s if rank is None else s * 1009 + rank)
+
+
 def epoch_order(n: int, cfg: "TrainConfig", epoch: int) -> tuple[torch.Tensor, torch.Generator]:
     """The epoch's sample order (``epoch_multiplier`` shuffles) and the generator that then
     draws its augmentation, both seeded by (seed, epoch)."""
-    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    g = epoch_generator(cfg.seed, epoch)
     return torch.cat([torch.randperm(n, generator=g) for _ in range(cfg.epoch_multiplier)]), g
 
 
@@ -370,7 +377,7 @@ def _train_epoch(net, model, opt, scaler, images, landmarks, cfg: TrainConfig, p
     order, g = epoch_order(len(images), cfg, epoch)
     if world > 1:  # this process's share of every global batch, its own augmentation draws
         order, _ = shard(order, cfg.batch_size * world, rank, world)
-        g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 1009 + rank)
+        g = epoch_generator(cfg.seed, epoch, rank)
     model.train()
     total, total_mse, seen = 0.0, 0.0, 0
     batches = Batches(images, landmarks, order, cfg, g, torch.device(cfg.device), prefetch=plan.prefetch, src_size=src)
@@ -391,7 +398,7 @@ def _train_epoch(net, model, opt, scaler, images, landmarks, cfg: TrainConfig, p
 def _validate(model, val_images, val_landmarks, cfg: TrainConfig, src: int) -> float:
     """Validation MSE in px² of the 256 frame (on augmented copies under the study's protocol)."""
     pred, true = predict(model, val_images, cfg.input_size, cfg.batch_size, torch.device(cfg.device),
-                         cfg.augment if cfg.val_augmented else None, seed=cfg.seed, landmarks=val_landmarks)
+                         cfg.augment if cfg.study_validation else None, seed=cfg.seed, landmarks=val_landmarks)
     return float(np.mean((pred - true) ** 2) * (REFERENCE_SIZE / src) ** 2)
 
 
