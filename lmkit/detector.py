@@ -19,6 +19,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from .prepare import annotation_box
+
 HOG_NAME = "dlib HOG frontal face detector"
 
 
@@ -121,22 +123,11 @@ def to_units(boxes: np.ndarray, frames: np.ndarray) -> np.ndarray:
                      (boxes[:, 2] - frames[:, 0]) / w, (boxes[:, 3] - frames[:, 1]) / h], 1)
 
 
-def clip_box(box, image_hw: tuple[int, int]) -> tuple[float, float, float, float]:
-    """A box clipped to the photo, as training crops were; refuses one outside it."""
-    h, w = image_hw
-    out = (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
-    if out[2] - out[0] < 1 or out[3] - out[1] < 1:
-        raise ValueError(f"box {tuple(round(v, 1) for v in box)} lies outside the {w}x{h} photo")
-    return tuple(float(v) for v in out)
-
-
 def calibrate(detector: Callable, faces: Iterable[tuple[np.ndarray, np.ndarray]], forehead: float, padding: float,
               min_iou: float = 0.3) -> BoxCalibration:
     """Fit the calibration on (photo, landmarks in photo pixels) pairs: on each photo the
     detection overlapping the landmarks' box most (IoU above ``min_iou``) is paired with the
     face's annotation crop box (``prepare.annotation_box``, not clipped)."""
-    from .prepare import annotation_box
-
     det, crop, photos = [], [], 0
     for image, landmarks in faces:
         photos += 1

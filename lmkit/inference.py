@@ -22,9 +22,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from .detector import BoxCalibration, HogDetector, clip_box
+from .detector import BoxCalibration, HogDetector
 from .model import ModelInfo, load_model_file, pick_device, predict
-from .prepare import crop_image, crop_to_photo
+from .prepare import clip_box, crop_image, crop_to_photo
 from .schemes import SCHEMES, Scheme, check_mirror
 
 MODEL_FILE = Path("train") / "model.pt"  # inside a run folder

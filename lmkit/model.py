@@ -169,9 +169,11 @@ def save_model_file(model: LandmarkRegressor, info: ModelInfo, path: Path) -> Pa
     return Path(path)
 
 
-def load_model_file(path: Path, device="cpu") -> tuple[LandmarkRegressor, ModelInfo]:
+def load_model_file(path: Path, device="cpu", settings: dict | None = None) -> tuple[LandmarkRegressor, ModelInfo]:
     """The model (eval mode, on ``device``) and its info; a clear error for anything else.
-    Loaded with ``weights_only=True``: a model file cannot run code."""
+    Loaded with ``weights_only=True``: a model file cannot run code. With ``settings``
+    ({params key: value} for the keys of ``ModelInfo.PARAMS``), refused when they describe
+    another model (``ModelInfo.check_settings``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
@@ -185,6 +187,8 @@ def load_model_file(path: Path, device="cpu") -> tuple[LandmarkRegressor, ModelI
         raise ValueError(f"{path}: not an lmkit model file (format {found!r}, want {MODEL_FORMAT!r}){hint}")
     known = {f for f in ModelInfo.__dataclass_fields__}
     info = ModelInfo(**{k: v for k, v in blob["info"].items() if k in known})
+    if settings is not None:
+        info.check_settings(settings, str(path))
     model = build_model(info.n_points, pretrained=False)
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval(), info

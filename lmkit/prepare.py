@@ -20,7 +20,6 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from .detector import clip_box
 from .params import DEFAULTS
 from .digests import files_digest
 from .readers import Entry, NotAnnotated, Sample, entries_300w, entries_300w_folder, entries_helen
@@ -28,6 +27,7 @@ from .synthetic import synthetic_entries
 
 
 _DATA = DEFAULTS["data"]  # the crop convention's defaults are the params schema's
+
 
 def annotation_box(landmarks: np.ndarray, forehead: float = _DATA["forehead"], padding: float = _DATA["padding"]) -> tuple[float, ...]:
     """lmkit's crop convention: the landmark box extended upward by ``forehead`` x its height,
@@ -37,6 +37,15 @@ def annotation_box(landmarks: np.ndarray, forehead: float = _DATA["forehead"], p
     y0 -= forehead * (y1 - y0)
     pad = padding * max(x1 - x0, y1 - y0)
     return tuple(float(v) for v in (x0 - pad, y0 - pad, x1 + pad, y1 + pad))
+
+
+def clip_box(box, image_hw: tuple[int, int]) -> tuple[float, float, float, float]:
+    """A box clipped to the photo, as training crops were; refuses one outside it."""
+    h, w = image_hw
+    out = (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
+    if out[2] - out[0] < 1 or out[3] - out[1] < 1:
+        raise ValueError(f"box {tuple(round(v, 1) for v in box)} lies outside the {w}x{h} photo")
+    return tuple(float(v) for v in out)
 
 
 def crop_box(landmarks: np.ndarray, image_hw: tuple[int, int], forehead: float = _DATA["forehead"],

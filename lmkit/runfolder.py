@@ -51,13 +51,12 @@ class RunFolder:
         """A path in the run folder; pure: nothing is created (writers make their folders)."""
         return self.root.joinpath(*parts)
 
-    folder = path
 
     params = property(lambda self: self.path("params.yaml"))
-    split = property(lambda self: self.path("split.json"))
+    split = property(lambda self: self.path("split.json"))  # the training / validation division
     trials = property(lambda self: self.path("search", "trials.csv"))
     best_hparams = property(lambda self: self.path("search", "best_hparams.json"))
-    train_dir = property(lambda self: self.folder("train"))
+    train_dir = property(lambda self: self.path("train"))
     history = property(lambda self: self.path("train", "history.csv"))
     best_checkpoint = property(lambda self: self.path("train", "best.pt"))
     model_file = property(lambda self: self.path("train", "model.pt"))
@@ -72,7 +71,7 @@ class RunFolder:
 
     def cache_dir(self, shared: str | None = None) -> Path:
         """Where the prepared caches are: ``shared`` (the params' ``data.cache_dir``) or ``<run>/data``."""
-        return Path(shared) if shared else self.folder("data")
+        return Path(shared) if shared else self.path("data")
 
 
 @contextmanager

@@ -25,9 +25,9 @@ from .schemes import Scheme, check_mirror, scheme_for_points
 from .search import default_storage, run_search, search_outcome, trials_table
 from .train import TrainConfig, fit, load_checkpoint, model_options, new_model
 
-def comparable_to_paper(d_or_run, params: dict | None = None) -> bool:
+
+def comparable_to_paper(d: "RunData") -> bool:
     """The study's numbers are comparable only on Helen's own 194-point data."""
-    d = load_data(d_or_run, params) if params is not None else d_or_run
     return d.train_set.manifest["source"] == "helen" and d.scheme.n_points == 194
 
 
@@ -267,9 +267,7 @@ def load_model(run: RunFolder, params: dict, device) -> tuple[torch.nn.Module, M
     if not run.model_file.exists():
         raise FileNotFoundError(f"{run.model_file}: missing; run notebook 03_train first (it writes the model file "
                                 "after training; for a run trained before lmkit 0.2, call steps.package_model)")
-    model, info = load_model_file(run.model_file, device)
-    info.check_settings({k: P.get(params, k) for k in info.PARAMS.values()}, str(run.model_file))
-    return model, info
+    return load_model_file(run.model_file, device, {k: P.get(params, k) for k in ModelInfo.PARAMS.values()})
 
 
 # ------------------------------------------------------------------ 04_evaluate
