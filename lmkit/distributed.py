@@ -7,8 +7,7 @@ With ``train.processes: N`` the training notebook launches (``lmkit.launch``), o
 
 and waits for it. On several machines, run the same module under torchrun on each one
 (``--nnodes``, ``--node_rank``, ``--rdzv-endpoint``; the run folder on shared storage).
-``train.batch_size`` is the global batch: each process trains on batch_size / N images of
-every step (see ``lmkit.train.fit`` for batch-norm statistics). NCCL on GPUs, gloo on CPU.
+What each process trains on is said once, in ``lmkit.train.fit``. NCCL on GPUs, gloo on CPU.
 """
 from __future__ import annotations
 

@@ -176,9 +176,9 @@ def _log_line(epoch, epochs, row, width=20):
 class Batches:
     """The augmented training batches of one epoch, in ``order``. With ``prefetch`` (the
     default on a GPU) each batch is gathered and augmented in a background thread while the
-    previous one trains, so the data path overlaps the model's work. On a 2-core CPU the
-    thread only competes with the model for the cores (measured: 49 vs 53 img/s at 128x128),
-    so the CPU default is off. The batches and their random draws are the same either way."""
+    previous one trains, so the data path overlaps the model's work. On a CPU the thread only
+    competes with the model for the cores, so the CPU default is off (``benchmarks.speed``
+    measures both). The batches and their random draws are the same either way."""
 
     def __init__(self, images, landmarks, order: torch.Tensor, cfg: "TrainConfig", generator: torch.Generator,
                  device: torch.device, prefetch: bool | None = None, src_size: int | None = None):
@@ -324,8 +324,8 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
 
 def _wrap(model, cfg: TrainConfig, plan: DevicePlan, world: int, log):
     """The network the steps run: the model in the plan's memory layout, wrapped in
-    DistributedDataParallel when there are several processes (each then trains on its share
-    of every global batch), compiled when asked. Returns it and the per-process config."""
+    DistributedDataParallel when there are several processes (see ``fit``), compiled when
+    asked. Returns it and the per-process config."""
     if not plan.channels_last:
         model.to(memory_format=torch.contiguous_format)
     net, step_cfg = model, cfg
