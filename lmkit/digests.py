@@ -8,6 +8,9 @@ digest is unchanged:
   (``outputs_digest``): a notebook run again by hand with other params is not reused;
 - each ablation variant: the training notebook's digest of the variant's params.
 
+A ``run.json`` records each stage it completed; ``stage_state`` and ``record_stage`` are
+the one reading and writing of that record, for the chain and the ablation's sub-runs alike.
+
 The params each notebook depends on are declared once, in ``stage_inputs``.
 """
 from __future__ import annotations
@@ -52,6 +55,24 @@ def outputs_digest(paths: list[Path]) -> str | None:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:16]
+
+
+def stage_state(record: dict, stage: str, inputs: str, outputs: list[Path]) -> str:
+    """Whether ``stage``, as a ``run.json`` records it (``completed``: the digest of its inputs,
+    ``outputs``: of the files it wrote), may be reused: "current"; "inputs changed" (or it
+    never completed); "outputs changed" (a file missing, or not what it wrote)."""
+    if record.get("completed", {}).get(stage) != inputs:
+        return "inputs changed"
+    if record.get("outputs", {}).get(stage) != outputs_digest(outputs):
+        return "outputs changed"
+    return "current"
+
+
+def record_stage(record: dict, stage: str, inputs: str, outputs: list[Path]) -> dict:
+    """``record`` (a ``run.json``'s content) with ``stage`` completed on ``inputs``, its
+    ``outputs`` digested as they are now: what ``stage_state`` checks later."""
+    return {**record, "completed": {**record.get("completed", {}), stage: inputs},
+            "outputs": {**record.get("outputs", {}), stage: outputs_digest(outputs)}}
 
 
 def _train(params: dict, drop=()) -> dict:

@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import params as P
-from .digests import outputs_digest, stage_digests
+from .digests import record_stage, stage_digests, stage_state
 from .runfolder import RunFolder, RunInUse, run_lock, write_json, write_text
 
 NOTEBOOKS = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures")
@@ -232,7 +232,8 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, li
     nb_dir = notebooks_dir()
     info_file = run.path("run.json")
     info = json.loads(info_file.read_text()) if info_file.exists() else {}
-    timings, completed, outputs = info.get("timings_s", {}), info.get("completed", {}), info.get("outputs", {})
+    timings = info.get("timings_s", {})
+    record = {"completed": info.get("completed", {}), "outputs": info.get("outputs", {})}
     digests = stage_digests(params)
     reusing = not force
     log(f"run folder {run.root}")
@@ -248,14 +249,17 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, li
         for name in notebooks:
             output = run.path("notebooks", f"{name}.ipynb")
             output.parent.mkdir(parents=True, exist_ok=True)
-            if reusing and completed.get(name) == digests[name] and output.exists():
-                if outputs.get(name) == outputs_digest(stage_outputs(run, params, name)):
-                    log(f"{name}: reusing the earlier output (its inputs, params and outputs are unchanged)")
-                    continue
+            state = stage_state(record, name, digests[name], stage_outputs(run, params, name)) if reusing else ""
+            if state == "current" and not output.exists():  # the executed notebook itself is gone
+                state = "outputs changed"
+            if state == "current":
+                log(f"{name}: reusing the earlier output (its inputs, params and outputs are unchanged)")
+                continue
+            if state == "outputs changed":
                 log(f"{name}: its outputs are missing or not what it wrote (run again by hand?): running it again")
             reusing = False  # everything after a re-run notebook runs again
-            completed.pop(name, None)
-            outputs.pop(name, None)
+            for part in record.values():
+                part.pop(name, None)
             t0 = time.perf_counter()
             log(f"{name} ...")
             try:
@@ -269,11 +273,10 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, li
                                  f"  the executed notebook with the traceback: {output}") from None
             export_html(output)
             timings[name] = round(time.perf_counter() - t0, 1)
-            completed[name] = digests[name]
-            outputs[name] = outputs_digest(stage_outputs(run, params, name))
-            write_json({**info, "timings_s": timings, "completed": completed, "outputs": outputs}, info_file)
+            record = record_stage(record, name, digests[name], stage_outputs(run, params, name))
+            write_json({**info, "timings_s": timings, **record}, info_file)
             log(f"{name} done in {timings[name]:.1f} s")
-    write_json({"timings_s": timings, "completed": completed, "outputs": outputs, **provenance(params)}, info_file)
+    write_json({"timings_s": timings, **record, **provenance(params)}, info_file)
     if run.metrics.exists():  # a chain stopped before evaluation has no report yet
         from .report import write_index
 

@@ -509,7 +509,7 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     import re
     import shutil
 
-    from .digests import outputs_digest
+    from .digests import record_stage, stage_state
 
     hp = read_json(run.best_hparams, "02_hpsearch")
     a = params["ablation"]
@@ -533,7 +533,7 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
             sub.train_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run.split, sub.split)
             write_json(hp, sub.best_hparams)
-            if info.get("train") == key and info.get("outputs") == outputs_digest(train_files):
+            if stage_state(info, "03_train", key, train_files) == "current":
                 log(f"    seed {seed}: trained before with these params: reused")
             elif key in trained:  # the same training as an earlier row (this one changes the evaluation only)
                 for f in ("history.csv", "model.pt", "best.pt"):
@@ -542,7 +542,7 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
             else:
                 log(f"    seed {seed}: training ...")
                 train(sub, vp, log=lambda line: None)
-            write_json({"train": key, "outputs": outputs_digest(train_files)}, sub.path("run.json"))
+            write_json(record_stage({}, "03_train", key, train_files), sub.path("run.json"))
             trained.setdefault(key, sub)
             m = evaluate(sub, vp, log=lambda line: None, peers=False)
             row = m["methods"][METHODS["model"]]
