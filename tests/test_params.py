@@ -7,7 +7,7 @@ from lmkit import params as P
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["quick.yaml", "paper.yaml", "best.yaml", "helen68-cpu.yaml", "helen68-best-cpu.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "params").glob("*.yaml")))
 def test_shipped_params_files_load(name):
     p = P.load(ROOT / "params" / name)
     assert p["train"]["epochs"] > 0
