@@ -39,10 +39,6 @@ class Augment:
     # x the input side, clipped at 2 sigma, as a calibrated detector box does (detector.BoxCalibration.crop_sigma)
     edges: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
-    @property
-    def jitter(self) -> bool:
-        return self.scale != (1.0, 1.0) or self.shift > 0
-
 
 def _normalizer(size: float, dtype, device) -> torch.Tensor:
     """Pixel coordinates -> grid_sample's [-1, 1] (align_corners=False)."""
@@ -60,7 +56,7 @@ def random_warps(batch: int, src_size: int, out_size: int, aug: Augment, generat
     if aug.flip > 0:  # draw only when asked, so runs without flips keep their random stream
         flip = torch.rand(batch, generator=generator) < aug.flip
     fraction = torch.full((batch,), aug.crop_fraction, dtype=torch.float64)
-    if aug.jitter:  # the box a face detector gives is larger or smaller, and off centre: likewise
+    if aug.scale != (1.0, 1.0) or aug.shift > 0:  # the box a face detector gives is larger or smaller, and off centre: likewise
         lo, hi = aug.scale
         s = lo + (hi - lo) * torch.rand(batch, generator=generator, dtype=torch.float64)
         fraction = fraction * s

@@ -146,8 +146,8 @@ class ModelInfo:
               "padding": "data.padding"}
 
     def check_settings(self, settings: dict, source: str) -> None:
-        """Refuse settings ({params key: value}, the keys of ``PARAMS``) that ask for another input
-        size or crop than the model was trained with."""
+        """Refuse settings ({dotted params key: value}, e.g. ``params.flatten(params)``; the keys
+        of ``PARAMS`` are read) that ask for another input size or crop than the model was trained with."""
         wrong = []
         for attr, key in self.PARAMS.items():
             want, have = settings[key], getattr(self, attr)
@@ -172,8 +172,8 @@ def save_model_file(model: LandmarkRegressor, info: ModelInfo, path: Path) -> Pa
 def load_model_file(path: Path, device="cpu", settings: dict | None = None) -> tuple[LandmarkRegressor, ModelInfo]:
     """The model (eval mode, on ``device``) and its info; a clear error for anything else.
     Loaded with ``weights_only=True``: a model file cannot run code. With ``settings``
-    ({params key: value} for the keys of ``ModelInfo.PARAMS``), refused when they describe
-    another model (``ModelInfo.check_settings``)."""
+    ({dotted params key: value}), refused when they describe another model
+    (``ModelInfo.check_settings``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")

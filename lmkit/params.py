@@ -228,9 +228,8 @@ def _shown(value) -> str:
 def markdown_table() -> str:
     """The README's params table, from the schema."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
-    flat = _flatten(DEFAULTS)
     for k, f in FIELDS.items():
-        shown = (f.json_schema_extra or {}).get("shown") or _shown(flat[k])
+        shown = (f.json_schema_extra or {}).get("shown") or _shown(_FLAT_DEFAULTS[k])
         rows.append(f"| `{k}` | {shown} | {f.description} |")
     return "\n".join(rows) + "\n"
 
@@ -268,27 +267,23 @@ class ParamsError(ValueError):
     pass
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{dotted key: value} of a nested params dict, e.g. ``flatten(params)["model.input_size"]``."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
 
 
-def get(params: dict, dotted: str):
-    """The value of one dotted key, e.g. ``get(params, "model.input_size")``."""
-    node = params
-    for part in dotted.split("."):
-        node = node[part]
-    return node
+_FLAT_DEFAULTS = flatten(DEFAULTS)
 
 
 def _set(tree: dict, dotted: str, value, origin: str) -> None:
-    known = _flatten(DEFAULTS)
+    known = _FLAT_DEFAULTS
     if dotted not in known:
         prefix, _, leaf = dotted.rpartition(".")
         alias = f"{prefix}.{ALIASES[leaf]}" if leaf in ALIASES else None
@@ -370,7 +365,7 @@ def read_changes(path: str | Path, own: bool = False) -> dict:
         if own and origin != str(Path(path)):
             continue
         _set(copy.deepcopy(DEFAULTS), key, value, origin)  # an unknown key is refused, naming the file
-        changes[key] = _coerce(value, _flatten(DEFAULTS)[key])
+        changes[key] = _coerce(value, _FLAT_DEFAULTS[key])
     return changes
 
 
@@ -404,7 +399,7 @@ def _read_file(path: Path, seen: tuple = ()) -> list[tuple[str, object, str]]:
         if not isinstance(base, str):
             raise ParamsError(f"{path}: base: expected the name of another params file, got {base!r}")
         items = _read_file(path.parent / base, seen + (path.resolve(),))
-    return items + [(k, _resolve_paths(k, v, path.parent), str(path)) for k, v in _flatten(loaded).items()]
+    return items + [(k, _resolve_paths(k, v, path.parent), str(path)) for k, v in flatten(loaded).items()]
 
 
 def load(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> dict:

@@ -198,8 +198,8 @@ def load_cache(folder: Path) -> PreparedSet:
     manifest_file = folder / "manifest.json"
     if not manifest_file.exists():
         raise FileNotFoundError(f"{folder}: no prepared cache here (run notebook 01_prepare first)")
-    mode = "r"  # memory-mapped: a large set is read as batches need it
-    return PreparedSet(np.load(folder / "images.npy", mmap_mode=mode), np.load(folder / "landmarks.npy", mmap_mode=mode),
+    # memory-mapped: a large set is read as batches need it
+    return PreparedSet(np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "landmarks.npy", mmap_mode="r"),
                  json.loads((folder / "names.json").read_text()), json.loads(manifest_file.read_text()))
 
 

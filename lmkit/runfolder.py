@@ -51,7 +51,6 @@ class RunFolder:
         """A path in the run folder; pure: nothing is created (writers make their folders)."""
         return self.root.joinpath(*parts)
 
-
     params = property(lambda self: self.path("params.yaml"))
     split = property(lambda self: self.path("split.json"))  # the training / validation division
     trials = property(lambda self: self.path("search", "trials.csv"))

@@ -14,7 +14,7 @@ import torch
 from . import figures
 from . import metrics as M
 from . import params as P
-from .digests import digest, stage_digests, study_inputs
+from .digests import digest, record_stage, stage_digests, stage_state, study_inputs
 from .model import REFERENCE_SIZE, ModelInfo, build_model, load_model_file, pick_device, predict, save_model_file
 from .placement import cuda_switches
 from .prepare import PreparedSet, Subset, crop_to_photo, load_cache, prepare as prepare_caches, split_train_val
@@ -267,7 +267,7 @@ def load_model(run: RunFolder, params: dict, device) -> tuple[torch.nn.Module, M
     if not run.model_file.exists():
         raise FileNotFoundError(f"{run.model_file}: missing; run notebook 03_train first (it writes the model file "
                                 "after training; for a run trained before lmkit 0.2, call steps.package_model)")
-    return load_model_file(run.model_file, device, {k: P.get(params, k) for k in ModelInfo.PARAMS.values()})
+    return load_model_file(run.model_file, device, P.flatten(params))
 
 
 # ------------------------------------------------------------------ 04_evaluate
@@ -508,8 +508,6 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     minutes; ``ablation/runs.csv`` has one line per sub-run."""
     import re
     import shutil
-
-    from .digests import record_stage, stage_state
 
     hp = read_json(run.best_hparams, "02_hpsearch")
     a = params["ablation"]

@@ -65,7 +65,7 @@ def test_overrides_and_yaml_floats(tmp_path):
 def test_the_readme_table_is_the_schemas():
     """Every key is described once, in lmkit.params.Params; the README shows exactly that
     (regenerate it with python -m lmkit.params --readme)."""
-    assert set(P._flatten(P.DEFAULTS)) == set(P.DOCS) == set(P.FIELDS)
+    assert set(P.flatten(P.DEFAULTS)) == set(P.DOCS) == set(P.FIELDS)
     assert all(doc and len(doc) > 10 for doc in P.DOCS.values())
     assert P.markdown_table() in (ROOT / "README.md").read_text()
 
@@ -80,7 +80,7 @@ def test_defaults_are_the_schemas_everywhere():
     from lmkit.prepare import annotation_box, write_cache
     from lmkit.train import TrainConfig
 
-    flat = P._flatten(P.DEFAULTS)
+    flat = P.flatten(P.DEFAULTS)
     checked = 0
     for cls in (TrainConfig, Augment):
         for f in dataclasses.fields(cls):
