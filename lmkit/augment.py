@@ -99,10 +99,25 @@ def compose_warps(angle: torch.Tensor, offset: torch.Tensor, crop_fraction: floa
     return resize @ rot @ crop @ mirror
 
 
-def resize_warps(batch: int, src_size: int, out_size: int, device="cpu") -> torch.Tensor:
-    """The evaluation transform: a plain resize."""
-    s = src_size / out_size
-    return torch.diag(torch.tensor([s, s, 1.0], dtype=torch.float64)).repeat(batch, 1, 1).to(device)
+def view_fraction(view: str, crop_fraction: float, scale) -> float:
+    """The side of the crop the network sees at evaluation, as a fraction of the crop
+    (``model.view``): 1 for ``whole``; for ``train-mean`` the mean training crop, ``crop_fraction``
+    x the mean of the box jitter's ``scale`` range (per-edge jitter is centred: no change)."""
+    if view == "whole":
+        return 1.0
+    if view == "train-mean":
+        return float(crop_fraction * (scale[0] + scale[1]) / 2)
+    raise ValueError(f"model.view: must be 'whole' or 'train-mean', got {view!r}")
+
+
+def resize_warps(batch: int, src_size: int, out_size: int, device="cpu", view: float = 1.0) -> torch.Tensor:
+    """The evaluation transform: the centred square of side ``view`` x the crop, resized
+    (``view`` 1: a plain resize of the whole crop)."""
+    if view == 1.0:
+        s = src_size / out_size
+        return torch.diag(torch.tensor([s, s, 1.0], dtype=torch.float64)).repeat(batch, 1, 1).to(device)
+    offset = torch.full((batch, 2), (1 - view) * out_size / 2, dtype=torch.float64)
+    return compose_warps(torch.zeros(batch, dtype=torch.float64), offset, view, src_size, out_size).to(device)
 
 
 def to_float(images: torch.Tensor, out_size: int) -> torch.Tensor:
@@ -154,6 +169,12 @@ def warp(images: torch.Tensor, landmarks: torch.Tensor, matrices: torch.Tensor, 
     return out, moved[..., :2].to(torch.float32)
 
 
+def to_source(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """(B, K, 2) points in output pixels -> source pixels through the (B, 3, 3) warps."""
+    pts = torch.cat([points.to(torch.float64), torch.ones_like(points[..., :1], dtype=torch.float64)], -1)
+    return (pts @ matrices.to(torch.float64).transpose(1, 2))[..., :2].to(points.dtype)
+
+
 def random_intensity(images: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
     lo, hi = aug.intensity
     f = lo + (hi - lo) * torch.rand(images.shape[0], generator=generator)
@@ -168,13 +189,15 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 
 def make_batch(images: torch.Tensor, landmarks: torch.Tensor, out_size: int, aug: Augment | None = None,
-               generator: torch.Generator | None = None, src_size: int | None = None):
+               generator: torch.Generator | None = None, src_size: int | None = None, view: float = 1.0,
+               matrices: bool = False):
     """Network-ready batch: (normalized channels_last images, landmarks in output pixels).
-    With ``aug`` None this is the evaluation transform (resize only)."""
+    With ``aug`` None this is the evaluation transform (``resize_warps`` at ``view``). With
+    ``matrices`` the (B, 3, 3) output -> source pixel maps come third."""
     b = images.shape[0]
     src = src_size or images.shape[1]  # uint8 crops are (B, H, W, 3)
     if aug is None:
-        m, flip = resize_warps(b, src, out_size, images.device), None
+        m, flip = resize_warps(b, src, out_size, images.device, view), None
     else:
         m, flip = random_warps(b, src, out_size, aug, generator, images.device)
     x, y = warp(images, landmarks, m, out_size, src)
@@ -185,4 +208,5 @@ def make_batch(images: torch.Tensor, landmarks: torch.Tensor, out_size: int, aug
         y[flip] = y[flip][:, list(aug.mirror)]
     if aug is not None:
         x = random_intensity(x, aug, generator)
-    return normalize(x).contiguous(memory_format=torch.channels_last), y
+    x = normalize(x).contiguous(memory_format=torch.channels_last)
+    return (x, y, m) if matrices else (x, y)

@@ -146,7 +146,8 @@ class Landmarker:
         if crops.ndim != 4 or crops.shape[1:] != (self.info.crop_size, self.info.crop_size, 3):
             raise ValueError(f"crops must be (N, {self.info.crop_size}, {self.info.crop_size}, 3), got {crops.shape}")
         mirror = self.scheme.mirror if self.flip_test else None
-        return predict(self.model, crops, self.info.input_size, self.batch_size, self.device, flip_mirror=mirror)
+        return predict(self.model, crops, self.info.input_size, self.batch_size, self.device, flip_mirror=mirror,
+                       view=self.info.view, correction=self.info.correction)
 
     def _need_calibration(self) -> None:
         if self.calibration is None:
@@ -157,22 +158,38 @@ class Landmarker:
 # ------------------------------------------------------------------ export
 class CropNet(torch.nn.Module):
     """The network for export: uint8 RGB crops (B, S, S, 3) at the model's input size in,
-    points (B, K, 2) in pixels of those crops out; the [0, 1] scaling and the ImageNet
-    normalisation are inside. (Resize your crop box to S x S first; the model file says S.)"""
+    points (B, K, 2) in pixels of those crops out; the [0, 1] scaling, the model's view (its
+    centred part of the crop, resampled as ``predict`` does), the ImageNet normalisation and the
+    bias correction are inside. (Resize your crop box to S x S first; the model file says S.)
+    The flip test is not: it is two passes, averaged."""
 
     def __init__(self, model: torch.nn.Module, info: ModelInfo):
         super().__init__()
+        from .augment import _normalizer, resize_warps
         from .model import REFERENCE_SIZE
 
         self.model = model.float().eval()
-        norm = info.normalization
+        norm, s = info.normalization, info.input_size
         self.register_buffer("mean", torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1))
-        self.scale = info.input_size / REFERENCE_SIZE
+        self.view = info.view != 1.0
+        m = resize_warps(1, s, s, view=info.view)[0]  # output pixels -> input pixels
+        theta = _normalizer(s, torch.float64, "cpu") @ m @ torch.linalg.inv(_normalizer(s, torch.float64, "cpu"))
+        grid = torch.nn.functional.affine_grid(theta[None, :2].float(), [1, 3, s, s], align_corners=False)
+        self.register_buffer("grid", grid)
+        # points: 256-frame network output -> input pixels of the view -> pixels of the crop, minus the correction
+        self.register_buffer("linear", (m[:2, :2].T * (s / REFERENCE_SIZE)).float())
+        shift = m[:2, 2].float()
+        if info.correction is not None:
+            shift = shift - torch.tensor(info.correction, dtype=torch.float32) * (s / REFERENCE_SIZE)
+        self.register_buffer("shift", shift.expand(info.n_points, 2).clone())
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         x = crops.permute(0, 3, 1, 2).float() / 255.0
-        return self.model((x - self.mean) / self.std) * self.scale
+        if self.view:
+            x = torch.nn.functional.grid_sample(x, self.grid.expand(x.shape[0], -1, -1, -1), mode="bilinear",
+                                                padding_mode="zeros", align_corners=False)
+        return self.model((x - self.mean) / self.std) @ self.linear + self.shift
 
 
 EXPORT_FORMATS = ("torchscript", "onnx")

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from .augment import IMAGENET_MEAN, IMAGENET_STD
+from .augment import IMAGENET_MEAN, IMAGENET_STD, view_fraction
 
 REFERENCE_SIZE = 256  # the study's network input; MSE is reported in its pixels
 
@@ -82,16 +82,19 @@ def to_tensor(array) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, images, input_size: int, batch_size: int = 64, device="cpu",
-            augment=None, seed: int = 0, landmarks=None, flip_mirror: tuple[int, ...] | None = None):
+            augment=None, seed: int = 0, landmarks=None, flip_mirror: tuple[int, ...] | None = None,
+            view: float = 1.0, correction=None):
     """Predict landmarks for uint8 crops (N, S, S, 3); returns (N, K, 2) numpy in crop pixels.
 
     With ``augment`` (and ``landmarks``) the inputs are augmented with a fixed seed, as
     the study's validation was; the returned targets are then the augmented landmarks in
     crop pixels, else ``landmarks`` unchanged. With ``flip_mirror`` (the scheme's mirror
     map) the flip test: each prediction is averaged with the un-mirrored prediction of the
-    mirrored crop, its points renumbered by the map.
+    mirrored crop, its points renumbered by the map. ``view``: the network sees the centred
+    square of this fraction of each crop (``model.view``). ``correction`` (K, 2), in pixels of
+    the crop at 256x256: subtracted from every prediction (``model.bias_correction``).
     """
-    from .augment import make_batch
+    from .augment import make_batch, to_source
 
     device = torch.device(device)
     model.eval()
@@ -102,17 +105,30 @@ def predict(model: nn.Module, images, input_size: int, batch_size: int = 64, dev
         imgs = to_tensor(images[i : i + batch_size]).to(device)
         pts = to_tensor(landmarks[i : i + batch_size]).to(device) if landmarks is not None else \
             torch.zeros(imgs.shape[0], model.n_points, 2, device=device)
-        x, y = make_batch(imgs, pts, input_size, augment, g)
+        x, y, m = make_batch(imgs, pts, input_size, augment, g, view=view, matrices=True)
         out = _forward(model, x, device)
         if flip_mirror is not None:
             mirrored = _forward(model, x.flip(-1), device)[:, list(flip_mirror)]
             mirrored[..., 0] = REFERENCE_SIZE - mirrored[..., 0]
             out = (out + mirrored) / 2
-        # back to the crop frame: a resize maps 256-frame pixels to crop pixels
-        preds.append((out * (src / REFERENCE_SIZE)).cpu())
-        targets.append((y * (src / input_size)).cpu())
+        if augment is not None or view == 1.0:  # back to the crop frame: a resize maps 256-frame pixels to crop pixels
+            preds.append((out * (src / REFERENCE_SIZE)).cpu())
+            targets.append((y * (src / input_size)).cpu())
+        else:  # the centred view: through its warp
+            preds.append(to_source(out * (input_size / REFERENCE_SIZE), m).cpu())
+            targets.append(pts.cpu())
     pred = torch.cat(preds).numpy()
+    if correction is not None:
+        pred = pred - np.asarray(correction, dtype=pred.dtype) * (src / REFERENCE_SIZE)
     return (pred, torch.cat(targets).numpy()) if landmarks is not None else pred
+
+
+def fit_correction(model: nn.Module, images, landmarks, input_size: int, batch_size: int = 64, device="cpu",
+                   flip_mirror: tuple[int, ...] | None = None, view: float = 1.0) -> np.ndarray:
+    """Each point's mean error (K, 2) on held-out crops, in pixels of the crop at 256x256,
+    predicted as ``predict`` will later (view, flip test): the ``correction`` it subtracts."""
+    pred = predict(model, images, input_size, batch_size, device, flip_mirror=flip_mirror, view=view)
+    return (pred - np.asarray(landmarks)).mean(0) * (REFERENCE_SIZE / np.asarray(images).shape[1])
 
 
 def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -138,6 +154,9 @@ class ModelInfo:
     normalization: dict = field(default_factory=lambda: {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)})
     box_calibration: dict | None = None  # detector.BoxCalibration.to_dict(), None when no face was found
     flip_test: bool = False  # the run evaluated with the flip test
+    view: float = 1.0  # the network sees the centred square of this fraction of the crop (model.view)
+    correction: list | None = None  # (K, 2) mean validation error per point, pixels of the crop at 256x256,
+    #                                 subtracted from every prediction (model.bias_correction)
     training: dict = field(default_factory=dict)  # recipe and provenance: loss, epochs, best epoch, params digest
     lmkit_version: str = ""
 
@@ -146,13 +165,21 @@ class ModelInfo:
               "padding": "data.padding"}
 
     def check_settings(self, settings: dict, source: str) -> None:
-        """Refuse settings ({dotted params key: value}, e.g. ``params.flatten(params)``; the keys
-        of ``PARAMS`` are read) that ask for another input size or crop than the model was trained with."""
+        """Refuse settings ({dotted params key: value}, e.g. ``params.flatten(params)``: the keys
+        of ``PARAMS``, the view's and the bias correction's are read) that ask for another input size,
+        crop, view or correction than the model was trained with."""
         wrong = []
         for attr, key in self.PARAMS.items():
             want, have = settings[key], getattr(self, attr)
             if (abs(want - have) > 1e-9) if isinstance(have, float) else want != have:
                 wrong.append(f"{key} is {want!r} in the params but {have!r} in the model file")
+        view = view_fraction(settings["model.view"], settings["train.crop_fraction"], settings["train.scale"])
+        if abs(view - self.view) > 1e-9:
+            wrong.append(f"model.view is {settings['model.view']!r} in the params (the centre {view:.4g} of the crop) "
+                         f"but the model file sees the centre {self.view:.4g}")
+        if settings["model.bias_correction"] != (self.correction is not None):
+            wrong.append(f"model.bias_correction is {settings['model.bias_correction']!r} in the params but the "
+                         f"model file has {'a' if self.correction is not None else 'no'} correction")
         if wrong:
             raise ValueError(f"{source}: the params do not describe this model: {'; '.join(wrong)}. "
                              "Evaluate with the params it was trained with, or train again.")

@@ -98,6 +98,13 @@ class Model(_Section):
         "default", "default (torchvision's init) or mean_shape (the last layer starts at the mean training shape)")
     compile: bool = key(False, "`torch.compile` the model for training (a GPU speed-up for long runs; compiling "
                         "takes a minute)")
+    view: Literal["whole", "train-mean"] = key(
+        "whole", "what the network sees of a crop at validation, test and prediction: whole (the study: the whole "
+        "crop resized) or train-mean (the centre of the crop at the mean training crop, `train.crop_fraction` x "
+        "the mean of `train.scale`, the scale at which training showed faces)")
+    bias_correction: bool = key(False, "when the model file is written, fit each point's mean error on the "
+                                "validation split and subtract it from every later prediction (needs "
+                                "`data.split: clean`)")
 
 
 class Train(_Section):
@@ -195,6 +202,13 @@ class Params(_Section):
     search: Search = Search()
     eval: Eval = Eval()
     ablation: Ablation = Ablation()
+
+    @model_validator(mode="after")
+    def _together(self):
+        if self.model.bias_correction and self.data.split != "clean":
+            raise ValueError("model.bias_correction: needs data.split clean (validation photos never trained on), "
+                             f"got data.split {self.data.split!r}")
+        return self
 
 
 def _fields(model: type[BaseModel] = Params, prefix: str = "") -> dict:

@@ -179,7 +179,7 @@ def preflight(params: dict, run: RunFolder) -> None:
 
 # the lines of a notebook's output that say how it is getting on (the rest stays in the notebook)
 PROGRESS = re.compile(r"^(\[[#.]+\] epoch|trial \d+:|\d+ of \d+ trials|resuming|removed |search disabled|"
-                      r"(train|test): (reusing|prepared|preparing)|  skipped|split \(|fitting the box|box calibration|"
+                      r"(train|test): (reusing|prepared|preparing)|  skipped|split \(|fitting the box|box calibration|bias correction|"
                       r"launching \d+ processes|data-parallel|model file|--- |    seed \d+)")
 
 

@@ -14,13 +14,15 @@ import torch
 from . import figures
 from . import metrics as M
 from . import params as P
+from .augment import view_fraction
 from .digests import digest, record_stage, stage_digests, stage_state, study_inputs
-from .model import REFERENCE_SIZE, ModelInfo, build_model, load_model_file, pick_device, predict, save_model_file
+from .model import (REFERENCE_SIZE, ModelInfo, build_model, fit_correction, load_model_file, pick_device, predict,
+                    save_model_file)
 from .placement import cuda_switches
 from .prepare import PreparedSet, Subset, crop_to_photo, load_cache, prepare as prepare_caches, split_train_val
 from .report import METHODS, PAPER, metrics_table, nme_by_method  # noqa: F401 (the notebooks' names)
 from .runfolder import RunFolder, atomic_write, read_json, write_csv, write_json
-from .saliency import saliency_maps
+from .saliency import network_inputs, saliency_maps
 from .schemes import Scheme, check_mirror, scheme_for_points
 from .search import default_storage, run_search, search_outcome, trials_table
 from .train import TrainConfig, fit, load_checkpoint, model_options, new_model
@@ -214,11 +216,21 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     hist = pd.read_csv(run.history)
     hp = read_json(run.best_hparams, "02_hpsearch")
     t = params["train"]
+    view = view_fraction(params["model"]["view"], t["crop_fraction"], t["scale"])
+    correction = None
+    if params["model"]["bias_correction"]:
+        flip_test = params["eval"]["flip_test"]
+        correction = fit_correction(model, d.val[0], d.val[1], params["model"]["input_size"], t["batch_size"],
+                                    flip_mirror=scheme.mirror if flip_test else None, view=view)
+        log(f"bias correction fitted on {len(d.val[0])} validation faces: mean |error| per point "
+            f"{np.linalg.norm(correction, axis=1).mean():.2f} px of the 256 frame, overall "
+            f"({correction[:, 0].mean():+.2f}, {correction[:, 1].mean():+.2f}) px in x, y")
     info = ModelInfo(
         scheme=scheme.name, n_points=scheme.n_points, input_size=params["model"]["input_size"],
         crop_size=manifest["crop_size"], forehead=manifest["forehead"], padding=manifest["padding"],
         mean_shape=M.mean_shape(d.train[1]).tolist(), dataset=d.dataset, box_calibration=calibration,
-        flip_test=params["eval"]["flip_test"], lmkit_version=lmkit.__version__,
+        flip_test=params["eval"]["flip_test"], lmkit_version=lmkit.__version__, view=view,
+        correction=None if correction is None else correction.round(4).tolist(),
         training={"epoch": int(ckpt["epoch"]), "epochs": int(hist["epoch"].max()), "val_mse": float(hist["val_mse"].min()),
                   "lr": hp["lr"], "weight_decay": hp["weight_decay"], "seed": params["seed"],
                   **{k: t[k] for k in ("loss", "optimizer", "schedule", "warmup", "flip", "scale", "shift", "edges", "rotation",
@@ -288,7 +300,8 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
     check_flips(params, scheme, mean)
     t0 = time.perf_counter()
     preds = {"model": predict(model, test.images, info.input_size, params["train"]["batch_size"], device,
-                              flip_mirror=scheme.mirror if flip_test else None)}
+                              flip_mirror=scheme.mirror if flip_test else None, view=info.view,
+                              correction=info.correction)}
     model_seconds = (time.perf_counter() - t0) / len(test)
     true = np.asarray(test.landmarks)
     seconds = {"model": model_seconds}
@@ -401,9 +414,8 @@ def make_figures(run: RunFolder, params: dict) -> dict:
     device = pick_device(params["train"]["device"])
     model, info = load_model(run, params, device)
     size = info.input_size
-    maps = saliency_maps(model, test.images[six], test.landmarks[six], size, device)
-    small = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(test.images[six])).permute(0, 3, 1, 2).float(),
-                                            size=size, mode="area").permute(0, 2, 3, 1).byte().numpy()
+    maps = saliency_maps(model, test.images[six], test.landmarks[six], size, device, info.view)
+    small = network_inputs(test.images[six], size, info.view)
     train_img, train_pts = d.train
     figs = {
         "fig1_sample": figures.sample_figure(train_img[0], train_pts[0], scheme,

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .augment import Augment, make_batch
+from .augment import Augment, make_batch, view_fraction
 from .losses import landmark_loss
 from .model import REFERENCE_SIZE, build_model, predict
 from .params import DEFAULTS
@@ -41,6 +41,7 @@ class TrainConfig:
     weight_decay: float = _T["weight_decay"]
     epoch_multiplier: int = _T["epoch_multiplier"]
     input_size: int = DEFAULTS["model"]["input_size"]
+    val_view: float = 1.0  # validation sees the centred square of this fraction of each crop (model.view)
     augment: Augment = field(default_factory=Augment)
     study_validation: bool = False  # data.split: paper (the study's protocol): validation = augmented training copies
     seed: int = 0
@@ -65,6 +66,7 @@ class TrainConfig:
                       edges=tuple(t["edges"]))
         cfg = cls(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
                   epoch_multiplier=t["epoch_multiplier"], input_size=p["model"]["input_size"], augment=aug,
+                  val_view=view_fraction(p["model"]["view"], t["crop_fraction"], t["scale"]),
                   study_validation=p["data"]["split"] == "paper", seed=p["seed"], device=str(device), loss=t["loss"],
                   wing=tuple(t["wing"]), schedule=t["schedule"], warmup=t["warmup"], optimizer=t["optimizer"],
                   compile=p["model"]["compile"], resident=t["resident"], prefetch=t["prefetch"],
@@ -398,7 +400,8 @@ def _train_epoch(net, model, opt, scaler, images, landmarks, cfg: TrainConfig, p
 def _validate(model, val_images, val_landmarks, cfg: TrainConfig, src: int) -> float:
     """Validation MSE in px² of the 256 frame (on augmented copies under the study's protocol)."""
     pred, true = predict(model, val_images, cfg.input_size, cfg.batch_size, torch.device(cfg.device),
-                         cfg.augment if cfg.study_validation else None, seed=cfg.seed, landmarks=val_landmarks)
+                         cfg.augment if cfg.study_validation else None, seed=cfg.seed, landmarks=val_landmarks,
+                         view=cfg.val_view)
     return float(np.mean((pred - true) ** 2) * (REFERENCE_SIZE / src) ** 2)
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmkit.augment import IMAGENET_MEAN, IMAGENET_STD, Augment, make_batch, random_warps, resize_warps, warp
+from lmkit.augment import IMAGENET_MEAN, IMAGENET_STD, Augment, make_batch, random_warps, resize_warps, view_fraction, warp
 from tests.blobs import blob_image, find_dot
 
 PTS = np.array([[60, 70], [230, 80], [150, 150], [90, 230], [220, 220]], np.float32)
@@ -37,6 +37,24 @@ def test_evaluation_transform_is_a_plain_resize():
     np.testing.assert_allclose(moved[0].numpy(), PTS / 3, atol=1e-5)
     p = moved[0, 2].numpy()
     assert np.abs(find_dot(out[0, 0].numpy(), p, radius=4) - p).max() < 0.3
+
+
+def test_the_centred_view_is_the_middle_of_the_crop_resized():
+    images, pts = _batch(1)
+    out, moved = warp(images, pts, resize_warps(1, 300, 100, view=0.8), 100)
+    np.testing.assert_allclose(moved[0].numpy(), (PTS - 30) / 2.4, atol=1e-5)  # 240 px from (30, 30) to 100 px
+    for p in moved[0].numpy():
+        if 5 < p.min() and p.max() < 95:
+            assert np.abs(find_dot(out[0, 0].numpy(), p, radius=4) - p).max() < 0.3
+    np.testing.assert_array_equal(resize_warps(2, 300, 100, view=1.0), resize_warps(2, 300, 100))
+
+
+def test_the_train_mean_view_is_the_mean_training_crop():
+    assert view_fraction("whole", 0.9, (0.8, 1.0)) == 1.0
+    assert view_fraction("train-mean", 0.9, (0.8, 1.0)) == pytest.approx(0.81)
+    assert view_fraction("train-mean", 245 / 256, (1.0, 1.0)) == pytest.approx(245 / 256)
+    with pytest.raises(ValueError, match="model.view"):
+        view_fraction("middle", 0.9, (1.0, 1.0))
 
 
 def test_make_batch_normalizes_and_intensity_stays_in_range():

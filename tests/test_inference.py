@@ -1,5 +1,6 @@
 """A trained run as a landmark detector: the model file, Landmarker, lmkit predict, export."""
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -190,13 +191,24 @@ def test_flip_test_is_the_average_of_the_prediction_and_the_unmirrored_mirror_pr
     assert np.abs(both - plain).max() > 1e-3  # it did change something
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_export_agrees_with_the_model(trained, tmp_path, fmt):
-    run, _ = trained
-    out = export(run.root, fmt, tmp_path / f"model.{fmt}")
+def with_view(run, tmp_path, view=0.9):
+    """The run's model file seeing the centre ``view`` of each crop, with a bias correction."""
     model, info = load_model_file(run.model_file)
+    correction = np.random.default_rng(3).normal(0, 2, (info.n_points, 2)).round(3).tolist()
+    return save_model_file(model, dataclasses.replace(info, view=view, correction=correction), tmp_path / "view.pt")
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("kind", ["whole crop", "centred view and correction"])
+def test_export_agrees_with_the_model(trained, tmp_path, fmt, kind):
+    run, _ = trained
+    source = run.root if kind == "whole crop" else with_view(run, tmp_path)
+    out = export(source, fmt, tmp_path / f"model.{fmt}")
+    model, info = load_model_file(run.model_file if kind == "whole crop" else source)
     crops = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
-    expected = predict(model, crops, 32)  # points in pixels of the 32x32 crops
+    expected = predict(model, crops, 32, view=info.view, correction=info.correction)  # pixels of the 32x32 crops
+    if kind != "whole crop":
+        assert np.abs(expected - predict(model, crops, 32)).max() > 0.5  # the view and correction change the points
     if fmt == "torchscript":
         with torch.no_grad():
             got = torch.jit.load(str(out))(torch.from_numpy(crops)).numpy()
@@ -205,6 +217,49 @@ def test_export_agrees_with_the_model(trained, tmp_path, fmt):
         got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"crops": crops})[0]
     assert got.shape == (3, 194, 2)
     np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+class ConstantNet(torch.nn.Module):
+    """Always the same points, in the 256 frame of the network input."""
+
+    def __init__(self, points):
+        super().__init__()
+        self.points, self.n_points = torch.as_tensor(points, dtype=torch.float32), len(points)
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return self.points.expand(x.shape[0], -1, -1) + 0 * self.anchor
+
+
+def test_a_centred_view_maps_points_back_to_the_whole_crop_and_the_correction_is_subtracted():
+    q = np.array([[0.0, 0.0], [128.0, 128.0], [256.0, 64.0]])
+    crops = np.zeros((2, 300, 300, 3), np.uint8)
+    correction = np.array([[1.0, -2.0], [0.0, 0.0], [2.56, 0.0]])
+    got = predict(ConstantNet(q), crops, 64, view=0.8, correction=correction)
+    # the view is the centred square of 240 px: it starts at 30 px; 256-frame -> crop: x 240/256
+    want = 30 + q * 240 / 256 - correction * 300 / 256
+    np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), atol=1e-4)
+    np.testing.assert_allclose(predict(ConstantNet(q), crops, 64), np.broadcast_to(q * 300 / 256, got.shape), atol=1e-4)
+
+
+def test_bias_correction_is_each_points_mean_validation_error(trained, tmp_path):
+    run, params = trained
+    copy = RunFolder(tmp_path / "run")
+    shutil.copytree(run.root, copy.root)
+    wanted = P.merge(params, {"model.view": "train-mean", "model.bias_correction": True})
+    steps.package_model(copy, wanted, log=lambda _: None)
+    model, info = load_model_file(copy.model_file, settings=P.flatten(wanted))
+    assert info.view == pytest.approx(245 / 256)
+    d = steps.load_data(copy, wanted)
+    before = predict(model, d.val[0], 32, view=info.view)
+    error = (before - np.asarray(d.val[1])).mean(0) * 256 / 300
+    np.testing.assert_allclose(info.correction, error, atol=1e-3)
+    after = predict(model, d.val[0], 32, view=info.view, correction=info.correction)
+    assert np.abs((after - np.asarray(d.val[1])).mean(0)).max() < 1e-2  # no mean error left on validation
+    with pytest.raises(ValueError, match=r"model.view is 'whole' in the params.*the centre 0.957"):
+        steps.evaluate(copy, P.merge(wanted, {"model.view": "whole"}), log=lambda _: None)
+    with pytest.raises(ValueError, match=r"model.bias_correction is False in the params but the model file has a "):
+        steps.evaluate(copy, P.merge(wanted, {"model.bias_correction": False}), log=lambda _: None)
 
 
 def test_predict_files_writes_pts_csv_png_and_lists_bad_files(trained, photo, tmp_path):

@@ -46,6 +46,8 @@ def test_unknown_key_gets_a_did_you_mean(tmp_path):
     ("ablation.seeds=[1.5]", "ablation.seeds: item 0 expected int"),
     ("eval.thresholds=[]", "eval.thresholds: expected a list of at least 1 value,"),
     ("train.flip=true", "train.flip: expected float"),
+    ("model.view=centre", "model.view: must be one of 'whole' or 'train-mean'"),
+    ("model.bias_correction=true data.split=paper", "model.bias_correction: needs data.split clean"),
 ])
 def test_bad_overrides_are_refused_naming_the_key(override, message):
     """Each message names the key, what the schema wants and what was given."""
