@@ -124,7 +124,7 @@ def to_units(boxes: np.ndarray, frames: np.ndarray) -> np.ndarray:
 
 
 def calibrate(detector: Callable, faces: Iterable[tuple[np.ndarray, np.ndarray]], forehead: float, padding: float,
-              min_iou: float = 0.3) -> BoxCalibration:
+              min_iou: float = 0.3, box: str = "landmarks") -> BoxCalibration:
     """Fit the calibration on (photo, landmarks in photo pixels) pairs: on each photo the
     detection overlapping the landmarks' box most (IoU above ``min_iou``) is paired with the
     face's annotation crop box (``prepare.annotation_box``, not clipped)."""
@@ -134,5 +134,5 @@ def calibrate(detector: Callable, faces: Iterable[tuple[np.ndarray, np.ndarray]]
         found = best_match(detector(image), (*landmarks.min(0), *landmarks.max(0)), min_iou)
         if found is not None:
             det.append(found)
-            crop.append(annotation_box(landmarks, forehead, padding))
+            crop.append(annotation_box(landmarks, forehead, padding, box))
     return BoxCalibration.fit(np.asarray(det), np.asarray(crop), getattr(detector, "name", type(detector).__name__), photos)

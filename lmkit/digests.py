@@ -26,6 +26,16 @@ CHAIN = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures", "
 _NOT_RESULTS = ("device", "resume", "resident", "prefetch", "autocast", "channels_last")
 
 
+# keys added after run folders existed: left out of the digests while at their default (which
+# is what every run did before them), so those run folders are still reused
+_ADDED = {"data": {"box": "landmarks"}, "model": {"view": "whole", "bias_correction": False}}
+
+
+def _section(params: dict, name: str) -> dict:
+    added = _ADDED.get(name, {})
+    return {k: v for k, v in params[name].items() if k not in added or v != added[k]}
+
+
 def digest(obj, length: int = 12) -> str:
     """A short SHA-1 of ``obj`` as canonical JSON."""
     text = json.dumps(obj, sort_keys=True, default=str)
@@ -83,7 +93,7 @@ def _train(params: dict, drop=()) -> dict:
 def study_inputs(params: dict) -> dict:
     """What one search trial's result depends on: the data, the model, the recipe, the trial's
     budget and the ranges it draws from (not the number of trials, nor train.epochs)."""
-    return {"seed": params["seed"], "data": params["data"], "model": params["model"],
+    return {"seed": params["seed"], "data": _section(params, "data"), "model": _section(params, "model"),
             "train": _train(params, drop=("epochs", "lr", "weight_decay")),
             "search": {k: params["search"][k] for k in ("epochs_per_trial", "lr_range", "weight_decay_range")}}
 
@@ -91,13 +101,13 @@ def study_inputs(params: dict) -> dict:
 def stage_inputs(params: dict, stage: str) -> dict:
     """The params a notebook's outputs depend on, besides the notebooks before it."""
     if stage == "01_prepare":
-        return {"seed": params["seed"], "data": params["data"]}
+        return {"seed": params["seed"], "data": _section(params, "data")}
     if stage == "02_hpsearch":
         s = params["search"]
         return {"study": study_inputs(params), "trials": s["trials"]} if s["enabled"] else \
             {"lr": params["train"]["lr"], "weight_decay": params["train"]["weight_decay"]}
     if stage == "03_train":
-        return {"model": params["model"], "train": _train(params)}
+        return {"model": _section(params, "model"), "train": _train(params)}
     if stage == "04_evaluate":
         return {"eval": params["eval"]}
     if stage == "05_figures":

@@ -157,12 +157,13 @@ class ModelInfo:
     view: float = 1.0  # the network sees the centred square of this fraction of the crop (model.view)
     correction: list | None = None  # (K, 2) mean validation error per point, pixels of the crop at 256x256,
     #                                 subtracted from every prediction (model.bias_correction)
+    box: str = "landmarks"  # crop convention: the box before padding (prepare.annotation_box)
     training: dict = field(default_factory=dict)  # recipe and provenance: loss, epochs, best epoch, params digest
     lmkit_version: str = ""
 
     # the params keys each fact answers to: a run that asks otherwise is refused
     PARAMS = {"input_size": "model.input_size", "crop_size": "data.crop_size", "forehead": "data.forehead",
-              "padding": "data.padding"}
+              "padding": "data.padding", "box": "data.box"}
 
     def check_settings(self, settings: dict, source: str) -> None:
         """Refuse settings ({dotted params key: value}, e.g. ``params.flatten(params)``: the keys

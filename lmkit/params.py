@@ -78,6 +78,10 @@ class Data(_Section):
     forehead: float = key(1 / 3, "the landmark box is extended upward by this fraction of its height", shown="1/3",
                           ge=0)
     padding: float = key(0.05, "padding on every side, fraction of the larger side of the box", ge=0)
+    box: Literal["landmarks", "eyes-mouth"] = key(
+        "landmarks", "the crop box before padding: landmarks (the study: the box of all landmarks with "
+        "`data.forehead`) or eyes-mouth (placed and sized from the eye and mouth centres only, blind to the jaw "
+        "as a face detector's box is)")
     val_fraction: float = key(0.2, "fraction of training images held out for validation", gt=0, lt=1)
     split: Literal["clean", "paper"] = key(
         "clean", "clean: validation images never trained on; paper: the study's protocol (validation = augmented "

@@ -23,18 +23,43 @@ from PIL import Image
 from .params import DEFAULTS
 from .digests import files_digest
 from .readers import Entry, NotAnnotated, Sample, entries_300w, entries_300w_folder, entries_helen
+from .schemes import scheme_for_points
 from .synthetic import synthetic_entries
 
 
 _DATA = DEFAULTS["data"]  # the crop convention's defaults are the params schema's
 
 
-def annotation_box(landmarks: np.ndarray, forehead: float = _DATA["forehead"], padding: float = _DATA["padding"]) -> tuple[float, ...]:
-    """lmkit's crop convention: the landmark box extended upward by ``forehead`` x its height,
-    padded on every side by ``padding`` x its larger side. Returns (x0, y0, x1, y1), not clipped."""
-    x0, y0 = landmarks.min(0)
-    x1, y1 = landmarks.max(0)
-    y0 -= forehead * (y1 - y0)
+# the eyes-mouth box, in units of r (the mean of the eye-to-mouth and the eye-to-eye distance) about the
+# midpoint between the eyes' centre and the mouth's: the median landmark box (forehead 1/3 included) of
+# the helen68 training photos, so that both conventions frame the same face on average
+EYES_MOUTH_BOX = (-1.08, -1.67, 1.08, 1.22)
+
+
+def annotation_box(landmarks: np.ndarray, forehead: float = _DATA["forehead"], padding: float = _DATA["padding"],
+                   box: str = _DATA["box"]) -> tuple[float, ...]:
+    """lmkit's crop convention, before padding on every side by ``padding`` x the larger side:
+
+    - ``landmarks`` (the study): the box of all landmarks, extended upward by ``forehead`` x its height;
+    - ``eyes-mouth``: a box placed and sized from the eye and mouth centres only
+      (``EYES_MOUTH_BOX``), so that it says nothing of where the jaw is, as a face detector's
+      box cannot either.
+
+    Returns (x0, y0, x1, y1), not clipped."""
+    if box == "landmarks":
+        x0, y0 = landmarks.min(0)
+        x1, y1 = landmarks.max(0)
+        y0 -= forehead * (y1 - y0)
+    elif box == "eyes-mouth":
+        scheme = scheme_for_points(len(landmarks))
+        eye_a, eye_b = (landmarks[scheme.group(g).indices].mean(0) for g in (scheme.left_eye, scheme.right_eye))
+        eyes, mouth = (eye_a + eye_b) / 2, landmarks[scheme.group("outer_lips").indices].mean(0)
+        r = (np.linalg.norm(mouth - eyes) + np.linalg.norm(eye_b - eye_a)) / 2
+        cx, cy = (eyes + mouth) / 2
+        x0, y0, x1, y1 = (cx + EYES_MOUTH_BOX[0] * r, cy + EYES_MOUTH_BOX[1] * r,
+                          cx + EYES_MOUTH_BOX[2] * r, cy + EYES_MOUTH_BOX[3] * r)
+    else:
+        raise ValueError(f"data.box: must be 'landmarks' or 'eyes-mouth', got {box!r}")
     pad = padding * max(x1 - x0, y1 - y0)
     return tuple(float(v) for v in (x0 - pad, y0 - pad, x1 + pad, y1 + pad))
 
@@ -49,9 +74,9 @@ def clip_box(box, image_hw: tuple[int, int]) -> tuple[float, float, float, float
 
 
 def crop_box(landmarks: np.ndarray, image_hw: tuple[int, int], forehead: float = _DATA["forehead"],
-             padding: float = _DATA["padding"]) -> tuple[float, float, float, float]:
+             padding: float = _DATA["padding"], box: str = _DATA["box"]) -> tuple[float, float, float, float]:
     """The annotation box (``annotation_box``) clipped to the image. Returns (x0, y0, x1, y1)."""
-    return clip_box(annotation_box(landmarks, forehead, padding), image_hw)
+    return clip_box(annotation_box(landmarks, forehead, padding, box), image_hw)
 
 
 def crop_image(image: np.ndarray, box, size: int) -> np.ndarray:
@@ -113,7 +138,7 @@ def _as_entries(samples: Iterable[Sample | Entry]) -> Iterator[Entry]:
 
 def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict, size: int = _DATA["crop_size"],
                 forehead: float = _DATA["forehead"], padding: float = _DATA["padding"],
-                on_bad_sample: str = _DATA["on_bad_sample"]) -> PreparedSet:
+                on_bad_sample: str = _DATA["on_bad_sample"], box: str = _DATA["box"]) -> PreparedSet:
     """Crop, resize and cache ``samples`` (or entries) into ``folder`` atomically.
 
     A bad sample (unreadable image, broken annotation, wrong point count, points far outside,
@@ -131,8 +156,8 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
             if e.name in seen:
                 raise ValueError(f"{e.source}: duplicate sample name {e.name!r}")
             s = e.load()
-            box = crop_box(s.landmarks, s.image.shape[:2], forehead, padding)
-            img, pts = crop_and_resize(s.image, s.landmarks, box, size)
+            crop = crop_box(s.landmarks, s.image.shape[:2], forehead, padding, box)
+            img, pts = crop_and_resize(s.image, s.landmarks, crop, size)
         except NotAnnotated:
             unannotated.append(e.source)
             continue
@@ -146,7 +171,7 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
         images.append(img)
         landmarks.append(pts)
         names.append(s.name)
-        boxes.append(box)
+        boxes.append(crop)
         sources.append(s.source)
         annotations.append(e.source)
     # every sample must have the point count most of them have
@@ -165,7 +190,7 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
         raise ValueError(f"{folder}: the split is empty (source: {manifest.get('source')}; "
                          f"{len(skipped)} bad samples skipped)")
     manifest = {**manifest, "count": len(names), "n_points": int(landmarks[0].shape[0]), "crop_size": size,
-                "forehead": forehead, "padding": padding, "skipped": skipped,
+                "forehead": forehead, "padding": padding, "box": box, "skipped": skipped,
                 "unannotated": unannotated}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -218,10 +243,14 @@ def source_entries(data: dict, split: str, seed: int) -> list[Entry]:
     raise ValueError(f"data.source: unknown source {source!r} (synthetic, helen, 300w)")
 
 
+MANIFEST_BEFORE = {"box": "landmarks"}  # what caches made before a manifest key existed did
+
+
 def cache_key(data: dict, split: str, seed: int) -> dict:
     """What a cache depends on: the manifest must match it for the cache to be reused."""
     key = {"source": data["source"], "split": split, "crop_size": data["crop_size"],
-           "forehead": data["forehead"], "padding": data["padding"], "on_bad_sample": data["on_bad_sample"]}
+           "forehead": data["forehead"], "padding": data["padding"], "box": data["box"],
+           "on_bad_sample": data["on_bad_sample"]}
     if data["source"] == "synthetic":
         key.update(seed=seed, requested=data[f"synthetic_{split}"])
     else:
@@ -241,11 +270,12 @@ def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Prep
         folder = Path(cache_dir) / split
         if (folder / "manifest.json").exists():
             cached = load_cache(folder)
-            if all(cached.manifest.get(k) == v for k, v in keys[split].items()):
+            have = {**MANIFEST_BEFORE, **cached.manifest}
+            if all(have.get(k) == v for k, v in keys[split].items()):
                 log(f"{split}: reusing cache {folder} ({len(cached)} faces; its parameters and files unchanged)")
                 out[split] = cached
             else:
-                changed = [k for k, v in keys[split].items() if cached.manifest.get(k) != v]
+                changed = [k for k, v in keys[split].items() if have.get(k) != v]
                 log(f"{split}: preparing again: {', '.join('the data files' if k == 'files' else k for k in changed)} "
                     "changed since the cache was made")
     if len(out) < 2:
@@ -262,7 +292,7 @@ def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Prep
                 split_entries = [e if e.name not in leak else _refused(e, "also in the test split")
                                  for e in split_entries]
             out[split] = write_cache(split_entries, Path(cache_dir) / split, keys[split], data["crop_size"],
-                                     data["forehead"], data["padding"], data["on_bad_sample"])
+                                     data["forehead"], data["padding"], data["on_bad_sample"], data["box"])
             skipped = out[split].manifest["skipped"]
             log(f"{split}: prepared {len(out[split])} faces into {Path(cache_dir) / split}"
                 + (f"; skipped {len(skipped)} bad samples:" if skipped else ""))

@@ -228,6 +228,7 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     info = ModelInfo(
         scheme=scheme.name, n_points=scheme.n_points, input_size=params["model"]["input_size"],
         crop_size=manifest["crop_size"], forehead=manifest["forehead"], padding=manifest["padding"],
+        box=manifest.get("box", "landmarks"),
         mean_shape=M.mean_shape(d.train[1]).tolist(), dataset=d.dataset, box_calibration=calibration,
         flip_test=params["eval"]["flip_test"], lmkit_version=lmkit.__version__, view=view,
         correction=None if correction is None else correction.round(4).tolist(),
@@ -250,8 +251,9 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
 
     cache = run.cache_dir(params["data"]["cache_dir"]) / "train"
     manifest, indices = d.train_set.manifest, d.train[0].indices
+    box = manifest.get("box", "landmarks")
     key = digest([detector.name, manifest.get("files"), manifest["forehead"], manifest["padding"],
-                  manifest["crop_size"], indices.tolist()], 16)
+                  manifest["crop_size"], indices.tolist()] + ([box] if box != "landmarks" else []), 16)
     kept = cache / "box_calibration.json"
     stored = read_json(kept, "03_train") if kept.exists() else {}
     if stored.get("key") == key:
@@ -266,7 +268,7 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
                 yield load_image(Path(sources[i])), crop_to_photo(boxes[i], size)(np.asarray(landmarks[i], np.float64))
 
         try:
-            calibration = calibrate(detector, faces(), manifest["forehead"], manifest["padding"]).to_dict()
+            calibration = calibrate(detector, faces(), manifest["forehead"], manifest["padding"], box=box).to_dict()
         except ValueError as e:
             return None, f"no box calibration: {e}"
         write_json({"key": key, "calibration": calibration}, kept)

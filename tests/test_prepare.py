@@ -1,8 +1,12 @@
+import json
+
 import numpy as np
 import pytest
 
-from lmkit.prepare import crop_and_resize, crop_box, load_cache, prepare, split_train_val, write_cache
+from lmkit.prepare import annotation_box, crop_and_resize, crop_box, load_cache, prepare, split_train_val, write_cache
 from lmkit.readers import Sample
+from lmkit.schemes import HELEN194
+from lmkit.synthetic import synthetic_entries
 from tests.blobs import blob_image, find_dot
 
 
@@ -64,6 +68,40 @@ def test_prepare_reuses_the_cache_when_parameters_match(tmp_path, tiny_params):
     logs.clear()
     prepare(data | {"padding": 0.1}, 0, tmp_path, logs.append)
     assert not any("reusing" in line for line in logs)
+    logs.clear()
+    prepare(data | {"padding": 0.1, "box": "eyes-mouth"}, 0, tmp_path, logs.append)
+    assert any("preparing again: box changed" in line for line in logs)
+
+
+def test_a_cache_made_before_data_box_existed_is_a_landmarks_box_cache(tmp_path, tiny_params):
+    data = tiny_params["data"] | {"synthetic_train": 4, "synthetic_test": 2}
+    prepare(data, 0, tmp_path, lambda _: None)
+    for split in ("train", "test"):  # as lmkit wrote manifests before data.box
+        manifest = json.loads((tmp_path / split / "manifest.json").read_text())
+        del manifest["box"]
+        (tmp_path / split / "manifest.json").write_text(json.dumps(manifest))
+    logs = []
+    prepare(data, 0, tmp_path, logs.append)
+    assert sum("reusing" in line for line in logs) == 2
+    logs.clear()
+    prepare(data | {"box": "eyes-mouth"}, 0, tmp_path, logs.append)
+    assert not any("reusing" in line for line in logs)
+
+
+def test_the_eyes_mouth_box_ignores_the_jaw_and_frames_the_face_as_the_landmark_box_does():
+    face = synthetic_entries(1, "train", 3)[0].load().landmarks.astype(np.float64)
+    em = np.array(annotation_box(face, padding=0.0, box="eyes-mouth"))
+    moved = face.copy()
+    moved[HELEN194.group("jaw").indices] *= [1.3, 1.1]  # a wider, longer jaw: same eyes and mouth
+    np.testing.assert_allclose(annotation_box(moved, padding=0.0, box="eyes-mouth"), em)
+    assert annotation_box(moved, padding=0.0) != pytest.approx(annotation_box(face, padding=0.0))  # the study's box follows the jaw
+    shifted = face + [7.0, -3.0]  # the box moves with the face and scales with it
+    np.testing.assert_allclose(annotation_box(shifted, padding=0.0, box="eyes-mouth"), em + [7, -3, 7, -3])
+    np.testing.assert_allclose(annotation_box(face * 2, padding=0.0, box="eyes-mouth"), em * 2)
+    inside = (face[:, 0] > em[0]) & (face[:, 0] < em[2]) & (face[:, 1] > em[1]) & (face[:, 1] < em[3])
+    assert inside.mean() > 0.95  # the same face framed
+    with pytest.raises(ValueError, match="data.box"):
+        annotation_box(face, box="chin")
 
 
 def test_clean_split_shares_no_image_and_paper_split_does():
