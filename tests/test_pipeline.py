@@ -138,6 +138,22 @@ def test_stage_digests_follow_the_chain():
     assert stage_digests(P.load(None, TINY | {"train.resume": True})) == base
 
 
+def test_keys_added_later_keep_the_digests_of_runs_made_before_them():
+    """A run folder made before data.box, model.view and model.bias_correction existed had
+    their defaults: it is still reused. Set otherwise, they change what they change."""
+    from lmkit import params as P
+    from lmkit.pipeline import stage_digests
+
+    now = P.load(None, TINY)
+    before = {**now, "data": {k: v for k, v in now["data"].items() if k != "box"},
+              "model": {k: v for k, v in now["model"].items() if k not in ("view", "bias_correction")}}
+    assert stage_digests(before) == stage_digests(now)
+    view = stage_digests(P.load(None, TINY | {"model.view": "train-mean"}))
+    assert view["02_hpsearch"] != stage_digests(now)["02_hpsearch"]  # the trials validate at the view too
+    box = stage_digests(P.load(None, TINY | {"data.box": "eyes-mouth"}))
+    assert box["01_prepare"] != stage_digests(now)["01_prepare"]
+
+
 def test_a_failing_notebook_stops_the_chain_naming_notebook_and_cell(tmp_path):
     (tmp_path / "trainset").mkdir()  # the layout is right (preflight passes) but holds no annotation
     (tmp_path / "testset").mkdir()
