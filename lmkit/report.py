@@ -62,6 +62,16 @@ def _search(m: dict) -> str:
     return f"{plural(b.get('trials'), 'trial')} of {plural(b.get('epochs_per_trial'), 'epoch')}"
 
 
+def _view(m: dict) -> str:
+    """Where the network looked, and whether its points were corrected, in words."""
+    view = m.get("view", 1.0)
+    looked = "the whole crop (as the study)" if view == 1.0 else f"the centre {view:.1%} of each crop (the mean training crop)"
+    box = "eye and mouth centres" if m.get("crop_box") == "eyes-mouth" else "landmark box"
+    corrected = ("each point's mean validation error subtracted (model.bias_correction)" if m.get("bias_correction")
+                 else "no bias correction")
+    return f"The network saw {looked}, cut around the {box}; {corrected}."
+
+
 def metrics_html(m: dict) -> str:
     keys = list(dict.fromkeys(k for row in m["methods"].values() for k in row))
     columns = [(k, _label(k)) for k in keys]
@@ -172,7 +182,7 @@ NME = mean point-to-point error divided by {html.escape('; or by '.join(m['nme_u
 AUC is the area under the CED up to the threshold, divided by it; the failure rate is the fraction of
 faces above it. Times per face are wall-clock on the machine of the run.</p>
 <p>ResNet18 from its face detector's box (the way <code>lmkit predict</code> runs it): {html.escape(m.get('detector_box', 'not run'))}.
-Flip test: {'on' if m.get('flip_test') else 'off'}.</p>
+Flip test: {'on' if m.get('flip_test') else 'off'}. {_view(m)}</p>
 <p class='warn'><b>About dlib's rows.</b> Peer: {html.escape(m['peer'])}. dlib's model was trained on 300-W, whose
 training part includes Helen's photos, so on Helen-derived test photos its numbers are optimistic: where its rows beat
 ours, part of the margin is that it has seen these faces' siblings in training.</p>

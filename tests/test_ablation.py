@@ -19,6 +19,7 @@ def test_ablation_rows_are_params_files_with_seeds(tmp_path):
     run = RunFolder(tmp_path / "run")
     # the run itself uses another recipe: the study row must still be the study's
     params = P.load(None, TINY | {"search.enabled": False, "train.loss": "l1", "train.schedule": "cosine",
+                                  "model.view": "train-mean", "model.bias_correction": True,
                                   "ablation.variants": [str(tmp_path / "v" / "a.yaml"), str(tmp_path / "v" / "b.yaml")],
                                   "ablation.epochs": 1})
     P.dump(params, run.params)
@@ -31,6 +32,7 @@ def test_ablation_rows_are_params_files_with_seeds(tmp_path):
     assert table.loc[1, "changes"] == "eval.flip_test=True"
     sub = P.load(run.root / "ablation" / "a" / "seed0" / "params.yaml")
     assert (sub["train"]["loss"], sub["train"]["schedule"], sub["train"]["epochs"], sub["seed"]) == ("mse", "none", 1, 0)
+    assert (sub["model"]["view"], sub["model"]["bias_correction"]) == ("whole", False)
     assert P.load(run.root / "ablation" / "a" / "seed1" / "params.yaml")["seed"] == 1
     runs = pd.read_csv(run.root / "ablation" / "runs.csv")
     assert len(runs) == 4

@@ -41,6 +41,7 @@ def test_the_index_page_shows_params_links_caveats_and_how_to_reproduce(tiny_run
     assert "Reproduce this run" in index and f"lmkit run {tiny_run.root / 'params.yaml'}" in index
     assert "About dlib's rows" in index and "optimistic" in index
     assert "seed: 0" in index  # the params themselves
+    assert "The network saw the whole crop (as the study), cut around the landmark box; no bias correction." in index
     assert not re.search(r"\b1 (epochs|trials)\b", index)
     page = (tiny_run.root / "notebooks" / "03_train.html").read_text()
     assert "href='../index.html'" in page and "href='04_evaluate.html'" in page
