@@ -128,7 +128,7 @@ def fit_correction(model: nn.Module, images, landmarks, input_size: int, batch_s
     """Each point's mean error (K, 2) on held-out crops, in pixels of the crop at 256x256,
     predicted as ``predict`` will later (view, flip test): the ``correction`` it subtracts."""
     pred = predict(model, images, input_size, batch_size, device, flip_mirror=flip_mirror, view=view)
-    return (pred - np.asarray(landmarks)).mean(0) * (REFERENCE_SIZE / np.asarray(images).shape[1])
+    return (pred - np.asarray(landmarks)).mean(0) * (REFERENCE_SIZE / images.shape[1])
 
 
 def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
