@@ -28,7 +28,8 @@ _NOT_RESULTS = ("device", "resume", "resident", "prefetch", "autocast", "channel
 
 # keys added after run folders existed: left out of the digests while at their default (which
 # is what every run did before them), so those run folders are still reused
-_ADDED = {"data": {"box": "landmarks"}, "model": {"view": "whole", "bias_correction": False}}
+_ADDED = {"data": {"box": "landmarks"}, "model": {"view": "whole", "bias_correction": False},
+          "train": {"edges": [0.0, 0.0, 0.0, 0.0]}}
 
 
 def _section(params: dict, name: str) -> dict:
@@ -71,6 +72,8 @@ def stage_state(record: dict, stage: str, inputs: str, outputs: list[Path]) -> s
     """Whether ``stage``, as a ``run.json`` records it (``completed``: the digest of its inputs,
     ``outputs``: of the files it wrote), may be reused: "current"; "inputs changed" (or it
     never completed); "outputs changed" (a file missing, or not what it wrote)."""
+    if "completed" not in record and "train" in record:  # an ablation sub-run recorded by lmkit before this form
+        record = {"completed": {"03_train": record["train"]}, "outputs": {"03_train": record["outputs"]}}
     if record.get("completed", {}).get(stage) != inputs:
         return "inputs changed"
     if record.get("outputs", {}).get(stage) != outputs_digest(outputs):
@@ -87,7 +90,7 @@ def record_stage(record: dict, stage: str, inputs: str, outputs: list[Path]) -> 
 
 def _train(params: dict, drop=()) -> dict:
     drop = _NOT_RESULTS + tuple(drop) + (("lr", "weight_decay") if params["search"]["enabled"] else ())
-    return {k: v for k, v in params["train"].items() if k not in drop}  # with the search on, it picks lr and decay
+    return {k: v for k, v in _section(params, "train").items() if k not in drop}  # with the search on, it picks lr and decay
 
 
 def study_inputs(params: dict) -> dict:
