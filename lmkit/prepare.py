@@ -225,7 +225,8 @@ def load_cache(folder: Path) -> PreparedSet:
         raise FileNotFoundError(f"{folder}: no prepared cache here (run notebook 01_prepare first)")
     # memory-mapped: a large set is read as batches need it
     return PreparedSet(np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "landmarks.npy", mmap_mode="r"),
-                 json.loads((folder / "names.json").read_text()), json.loads(manifest_file.read_text()))
+                       json.loads((folder / "names.json").read_text()),
+                       {**MANIFEST_BEFORE, **json.loads(manifest_file.read_text())})
 
 
 def source_entries(data: dict, split: str, seed: int) -> list[Entry]:
@@ -243,7 +244,7 @@ def source_entries(data: dict, split: str, seed: int) -> list[Entry]:
     raise ValueError(f"data.source: unknown source {source!r} (synthetic, helen, 300w)")
 
 
-MANIFEST_BEFORE = {"box": "landmarks"}  # what caches made before a manifest key existed did
+MANIFEST_BEFORE = {"box": "landmarks"}  # what caches made before a manifest key existed did (load_cache fills it in)
 
 
 def cache_key(data: dict, split: str, seed: int) -> dict:
@@ -270,12 +271,11 @@ def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Prep
         folder = Path(cache_dir) / split
         if (folder / "manifest.json").exists():
             cached = load_cache(folder)
-            have = {**MANIFEST_BEFORE, **cached.manifest}
-            if all(have.get(k) == v for k, v in keys[split].items()):
+            if all(cached.manifest.get(k) == v for k, v in keys[split].items()):
                 log(f"{split}: reusing cache {folder} ({len(cached)} faces; its parameters and files unchanged)")
                 out[split] = cached
             else:
-                changed = [k for k, v in keys[split].items() if have.get(k) != v]
+                changed = [k for k, v in keys[split].items() if cached.manifest.get(k) != v]
                 log(f"{split}: preparing again: {', '.join('the data files' if k == 'files' else k for k in changed)} "
                     "changed since the cache was made")
     if len(out) < 2:

@@ -228,7 +228,7 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     info = ModelInfo(
         scheme=scheme.name, n_points=scheme.n_points, input_size=params["model"]["input_size"],
         crop_size=manifest["crop_size"], forehead=manifest["forehead"], padding=manifest["padding"],
-        box=manifest.get("box", "landmarks"),
+        box=manifest["box"],
         mean_shape=M.mean_shape(d.train[1]).tolist(), dataset=d.dataset, box_calibration=calibration,
         flip_test=params["eval"]["flip_test"], lmkit_version=lmkit.__version__, view=view,
         correction=None if correction is None else correction.round(4).tolist(),
@@ -251,7 +251,7 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
 
     cache = run.cache_dir(params["data"]["cache_dir"]) / "train"
     manifest, indices = d.train_set.manifest, d.train[0].indices
-    box = manifest.get("box", "landmarks")
+    box = manifest["box"]
     key = digest([detector.name, manifest.get("files"), manifest["forehead"], manifest["padding"],
                   manifest["crop_size"], indices.tolist()] + ([box] if box != "landmarks" else []), 16)
     kept = cache / "box_calibration.json"
