@@ -2,6 +2,8 @@
 digest is unchanged:
 
 - a prepared cache: its params and its data files (``files_digest``: names, sizes, times);
+  the chain's 01_prepare covers the data files too (``data_files``), so an added, edited or
+  removed photo or annotation prepares again and everything after it runs again;
 - the search study: what a trial's result depends on (``study_inputs``);
 - each notebook of the chain: its params and those of every notebook before it
   (``stage_digests``), and its outputs, which must still be the files it wrote
@@ -93,6 +95,26 @@ def _train(params: dict, drop=()) -> dict:
     return {k: v for k, v in _section(params, "train").items() if k not in drop}  # with the search on, it picks lr and decay
 
 
+def data_files(data: dict) -> str | None:
+    """A digest of the files a real data set is read from (``data.root`` and
+    ``data.extra_train``); None for synthetic faces, which the params alone describe."""
+    if data["source"] == "synthetic":
+        return None
+    return files_digest([Path(data["root"]), *(Path(f) for f in data["extra_train"])])
+
+
+# model keys that act only when the model file is written (package_model), not on training
+_PACKAGING = ("bias_correction",)
+
+
+def training_inputs(params: dict) -> dict:
+    """What the trained weights (``best.pt``, ``history.csv``) depend on, besides the data and the
+    search: the model and the recipe, not what is fitted when the model file is written. A
+    change of those alone packages the same weights again (``steps.train``)."""
+    return {"model": {k: v for k, v in _section(params, "model").items() if k not in _PACKAGING},
+            "train": _train(params)}
+
+
 def study_inputs(params: dict) -> dict:
     """What one search trial's result depends on: the data, the model, the recipe, the trial's
     budget and the ranges it draws from (not the number of trials, nor train.epochs)."""
@@ -104,13 +126,15 @@ def study_inputs(params: dict) -> dict:
 def stage_inputs(params: dict, stage: str) -> dict:
     """The params a notebook's outputs depend on, besides the notebooks before it."""
     if stage == "01_prepare":
-        return {"seed": params["seed"], "data": _section(params, "data")}
+        files = data_files(params["data"])
+        return {"seed": params["seed"], "data": _section(params, "data"), **({"files": files} if files else {})}
     if stage == "02_hpsearch":
         s = params["search"]
         return {"study": study_inputs(params), "trials": s["trials"]} if s["enabled"] else \
             {"lr": params["train"]["lr"], "weight_decay": params["train"]["weight_decay"]}
-    if stage == "03_train":
-        return {"model": _section(params, "model"), "train": _train(params)}
+    if stage == "03_train":  # the model file records the flip test and fits the bias correction with it
+        flip_test = {"flip_test": True} if params["eval"]["flip_test"] else {}  # left out at its default, as _ADDED
+        return {"model": _section(params, "model"), "train": _train(params), **flip_test}
     if stage == "04_evaluate":
         return {"eval": params["eval"]}
     if stage == "05_figures":

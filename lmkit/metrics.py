@@ -64,7 +64,7 @@ def mean_shape(train_landmarks: np.ndarray) -> np.ndarray:
 
 
 NORMALISATIONS = {"io": "inter-ocular: distance between the eye-group centres",
-                  "oc": "outer eye corners (300-W convention, 68 points: 36 and 45)"}
+                  "oc": "outer eye corners (the 300-W convention: points 36 and 45 of ibug68, 144 and 124 of helen194)"}
 
 
 def summarize(pred: np.ndarray, true: np.ndarray, scheme: Scheme, mse_scale: float,

@@ -77,11 +77,13 @@ class Data(_Section):
     crop_size: Positive = key(300, "side of the square crop cached for every face, pixels (study: 300)")
     forehead: float = key(1 / 3, "the landmark box is extended upward by this fraction of its height", shown="1/3",
                           ge=0)
-    padding: float = key(0.05, "padding on every side, fraction of the larger side of the box", ge=0)
-    box: Literal["landmarks", "eyes-mouth"] = key(
-        "landmarks", "the crop box before padding: landmarks (the study: the box of all landmarks with "
-        "`data.forehead`) or eyes-mouth (placed and sized from the eye and mouth centres only, blind to the jaw "
-        "as a face detector's box is)")
+    padding: float = key(0.05, "padding on every side: a fraction of the larger side of the box; with "
+                         "`data.box: study`, whole pixels of the original photo (the study: 5)", ge=0)
+    box: Literal["landmarks", "study", "eyes-mouth"] = key(
+        "landmarks", "the crop box before padding: landmarks (lmkit's: the box of all landmarks with "
+        "`data.forehead`), study (the study's crop_face.py: the same box on whole pixels, `data.padding` photo "
+        "pixels on every side, its clipping) or eyes-mouth (placed and sized from the eye and mouth centres only, "
+        "blind to the jaw as a face detector's box is)")
     val_fraction: float = key(0.2, "fraction of training images held out for validation", gt=0, lt=1)
     split: Literal["clean", "paper"] = key(
         "clean", "clean: validation images never trained on; paper: the study's protocol (validation = augmented "
@@ -212,6 +214,9 @@ class Params(_Section):
         if self.model.bias_correction and self.data.split != "clean":
             raise ValueError("model.bias_correction: needs data.split clean (validation photos never trained on), "
                              f"got data.split {self.data.split!r}")
+        if self.data.box == "study" and self.data.padding != int(self.data.padding):
+            raise ValueError(f"data.padding: with data.box study it is whole pixels of the photo (the study: 5), "
+                             f"got {self.data.padding}")
         return self
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from .params import DEFAULTS
 from .digests import files_digest
-from .readers import Entry, NotAnnotated, Sample, entries_300w, entries_300w_folder, entries_helen
+from .readers import Entry, NotAnnotated, Sample, entries_300w, entries_300w_folder, entries_helen, helen_inventory
 from .schemes import scheme_for_points
 from .synthetic import synthetic_entries
 
@@ -38,18 +38,26 @@ EYES_MOUTH_BOX = (-1.08, -1.67, 1.08, 1.22)
 
 def annotation_box(landmarks: np.ndarray, forehead: float = _DATA["forehead"], padding: float = _DATA["padding"],
                    box: str = _DATA["box"]) -> tuple[float, ...]:
-    """lmkit's crop convention, before padding on every side by ``padding`` x the larger side:
+    """The crop box of a face from its annotation, by the crop convention ``box``:
 
-    - ``landmarks`` (the study): the box of all landmarks, extended upward by ``forehead`` x its height;
+    - ``landmarks`` (lmkit's): the box of all landmarks, extended upward by ``forehead`` x its
+      height, padded on every side by ``padding`` x its larger side;
+    - ``study`` (the study's ``crop_face.py``): the same box on whole pixels (``int()`` of each
+      edge), padded by ``padding`` *pixels of the photo* on every side (see ``crop_box`` for its
+      clipping);
     - ``eyes-mouth``: a box placed and sized from the eye and mouth centres only
       (``EYES_MOUTH_BOX``), so that it says nothing of where the jaw is, as a face detector's
-      box cannot either.
+      box cannot either; padded as ``landmarks``.
 
     Returns (x0, y0, x1, y1), not clipped."""
-    if box == "landmarks":
+    if box in ("landmarks", "study"):
         x0, y0 = landmarks.min(0)
         x1, y1 = landmarks.max(0)
         y0 -= forehead * (y1 - y0)
+        if box == "study":
+            y0 = y0 if y0 > 0 else padding  # crop_face.py: a raised top above the photo becomes the padding
+            x0, y0, x1, y1 = (float(int(v)) for v in (x0, y0, x1, y1))
+            return (x0 - padding, y0 - padding, x1 + padding, y1 + padding)
     elif box == "eyes-mouth":
         scheme = scheme_for_points(len(landmarks))
         eye_a, eye_b = (landmarks[scheme.group(g).indices].mean(0) for g in (scheme.left_eye, scheme.right_eye))
@@ -59,7 +67,7 @@ def annotation_box(landmarks: np.ndarray, forehead: float = _DATA["forehead"], p
         x0, y0, x1, y1 = (cx + EYES_MOUTH_BOX[0] * r, cy + EYES_MOUTH_BOX[1] * r,
                           cx + EYES_MOUTH_BOX[2] * r, cy + EYES_MOUTH_BOX[3] * r)
     else:
-        raise ValueError(f"data.box: must be 'landmarks' or 'eyes-mouth', got {box!r}")
+        raise ValueError(f"data.box: must be 'landmarks', 'study' or 'eyes-mouth', got {box!r}")
     pad = padding * max(x1 - x0, y1 - y0)
     return tuple(float(v) for v in (x0 - pad, y0 - pad, x1 + pad, y1 + pad))
 
@@ -75,8 +83,20 @@ def clip_box(box, image_hw: tuple[int, int]) -> tuple[float, float, float, float
 
 def crop_box(landmarks: np.ndarray, image_hw: tuple[int, int], forehead: float = _DATA["forehead"],
              padding: float = _DATA["padding"], box: str = _DATA["box"]) -> tuple[float, float, float, float]:
-    """The annotation box (``annotation_box``) clipped to the image. Returns (x0, y0, x1, y1)."""
-    return clip_box(annotation_box(landmarks, forehead, padding, box), image_hw)
+    """The annotation box (``annotation_box``) clipped to the image. Returns (x0, y0, x1, y1).
+
+    With ``box="study"`` the clipping is ``crop_face.py``'s: an edge whose padding would leave
+    the photo keeps its unpadded whole-pixel position (then clipped at 0 and the photo's size)."""
+    b = annotation_box(landmarks, forehead, padding, box)
+    if box == "study":
+        h, w = image_hw
+        x0, y0, x1, y1 = b
+        x0 = x0 if x0 > 0 else x0 + padding
+        y0 = y0 if y0 >= 0 else y0 + padding
+        x1 = x1 if x1 <= w else x1 - padding
+        y1 = y1 if y1 < h else y1 - padding
+        b = (x0, y0, x1, y1)
+    return clip_box(b, image_hw)
 
 
 def crop_image(image: np.ndarray, box, size: int) -> np.ndarray:
@@ -149,6 +169,7 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
         raise ValueError(f"data.on_bad_sample: must be error or skip, got {on_bad_sample!r}")
     folder = Path(folder)
     images, landmarks, names, boxes, sources, skipped, unannotated = [], [], [], [], [], [], []
+    face_sizes, margins = [], []  # the larger side of each face's landmark box; the crop's side margin; photo pixels
     annotations = []  # the file each face's points came from, for messages
     seen = set()
     for e in _as_entries(samples):
@@ -172,6 +193,8 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
         landmarks.append(pts)
         names.append(s.name)
         boxes.append(crop)
+        face_sizes.append(float(np.ptp(s.landmarks, axis=0).max()))
+        margins.append(float(s.landmarks[:, 0].min() - crop[0] + crop[2] - s.landmarks[:, 0].max()) / 2)
         sources.append(s.source)
         annotations.append(e.source)
     # every sample must have the point count most of them have
@@ -185,13 +208,14 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
         skipped.append({"name": names[i], "source": sources[i], "reason": message})
     if odd:
         keep = [i for i in range(len(names)) if counts[i] == k]
-        images, landmarks, names, boxes, sources = ([a[i] for i in keep] for a in (images, landmarks, names, boxes, sources))
+        images, landmarks, names, boxes, sources, face_sizes, margins = (
+            [a[i] for i in keep] for a in (images, landmarks, names, boxes, sources, face_sizes, margins))
     if not names:
         raise ValueError(f"{folder}: the split is empty (source: {manifest.get('source')}; "
                          f"{len(skipped)} bad samples skipped)")
     manifest = {**manifest, "count": len(names), "n_points": int(landmarks[0].shape[0]), "crop_size": size,
                 "forehead": forehead, "padding": padding, "box": box, "skipped": skipped,
-                "unannotated": unannotated}
+                "unannotated": unannotated, "margin": crop_margin(face_sizes, margins)}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     umask = os.umask(0)
@@ -210,6 +234,16 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
         if tmp.exists():
             shutil.rmtree(tmp)
     return load_cache(folder)
+
+
+def crop_margin(face_sizes: list[float], margins: list[float]) -> dict:
+    """How much room the crops leave beside the face: the median over the faces of the mean of
+    the left and right margins between the landmarks and the crop's edges, in photo pixels and
+    as a fraction of the face (the larger side of its landmark box). The study's 5 pixels are a
+    larger share of a small face than of a large one."""
+    sizes, room = np.asarray(face_sizes), np.asarray(margins)
+    return {"pixels": round(float(np.median(room)), 2), "fraction_of_face": round(float(np.median(room / sizes)), 4),
+            "face_pixels": round(float(np.median(sizes)), 1)}
 
 
 def load_sources(folder: Path) -> tuple[list[str], np.ndarray]:
@@ -286,12 +320,18 @@ def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Prep
         if both and data["on_bad_sample"] == "error":
             raise ValueError(f"{len(both)} names are in both the train and the test split, e.g. {both[:5]} "
                              "(set data.on_bad_sample: skip to leave them out of training)")
+        inventory = helen_inventory(data["root"]) if data["source"] == "helen" else {}
+        if inventory:
+            log(f"Helen root {data['root']}: {inventory['annotations']} annotation files, {inventory['photos']} photos; "
+                + "; ".join(f"{k}: {v['used']} of {v['listed']} listed faces have their photo ({v['missing']} missing)"
+                            for k, v in inventory.items() if k in ("train", "test")))
         for split, split_entries in entries.items():
             if split == "train" and both:  # test images never trained on
                 leak = set(both)
                 split_entries = [e if e.name not in leak else _refused(e, "also in the test split")
                                  for e in split_entries]
-            out[split] = write_cache(split_entries, Path(cache_dir) / split, keys[split], data["crop_size"],
+            listed = {"inventory": inventory[split]} if split in inventory else {}
+            out[split] = write_cache(split_entries, Path(cache_dir) / split, keys[split] | listed, data["crop_size"],
                                      data["forehead"], data["padding"], data["on_bad_sample"], data["box"])
             skipped = out[split].manifest["skipped"]
             log(f"{split}: prepared {len(out[split])} faces into {Path(cache_dir) / split}"

@@ -187,6 +187,8 @@ def read_300w(root: Path, split: str) -> Iterator[Sample]:
 
 # ---------------------------------------------------------------- Helen layout
 def read_helen_annotation(path: Path) -> tuple[str, np.ndarray]:
+    """A Helen annotation file: the image name, then one ``x , y`` line per point (CRLF line
+    ends, blank lines and trailing blanks are accepted)."""
     lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
     if len(lines) < 2:
         raise ValueError(f"{path}: Helen annotation needs an image name line and point lines")
@@ -194,35 +196,78 @@ def read_helen_annotation(path: Path) -> tuple[str, np.ndarray]:
 
 
 def helen_split_names(root: Path, split: str) -> list[str]:
+    """The names listed in ``<split>names.txt``; a name listed twice is an error naming it."""
     names_file = Path(root) / f"{split}names.txt"
     if not names_file.exists():
         raise FileNotFoundError(f"{names_file}: Helen split list is missing")
-    return [n.strip() for n in names_file.read_text().splitlines() if n.strip()]
+    names = [n.strip() for n in names_file.read_text().splitlines() if n.strip()]
+    seen, twice = set(), []
+    for n in names:
+        if n in seen:
+            twice.append(n)
+        seen.add(n)
+    if twice:
+        raise ValueError(f"{names_file}: {len(twice)} names are listed twice, e.g. {twice[:3]}")
+    return names
+
+
+HELEN_POINTS = 194  # the release's point count
 
 
 def entries_helen(root: Path, split: str) -> list[Entry]:
-    """Helen's official layout; ``split`` is ``train`` or ``test``."""
+    """Helen's official layout; ``split`` is ``train`` or ``test``. Every listed name becomes an
+    entry; one whose annotation or photo is missing, or whose annotation has another point count
+    than the release's 194, raises an error naming the file when loaded (so that preparation
+    stops, or lists it under ``data.on_bad_sample: skip``). A user may hold the photos of only
+    part of the release's 2,330 annotations: ``helen_inventory`` counts what is there."""
     root = Path(root)
     names_file = root / f"{split}names.txt"
     wanted = helen_split_names(root, split)
-    ann_dir = root / "annotation"
-    if not ann_dir.is_dir():
-        raise FileNotFoundError(f"{ann_dir}: Helen annotation folder is missing")
-    annotations = {}
-    for f in sorted(ann_dir.glob("*.txt")):
-        lines = f.read_text().splitlines()
-        annotations[lines[0].strip() if lines else f.stem] = f
-    images = {p.stem: p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
+    annotations, images = _helen_files(root)
 
     def load(name: str) -> Sample:
         if name not in annotations:
-            raise ValueError(f"{names_file}: {name!r} has no annotation file in {ann_dir}")
+            raise ValueError(f"{names_file}: {name!r} has no annotation file in {root / 'annotation'}")
         if name not in images:
-            raise FileNotFoundError(f"{names_file}: image {name!r} not found below {root}")
+            raise FileNotFoundError(f"{names_file}: the photo of {name!r} ({name}.jpg) is not found below {root}")
         _, pts = read_helen_annotation(annotations[name])
+        if len(pts) != HELEN_POINTS:
+            raise ValueError(f"{annotations[name]}: has {len(pts)} points, Helen's annotations have {HELEN_POINTS}")
         return checked(Sample(name, load_image(images[name]), pts, str(images[name])))
 
     return [Entry(n, str(annotations.get(n, names_file)), lambda n=n: load(n)) for n in wanted]
+
+
+def _helen_files(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """{image name: annotation file} and {image name: photo} of a Helen root; an image name
+    annotated by two files is an error naming both."""
+    ann_dir = root / "annotation"
+    if not ann_dir.is_dir():
+        raise FileNotFoundError(f"{ann_dir}: Helen annotation folder is missing")
+    annotations: dict[str, Path] = {}
+    for f in sorted(ann_dir.glob("*.txt")):
+        with open(f) as fh:
+            first = fh.readline().strip()
+        name = first or f.stem
+        if name in annotations:
+            raise ValueError(f"{f}: annotates {name!r}, as {annotations[name]} does already; keep one")
+        annotations[name] = f
+    images = {p.stem: p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
+    return annotations, images
+
+
+def helen_inventory(root: Path) -> dict:
+    """What a Helen root holds: annotation files, photos, and per split how many listed names
+    have their photo (``used``) and how many do not (``missing``)."""
+    root = Path(root)
+    annotations, images = _helen_files(root)
+    out = {"annotations": len(annotations), "photos": len(images)}
+    for split in ("train", "test"):
+        if (root / f"{split}names.txt").exists():
+            names = helen_split_names(root, split)
+            have = sum(n in images and n in annotations for n in names)
+            out[split] = {"listed": len(names), "used": have, "missing": len(names) - have}
+    return out
 
 
 def read_helen(root: Path, split: str) -> Iterator[Sample]:

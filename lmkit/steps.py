@@ -15,7 +15,7 @@ from . import figures
 from . import metrics as M
 from . import params as P
 from .augment import view_fraction
-from .digests import digest, record_stage, stage_digests, stage_state, study_inputs
+from .digests import digest, record_stage, stage_digests, stage_state, study_inputs, training_inputs
 from .model import (REFERENCE_SIZE, ModelInfo, build_model, fit_correction, load_model_file, pick_device, predict,
                     save_model_file)
 from .placement import cuda_switches
@@ -162,7 +162,13 @@ def check_flips(params: dict, scheme: Scheme, mean: np.ndarray) -> None:
 
 def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     """Train, then package the best weights as the run's model file (``package_model``)."""
-    if params["train"]["processes"] > 1 and not torch.distributed.is_initialized():
+    fit_record, fit_key, fit_files = run.path("train", "fit.json"), training_key(run, params), [run.history, run.best_checkpoint]
+    done = read_json(fit_record, "03_train") if fit_record.exists() and not torch.distributed.is_initialized() else {}
+    if not params["train"]["resume"] and stage_state(done, "fit", fit_key, fit_files) == "current":
+        log("training: train/best.pt was trained with these data, hyper-parameters and recipe: reused; "
+            "only the model file is written again")
+        history = pd.read_csv(run.history)
+    elif params["train"]["processes"] > 1 and not torch.distributed.is_initialized():
         from .launch import launch
 
         launch(run, params["train"]["processes"], log)
@@ -185,8 +191,18 @@ def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
                       log=log)
         if torch.distributed.is_initialized():
             return history  # a torchrun worker: the launching process packages the model
+    write_json(record_stage({}, "fit", fit_key, fit_files), fit_record)
     package_model(run, params, log)
     return history
+
+
+def training_key(run: RunFolder, params: dict) -> str:
+    """What the trained weights depend on: the prepared data and the search (their stages'
+    digest), the hyper-parameters used, the model and the recipe (``digests.training_inputs``);
+    not what only the model file's packaging reads (the bias correction, the flip test)."""
+    hp = read_json(run.best_hparams, "02_hpsearch")
+    return digest([stage_digests(params, ("02_hpsearch",))["02_hpsearch"], training_inputs(params),
+                   {"lr": hp["lr"], "weight_decay": hp["weight_decay"]}], 16)
 
 
 def package_model(run: RunFolder, params: dict, log=print) -> Path:
@@ -529,7 +545,8 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     budget = {"train.epochs": a["epochs"]} if a["epochs"] else {}
     base = {"data.cache_dir": str(run.cache_dir(params["data"]["cache_dir"])), "eval.detector_box": False, "train.resume": False, **budget}
     lines, trained, nmes, labels = [], {}, {}, {}
-    nme_key = "nme_oc_mean" if params["data"]["source"] == "300w" else "nme_io_mean"
+    d = load_data(run, params)
+    nme_key = "nme_oc_mean" if d.scheme.outer_eye_corners else "nme_io_mean"
     for file in ablation_variants(params):
         changes = P.read_changes(file)
         label = changes.pop("name", file.stem)
@@ -548,15 +565,17 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
             write_json(hp, sub.best_hparams)
             if stage_state(info, "03_train", key, train_files) == "current":
                 log(f"    seed {seed}: trained before with these params: reused")
-            elif key in trained:  # the same training as an earlier row (this one changes the evaluation only)
-                for f in ("history.csv", "model.pt", "best.pt"):
-                    shutil.copyfile(trained[key].train_dir / f, sub.train_dir / f)
-                log(f"    seed {seed}: the same training as {trained[key].root.parent.name}: reused")
             else:
-                log(f"    seed {seed}: training ...")
-                train(sub, vp, log=lambda line: None)
+                weights = training_key(sub, vp)
+                if weights in trained:  # the same training as an earlier row (this one changes what follows it)
+                    for f in ("history.csv", "best.pt", "fit.json"):
+                        shutil.copyfile(trained[weights].train_dir / f, sub.train_dir / f)
+                    log(f"    seed {seed}: the same training as {trained[weights].root.parent.name}: its weights reused")
+                else:
+                    log(f"    seed {seed}: training ...")
+                train(sub, vp, log=lambda line: None)  # with copied weights: writes the model file only
             write_json(record_stage({}, "03_train", key, train_files), sub.path("run.json"))
-            trained.setdefault(key, sub)
+            trained.setdefault(training_key(sub, vp), sub)
             m = evaluate(sub, vp, log=lambda line: None, peers=False)
             row = m["methods"][METHODS["model"]]
             lines.append({"variant": label, "file": file.name, "seed": seed, **row, "best_val_mse": m["best_val_mse"],
@@ -568,7 +587,6 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     write_csv(runs, run.path("ablation", "runs.csv"))
     table = ablation_table(runs, labels)
     write_csv(table, run.path("ablation", "ablation.csv"))
-    d = load_data(run, params)
     fig = figures.ced_figure({k: np.concatenate(v) for k, v in nmes.items()}, params["eval"]["ced_max"],
                        f"ablation on {d.dataset} (all seeds)")
     figures.save(fig, run.figure("ablation_ced"))

@@ -55,32 +55,40 @@ def _face_shape(rng) -> np.ndarray:
     right = left[::-1] * [-1, 1]
     nose = np.concatenate([left, bottom, right])
 
-    # lips: closed contours of 28 points, upper edge left->right, lower edge right->left
-    def lips(half_w, upper, lower, lift):
+    # lips, as Helen's release: the outer lip's upper edge from the left corner to the right one
+    # (14 points), its lower edge back between the corners (14); the inner lip from its left corner
+    # along the upper edge (1 + 13), its right corner, the lower edge back (1 + 13)
+    def lips(half_w, upper, lower, lift, corners_on_upper):
+        def edge(t, height, sign):
+            corner = lift * (2 * t - 1) ** 2
+            bow = 1 - 0.35 * np.exp(-(((t - 0.5) / 0.08) ** 2)) if sign < 0 else 1  # cupid's bow
+            return np.stack([-half_w + 2 * half_w * t, mouth_y - corner + sign * height * np.sin(np.pi * t) * bow], 1)
+
+        if corners_on_upper:
+            return np.concatenate([edge(np.linspace(0, 1, 14), upper, -1), edge(np.linspace(1, 0, 16)[1:15], lower, 1)])
         t = np.linspace(0, 1, 15)
-        x = -half_w + 2 * half_w * t
-        corner = lift * (2 * t - 1) ** 2
-        bow = 1 - 0.35 * np.exp(-(((t - 0.5) / 0.08) ** 2))  # cupid's bow
-        up = np.stack([x, mouth_y - corner - upper * np.sin(np.pi * t) * bow], 1)
-        lo = np.stack([x, mouth_y - corner + lower * np.sin(np.pi * t)], 1)[::-1]
-        return np.concatenate([up[:14], lo[:14]])
+        return np.concatenate([edge(t[:14], upper, -1), edge(t[::-1][:14], lower, 1)])
 
-    outer = lips(mouth_w, lip_u + opening / 2, lip_l + opening / 2, smile)
-    inner = lips(mouth_w * 0.8, opening / 2, opening / 2, smile)
+    outer = lips(mouth_w, lip_u + opening / 2, lip_l + opening / 2, smile, corners_on_upper=True)
+    inner = lips(mouth_w * 0.8, opening / 2, opening / 2, smile, corners_on_upper=False)
 
+    # eyes and brows, as Helen's release: the image's right one first; each from its inner end
+    # along the upper edge to the outer end (an eye's outer corner is its point 10, a brow's
+    # outer end its point 10), then back along the lower edge
     def eye(cx):
         t = np.linspace(0, 2 * np.pi, 21)[:20]
-        y = eye_h * np.sin(t) * (1 - 0.25 * np.cos(t) * np.sign(cx))
-        return np.stack([cx + eye_w * np.cos(t), eye_y + y], 1)
+        y = -eye_h * np.sin(t) * (1 + 0.25 * np.cos(t))  # rounder at the inner corner
+        return np.stack([cx - np.sign(cx) * eye_w * np.cos(t), eye_y + y], 1)
 
     def brow(side):
-        t = np.linspace(0, 1, 10)
-        x = side * (eye_x - eye_w * 1.1 + t * eye_w * 2.4)
-        y = eye_y - 0.2 - brow_raise - brow_arch * np.sin(np.pi * t)
-        th = 0.07 * (1 - 0.5 * t)
-        return np.concatenate([np.stack([x, y - th / 2], 1), np.stack([x, y + th / 2], 1)[::-1]])
+        def edge(t, dy):
+            th = 0.07 * (1 - 0.5 * t)
+            x = side * (eye_x - eye_w * 1.1 + t * eye_w * 2.4)
+            return np.stack([x, eye_y - 0.2 - brow_raise - brow_arch * np.sin(np.pi * t) + dy * th / 2], 1)
 
-    pts = np.concatenate([jaw, nose, outer, inner, eye(-eye_x), eye(eye_x), brow(-1), brow(1)])
+        return np.concatenate([edge(np.linspace(0, 1, 11), -1), edge(np.linspace(1, 0, 11)[1:10], 1)])
+
+    pts = np.concatenate([jaw, nose, outer, inner, eye(eye_x), eye(-eye_x), brow(1), brow(-1)])
     depth = 0.7 * np.sqrt(np.clip(1 - (pts[:, 0] / 1.05) ** 2, 0, 1))
     depth[41:58] += 0.35 * np.linspace(0, 1, 17) ** 0.5 * (1 - np.abs(np.linspace(-1, 1, 17)) ** 4)
     return np.concatenate([pts, depth[:, None]], 1)
