@@ -44,6 +44,44 @@ def sample_figure(image, landmarks, scheme: Scheme, title: str) -> plt.Figure:
     return fig
 
 
+def scheme_figure(mean_shape: np.ndarray, scheme: Scheme, title: str) -> plt.Figure:
+    """The landmark scheme on the mean training shape: each group's contour in its own colour
+    (named in the legend), every point's number beside it, the outer eye corners ringed and
+    the mirror pairs of the corners named: which number is which point."""
+    m = np.asarray(mean_shape, dtype=np.float64)
+    size = 11 if scheme.n_points > 100 else 8
+    fig, ax = plt.subplots(figsize=(size, size))
+    colours = sns.color_palette("tab10", len(scheme.groups))
+    centre = m.mean(0)
+    for g, colour in zip(scheme.groups, colours):
+        p = m[g.indices]
+        q = np.concatenate([p, p[:1]]) if g.closed else p
+        ax.plot(q[:, 0], q[:, 1], "-", color=colour, lw=1.2, label=f"{g.name} {g.start}-{g.stop - 1}")
+        ax.scatter(p[:, 0], p[:, 1], s=10, color=colour, zorder=3)
+        ax.scatter(*p[0], s=60, facecolors="none", edgecolors=colour, zorder=3)  # where the contour starts
+    step = 1 if scheme.n_points <= 68 else 2  # every point on 68; every other one (and each group's ends) on 194
+    for i, (x, y) in enumerate(m):
+        g = next(g for g in scheme.groups if g.start <= i < g.stop)
+        if (i - g.start) % step and i != g.stop - 1:
+            continue
+        out = np.array([x, y]) - centre
+        out = out / (np.linalg.norm(out) + 1e-9)
+        ax.annotate(str(i), (x, y), xytext=(out[0] * 7, out[1] * 7), textcoords="offset points", fontsize=6,
+                    ha="center", va="center", color="#333")
+    if scheme.outer_eye_corners:
+        c = m[list(scheme.outer_eye_corners)]
+        ax.scatter(c[:, 0], c[:, 1], s=160, facecolors="none", edgecolors="black", lw=1.2, zorder=4,
+                   label=f"outer eye corners {scheme.outer_eye_corners[0]}, {scheme.outer_eye_corners[1]}")
+    ax.set_aspect("equal")
+    ax.invert_yaxis()
+    ax.axis("off")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.set_title(f"{title}\n{scheme.name}: {scheme.n_points} points; a ring marks where each contour starts"
+                 + ("" if step == 1 else "; every other number shown, and each group's last"), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def loss_figure(history: pd.DataFrame, dataset: str, reference: dict | None = None) -> plt.Figure:
     """Train and validation MSE per epoch; with ``reference`` (the study's published numbers,
     only where the data are comparable) its best validation and test MSE as lines."""

@@ -34,12 +34,29 @@ def nme_by_method(predictions, norm: str = "io") -> dict:
 
 
 def metrics_table(metrics: dict):
-    """The summary rows, plus the study's published numbers, as a table."""
+    """The summary rows of every evaluated method, as a table (the study's numbers are not a
+    row of it: see ``protocol_table``)."""
     import pandas as pd
 
-    rows = pd.DataFrame(metrics["methods"]).T
-    rows.loc["paper (Helen, 194 points)", ["mse_mean"]] = [metrics["paper"]["test_mse"]]
-    return rows
+    return pd.DataFrame(metrics["methods"]).T
+
+
+def protocol_table(metrics: dict):
+    """The run's protocol beside the study's, aspect by aspect (``lmkit.protocol``), and under
+    it the two MSEs, as tables for a notebook."""
+    import pandas as pd
+
+    rows = pd.DataFrame(metrics["protocol"]).set_index("aspect")
+    rows["same"] = rows["same"].map({True: "same", False: "differs", None: "about"})
+    return rows, pd.DataFrame(mse_beside_study(metrics)).set_index("MSE (px² of the 256x256 input)")
+
+
+def mse_beside_study(m: dict) -> list[dict]:
+    """The study's test and best validation MSE beside the run's."""
+    model = m["methods"][METHODS["model"]]
+    return [{"MSE (px² of the 256x256 input)": "test", "study": m["paper"]["test_mse"], "this run": round(model["mse_mean"], 2)},
+            {"MSE (px² of the 256x256 input)": "best validation", "study": m["paper"]["best_val_mse"],
+             "this run": round(m["best_val_mse"], 2)}]
 
 
 def _label(key: str) -> str:
@@ -80,11 +97,35 @@ def metrics_html(m: dict) -> str:
     for method, row in m["methods"].items():
         cells = "".join(f"<td>{_fmt(row.get(k), k)}</td>" for k, _ in columns)
         rows.append(f"<tr><td>{html.escape(method)}</td>{cells}</tr>")
-    paper = m["paper"]
-    cells = "".join(f"<td>{_fmt(paper['test_mse'], k) if k == 'mse_mean' else '–'}</td>" for k, _ in columns)
-    rows.append(f"<tr><td>study as published, on {html.escape(paper['dataset'])}</td>{cells}</tr>")
     caption = f"Test split of {html.escape(m['dataset'])}: {m['n_test']} images ({m['scheme']})"
     return f"<table><caption>{caption}</caption><tr><th>method</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def study_html(m: dict) -> str:
+    """The study's numbers where they belong. On Helen's 194 points: the protocol table (the
+    study's and the run's value of every aspect that moves the MSE), and directly under it the
+    study's test and validation MSE beside the run's. On other data: one reference line,
+    outside the results table."""
+    from .protocol import summary
+
+    paper = m["paper"]
+    if not m["comparable_to_paper"] or "protocol" not in m:
+        return (f"<p><small>For reference only, not comparable (other data): the study reported a test MSE of "
+                f"{paper['test_mse']} px² (256x256 input) on {html.escape(paper['dataset'])}.</small></p>")
+    mark = {True: "same", False: "<b>differs</b>", None: "about"}
+    rows = "".join(f"<tr><td>{html.escape(r['aspect'])}</td><td>{html.escape(r['study'])}</td>"
+                   f"<td>{html.escape(r['run'])}</td><td>{mark[r['same']]}</td></tr>" for r in m["protocol"])
+    mse = "".join(f"<tr><td>{r['MSE (px² of the 256x256 input)']}</td><td>{r['study']:.2f}</td><td>{r['this run']:.2f}</td></tr>"
+                  for r in mse_beside_study(m))
+    return (f"<h2>Beside the study</h2><p>The study's data set, so its numbers can stand beside this run's, as far as "
+            f"the protocols agree: {html.escape(summary(m['protocol']))}. Each difference moves the MSE: a smaller "
+            "margin makes the face larger in the 256 frame (a larger MSE for the same relative error); ImageNet "
+            "weights, more photos and epochs lower it; validation on copies of training photos lowers the "
+            "validation MSE only.</p>"
+            "<table><caption>Protocol: the study's and this run's</caption><tr><th>aspect</th><th>study</th>"
+            f"<th>this run</th><th></th></tr>{rows}</table>"
+            "<table><caption>MSE, px² of the 256x256 input, averaged over points and x, y</caption>"
+            f"<tr><th></th><th>study (330 test faces)</th><th>this run ({m['n_test']} test faces)</th></tr>{mse}</table>")
 
 
 def ablation_html(run: RunFolder) -> str:
@@ -117,6 +158,16 @@ def ablation_html(run: RunFolder) -> str:
             f"<table><tr><th>variant</th><th>seeds</th>{head}</tr>{rows}</table>")
 
 
+def dlib_html(m: dict) -> str:
+    """What to know about dlib's rows, where there are any; else why the peer was not run."""
+    if not any(k.startswith("dlib") for k in m["methods"]):
+        return f"<p>dlib peer: {html.escape(m['peer'])}.</p>"
+    return (f"<p class='warn'><b>About dlib's rows.</b> Peer: {html.escape(m['peer'])}. dlib's model was trained on "
+            "300-W, whose training part includes Helen's photos, so on Helen-derived test photos its numbers are "
+            "optimistic: where its rows beat ours, part of the margin is that it has seen these faces' siblings in "
+            "training.</p>")
+
+
 def skipped_html(m: dict) -> str:
     skipped = [(split, s) for split, items in m.get("skipped", {}).items() for s in items]
     unannotated = [(split, f) for split, files in m.get("unannotated", {}).items() for f in files]
@@ -136,7 +187,7 @@ def write_index(run: RunFolder) -> None:
     name = run.root.name
     warn = "" if m["comparable_to_paper"] else (
         f"<p class='warn'><b>Not comparable to the study.</b> These results are on {html.escape(m['dataset'])}, "
-        f"not on the study's Helen 194-point test set; the study's numbers are shown only for reference.</p>")
+        f"not on the study's Helen 194-point data; the study's number is given below the results only for reference.</p>")
     figures = []
     for key, caption in FIGURES.items():
         if run.figure(key).exists():
@@ -183,10 +234,9 @@ AUC is the area under the CED up to the threshold, divided by it; the failure ra
 faces above it. Times per face are wall-clock on the machine of the run.</p>
 <p>ResNet18 from its face detector's box (the way <code>lmkit predict</code> runs it): {html.escape(m.get('detector_box', 'not run'))}.
 Flip test: {'on' if m.get('flip_test') else 'off'}. {_view(m)}</p>
-<p class='warn'><b>About dlib's rows.</b> Peer: {html.escape(m['peer'])}. dlib's model was trained on 300-W, whose
-training part includes Helen's photos, so on Helen-derived test photos its numbers are optimistic: where its rows beat
-ours, part of the margin is that it has seen these faces' siblings in training.</p>
+{dlib_html(m)}
 {metrics_html(m)}
+{study_html(m)}
 {ablation_html(run)}
 <h2>Figures</h2>
 {''.join(figures)}

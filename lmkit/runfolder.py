@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FIGURES = {
+    "scheme": "The landmark scheme: the mean training shape, every point's number, the groups drawn as contours",
     "fig1_sample": "Fig. 1: a training sample with its landmarks",
     "fig3_loss": "Fig. 3: train and validation loss per epoch",
     "fig4_test_mse": "Fig. 4: distribution of per-image test MSE",
     "fig5_best_worst": "Fig. 5: the 3 best and 3 worst test detections",
     "fig6_saliency": "Fig. 6: gradient saliency dL/dI for those six",
     "ced": "Cumulative error distribution (NME, inter-ocular)",
-    "ced_oc": "Cumulative error distribution (NME, outer eye corners; 68 points only)",
+    "ced_oc": "Cumulative error distribution (NME, outer eye corners)",
     "photos": "The model end to end on original test photos: its face detector's box (blue), its points (red), the annotation (green)",
     "search": "Hyper-parameter search: learning rate vs weight decay",
     "ablation_ced": "Ablation: CED of the study's recipe and each change (optional notebook 06_ablation)",

@@ -19,6 +19,7 @@ from .digests import digest, record_stage, stage_digests, stage_state, study_inp
 from .model import (REFERENCE_SIZE, ModelInfo, build_model, fit_correction, load_model_file, pick_device, predict,
                     save_model_file)
 from .placement import cuda_switches
+from .protocol import compare as compare_protocol
 from .prepare import PreparedSet, Subset, crop_to_photo, load_cache, prepare as prepare_caches, split_train_val
 from .report import METHODS, PAPER, metrics_table, nme_by_method  # noqa: F401 (the notebooks' names)
 from .runfolder import RunFolder, atomic_write, read_json, write_csv, write_json
@@ -374,6 +375,8 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         "unannotated": {"train": d.train_set.manifest.get("unannotated", []),
                         "test": test.manifest.get("unannotated", [])},
         "best": [test.names[i] for i in best], "worst": [test.names[i] for i in worst], "paper": PAPER,
+        "protocol": compare_protocol(params, d.train_set.manifest, test.manifest, len(d.train[0]), len(d.val[0]), len(test)),
+        "crop_margin": d.train_set.manifest.get("margin"),
     }
     with atomic_write(run.predictions) as tmp:
         np.savez(tmp, true=true, names=np.array(test.names), best=best, worst=worst, **arrays, **extra_arrays)
@@ -437,6 +440,7 @@ def make_figures(run: RunFolder, params: dict) -> dict:
     small = network_inputs(test.images[six], size, info.view)
     train_img, train_pts = d.train
     figs = {
+        "scheme": figures.scheme_figure(M.mean_shape(d.train[1]), scheme, f"mean training shape, {dataset}"),
         "fig1_sample": figures.sample_figure(train_img[0], train_pts[0], scheme,
                                        f"{dataset}\n{train_img.shape[1]}x{train_img.shape[2]} crop, {scheme.name}"),
         "fig3_loss": figures.loss_figure(pd.read_csv(run.history), dataset, PAPER if comparable_to_paper(d) else None),

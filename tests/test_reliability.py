@@ -228,3 +228,55 @@ def test_caches_are_readable_by_the_group(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "cache" / "train").stat().st_mode & 0o050 == 0o050
+
+
+def test_a_photo_added_after_a_finished_run_is_used_by_the_next_run(tmp_path):
+    """Issue 23's first case: the chain's reuse asks the data files too, not only the params."""
+    root = _300w(tmp_path / "data", n_train=6, n_test=2)
+    tiny = [f"data.root={root}", "data.source=300w", "model.input_size=32", "train.batch_size=2", "train.epochs=1",
+            "search.enabled=false", "eval.detector_box=false", "data.val_fraction=0.34"]
+    out, logs = tmp_path / "run", []
+    run_chain(None, tiny, str(out), log=logs.append, notebooks=("01_prepare", "02_hpsearch"))
+    write_image(root / "trainset" / "train6.jpg", seed=6)  # a photo and its .pts added
+    write_pts(random_landmarks(68, seed=6), root / "trainset" / "train6.pts")
+    logs.clear()
+    run_chain(None, tiny, str(out), log=logs.append, notebooks=("01_prepare", "02_hpsearch"))
+    assert not any("reusing the earlier output" in line for line in logs)
+    from lmkit.prepare import load_cache
+
+    assert "train6" in load_cache(out / "data" / "train").names
+    (root / "trainset" / "train6.pts").unlink()  # and removed again
+    (root / "trainset" / "train6.jpg").unlink()
+    logs.clear()
+    run_chain(None, tiny, str(out), log=logs.append, notebooks=("01_prepare",))
+    assert "train6" not in load_cache(out / "data" / "train").names
+
+
+def test_the_flip_test_changed_after_a_run_with_the_bias_correction_packages_the_model_again(tmp_path):
+    """Issue 23's second case: the bias correction is fitted with the flip test, and the model
+    file records it, so changing eval.flip_test writes the model file again (a fresh run's),
+    from the same trained weights."""
+    import torch
+
+    tiny = ["data.synthetic_train=24", "data.synthetic_test=4", "model.input_size=32", "train.batch_size=8",
+            "train.epochs=1", "search.enabled=false", "model.bias_correction=true", "train.flip=0.5"]
+    out, logs = tmp_path / "run", []
+    chain = ("01_prepare", "02_hpsearch", "03_train")
+    run_chain("params/quick.yaml", tiny + ["eval.flip_test=true"], str(out), log=logs.append, notebooks=chain)
+    run = RunFolder(out)
+    first = torch.load(run.model_file, weights_only=True)
+    weights = run.best_checkpoint.read_bytes()
+    logs.clear()
+    run_chain("params/quick.yaml", tiny + ["eval.flip_test=false"], str(out), log=logs.append, notebooks=chain)
+    assert not any("03_train: reusing" in line for line in logs)
+    assert run.best_checkpoint.read_bytes() == weights  # the same training, not trained again
+    again = torch.load(run.model_file, weights_only=True)
+    fresh_dir = tmp_path / "fresh"
+    run_chain("params/quick.yaml", tiny + ["eval.flip_test=false"], str(fresh_dir), log=lambda _: None, notebooks=chain)
+    fresh = torch.load(RunFolder(fresh_dir).model_file, weights_only=True)
+    info = {"first": first["info"], "again": again["info"], "fresh": fresh["info"]}
+    flip = {k: v["flip_test"] for k, v in info.items()}
+    corr = {k: np.asarray(v["correction"]) for k, v in info.items()}
+    assert flip == {"first": True, "again": False, "fresh": False}
+    np.testing.assert_allclose(corr["again"], corr["fresh"], atol=1e-3)
+    assert not np.allclose(corr["again"], corr["first"], atol=1e-3)
