@@ -67,18 +67,30 @@ NORMALISATIONS = {"io": "inter-ocular: distance between the eye-group centres",
                   "oc": "outer eye corners (the 300-W convention: points 36 and 45 of ibug68, 144 and 124 of helen194)"}
 
 
+def to_photo(points: np.ndarray, boxes: np.ndarray, crop_size: int) -> np.ndarray:
+    """(N, K, 2) points in pixels of each face's crop -> pixels of its original photo, each
+    through its crop box (x0, y0, x1, y1) (``prepare.crop_to_photo``, vectorised)."""
+    boxes = np.asarray(boxes, dtype=np.float64)[:, None, :]
+    return boxes[..., :2] + np.asarray(points, dtype=np.float64) * (boxes[..., 2:] - boxes[..., :2]) / crop_size
+
+
 def summarize(pred: np.ndarray, true: np.ndarray, scheme: Scheme, mse_scale: float,
-              thresholds=(0.08, 0.10)) -> tuple[dict, dict]:
+              thresholds=(0.08, 0.10), photo: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict, dict]:
     """Per-image arrays and a summary row for one method on one test set: MSE, and NME with
-    each normalisation the scheme supports (``io`` always, ``oc`` for 68 points).
+    each normalisation the scheme supports (``io`` always, ``oc`` where it names the outer eye
+    corners). ``pred`` and ``true`` are in crop pixels: the MSE is the study's (the 256 frame,
+    ``mse_scale`` = 256 / crop size). With ``photo`` (the same points in pixels of the original
+    photos, ``to_photo``) the NMEs, AUCs and failure rates are computed there, as the field
+    reports them; the crop frame stretches a face that was not square.
 
     A face without a prediction (NaN, e.g. a face the peer's detector missed) gets an
     infinite error: it counts as a failure in the CED, AUC and failure rate, and the means
     are over the predicted faces, with ``detected`` the fraction predicted."""
     missed = ~np.isfinite(pred).all(axis=(1, 2))
-    per = {"mse": mse_per_image(pred, true, mse_scale), "nme_io": nme_per_image(pred, true, inter_ocular(true, scheme))}
+    p, t = photo if photo is not None else (pred, true)
+    per = {"mse": mse_per_image(pred, true, mse_scale), "nme_io": nme_per_image(p, t, inter_ocular(t, scheme))}
     if scheme.outer_eye_corners is not None:
-        per["nme_oc"] = nme_per_image(pred, true, outer_corners(true, scheme))
+        per["nme_oc"] = nme_per_image(p, t, outer_corners(t, scheme))
     for v in per.values():
         v[missed] = np.inf
     ok = ~missed

@@ -32,22 +32,83 @@ WEIGHTS_HELP = (
 )
 
 
+HEADS = ("regression", "heatmap")
+
+
 class LandmarkRegressor(nn.Module):
-    def __init__(self, n_points: int, pretrained: bool = False):
+    """ResNet18 and a head that outputs (N, K, 2) coordinates in pixels of the 256 frame:
+
+    - ``regression`` (the study): global pooling and one linear layer;
+    - ``heatmap`` (integral regression, Sun et al. 2018): a small feature pyramid over layers
+      2-4 gives one heatmap per point at stride 8, and a soft-argmax (``soft_argmax``) turns
+      each into coordinates, so the loss, the model file and the exports are the same."""
+
+    def __init__(self, n_points: int, pretrained: bool = False, head: str = "regression"):
         super().__init__()
-        self.n_points = n_points
+        if head not in HEADS:
+            raise ValueError(f"model.head: must be one of {', '.join(HEADS)}, got {head!r}")
+        self.n_points, self.head = n_points, head
         self.backbone = torchvision.models.resnet18(weights=imagenet_weights() if pretrained else None)
-        self.backbone.fc = nn.Linear(self.backbone.fc.in_features, 2 * n_points)
+        if head == "regression":
+            self.backbone.fc = nn.Linear(self.backbone.fc.in_features, 2 * n_points)
+        else:
+            self.backbone.fc = nn.Identity()
+            self.heatmaps = HeatmapHead(n_points)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.head == "heatmap":
+            b = self.backbone
+            c2 = b.layer2(b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(x))))))
+            c3 = b.layer3(c2)
+            return soft_argmax(self.heatmaps(c2, c3, b.layer4(c3)).float()) * REFERENCE_SIZE
         out = self.backbone(x).view(-1, self.n_points, 2).float()
         return (out + 1) * (REFERENCE_SIZE / 2)
 
     @torch.no_grad()
     def init_head(self, mean_shape: torch.Tensor) -> None:
-        """Start the output at a given shape (K, 2) in reference pixels, weights near zero."""
+        """Start the output at a given shape (K, 2) in reference pixels, weights near zero
+        (the regression head; a heatmap head starts every point at the crop's centre)."""
+        if self.head != "regression":
+            raise ValueError("model.head_init: mean_shape starts the regression head only; use default with "
+                             "model.head: heatmap")
         self.backbone.fc.weight.mul_(0.01)
         self.backbone.fc.bias.copy_((mean_shape.reshape(-1) / (REFERENCE_SIZE / 2) - 1))
+
+
+class HeatmapHead(nn.Module):
+    """One heatmap per point at stride 8 from ResNet18's layers 2, 3 and 4 (128, 256, 512
+    channels), merged top-down as a feature pyramid: light enough for a CPU."""
+
+    def __init__(self, n_points: int, width: int = 128):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in (128, 256, 512))
+        self.smooth = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                    nn.ReLU(inplace=True))
+        self.out = nn.Conv2d(width, n_points, 1)
+
+    def forward(self, c2: torch.Tensor, c3: torch.Tensor, c4: torch.Tensor) -> torch.Tensor:
+        p = self.lateral[2](c4)
+        p = nn.functional.interpolate(p, size=c3.shape[-2:], mode="nearest") + self.lateral[1](c3)
+        p = nn.functional.interpolate(p, size=c2.shape[-2:], mode="nearest") + self.lateral[0](c2)
+        return self.out(self.smooth(p))
+
+
+HEATMAP_REACH = 0.125  # the heatmap's cells span the crop and this fraction of it beyond each edge
+
+
+def soft_argmax(heatmaps: torch.Tensor) -> torch.Tensor:
+    """(N, K, H, W) logits -> (N, K, 2) expected (x, y) as fractions of the input's width and
+    height. The cells' centres are spread from -``HEATMAP_REACH`` to 1 + ``HEATMAP_REACH``, so
+    that a point on the crop's edge (the jaw, with the study's 5-pixel margin) is an expectation
+    the softmax can reach, not its limit."""
+    n, k, h, w = heatmaps.shape
+    prob = torch.softmax(heatmaps.reshape(n, k, h * w), dim=-1).reshape(n, k, h, w)
+
+    def centres(cells: int) -> torch.Tensor:
+        frac = (torch.arange(cells, device=heatmaps.device, dtype=prob.dtype) + 0.5) / cells
+        return frac * (1 + 2 * HEATMAP_REACH) - HEATMAP_REACH
+
+    return torch.stack([(prob.sum(2) * centres(w)).sum(-1), (prob.sum(3) * centres(h)).sum(-1)], dim=-1)
 
 
 def imagenet_weights():
@@ -62,8 +123,8 @@ def imagenet_weights():
     return weights
 
 
-def build_model(n_points: int, pretrained: bool, channels_last: bool = True) -> LandmarkRegressor:
-    model = LandmarkRegressor(n_points, pretrained)
+def build_model(n_points: int, pretrained: bool, channels_last: bool = True, head: str = "regression") -> LandmarkRegressor:
+    model = LandmarkRegressor(n_points, pretrained, head)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
@@ -158,12 +219,13 @@ class ModelInfo:
     correction: list | None = None  # (K, 2) mean validation error per point, pixels of the crop at 256x256,
     #                                 subtracted from every prediction (model.bias_correction)
     box: str = "landmarks"  # crop convention: the box before padding (prepare.annotation_box)
+    head: str = "regression"  # the network's head (LandmarkRegressor)
     training: dict = field(default_factory=dict)  # recipe and provenance: loss, epochs, best epoch, params digest
     lmkit_version: str = ""
 
     # the params keys each fact answers to: a run that asks otherwise is refused
     PARAMS = {"input_size": "model.input_size", "crop_size": "data.crop_size", "forehead": "data.forehead",
-              "padding": "data.padding", "box": "data.box"}
+              "padding": "data.padding", "box": "data.box", "head": "model.head"}
 
     def check_settings(self, settings: dict, source: str) -> None:
         """Refuse settings ({dotted params key: value}, e.g. ``params.flatten(params)``: the keys
@@ -217,6 +279,6 @@ def load_model_file(path: Path, device="cpu", settings: dict | None = None) -> t
     info = ModelInfo(**{k: v for k, v in blob["info"].items() if k in known})
     if settings is not None:
         info.check_settings(settings, str(path))
-    model = build_model(info.n_points, pretrained=False)
+    model = build_model(info.n_points, pretrained=False, head=info.head)
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval(), info

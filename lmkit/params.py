@@ -100,8 +100,12 @@ class Model(_Section):
         256, "network input side in pixels (study: 256); metrics are always reported in pixels of 256x256")
     pretrained: bool = key(False, "start from torchvision's ImageNet weights (needs the network or the file in "
                            "torchvision's cache)")
+    head: Literal["regression", "heatmap"] = key(
+        "regression", "regression (the study: global pooling and a linear layer) or heatmap (integral regression: "
+        "one heatmap per point at stride 8 from layers 2-4, a soft-argmax to coordinates)")
     head_init: Literal["default", "mean_shape"] = key(
-        "default", "default (torchvision's init) or mean_shape (the last layer starts at the mean training shape)")
+        "default", "default (torchvision's init) or mean_shape (the last layer starts at the mean training shape; "
+        "regression head only)")
     compile: bool = key(False, "`torch.compile` the model for training (a GPU speed-up for long runs; compiling "
                         "takes a minute)")
     view: Literal["whole", "train-mean"] = key(
@@ -214,6 +218,9 @@ class Params(_Section):
         if self.model.bias_correction and self.data.split != "clean":
             raise ValueError("model.bias_correction: needs data.split clean (validation photos never trained on), "
                              f"got data.split {self.data.split!r}")
+        if self.model.head == "heatmap" and self.model.head_init == "mean_shape":
+            raise ValueError("model.head_init: mean_shape starts the regression head only; use default with "
+                             "model.head: heatmap")
         if self.data.box == "study" and self.data.padding != int(self.data.padding):
             raise ValueError(f"data.padding: with data.box study it is whole pixels of the photo (the study: 5), "
                              f"got {self.data.padding}")

@@ -229,7 +229,8 @@ validated on augmented copies of training images).</p>
 {skipped_html(m)}
 <h2>Test metrics</h2>
 <p>MSE in {html.escape(m['mse_unit'])}, averaged over points and x, y (the study's unit).
-NME = mean point-to-point error divided by {html.escape('; or by '.join(m['nme_units'].values()))}.
+NME = mean point-to-point error divided by {html.escape('; or by '.join(m['nme_units'].values()))},
+computed in {html.escape(m.get('nme_frame', 'pixels of the 300x300 crop'))}, as are the AUC and the failure rate.
 AUC is the area under the CED up to the threshold, divided by it; the failure rate is the fraction of
 faces above it. Times per face are wall-clock on the machine of the run.</p>
 <p>ResNet18 from its face detector's box (the way <code>lmkit predict</code> runs it): {html.escape(m.get('detector_box', 'not run'))}.

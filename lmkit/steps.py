@@ -216,7 +216,7 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     scheme, train_set = d.scheme, d.train_set
     manifest = train_set.manifest
     ckpt = load_checkpoint(run.best_checkpoint)
-    model = build_model(scheme.n_points, pretrained=False)
+    model = build_model(scheme.n_points, pretrained=False, head=params["model"]["head"])
     model.load_state_dict(ckpt["model"])
     calibration, why = None, ""
     if manifest["source"] == "synthetic":
@@ -245,7 +245,7 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     info = ModelInfo(
         scheme=scheme.name, n_points=scheme.n_points, input_size=params["model"]["input_size"],
         crop_size=manifest["crop_size"], forehead=manifest["forehead"], padding=manifest["padding"],
-        box=manifest["box"],
+        box=manifest["box"], head=params["model"]["head"],
         mean_shape=M.mean_shape(d.train[1]).tolist(), dataset=d.dataset, box_calibration=calibration,
         flip_test=params["eval"]["flip_test"], lmkit_version=lmkit.__version__, view=view,
         correction=None if correction is None else correction.round(4).tolist(),
@@ -351,8 +351,10 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
     scale = REFERENCE_SIZE / test.images.shape[1]  # crop pixels -> pixels of the 256x256 input
     thresholds = tuple(params["eval"]["thresholds"])
     arrays, rows = {}, {}
+    true_photo = M.to_photo(true, crop_boxes, test.images.shape[1])  # NMEs in photo pixels, as the field reports them
     for key, pred in preds.items():
-        per, row = M.summarize(pred, true, scheme, scale, thresholds)
+        per, row = M.summarize(pred, true, scheme, scale, thresholds,
+                               photo=(M.to_photo(pred, crop_boxes, test.images.shape[1]), true_photo))
         if key in seconds:
             row["seconds_per_face"] = seconds[key]
         rows[METHODS[key]] = row
@@ -363,7 +365,7 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         "dataset": d.dataset, "comparable_to_paper": comparable_to_paper(d), "scheme": scheme.name, "n_train": len(d.train[0]), "n_val": len(d.val[0]),
         "n_test": len(test), "split_protocol": params["data"]["split"], "input_size": params["model"]["input_size"],
         "epochs": int(history["epoch"].max()), "train_seconds": float(history["seconds"].sum()),
-        "mse_unit": "px² of the 256x256 network input",
+        "mse_unit": "px² of the 256x256 network input", "nme_frame": "pixels of the original photo",
         "nme_units": {k: v for k, v in M.NORMALISATIONS.items() if f"model__nme_{k}" in arrays},
         "best_val_mse": float(history["val_mse"].min()),
         "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),

@@ -95,14 +95,14 @@ class TrainConfig:
 
 def new_model(n_points: int, mean_shape: np.ndarray | None, seed: int, device,
               pretrained: bool = DEFAULTS["model"]["pretrained"], head_init: str = DEFAULTS["model"]["head_init"],
-              crop_size: int = DEFAULTS["data"]["crop_size"]):
+              crop_size: int = DEFAULTS["data"]["crop_size"], head: str = DEFAULTS["model"]["head"]):
     """A freshly initialised model, seeded; the head starts at the mean shape when
     ``head_init`` is ``mean_shape`` (``mean_shape`` in pixels of ``crop_size`` crops). torchvision draws
     the initial weights from torch's global generator: it is seeded inside ``fork_rng``, so the
     caller's random state is left as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(n_points, pretrained)
+        model = build_model(n_points, pretrained, head=head)
     if head_init == "mean_shape":
         model.init_head(torch.as_tensor(mean_shape * (REFERENCE_SIZE / crop_size), dtype=torch.float32))
     return model.to(device)
@@ -141,7 +141,7 @@ def _flat_config(cfg: dict) -> dict:
 def model_options(params: dict) -> dict:
     """``new_model``'s options from a run's params."""
     return {"pretrained": params["model"]["pretrained"], "head_init": params["model"]["head_init"],
-            "crop_size": params["data"]["crop_size"]}
+            "crop_size": params["data"]["crop_size"], "head": params["model"]["head"]}
 
 
 def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:

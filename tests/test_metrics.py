@@ -46,3 +46,25 @@ def test_mean_shape_and_best_worst():
     np.testing.assert_allclose(M.mean_shape(shapes), [[1, 2]])
     best, worst = M.best_and_worst(np.array([5, 1, 9, 3, 7, 2]), k=2)
     assert list(best) == [1, 5] and list(worst) == [2, 4]
+
+
+def test_nme_in_photo_pixels_undoes_the_crops_stretch():
+    """A face whose crop box is twice as tall as wide: in the square crop its eyes are closer
+    and its vertical errors smaller; mapped back to the photo, the NME is the photo's."""
+    from lmkit.metrics import nme_per_image, summarize, to_photo
+    from lmkit.prepare import crop_to_photo
+    from lmkit.schemes import IBUG68
+
+    rng = np.random.default_rng(0)
+    true = rng.uniform(20, 80, (3, 68, 2))
+    pred = true + rng.normal(0, 2, true.shape)
+    boxes = np.array([[10, 20, 110, 220], [0, 0, 50, 100], [5, 5, 305, 605]], dtype=np.float64)
+    photo_true, photo_pred = to_photo(true, boxes, 100), to_photo(pred, boxes, 100)
+    for i, b in enumerate(boxes):
+        np.testing.assert_allclose(photo_true[i], crop_to_photo(b, 100)(true[i]))
+    per, _ = summarize(pred, true, IBUG68, 2.56, photo=(photo_pred, photo_true))
+    corners = np.linalg.norm(photo_true[:, 36] - photo_true[:, 45], axis=1)
+    np.testing.assert_allclose(per["nme_oc"], nme_per_image(photo_pred, photo_true, corners))
+    crop, _ = summarize(pred, true, IBUG68, 2.56)
+    assert not np.allclose(per["nme_oc"], crop["nme_oc"])
+    np.testing.assert_allclose(per["mse"], crop["mse"])  # the study's MSE stays in the 256 frame

@@ -37,3 +37,52 @@ def test_pretrained_without_weights_says_how_to_fix(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(RuntimeError, match=r"resnet18-.*\.pth.*pretrained: false"):
         build_model(194, pretrained=True)
+
+
+def test_soft_argmax_finds_a_peaked_heatmap_and_reaches_past_the_edges():
+    from lmkit.model import HEATMAP_REACH, soft_argmax
+
+    h = torch.full((1, 3, 8, 10), -50.0)
+    h[0, 0, 2, 7] = 50.0  # one cell: its centre
+    h[0, 1, 0, 0] = 50.0  # the top-left cell: beyond the crop's corner
+    h[0, 2, :, :] = 0.0  # flat: the centre of the crop
+    xy = soft_argmax(h)[0]
+    span = 1 + 2 * HEATMAP_REACH
+    torch.testing.assert_close(xy[0], torch.tensor([7.5 / 10 * span - HEATMAP_REACH, 2.5 / 8 * span - HEATMAP_REACH]))
+    assert (xy[1] < 0).all()  # a point on the crop's very edge is inside the softmax's reach
+    torch.testing.assert_close(xy[2], torch.tensor([0.5, 0.5]))
+
+
+def test_the_heatmap_head_outputs_coordinates_and_round_trips_through_the_model_file(tmp_path):
+    import numpy as np
+
+    from lmkit.inference import export
+    from lmkit.model import ModelInfo, load_model_file, save_model_file
+
+    model = build_model(5, pretrained=False, head="heatmap").eval()
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x)
+    assert out.shape == (2, 5, 2) and not hasattr(model.backbone.fc, "weight")
+    assert ((out > -0.2 * REFERENCE_SIZE) & (out < 1.2 * REFERENCE_SIZE)).all()
+    info = ModelInfo(scheme="test", n_points=5, input_size=64, crop_size=100, forehead=1 / 3, padding=0.05,
+                     mean_shape=[[50.0, 50.0]] * 5, dataset="none", head="heatmap")
+    path = save_model_file(model, info, tmp_path / "model.pt")
+    again, info2 = load_model_file(path)
+    assert info2.head == "heatmap"
+    torch.testing.assert_close(again(x), out)
+    onnx = pytest.importorskip("onnxruntime")
+    export(path, "onnx", tmp_path / "m.onnx")
+    crops = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    got = onnx.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"crops": crops})[0]
+    from lmkit.model import predict
+
+    np.testing.assert_allclose(got, predict(again, crops, 64), atol=1e-2)
+
+
+def test_a_heatmap_head_cannot_start_at_the_mean_shape():
+    from lmkit import params as P
+
+    with pytest.raises(P.ParamsError, match="model.head_init: mean_shape starts the regression head only"):
+        P.load(None, {"model.head": "heatmap", "model.head_init": "mean_shape"})
+    with pytest.raises(ValueError, match="regression head only"):
+        build_model(3, pretrained=False, head="heatmap").init_head(torch.zeros(3, 2))
