@@ -23,7 +23,7 @@ test: setup
 
 # JupyterLab at the repository root: notebooks/, params/ and reports/ all reachable
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=.
+	$(VENV)/bin/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # the quick run only (seconds to make again); real-data runs are kept
 clean:

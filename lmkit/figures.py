@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -92,6 +93,9 @@ def loss_figure(history: pd.DataFrame, dataset: str, reference: dict | None = No
         ax.axhline(reference["best_val_mse"], color="grey", ls=":", label=f"study: best validation {reference['best_val_mse']}")
         ax.axhline(reference["test_mse"], color="grey", ls="--", label=f"study: test {reference['test_mse']}")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # 60, not 6×10¹
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE (px² of the 256x256 input)")
     ax.set_title(f"Loss per epoch: {dataset}", fontsize=10)
@@ -128,14 +132,14 @@ def mse_distribution_figure(per_image: dict[str, np.ndarray], dataset: str) -> p
 
 def detections_figure(images, true, pred, labels: list[str], scheme: Scheme) -> plt.Figure:
     """Six detections in two rows (the 3 best, then the 3 worst): truth and prediction."""
-    fig, axes = plt.subplots(2, 3, figsize=(10, 7))
+    fig, axes = plt.subplots(2, 3, figsize=(10, 7.6))
     for ax, img, t, p, lab in zip(axes.ravel(), images, true, pred, labels):
         show_image(ax, img, lab)
         draw_landmarks(ax, t, scheme, TRUE_COLOUR, "ground truth", size=3)
         draw_landmarks(ax, p, scheme, PRED_COLOUR, "prediction", size=3)
     axes[0, 0].legend(loc="lower left", fontsize=7)
     fig.suptitle("Top: 3 best test detections.  Bottom: 3 worst.", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=2.0)  # room for each face's two-line title
     return fig
 
 
@@ -183,13 +187,19 @@ def annotated_photo(image: np.ndarray, faces, scheme: Scheme):
 
 def saliency_figure(images, maps, labels: list[str]) -> plt.Figure:
     """Saliency maps (N, S, S) over the crops, in the layout of the detections figure."""
-    fig, axes = plt.subplots(2, 3, figsize=(10, 7))
+    fig, axes = plt.subplots(2, 3, figsize=(10, 7.6))
+    shown = None
     for ax, img, m, lab in zip(axes.ravel(), images, maps, labels):
         show_image(ax, img, lab)
         h, w = img.shape[:2]
-        ax.imshow(m / (m.max() + 1e-12), extent=(0, w, h, 0), cmap="inferno", alpha=0.6, interpolation="bilinear")
-    fig.suptitle("Gradient saliency max_c |dL/dI| (top: best, bottom: worst)", fontsize=10)
-    fig.tight_layout()
+        shown = ax.imshow(m / (m.max() + 1e-12), extent=(0, w, h, 0), cmap="inferno", alpha=0.6, interpolation="bilinear",
+                          vmin=0, vmax=1)
+    fig.suptitle("Gradient saliency max over channels of |dL/dI| (top: the 3 best, bottom: the 3 worst); each map "
+                 "divided by its own maximum", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.92, 0.97), h_pad=2.0)
+    if shown is not None:
+        bar = fig.colorbar(shown, cax=fig.add_axes((0.93, 0.15, 0.015, 0.7)))
+        bar.set_label("|dL/dI| / its maximum in the image")
     return fig
 
 

@@ -15,6 +15,8 @@ calibration) comes from the model file, never from params.
 """
 from __future__ import annotations
 
+import json
+
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,15 +209,39 @@ def export(run_or_model: str | Path, fmt: str, out: str | Path) -> Path:
     example = torch.zeros(2, info.input_size, info.input_size, 3, dtype=torch.uint8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    about = export_metadata(info)
     with torch.no_grad(), atomic_write(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is marked deprecated in torch >= 2.10; it still works
         if fmt == "torchscript":
-            torch.jit.save(torch.jit.trace(net, example), str(tmp))
+            torch.jit.save(torch.jit.trace(net, example), str(tmp),
+                           _extra_files={"lmkit.json": json.dumps(about)})
         else:
             torch.onnx.export(net, (example,), str(tmp), input_names=["crops"], output_names=["points"],
                               dynamic_axes={"crops": {0: "batch"}, "points": {0: "batch"}}, dynamo=False,
                               opset_version=17)
+            import onnx
+
+            graph = onnx.load(str(tmp))
+            for key, value in about.items():
+                graph.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
+            onnx.save(graph, str(tmp))
     return out
+
+
+def export_metadata(info: ModelInfo) -> dict:
+    """What an exported file says about itself (ONNX ``metadata_props``, TorchScript's extra
+    file ``lmkit.json``): the scheme, the input, the crop convention and where the weights came
+    from; the per-point arrays (mean shape, correction) stay in the model file."""
+    import lmkit
+
+    return {"producer": f"lmkit {lmkit.__version__}", "scheme": info.scheme, "n_points": info.n_points,
+            "input": f"uint8 RGB crops (batch, {info.input_size}, {info.input_size}, 3)",
+            "output": f"points (batch, {info.n_points}, 2) in pixels of those crops",
+            "input_size": info.input_size, "crop_size": info.crop_size, "crop_box": info.box,
+            "forehead": info.forehead, "padding": info.padding, "view": info.view, "head": info.head,
+            "bias_correction": info.correction is not None, "flip_test_in_model_file": info.flip_test,
+            "box_calibration": info.box_calibration, "dataset": info.dataset,
+            "training": {k: v for k, v in info.training.items() if isinstance(v, (int, float, str))}}
 
 
 # ------------------------------------------------------------------ lmkit predict
@@ -237,12 +263,42 @@ def collect_photos(inputs: Sequence[str | Path]) -> tuple[list[Path], list[tuple
     return photos, refused, ignored
 
 
+BOX_COLUMNS = ("photo", "x0", "y0", "x1", "y1")
+
+
+def read_boxes(path: str | Path) -> dict[str, list[tuple[float, float, float, float]]]:
+    """``lmkit predict --boxes``: a CSV with the columns photo, x0, y0, x1, y1 (one row per
+    face, photo pixels; ``photo`` is the file's name or path as given). Returns {photo name: boxes};
+    a missing column or a box that is not four numbers with x0 < x1 and y0 < y1 is an error naming
+    the file and the row."""
+    import pandas as pd
+
+    path = Path(path)
+    table = pd.read_csv(path)
+    missing = [c for c in BOX_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; want {', '.join(BOX_COLUMNS)}")
+    out: dict[str, list] = {}
+    for i, row in table.iterrows():
+        try:
+            box = tuple(float(row[c]) for c in BOX_COLUMNS[1:])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: row {i + 2}: the box is not four numbers") from None
+        if not (np.isfinite(box).all() and box[0] < box[2] and box[1] < box[3]):
+            raise ValueError(f"{path}: row {i + 2}: box {box} needs x0 < x1 and y0 < y1")
+        out.setdefault(Path(str(row["photo"])).name, []).append(box)
+    return out
+
+
 def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir: str | Path, log=print,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, boxes: dict | None = None, box: str = "crop") -> dict:
     """``lmkit predict``: for every photo, ``<stem>.pts`` (300-W format; more faces as
     ``<stem>_2.pts``, ...), ``<stem>.png`` (the photo with boxes and points); for all,
     ``points.csv`` and ``failures.csv``. A bad photo is listed with its reason and the batch
-    goes on. Every file is written to a temporary name and renamed."""
+    goes on. Every file is written to a temporary name and renamed. With ``boxes`` ({photo
+    file name: boxes}, ``read_boxes``) the faces are those boxes, of kind ``box`` ("crop": lmkit's
+    crop convention; "detector": face detector boxes, through the model's calibration), and no
+    face detector runs."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -261,9 +317,12 @@ def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir:
         if stem in stems:
             failures.append((str(photo), f"same name as {stems[stem]}: its outputs would overwrite that photo's"))
             continue
+        if boxes is not None and photo.name not in boxes:
+            failures.append((str(photo), "no box for it in the --boxes file"))
+            continue
         try:
             image = as_rgb(photo)
-            faces = landmarker.detect(image)
+            faces = landmarker.detect(image) if boxes is None else landmarker.predict(image, boxes[photo.name], box=box)
         except (OSError, ValueError) as e:
             failures.append((str(photo), str(e).replace(f"{photo}: ", "")))
             continue

@@ -38,8 +38,10 @@ def searched(trials: pd.DataFrame | None, best: dict) -> str:
             f"learning rate {best['lr']:.2e} and weight decay {best['weight_decay']:.2e} (validation MSE "
             f"{best['val_mse']:.1f} px²). The worst trial's validation MSE is {spread:.1f} times the best's")
     if len(done) >= 3:
-        top = done.head(max(2, len(done) // 3))["lr"]
-        text += (f"; the better third of the trials used learning rates from {top.min():.1e} to {top.max():.1e}")
+        k = -(-len(done) // 3)  # the best third, rounded up
+        top = done.head(k)["lr"]
+        text += (f"; the best {plural(k, 'trial')} of {len(done)} used learning rate{'s from' if k > 1 else ''} "
+                 f"{top.min():.1e}{f' to {top.max():.1e}' if k > 1 else ''}")
     text += (". With so few epochs per trial the ranking is noisy: a close second may be as good over the full "
              "training.")
     return text
@@ -69,7 +71,11 @@ def trained(history: pd.DataFrame) -> str:
     return text
 
 
-def evaluated(metrics: dict, nme: np.ndarray, names: list[str], threshold: float = 0.10) -> str:
+def evaluated(metrics: dict, mse: np.ndarray, nme: np.ndarray, names: list[str], threshold: float = 0.10,
+              synthetic: bool = False) -> str:
+    """The closing paragraph of 04: from the same arrays and the same ranking as the figures
+    (the worst faces are Fig. 5's, ranked by MSE, the study's metric), with no cause named
+    that the data cannot have (no hands or hair on synthetic faces)."""
     model = metrics["methods"]["ResNet18 (this run)"]
     base = metrics["methods"].get("mean shape (baseline)", {})
     key = "nme_oc_mean" if "nme_oc_mean" in model else "nme_io_mean"
@@ -83,12 +89,16 @@ def evaluated(metrics: dict, nme: np.ndarray, names: list[str], threshold: float
                  f"{ratio:.0%} of it. " if ratio < 1 else
                  f"**The model is no better than the mean shape ({base[key]:.4f})**: it has not learned from the "
                  "images; train longer or check the learning rate. ")
-    order = np.argsort(nme)[::-1]
+    order = np.argsort(mse, kind="stable")[::-1]  # as M.best_and_worst ranks Fig. 5
     fails = int((nme > threshold).sum())
+    causes = ("strong head turns, an unusual expression or lighting, or a face drawn much smaller or larger than "
+              "the crop expects" if synthetic else
+              "strong head turns, occlusion (hands, hair, glasses) or faces much smaller or larger than the crop expects")
     text += (f"{plural(fails, 'face')} exceed{'s' if fails == 1 else ''} NME {threshold:.2f} (inter-ocular), the usual "
-             f"failure threshold; the worst are {', '.join(f'`{names[i]}` ({nme[i]:.3f})' for i in order[:3])}. "
-             "Look at them in Fig. 5 of notebook 05: large errors usually come from strong head turns, occlusion "
-             "(hands, hair) or faces much smaller or larger than the crop expects. ")
+             f"failure threshold. The worst by MSE, as in Fig. 5 of notebook 05, are "
+             f"{', '.join(f'`{names[i]}` ({mse[i]:.1f} px², NME {nme[i]:.3f})' for i in order[:3])}; large errors "
+             f"usually come from {causes}. ")
     if metrics.get("comparable_to_paper"):
-        text += f"The study reports a test MSE of {metrics['paper']['test_mse']} px² on Helen."
+        text += (f"The study reports a test MSE of {metrics['paper']['test_mse']} px² on Helen; the protocol table "
+                 "above says how far the two can be compared.")
     return text

@@ -38,6 +38,8 @@ from .runfolder import RunFolder, RunInUse, run_lock, write_json, write_text
 NOTEBOOKS = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures")
 ABLATION_NOTEBOOK = "06_ablation"
 KERNEL_NAME = "lmkit-python"
+# what lmkit run sets besides the run folder and params: no live widgets in an exported report
+NOTEBOOK_PARAMETERS = {"05_figures": {"interactive": False}}
 
 
 class ChainError(RuntimeError):
@@ -227,7 +229,21 @@ def run_chain(params_file: str | None, overrides: list[str] | None = None, out: 
     return run
 
 
+def params_changes(before: dict, after: dict) -> list[str]:
+    """``key: old -> new`` for every params key whose value differs between two params."""
+    old, new = P.flatten(before), P.flatten(after)
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
+
+
 def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, live: bool = False) -> None:
+    if run.params.exists():  # what the folder last ran with (a notebook run by hand records its knobs there)
+        try:
+            changed = params_changes(P.load(run.params), params)
+        except P.ParamsError:
+            changed = []
+        if changed:
+            log(f"params differ from the run folder's params.yaml (the last run, or a notebook run by hand): "
+                f"{'; '.join(changed)}")
     P.dump(params, run.params)
     nb_dir = notebooks_dir()
     info_file = run.path("run.json")
@@ -257,6 +273,8 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, li
                 continue
             if state == "outputs changed":
                 log(f"{name}: its outputs are missing or not what it wrote (run again by hand?): running it again")
+            elif state == "inputs changed" and name in record["completed"]:
+                log(f"{name}: its params or data changed since it ran (see above): running it again")
             reusing = False  # everything after a re-run notebook runs again
             for part in record.values():
                 part.pop(name, None)
@@ -265,7 +283,7 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, li
             try:
                 pm.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(output), kernel_name=kernel,
                                     parameters={"run_dir": str(run.root), "params_file": str(run.params),
-                                                "overrides": []},
+                                                "overrides": [], **NOTEBOOK_PARAMETERS.get(name, {})},
                                     cwd=str(nb_dir), progress_bar=False, log_output=live)
             except pm.PapermillExecutionError as e:
                 export_html(output)
@@ -322,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     pr.add_argument("--flip-test", choices=("model", "on", "off"), default="model",
                     help="average with the mirrored crop's prediction (default: as the model file says)")
+    pr.add_argument("--boxes", metavar="CSV", help="the faces' boxes instead of the face detector: a CSV with columns "
+                    "photo,x0,y0,x1,y1 (photo pixels, one row per face); needed for a model without a box calibration "
+                    "(one trained on synthetic faces)")
+    pr.add_argument("--box-kind", choices=("crop", "detector"), default="crop",
+                    help="what --boxes holds: crop boxes in lmkit's convention (default) or face detector boxes")
     e = sub.add_parser("export", help="write a trained run's network as TorchScript or ONNX",
                        description="The exported network takes uint8 RGB crops (B, S, S, 3) at the model's "
                        "input size S and returns points (B, K, 2) in pixels of those crops; the normalisation "
@@ -363,12 +386,17 @@ def _search_worker(args) -> int:
 
 
 def _predict(args) -> int:
-    from .inference import Landmarker, predict_files
+    from .inference import Landmarker, predict_files, read_boxes
 
     try:
         flip = {"model": None, "on": True, "off": False}[args.flip_test]
         lm = Landmarker.load(args.model, device=args.device, flip_test=flip)
-        result = predict_files(lm, args.photos, args.out)
+        boxes = read_boxes(args.boxes) if args.boxes else None
+        if lm.info.box_calibration is None and (boxes is None or args.box_kind == "detector"):
+            raise ValueError(f"{args.model}: this model has no box calibration ({lm.info.dataset}), so a face "
+                             "detector's box cannot be turned into the crop it was trained on; give each face's crop "
+                             "box with --boxes FILE.csv (columns photo,x0,y0,x1,y1, photo pixels)")
+        result = predict_files(lm, args.photos, args.out, boxes=boxes, box=args.box_kind)
     except (OSError, ValueError, RuntimeError) as err:
         print(f"lmkit predict: {err}", file=sys.stderr)
         return 1

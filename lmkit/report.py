@@ -242,7 +242,7 @@ Flip test: {'on' if m.get('flip_test') else 'off'}. {_view(m)}</p>
 <h2>Figures</h2>
 {''.join(figures)}
 <h2>Notebooks</h2><p>{notebooks}</p>
-<h2>Params</h2><details open><summary><a href='params.yaml'>params.yaml</a></summary><pre>{html.escape(params_text)}</pre></details>
+<h2>Params</h2><details><summary><a href='params.yaml'>params.yaml</a> (click to show the resolved params)</summary><pre>{html.escape(params_text)}</pre></details>
 <h2>Provenance</h2><pre>{html.escape(json.dumps(info, indent=2))}</pre>
 </body></html>"""
     write_text(body, run.index)

@@ -1,5 +1,6 @@
 """A trained run as a landmark detector: the model file, Landmarker, lmkit predict, export."""
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from PIL import Image
 from lmkit import params as P
 from lmkit import steps
 from lmkit.detector import BoxCalibration, to_units
-from lmkit.inference import Landmarker, as_rgb, export, predict_files
+from lmkit.inference import Landmarker, as_rgb, export, predict_files, read_boxes
 from lmkit.model import load_model_file, predict, save_model_file
 from lmkit.pipeline import main
 from lmkit.prepare import annotation_box, crop_and_resize, crop_box
@@ -217,6 +218,16 @@ def test_export_agrees_with_the_model(trained, tmp_path, fmt, kind):
         got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"crops": crops})[0]
     assert got.shape == (3, 194, 2)
     np.testing.assert_allclose(got, expected, atol=1e-3)
+    if fmt == "torchscript":  # the file says what it is
+        extra = {"lmkit.json": ""}
+        torch.jit.load(str(out), _extra_files=extra)
+        about = json.loads(extra["lmkit.json"])
+    else:
+        onnx = pytest.importorskip("onnx")
+        about = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+        about["input_size"], about["n_points"] = int(about["input_size"]), int(about["n_points"])
+    assert about["scheme"] == "helen194" and about["n_points"] == 194 and about["input_size"] == 32
+    assert about["crop_box"] == info.box and "crops (batch, 32, 32, 3)" in about["input"]
 
 
 class ConstantNet(torch.nn.Module):
@@ -297,11 +308,39 @@ def test_command_exit_codes(trained, tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.jpg").write_bytes(b"nope")
-    assert main(["predict", str(run.root), str(bad), "--out", str(tmp_path / "o")]) == 1  # nothing processed
+    calibrated = with_calibration(run, tmp_path)
+    assert main(["predict", str(calibrated), str(bad), "--out", str(tmp_path / "o")]) == 1  # nothing processed
     assert "cannot decode" in capsys.readouterr().out
+    assert main(["predict", str(run.root), str(bad), "--out", str(tmp_path / "o")]) == 1  # no calibration, no boxes
+    err = capsys.readouterr().err
+    assert "has no box calibration" in err and "--boxes" in err  # said at once, not photo by photo
     assert main(["predict", str(tmp_path / "nowhere"), str(bad), "--out", str(tmp_path / "o")]) == 1
     assert "neither a run folder nor a model file" in capsys.readouterr().err
     assert main(["export", str(run.root), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
+
+
+def test_a_model_without_calibration_predicts_photos_from_given_boxes(trained, photo, tmp_path):
+    """lmkit predict --boxes: crop boxes from a CSV, no face detector; a photo without a row is listed."""
+    import pandas as pd
+
+    run, _ = trained
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(photo.image).save(photos / "a.png")
+    Image.fromarray(photo.image).save(photos / "b.png")
+    box = (20.0, 15.0, 260.0, 280.0)
+    pd.DataFrame([{"photo": "a.png", "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3]}]).to_csv(
+        tmp_path / "boxes.csv", index=False)
+    assert main(["predict", str(run.root), str(photos), "--out", str(tmp_path / "o"),
+                 "--boxes", str(tmp_path / "boxes.csv")]) == 0
+    lm = Landmarker.load(run.root, device="cpu")
+    (face,) = lm.predict(photo.image, [box], box="crop")
+    np.testing.assert_allclose(read_pts(tmp_path / "o" / "a.pts"), face.points, atol=1e-3)
+    failures = pd.read_csv(tmp_path / "o" / "failures.csv")
+    assert failures["reason"].tolist() == ["no box for it in the --boxes file"]
+    pd.DataFrame([{"photo": "a.png", "x0": 5, "y0": 5, "x1": 1, "y1": 9}]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match=r"bad.csv: row 2: box .* needs x0 < x1"):
+        read_boxes(tmp_path / "bad.csv")
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (real photos) is not beside the checkout")

@@ -280,3 +280,20 @@ def test_the_flip_test_changed_after_a_run_with_the_bias_correction_packages_the
     assert flip == {"first": True, "again": False, "fresh": False}
     np.testing.assert_allclose(corr["again"], corr["fresh"], atol=1e-3)
     assert not np.allclose(corr["again"], corr["first"], atol=1e-3)
+
+
+def test_a_chain_after_a_notebook_run_by_hand_says_what_it_undoes(tmp_path):
+    """Issue 22: the next lmkit run names the knob the hand-run notebook had set, and why it
+    runs that notebook again, instead of undoing it silently."""
+    from lmkit import steps
+
+    out = tmp_path / "run"
+    tiny = ["data.synthetic_train=12", "data.synthetic_test=4", "model.input_size=32", "train.batch_size=4"]
+    run_chain("params/quick.yaml", tiny, str(out), log=lambda _: None, notebooks=("01_prepare",))
+    run, params = steps.open_run(str(out), "params/quick.yaml", tiny, {"data.val_fraction": 0.5})  # as 01 by hand
+    steps.prepare(run, params, log=lambda _: None)
+    logs = []
+    run_chain("params/quick.yaml", tiny, str(out), log=logs.append, notebooks=("01_prepare",))
+    assert any("params differ from the run folder's params.yaml" in line and "data.val_fraction: 0.5 -> 0.2" in line
+               for line in logs)
+    assert any(line.startswith("01_prepare: its") and "running it again" in line for line in logs)

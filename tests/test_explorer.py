@@ -1,0 +1,84 @@
+"""The explorer reads a run folder and shows any test face, ranked and filtered as the figures are."""
+import numpy as np
+import pytest
+
+from lmkit import params as P
+from lmkit import metrics as M
+from lmkit.explorer import RunFaces, compare_figure, explore, face_figure, group_indices, static_summary
+from lmkit.prepare import load_sources, write_cache
+from lmkit.runfolder import RunFolder
+from lmkit.schemes import HELEN194
+from lmkit.synthetic import synthetic_entries
+
+
+def fake_run(root, shift_jaw_of=2, seed=0):
+    """A run folder with a test cache of 6 synthetic faces and predictions: the truth plus noise,
+    one face's jaw pushed far off."""
+    run = RunFolder(root)
+    params = P.load(None, {"data.synthetic_test": 6})
+    P.dump(params, run.params)
+    test = write_cache(synthetic_entries(6, "test", 0), run.cache_dir() / "test", {"source": "synthetic"})
+    true = np.asarray(test.landmarks, dtype=np.float64)
+    pred = true + np.random.default_rng(seed).normal(0, 1.5, true.shape)
+    pred[shift_jaw_of, HELEN194.group("jaw").indices] += 25
+    _, boxes = load_sources(run.cache_dir() / "test")
+    per, _ = M.summarize(pred, true, HELEN194, 256 / 300, photo=(M.to_photo(pred, boxes, 300), M.to_photo(true, boxes, 300)))
+    run.predictions.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(run.predictions, true=true, names=np.array(test.names), model__pred=pred,
+             **{f"model__{k}": v for k, v in per.items()})
+    return run, per
+
+
+def test_faces_are_ranked_as_fig5_and_grouped_by_part(tmp_path):
+    run, per = fake_run(tmp_path / "run")
+    faces = RunFaces.load(run.root)
+    _, worst = M.best_and_worst(per["mse"])
+    assert faces.index(1) == worst[0] and faces.index(2) == worst[1]  # rank 1 is Fig. 5's worst
+    assert faces.nme_label == "outer eye corners"
+    np.testing.assert_allclose(faces.table["nme"], per["nme_oc"])
+    assert faces.sorted_by("nme_jaw").iloc[0]["face"] == faces.names[2]  # the pushed jaw is the worst jaw
+    assert set(group_indices(HELEN194)) == {"jaw", "nose", "mouth", "eyes", "brows"}
+    jaw_worst = faces.filtered("nme_jaw", faces.table["nme_jaw"].iloc[2])
+    assert list(jaw_worst["face"]) == [faces.names[2]]
+    with pytest.raises(KeyError, match="no test face named 'nobody'"):
+        faces.index("nobody")
+    with pytest.raises(IndexError, match="ranks 1 to 6"):
+        faces.index(7)
+
+
+def test_point_errors_colour_the_face_and_saliency_comes_on_demand(tmp_path):
+    from lmkit.model import ModelInfo, build_model, save_model_file
+
+    run, _ = fake_run(tmp_path / "run")
+    faces = RunFaces.load(run.root)
+    err = faces.point_errors(2)
+    assert err[HELEN194.group("jaw").indices].min() > 25 * 256 / 300 * 0.9
+    fig = face_figure(faces, 2)
+    assert "MSE" in fig.axes[0].get_title() and len(fig.axes) == 2  # the face and its colour bar
+    model = build_model(194, False)
+    save_model_file(model, ModelInfo(scheme="helen194", n_points=194, input_size=32, crop_size=300, forehead=1 / 3,
+                                     padding=0.05, mean_shape=faces.true.mean(0).tolist(), dataset="x"), run.model_file)
+    seen, sal = faces.saliency(0)
+    assert seen.shape == (32, 32, 3) and sal.shape == (32, 32) and sal.max() > 0
+    assert len(face_figure(faces, 0, saliency=True).axes) == 4
+
+
+def test_two_runs_are_compared_on_the_same_face_and_the_html_page_gets_a_summary(tmp_path):
+    a, _ = fake_run(tmp_path / "a")
+    b, _ = fake_run(tmp_path / "b", shift_jaw_of=4, seed=1)
+    fa, fb = RunFaces.load(a.root), RunFaces.load(b.root)
+    assert len(compare_figure(fa, fb, fa.names[2]).axes) == 2
+    html = static_summary(fa, n=3)
+    assert "needs a live Python kernel" in html and html.index(fa.names[2]) > 0
+    assert html.count("<tr>") == 4  # a header and the three worst
+    box = explore(a.root, b.root)  # the widgets build without a front end
+    assert box.children
+
+
+def test_predictions_of_another_cache_are_refused(tmp_path):
+    run, _ = fake_run(tmp_path / "run")
+    p = dict(np.load(run.predictions))
+    p["names"] = p["names"][::-1]
+    np.savez(run.predictions, **p)
+    with pytest.raises(ValueError, match="its faces are not those of the test cache"):
+        RunFaces.load(run.root)

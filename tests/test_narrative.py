@@ -1,0 +1,44 @@
+"""The notebooks' sentences come from the same numbers, and the same ranking, as the figures."""
+import numpy as np
+import pandas as pd
+
+from lmkit import metrics as M
+from lmkit.narrative import evaluated, searched
+
+
+def _metrics(dataset="synthetic faces (lmkit built-in, seed 0)"):
+    return {"methods": {"ResNet18 (this run)": {"nme_io_mean": 0.05, "mse_mean": 20.0},
+                        "mean shape (baseline)": {"nme_io_mean": 0.2, "mse_mean": 300.0}},
+            "n_test": 6, "dataset": dataset, "comparable_to_paper": False}
+
+
+def test_the_worst_faces_named_are_fig5s_in_its_order():
+    """Ranked by MSE as Fig. 5 is, not by NME (which orders these faces differently)."""
+    mse = np.array([5.0, 90.0, 10.0, 70.0, 80.0, 1.0])
+    nme = np.array([0.30, 0.05, 0.20, 0.04, 0.06, 0.01])
+    names = [f"face{i}" for i in range(6)]
+    text = evaluated(_metrics(), mse, nme, names)
+    _, worst = M.best_and_worst(mse)
+    shown = [names[i] for i in worst]
+    assert shown == ["face1", "face4", "face3"]
+    positions = [text.index(f"`{n}`") for n in shown]
+    assert positions == sorted(positions) and "`face0`" not in text  # face0 is worst by NME only
+
+
+def test_no_cause_the_data_cannot_have():
+    mse, nme, names = np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.2, 0.3]), ["a", "b", "c"]
+    synthetic = evaluated(_metrics(), mse, nme, names, synthetic=True)
+    real = evaluated(_metrics("Helen (official layout): helen194"), mse, nme, names)
+    assert "hands" not in synthetic and "hair" not in synthetic
+    assert "hands" in real
+
+
+def test_the_best_third_of_three_trials_is_one_trial():
+    trials = pd.DataFrame({"state": ["COMPLETE"] * 3, "val_mse": [30.0, 220.0, 31.0], "lr": [1e-3, 5e-2, 2e-3]})
+    text = searched(trials, {"trial": 0, "lr": 1e-3, "weight_decay": 1e-4, "val_mse": 30.0})
+    assert "the best 1 trial of 3 used learning rate 1.0e-03" in text
+    assert "5.0e-02" not in text  # the 220 px² trial is not among the best
+    six = pd.DataFrame({"state": ["COMPLETE"] * 6, "val_mse": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+                        "lr": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]})
+    assert "the best 2 trials of 6 used learning rates from 1.0e-03 to 2.0e-03" in searched(
+        six, {"trial": 0, "lr": 1e-3, "weight_decay": 1e-4, "val_mse": 1.0})
