@@ -12,7 +12,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test,peers,export]'
+	$(VENV)/bin/pip install --quiet -e '.[report,test,peers,export]'
 	touch $@
 
 report: setup

@@ -14,7 +14,7 @@ import seaborn as sns
 
 from .schemes import Scheme
 
-TRUE_COLOUR, PRED_COLOUR, BOX_COLOUR = "#22c55e", "#ef4444", "#3b82f6"
+from .drawing import BOX_COLOUR, PRED_COLOUR, TRUE_COLOUR  # noqa: F401 (one place for the colours)
 
 
 def show_image(ax, image: np.ndarray, title: str | None = None) -> None:
@@ -143,6 +143,31 @@ def detections_figure(images, true, pred, labels: list[str], scheme: Scheme) -> 
     return fig
 
 
+def augmented_figure(images, landmarks, scheme: Scheme) -> plt.Figure:
+    """Training faces as the network sees them: one augmented draw each (rotation, crop,
+    intensity, flips and box jitter as the params ask), the landmarks moved with the pixels."""
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.7), squeeze=False)
+    for ax, img, pts in zip(axes[0], images, landmarks):
+        show_image(ax, img)
+        draw_landmarks(ax, pts, scheme, TRUE_COLOUR, size=2)
+    fig.suptitle(f"What training shows the network: augmented {images.shape[1]}x{images.shape[2]} inputs", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def schedule_figure(lr: list[float]) -> plt.Figure:
+    """The learning rate of every training epoch."""
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    ax.plot(range(1, len(lr) + 1), lr, "-")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title("Learning-rate schedule (warm-up, then the schedule)", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def draw_box(ax, box, colour: str = BOX_COLOUR, label: str | None = None) -> None:
     x0, y0, x1, y1 = box
     ax.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], "-", color=colour, lw=1.2, label=label)
@@ -165,24 +190,6 @@ def photos_figure(shown: list[tuple], scheme: Scheme) -> plt.Figure:
     fig.suptitle("The model end to end on original test photos (10th, 50th, 90th percentile of NME)", fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def annotated_photo(image: np.ndarray, faces, scheme: Scheme):
-    """A PIL image of the photo with each face's box and points drawn on it (``lmkit predict``)."""
-    from PIL import Image, ImageDraw
-
-    out = Image.fromarray(image)
-    draw = ImageDraw.Draw(out)
-    r = max(1.0, max(image.shape[:2]) / 400)
-    for face in faces:
-        if face.box is not None:
-            draw.rectangle(face.box, outline=BOX_COLOUR, width=max(1, round(r)))
-        for g in scheme.groups:
-            pts = [tuple(p) for p in face.points[g.indices]]
-            draw.line(pts + pts[:1] if g.closed else pts, fill=PRED_COLOUR, width=max(1, round(r / 2)))
-        for x, y in face.points:
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=PRED_COLOUR)
-    return out
 
 
 def saliency_figure(images, maps, labels: list[str]) -> plt.Figure:

@@ -271,23 +271,35 @@ def read_boxes(path: str | Path) -> dict[str, list[tuple[float, float, float, fl
     face, photo pixels; ``photo`` is the file's name or path as given). Returns {photo name: boxes};
     a missing column or a box that is not four numbers with x0 < x1 and y0 < y1 is an error naming
     the file and the row."""
-    import pandas as pd
+    import csv
 
     path = Path(path)
-    table = pd.read_csv(path)
-    missing = [c for c in BOX_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; want {', '.join(BOX_COLUMNS)}")
-    out: dict[str, list] = {}
-    for i, row in table.iterrows():
-        try:
-            box = tuple(float(row[c]) for c in BOX_COLUMNS[1:])
-        except (TypeError, ValueError):
-            raise ValueError(f"{path}: row {i + 2}: the box is not four numbers") from None
-        if not (np.isfinite(box).all() and box[0] < box[2] and box[1] < box[3]):
-            raise ValueError(f"{path}: row {i + 2}: box {box} needs x0 < x1 and y0 < y1")
-        out.setdefault(Path(str(row["photo"])).name, []).append(box)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in BOX_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; want {', '.join(BOX_COLUMNS)}")
+        out: dict[str, list] = {}
+        for i, row in enumerate(reader):
+            try:
+                box = tuple(float(row[c]) for c in BOX_COLUMNS[1:])
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}: row {i + 2}: the box is not four numbers") from None
+            if not (np.isfinite(box).all() and box[0] < box[2] and box[1] < box[3]):
+                raise ValueError(f"{path}: row {i + 2}: box {box} needs x0 < x1 and y0 < y1")
+            out.setdefault(Path(row["photo"]).name, []).append(box)
     return out
+
+
+def _write_csv(rows: list, columns: Sequence[str], path: Path) -> None:
+    import csv
+
+    from .runfolder import atomic_write
+
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(rows)
 
 
 def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir: str | Path, log=print,
@@ -299,10 +311,11 @@ def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir:
     file name: boxes}, ``read_boxes``) the faces are those boxes, of kind ``box`` ("crop": lmkit's
     crop convention; "detector": face detector boxes, through the model's calibration), and no
     face detector runs."""
-    import pandas as pd
+    from collections import Counter
+
     from tqdm.auto import tqdm
 
-    from .figures import annotated_photo
+    from .drawing import annotated_photo
     from .readers import write_pts
     from .runfolder import atomic_write
 
@@ -333,23 +346,19 @@ def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir:
         for k, face in enumerate(faces, start=1):
             name = stem if k == 1 else f"{stem}_{k}"
             write_pts(face.points, out_dir / f"{name}.pts")
-            rows += [{"photo": str(photo), "face": k, "point": j, "x": x, "y": y, "box_x0": face.box[0],
-                      "box_y0": face.box[1], "box_x1": face.box[2], "box_y1": face.box[3]}
-                     for j, (x, y) in enumerate(face.points)]
+            box = face.box if face.box is not None else face.crop_box
+            rows += [(str(photo), k, j, float(x), float(y), *box) for j, (x, y) in enumerate(face.points)]
         with atomic_write(out_dir / f"{stem}.png") as tmp:
             annotated_photo(image, faces, landmarker.scheme).save(tmp, format="PNG")
         done, faces_total = done + 1, faces_total + len(faces)
-    with atomic_write(out_dir / "points.csv") as tmp:
-        pd.DataFrame(rows, columns=["photo", "face", "point", "x", "y", "box_x0", "box_y0", "box_x1", "box_y1"]).to_csv(
-            tmp, index=False)
-    with atomic_write(out_dir / "failures.csv") as tmp:
-        pd.DataFrame(failures, columns=["photo", "reason"]).to_csv(tmp, index=False)
+    _write_csv(rows, ["photo", "face", "point", "x", "y", "box_x0", "box_y0", "box_x1", "box_y1"], out_dir / "points.csv")
+    _write_csv(failures, ["photo", "reason"], out_dir / "failures.csv")
     log(f"{done} of {total} photos processed, "
         f"{faces_total} faces -> {out_dir}")
     if ignored:
-        suffixes = pd.Series([f.suffix.lower() or "(none)" for f in ignored]).value_counts()
+        suffixes = Counter(f.suffix.lower() or "(none)" for f in ignored)
         log(f"ignored {len(ignored)} files in the folders that are not photos by their suffix: "
-            + ", ".join(f"{k} {v}" for k, v in suffixes.items()))
+            + ", ".join(f"{k} {v}" for k, v in suffixes.most_common()))
     for path, reason in failures:
         log(f"  failed {path}: {reason}")
     return {"processed": done, "faces": faces_total, "failures": failures, "ignored": [str(f) for f in ignored]}

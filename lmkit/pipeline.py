@@ -9,6 +9,7 @@ examples:
   lmkit predict reports/helen68-best-cpu photos/ --out landmarks/   landmarks on your photos
   lmkit export reports/helen68-best-cpu --format onnx --out model.onnx
   lmkit search-worker reports/paper                    one more worker for a shared search
+  lmkit params params/helen194-best-cpu.yaml           the resolved params, and what differs from the study
 
 The notebooks run in the same Python environment as this command (a kernel spec pointing
 at this interpreter is made for the run; nothing to register by hand). A failing notebook
@@ -352,7 +353,14 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("model", help="a run folder (its train/model.pt) or a model file")
     e.add_argument("--format", required=True, choices=("torchscript", "onnx"))
     e.add_argument("--out", required=True, help="the file to write")
+    pp = sub.add_parser("params", help="print a params file resolved, and how it differs from the study's settings",
+                        description="The params a run would use (the file, its base: files and the defaults), then "
+                        "every key whose value differs from params/paper.yaml, the study's settings.")
+    pp.add_argument("params", help="params file, e.g. params/helen194-best-cpu.yaml")
+    pp.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    if args.command == "params":
+        return _params(args)
     if args.command == "predict":
         return _predict(args)
     if args.command == "export":
@@ -371,6 +379,27 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # disk full, read-only folder: one line naming the path
         print(f"lmkit: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 1
+    return 0
+
+
+STUDY_PARAMS = Path(__file__).resolve().parents[1] / "params" / "paper.yaml"
+
+
+def _params(args) -> int:
+    import yaml
+
+    try:
+        params = P.load(args.params, args.overrides)
+        study = P.load(STUDY_PARAMS)
+    except (P.ParamsError, FileNotFoundError) as e:
+        print(f"lmkit params: {e}", file=sys.stderr)
+        return 1
+    print(yaml.safe_dump(params, sort_keys=False, allow_unicode=True).rstrip())
+    ignore = {"name", "data.root"}  # where the data lie is not a difference of protocol
+    changes = [c for c in params_changes(study, params) if c.split(":")[0] not in ignore]
+    print(f"\n# differs from the study's settings ({STUDY_PARAMS.name}) in {len(changes)} keys (study -> this file):")
+    for c in changes:
+        print(f"#   {c}")
     return 0
 
 

@@ -161,6 +161,49 @@ def check_flips(params: dict, scheme: Scheme, mean: np.ndarray) -> None:
         check_mirror(scheme, mean, params["data"]["crop_size"])
 
 
+def training_preview(run: RunFolder, params: dict, n: int = 6, seed: int = 0) -> dict:
+    """What 03 shows before it trains: ``n`` training faces as the network will see them
+    (one augmented draw of each, landmarks moved with the pixels), the learning rate of every
+    epoch, and the network's blocks with their output shapes and parameter counts."""
+    from .augment import IMAGENET_MEAN, IMAGENET_STD, make_batch
+    from .model import to_tensor
+
+    d = load_data(run, params)
+    hp = read_json(run.best_hparams, "02_hpsearch")
+    cfg = TrainConfig.from_params(params, "cpu", d.scheme.mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
+    images, landmarks = d.train[0][:n], d.train[1][:n]
+    g = torch.Generator().manual_seed(seed)
+    x, y = make_batch(to_tensor(images), to_tensor(landmarks), cfg.input_size, cfg.augment, g)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    seen = ((x * std + mean).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    model = new_model(d.scheme.n_points, M.mean_shape(d.train[1]), params["seed"], "cpu", **model_options(params))
+    return {"images": seen, "landmarks": y.numpy(), "scheme": d.scheme,
+            "lr": [cfg.lr_at(e) for e in range(1, cfg.epochs + 1)],
+            "network": network_summary(model, cfg.input_size)}
+
+
+def network_summary(model: torch.nn.Module, input_size: int) -> pd.DataFrame:
+    """The network block by block: each block's output shape for one input of ``input_size``
+    and its number of parameters (ResNet18's stem, its four stages, and the head)."""
+    b = model.backbone
+    x = torch.zeros(1, 3, input_size, input_size)
+    rows = []
+    with torch.no_grad():
+        for name, block in (("stem: conv 7x7 stride 2, max-pool", torch.nn.Sequential(b.conv1, b.bn1, b.relu, b.maxpool)),
+                            ("layer1 (2 residual blocks)", b.layer1), ("layer2", b.layer2), ("layer3", b.layer3),
+                            ("layer4", b.layer4)):
+            x = block(x)
+            rows.append({"block": name, "output": "x".join(map(str, x.shape[1:])),
+                         "parameters": sum(p.numel() for p in block.parameters())})
+        head = [m for n, m in model.named_children() if n != "backbone"] + [b.fc]
+        rows.append({"block": f"head: {model.head}", "output": f"{model.n_points}x2 (points, 256 frame)",
+                     "parameters": sum(p.numel() for m in head for p in m.parameters())})
+    table = pd.DataFrame(rows)
+    return pd.concat([table, pd.DataFrame([{"block": "total", "output": "",
+                                            "parameters": sum(p.numel() for p in model.parameters())}])],
+                     ignore_index=True)
+
+
 def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     """Train, then package the best weights as the run's model file (``package_model``)."""
     fit_record, fit_key, fit_files = run.path("train", "fit.json"), training_key(run, params), [run.history, run.best_checkpoint]

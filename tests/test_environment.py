@@ -16,7 +16,8 @@ def _name(spec: str) -> str:
 def test_environment_yml_and_pyproject_name_the_same_packages():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pip_names = {_name(d) for d in project["dependencies"]}
-    pip_names |= {_name(d) for d in project["optional-dependencies"]["test"]}
+    for extra in ("report", "test"):
+        pip_names |= {_name(d) for d in project["optional-dependencies"][extra]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = {CONDA_TO_PIP.get(_name(d), _name(d)) for d in env["dependencies"] if isinstance(d, str)}
     conda -= {"python", "pip"}

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lmkit import params as P
 
@@ -152,3 +153,16 @@ def test_environment_variable_in_a_path(tmp_path, monkeypatch):
     monkeypatch.delenv("LMKIT_UNSET_VAR", raising=False)
     with pytest.raises(P.ParamsError, match="LMKIT_UNSET_VAR is not set"):
         P.load(f)
+
+
+def test_lmkit_params_prints_the_resolved_params_and_the_differences_from_the_study(capsys):
+    from lmkit.pipeline import main
+
+    assert main(["params", "params/helen194-best-cpu.yaml"]) == 0
+    out = capsys.readouterr().out
+    resolved = yaml.safe_load(out.split("\n# differs")[0])
+    assert resolved["train"]["loss"] == "l1" and resolved["data"]["box"] == "study"  # its own key and its base's
+    diff = out.split("\n# differs")[1]
+    assert "#   train.loss: 'mse' -> 'l1'" in diff and "#   model.pretrained: True -> False" in diff
+    assert "data.box" not in diff and "data.root" not in diff  # the study's crop; where the data lie
+    assert main(["params", "params/nothing.yaml"]) == 1
