@@ -45,3 +45,30 @@ def test_dlib_peer_on_a_real_face():
         assert np.linalg.norm(pred - true, axis=1).mean() / iod < 0.15, kind  # a real detection, in the crop frame
         assert out[kind]["seconds_per_face"] > 0
     assert peer_unavailable(194) and "68 points" in peer_unavailable(194)
+
+
+needs_helen194 = pytest.mark.skipif(not (DATA / "helen194" / "annotation").is_dir(),
+                                    reason=f"Helen's 194-point annotations not found at {DATA / 'helen194'}")
+
+
+@needs_helen194
+def test_the_helen194_scheme_fits_the_real_release():
+    """The groups, outer eye corners and mirror map, derived from the real annotations, still fit
+    them: the worst mirrored pair lands within 0.09 inter-ocular distances (0.061 measured, the
+    brows' outer ends, in the study's crop)."""
+    from lmkit import metrics as M
+    from lmkit.prepare import write_cache
+    from lmkit.readers import entries_helen, helen_inventory
+    from lmkit.schemes import HELEN194, mirror_errors
+
+    entries = entries_helen(DATA / "helen194", "train")[:300]
+    cache = write_cache(entries, Path(__import__("tempfile").mkdtemp()) / "c", {"source": "helen"}, padding=5, box="study")
+    mean = M.mean_shape(cache.landmarks)
+    err = mirror_errors(HELEN194, mean, 300)
+    assert err.max() < 0.09
+    a, b = HELEN194.group("eye_a").indices, HELEN194.group("eye_b").indices
+    assert mean[a, 0].mean() > mean[b, 0].mean()  # the eye on the image's right first
+    assert HELEN194.outer_eye_corners == (b[int(np.argmin(mean[b, 0]))], a[int(np.argmax(mean[a, 0]))])
+    jaw = HELEN194.group("jaw").indices
+    assert mean[jaw[0], 0] < mean[jaw[-1], 0] and mean[jaw, 1].argmax() in range(15, 26)  # left to right via the chin
+    assert helen_inventory(DATA / "helen194")["train"] == {"listed": 700, "used": 700, "missing": 0}
