@@ -41,6 +41,17 @@ def metrics_table(metrics: dict):
     return pd.DataFrame(metrics["methods"]).T
 
 
+def metrics_display(metrics: dict):
+    """The summary rows as the report shows them: labelled columns with their units, the
+    report's number formats, a dash where a method has no value (a pandas Styler)."""
+    rows = metrics_table(metrics)
+    keys = list(rows.columns)
+    formats = {_label(k): (lambda v, k=k: _fmt(None if v != v else v, k)) for k in keys}  # NaN -> dash
+    return rows.rename(columns=_label).style.format(formats).set_caption(
+        f"Test split of {metrics['dataset']}: {metrics['n_test']} images; MSE in {metrics['mse_unit']}, NME in "
+        f"{metrics.get('nme_frame', 'pixels of the 300x300 crop')}")
+
+
 def protocol_table(metrics: dict):
     """The run's protocol beside the study's, aspect by aspect (``lmkit.protocol``), and under
     it the two MSEs, as tables for a notebook."""

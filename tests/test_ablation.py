@@ -56,3 +56,27 @@ def test_ablation_rows_are_params_files_with_seeds(tmp_path):
     steps.ablation(run, params, log=lambda _: None)
     again = [m.parts[-4] for m in models if m.stat().st_mtime_ns != written[m]]
     assert sorted(again) == ["a", "a", "b", "b"]  # b (the flip test) follows a's training
+
+
+# keys the run supplies to every ablation row (its data, model size, budget, device plan, search winner)
+RUN_KEYS = {"model.input_size", "model.pretrained", "model.head_init", "model.compile", "train.epochs",
+            "train.batch_size", "train.lr", "train.weight_decay", "train.epoch_multiplier", "train.device",
+            "train.resident", "train.prefetch", "train.autocast", "train.channels_last", "train.processes",
+            "train.resume", "eval.thresholds", "eval.ced_max", "eval.detector_box"}
+
+
+def test_the_study_row_pins_every_recipe_key_to_the_studys_value():
+    """A recipe key added to the schema must be pinned in 1-study.yaml (at the study's value, the
+    default) or be named here as one the run supplies: the study row stays the study's recipe."""
+    from pathlib import Path
+
+    from lmkit import params as P
+
+    root = Path(__file__).resolve().parents[1] / "params" / "ablation"
+    pinned = P.flatten(P.read_changes(root / "1-study.yaml"))
+    recipe = {k for k in P.FIELDS if k.split(".")[0] in ("model", "train", "eval")} - RUN_KEYS
+    assert recipe - set(pinned) == set(), "recipe keys the study row leaves to the run"
+    defaults = P.flatten(P.DEFAULTS)
+    assert all(pinned[k] == defaults[k] for k in recipe)  # every default is the study's
+    later = [P.flatten(P.read_changes(f, own=True)) for f in sorted(root.glob("*.yaml"))[1:]]
+    assert all(set(c) - {"name"} <= recipe for c in later)  # later rows change recipe keys only
