@@ -132,14 +132,14 @@ def mse_distribution_figure(per_image: dict[str, np.ndarray], dataset: str) -> p
 
 def detections_figure(images, true, pred, labels: list[str], scheme: Scheme) -> plt.Figure:
     """Six detections in two rows (the 3 best, then the 3 worst): truth and prediction."""
-    fig, axes = plt.subplots(2, 3, figsize=(10, 7.6))
+    fig, axes = plt.subplots(2, 3, figsize=(10, 8.2))
     for ax, img, t, p, lab in zip(axes.ravel(), images, true, pred, labels):
         show_image(ax, img, lab)
         draw_landmarks(ax, t, scheme, TRUE_COLOUR, "ground truth", size=3)
         draw_landmarks(ax, p, scheme, PRED_COLOUR, "prediction", size=3)
     axes[0, 0].legend(loc="lower left", fontsize=7)
     fig.suptitle("Top: 3 best test detections.  Bottom: 3 worst.", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=2.0)  # room for each face's two-line title
+    fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=3.0)  # room for each face's two-line title
     return fig
 
 
