@@ -79,4 +79,5 @@ def test_the_study_row_pins_every_recipe_key_to_the_studys_value():
     defaults = P.flatten(P.DEFAULTS)
     assert all(pinned[k] == defaults[k] for k in recipe)  # every default is the study's
     later = [P.flatten(P.read_changes(f, own=True)) for f in sorted(root.glob("*.yaml"))[1:]]
-    assert all(set(c) - {"name"} <= recipe for c in later)  # later rows change recipe keys only
+    # later rows change recipe keys only (a heatmap head cannot start at the mean shape: its row says so)
+    assert all(set(c) - {"name"} - ({"model.head_init"} if "model.head" in c else set()) <= recipe for c in later)
