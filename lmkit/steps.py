@@ -185,7 +185,7 @@ def training_preview(run: RunFolder, params: dict, n: int = 6, seed: int = 0) ->
 def network_summary(model: torch.nn.Module, input_size: int) -> pd.DataFrame:
     """The network block by block: each block's output shape for one input of ``input_size``
     and its number of parameters (ResNet18's stem, its four stages, and the head)."""
-    b = model.backbone
+    b = model.eval().backbone  # batch norm with one image: its running statistics
     x = torch.zeros(1, 3, input_size, input_size)
     rows = []
     with torch.no_grad():

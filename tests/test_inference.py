@@ -173,8 +173,8 @@ def test_mirror_check_refuses_a_wrong_map(trained):
     mean = np.asarray(info.mean_shape)
     check_mirror(HELEN194, mean, 300)  # lmkit's own faces follow its map
     wrong = list(HELEN194.mirror)
-    for k in range(20):  # the eyes paired point for point (114+k <-> 134+k), not as these faces are traced
-        wrong[114 + k], wrong[134 + k] = 134 + k, 114 + k
+    for k in range(20):  # each eye's point k paired with the other eye's point 10 - k: not how the faces are traced
+        wrong[114 + k], wrong[134 + (10 - k) % 20] = 134 + (10 - k) % 20, 114 + k
     with pytest.raises(ValueError, match=r"scheme helen194: its mirror map does not fit.*worst points: 1[1-5]\d<->1[1-5]\d "):
         check_mirror(dataclasses.replace(HELEN194, mirror=tuple(wrong)), mean, 300)
 

@@ -39,12 +39,35 @@ def test_the_index_page_shows_params_links_caveats_and_how_to_reproduce(tiny_run
     for name in NOTEBOOKS:
         assert f"href='notebooks/{name}.html'" in index
     assert "Reproduce this run" in index and f"lmkit run {tiny_run.root / 'params.yaml'}" in index
-    assert "About dlib's rows" in index and "optimistic" in index
+    assert "About dlib's rows" not in index and "dlib peer:" in index  # no dlib rows on synthetic faces: no caveat
+    assert "For reference only, not comparable" in index  # the study's number outside the results table
+    assert "<details>" in index  # the params collapsed
     assert "seed: 0" in index  # the params themselves
     assert "The network saw the whole crop (as the study), cut around the landmark box; no bias correction." in index
     assert not re.search(r"\b1 (epochs|trials)\b", index)
     page = (tiny_run.root / "notebooks" / "03_train.html").read_text()
     assert "href='../index.html'" in page and "href='04_evaluate.html'" in page
+
+
+def test_on_helen194_the_protocol_table_stands_directly_above_the_two_mses(tiny_run):
+    """The comparison with the study, generated from the run's params and manifests: every
+    aspect with the study's value and the run's, then the study's MSEs beside the run's."""
+    from lmkit import params as P
+    from lmkit.protocol import compare
+    from lmkit.report import study_html
+
+    m = json.loads(tiny_run.metrics.read_text())
+    params = P.load(None, {"data.source": "helen", "data.root": "/x/helen194", "data.box": "study", "data.padding": 5})
+    manifest = {"source": "helen", "n_points": 194, "box": "study", "root": "/x/helen194",
+                "margin": {"pixels": 5.0, "fraction_of_face": 0.021, "face_pixels": 240.0}}
+    rows = compare(params, manifest, {**manifest, "inventory": {"listed": 330, "used": 330, "missing": 0}}, 1600, 400, 330)
+    same = {r["aspect"]: r["same"] for r in rows}
+    assert same["data set"] and same["crop"] and same["test faces"] and same["training photos"]
+    assert same["margin beside the face"] is False and same["weights at the start"] is False
+    html = study_html({**m, "comparable_to_paper": True, "protocol": rows})
+    assert html.index("Protocol: the study's and this run's") < html.index("27.84") < html.index("8.00")
+    assert "2.1% of a face 240 px tall" in html
+    assert "not comparable" in study_html(m)
 
 
 def test_a_model_worse_than_the_mean_shape_is_flagged(tiny_run, tmp_path):

@@ -258,8 +258,9 @@ def test_the_flip_test_changed_after_a_run_with_the_bias_correction_packages_the
     from the same trained weights."""
     import torch
 
-    tiny = ["data.synthetic_train=24", "data.synthetic_test=4", "model.input_size=32", "train.batch_size=8",
-            "train.epochs=1", "search.enabled=false", "model.bias_correction=true", "train.flip=0.5"]
+    tiny = ["data.synthetic_train=40", "data.synthetic_test=12", "model.input_size=32", "train.batch_size=16",
+            "train.epochs=1", "train.epoch_multiplier=1", "search.enabled=false", "model.bias_correction=true",
+            "train.flip=0.5"]
     out, logs = tmp_path / "run", []
     chain = ("01_prepare", "02_hpsearch", "03_train")
     run_chain("params/quick.yaml", tiny + ["eval.flip_test=true"], str(out), log=logs.append, notebooks=chain)
