@@ -36,7 +36,7 @@ class RunFaces:
     pred: np.ndarray
     mse: np.ndarray
     nme: np.ndarray
-    nme_label: str
+    norm: str  # the NME's normalisation: "oc" (outer eye corners) or "io" (eye centres), as metrics.NORMALISATIONS
     photo_true: np.ndarray
     photo_pred: np.ndarray
     scheme: Scheme
@@ -59,10 +59,13 @@ class RunFaces:
         _, boxes = load_sources(cache)
         norm = "oc" if "model__nme_oc" in p else "io"
         size = test.images.shape[1]
-        return cls(run, names, test.images, p["true"], p["model__pred"], p["model__mse"], p[f"model__nme_{norm}"],
-                   "outer eye corners" if norm == "oc" else "eye centres",
+        return cls(run, names, test.images, p["true"], p["model__pred"], p["model__mse"], p[f"model__nme_{norm}"], norm,
                    M.to_photo(p["true"], boxes, size), M.to_photo(p["model__pred"], boxes, size),
                    scheme_for_points(p["true"].shape[1]))
+
+    @property
+    def nme_label(self) -> str:
+        return "outer eye corners" if self.norm == "oc" else "eye centres"
 
     @property
     def crop_size(self) -> int:
@@ -77,8 +80,7 @@ class RunFaces:
         """One row per test face: its name, rank by MSE (1 = worst, as Fig. 5 ranks), MSE, NME
         and each point group's NME (the group's mean point error over the same normalising
         distance, photo pixels)."""
-        norm = (M.outer_corners(self.photo_true, self.scheme) if self.nme_label == "outer eye corners"
-                else M.inter_ocular(self.photo_true, self.scheme))
+        norm = (M.outer_corners if self.norm == "oc" else M.inter_ocular)(self.photo_true, self.scheme)
         err = np.linalg.norm(self.photo_pred - self.photo_true, axis=2) / norm[:, None]
         rows = {"face": self.names, "mse": self.mse, "nme": self.nme}
         for group, indices in group_indices(self.scheme).items():
@@ -120,12 +122,12 @@ class RunFaces:
 
 
 def group_indices(scheme: Scheme) -> dict[str, list[int]]:
-    """The point groups a student filters by: jaw, nose, eyes, brows, mouth (each eye and brow
-    group merged with its twin)."""
+    """The point groups a student filters by: jaw, nose, eyes, brows, mouth (twin groups merged:
+    eye_a and eye_b are "eyes", the lips are "mouth", nose_bridge and nose_base are "nose")."""
     out: dict[str, list[int]] = {}
     for g in scheme.groups:
-        name = ("mouth" if g.name in MOUTH else "nose" if g.name.startswith("nose")
-                else g.name.split("_")[0] + "s" if g.name.startswith(("eye", "brow")) else g.name)
+        part = g.name.split("_")[0]
+        name = "mouth" if g.name in MOUTH else part + "s" if part in ("eye", "brow") else part
         out.setdefault(name, []).extend(g.indices)
     return out
 

@@ -46,7 +46,9 @@ def metrics_display(metrics: dict):
     report's number formats, a dash where a method has no value (a pandas Styler)."""
     rows = metrics_table(metrics)
     keys = list(rows.columns)
-    formats = {_label(k): (lambda v, k=k: _fmt(None if v != v else v, k)) for k in keys}  # NaN -> dash
+    import pandas as pd
+
+    formats = {_label(k): (lambda v, k=k: _fmt(None if pd.isna(v) else v, k)) for k in keys}  # a missing value: a dash
     return rows.rename(columns=_label).style.format(formats).set_caption(
         f"Test split of {metrics['dataset']}: {metrics['n_test']} images; MSE in {metrics['mse_unit']}, NME in "
         f"{metrics.get('nme_frame', 'pixels of the 300x300 crop')}")

@@ -612,10 +612,10 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
             sub.train_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run.split, sub.split)
             write_json(hp, sub.best_hparams)
+            weights = training_key(sub, vp)  # once per sub-run: it digests the data files
             if stage_state(info, "03_train", key, train_files) == "current":
                 log(f"    seed {seed}: trained before with these params: reused")
             else:
-                weights = training_key(sub, vp)
                 if weights in trained:  # the same training as an earlier row (this one changes what follows it)
                     for f in ("history.csv", "best.pt", "fit.json"):
                         shutil.copyfile(trained[weights].train_dir / f, sub.train_dir / f)
@@ -624,7 +624,7 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
                     log(f"    seed {seed}: training ...")
                 train(sub, vp, log=lambda line: None)  # with copied weights: writes the model file only
             write_json(record_stage({}, "03_train", key, train_files), sub.path("run.json"))
-            trained.setdefault(training_key(sub, vp), sub)
+            trained.setdefault(weights, sub)
             m = evaluate(sub, vp, log=lambda line: None, peers=False)
             row = m["methods"][METHODS["model"]]
             lines.append({"variant": label, "file": file.name, "seed": seed, **row, "best_val_mse": m["best_val_mse"],
