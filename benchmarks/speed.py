@@ -1,6 +1,6 @@
 """Speed benchmark: is the data path ever the bottleneck?
 
-    python -m benchmarks.speed [--sizes 256 128] [--batches 32 64] [--steps 8] [--json FILE]
+    python -m benchmarks.speed [--sizes 256 128] [--batches 32 64] [--autocasts none bfloat16] [--json FILE]
 
 On the current device (CUDA when present), for every input size and batch size:
   (a) model-only training step, images/s, on random tensors already on the device;
@@ -14,6 +14,9 @@ memory of the process after training; (f) end-to-end prediction on real test pho
 ``lmkit predict`` runs it: photos/s with face detection, ms per face for the landmarks alone
 (crop, network, mapping back), beside dlib's HOG detector and its 68-point shape predictor
 on the same photos. Prints a table with the ratio (b)/(a), writes JSON.
+
+``--autocasts`` measures (a) and (b) under each mixed precision (train.autocast; the CPU's
+instruction set, which decides whether bfloat16 pays, is printed and recorded).
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 
 from lmkit.augment import Augment
-from lmkit.placement import cuda_switches, place_training_set
+from lmkit.placement import DevicePlan, cuda_switches, place_training_set
 from lmkit.model import build_model, pick_device, predict
 from lmkit.prepare import load_cache, write_cache
 from lmkit.readers import read_300w_folder
@@ -168,6 +171,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=4, help="timed steps per round and measurement")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of (a) and (b); medians are reported")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--autocasts", nargs="+", default=["auto"], help="train.autocast values to measure")
+    ap.add_argument("--no-end-to-end", action="store_true", help="skip (f)")
     ap.add_argument("--json", default="reports/benchmark.json")
     ap.add_argument("--model", help="(f) with this run folder or model file (default: an untrained ResNet18)")
     ap.add_argument("--photos", type=int, default=60, help="(f) test photos")
@@ -179,23 +184,27 @@ def main(argv=None) -> dict:
         rows = []
         for size in args.sizes:
             for batch in args.batches:
-                a, b = training_rates(cache, size, batch, args.steps, args.rounds, device)
-                c = inference(cache, size, batch, device)
-                rows.append({"size": size, "batch": batch, "model_only": a, "real_loop": b, "ratio": b / a,
-                             "inference": c})
-                print(f"  {size}x{size} batch {batch}: model-only {a:.1f}, real loop {b:.1f} img/s "
-                      f"(ratio {b / a:.3f}), inference {c:.1f} img/s", flush=True)
-    e2e = end_to_end(args.model, 128, args.photos, device)
+                for autocast in args.autocasts:
+                    plan = DevicePlan.choose(device, autocast=autocast)
+                    a, b = training_rates(cache, size, batch, args.steps, args.rounds, device, plan)
+                    c = inference(cache, size, batch, device)
+                    rows.append({"size": size, "batch": batch, "autocast": plan.autocast, "model_only": a,
+                                 "real_loop": b, "ratio": b / a, "inference": c})
+                    print(f"  {size}x{size} batch {batch} autocast {plan.autocast}: model-only {a:.1f}, real loop "
+                          f"{b:.1f} img/s (ratio {b / a:.3f}), inference {c:.1f} img/s", flush=True)
+    e2e = None if args.no_end_to_end else end_to_end(args.model, 128, args.photos, device)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     result = {"device": device_name, "machine": platform.platform(), "torch": torch.__version__,
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "threads": torch.get_num_threads(), "steps": args.steps, "rounds": args.rounds, "rows": rows,
               "preparation_images_per_s": prep_rate, "preparation_data": prep_what, "peak_rss_mib": peak_mib,
               "end_to_end": e2e}
-    print(f"\ndevice: {device_name}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'input':>9} {'batch':>5} {'(a) model-only':>15} {'(b) real loop':>14} {'(b)/(a)':>8} {'(c) inference':>14}")
+    print(f"\ndevice: {device_name} ({torch.backends.cpu.get_cpu_capability()}); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'input':>9} {'batch':>5} {'autocast':>8} {'(a) model-only':>15} {'(b) real loop':>14} {'(b)/(a)':>8} {'(c) inference':>14}")
     for r in rows:
-        print(f"{r['size']:>4}x{r['size']:<4} {r['batch']:>5} {r['model_only']:>11.1f} img/s {r['real_loop']:>10.1f} img/s"
+        print(f"{r['size']:>4}x{r['size']:<4} {r['batch']:>5} {r['autocast']:>8} {r['model_only']:>11.1f} img/s {r['real_loop']:>10.1f} img/s"
               f" {r['ratio']:>8.3f} {r['inference']:>10.1f} img/s")
     print(f"(d) preparation: {prep_rate:.1f} images/s on {prep_what}")
     print(f"(e) peak resident memory: {peak_mib:.0f} MiB")

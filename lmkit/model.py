@@ -88,9 +88,19 @@ class HeatmapHead(nn.Module):
 
     def forward(self, c2: torch.Tensor, c3: torch.Tensor, c4: torch.Tensor) -> torch.Tensor:
         p = self.lateral[2](c4)
-        p = nn.functional.interpolate(p, size=c3.shape[-2:], mode="nearest") + self.lateral[1](c3)
-        p = nn.functional.interpolate(p, size=c2.shape[-2:], mode="nearest") + self.lateral[0](c2)
+        p = upsample(p, c3.shape[-2:]) + self.lateral[1](c3)
+        p = upsample(p, c2.shape[-2:]) + self.lateral[0](c2)
         return self.out(self.smooth(p))
+
+
+def upsample(p: torch.Tensor, size) -> torch.Tensor:
+    """A coarser map onto the next finer one, keeping both mirror-symmetric. From an even input
+    (96: 3 -> 6 -> 12 cells) each cell doubles (nearest). From an input of 32k + 1 (97: 4 -> 7 -> 13
+    cells) the first and last cells of both maps sit on the same pixels, so the map is interpolated
+    with its corners aligned; nearest would map 4 cells to 7 lopsidedly (0 0 1 1 2 2 3)."""
+    if size[-1] == 2 * p.shape[-1] - 1:
+        return nn.functional.interpolate(p, size=size, mode="bilinear", align_corners=True)
+    return nn.functional.interpolate(p, size=size, mode="nearest")
 
 
 HEATMAP_REACH = 0.125  # the heatmap's cells span the crop and this fraction of it beyond each edge

@@ -7,7 +7,9 @@ a CPU:
     train.resident       the training set as one uint8 tensor on the device
                          (auto: on CUDA; on the CPU a memory map, or a shrunk working copy)
     train.prefetch       batches gathered and augmented in a background thread (auto: on CUDA)
-    train.autocast       none, bfloat16, or float16 with a gradient scaler (auto: bfloat16 on CUDA)
+    train.autocast       none, bfloat16, or float16 with a gradient scaler (auto: bfloat16 on CUDA;
+                         none on a CPU: without AVX-512 BF16 or AMX, bfloat16 is emulated and was
+                         12x slower than float32 on the 2-core AVX2 development machine)
     train.channels_last  NHWC memory layout for model and batches (auto: on)
 
 The weights stay float32 under autocast, so checkpoints resume with any plan. What only a
@@ -59,8 +61,21 @@ class DevicePlan:
 
     def describe(self) -> str:
         where = "resident on the device" if self.resident else "read from memory"
-        return (f"{self.device}: training set {where}, prefetch {'on' if self.prefetch else 'off'}, "
+        text = (f"{self.device}: training set {where}, prefetch {'on' if self.prefetch else 'off'}, "
                 f"autocast {self.autocast}, channels_last {'on' if self.channels_last else 'off'}")
+        if self.device.type == "cpu" and self.autocast == "bfloat16" and not cpu_has_bf16():
+            text += (" (warning: this CPU has no native bfloat16 (AVX-512 BF16 or AMX); emulated bfloat16 "
+                     "trained 12x slower than float32 on an AVX2 CPU: train.autocast: none)")
+        return text
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bfloat16 natively (the avx512_bf16 or amx_bf16 flag; Linux)."""
+    try:
+        flags = set(open(cpuinfo).read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def place_training_set(images, landmarks, input_size: int, plan: DevicePlan):

@@ -102,16 +102,30 @@ def _view(m: dict) -> str:
     return f"The network saw {looked}, cut around the {box}; {corrected}."
 
 
-def metrics_html(m: dict) -> str:
-    keys = list(dict.fromkeys(k for row in m["methods"].values() for k in row))
+def _table(methods: dict, caption: str) -> str:
+    keys = list(dict.fromkeys(k for row in methods.values() for k in row))
     columns = [(k, _label(k)) for k in keys]
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in columns)
     rows = []
-    for method, row in m["methods"].items():
+    for method, row in methods.items():
         cells = "".join(f"<td>{_fmt(row.get(k), k)}</td>" for k, _ in columns)
         rows.append(f"<tr><td>{html.escape(method)}</td>{cells}</tr>")
-    caption = f"Test split of {html.escape(m['dataset'])}: {m['n_test']} images ({m['scheme']})"
     return f"<table><caption>{caption}</caption><tr><th>method</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def metrics_html(m: dict) -> str:
+    return _table(m["methods"], f"Test split of {html.escape(m['dataset'])}: {m['n_test']} images ({m['scheme']})")
+
+
+def validation_html(m: dict) -> str:
+    """Both uses of the model on the validation faces: what recipes are chosen by."""
+    v = m.get("validation")
+    if not v:
+        return ""
+    return (f"<p>On the validation split ({v['faces']} faces of the training photos, never trained on), scored as the "
+            "test split but without the bias correction, which was fitted on these faces. Recipes are compared on "
+            "these numbers; the test split is scored once per final candidate.</p>"
+            + _table(v["methods"], f"Validation split of {html.escape(m['dataset'])}: {v['faces']} images"))
 
 
 def study_html(m: dict) -> str:
@@ -250,6 +264,7 @@ faces above it. Times per face are wall-clock on the machine of the run.</p>
 Flip test: {'on' if m.get('flip_test') else 'off'}. {_view(m)}</p>
 {dlib_html(m)}
 {metrics_html(m)}
+{validation_html(m)}
 {study_html(m)}
 {ablation_html(run)}
 <h2>Figures</h2>

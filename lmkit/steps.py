@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import evaluation as E
 from . import figures
 from . import metrics as M
 from . import params as P
 from .augment import view_fraction
 from .digests import digest, record_stage, stage_digests, stage_state, study_inputs, training_inputs
-from .model import (REFERENCE_SIZE, ModelInfo, build_model, fit_correction, load_model_file, pick_device, predict,
+from .model import (ModelInfo, build_model, fit_correction, load_model_file, pick_device,
                     save_model_file)
 from .placement import cuda_switches
 from .protocol import compare as compare_protocol
@@ -346,10 +347,10 @@ def load_model(run: RunFolder, params: dict, device) -> tuple[torch.nn.Module, M
 
 # ------------------------------------------------------------------ 04_evaluate
 def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dict:
-    """Test metrics of the model, the mean-shape baseline and (68 points, dlib installed)
-    the dlib peer; per-image arrays to ``eval/predictions.npz``, the summary to ``metrics.json``."""
-    import time
-
+    """Test metrics of the model (on annotation crops and from its own detector's box), the
+    mean-shape baseline and (68 points, dlib installed) the dlib peer, each a job of
+    ``lmkit.evaluation``; the same two uses of the model on the validation faces, to choose
+    recipes by; per-face arrays to ``eval/predictions.npz``, the summary to ``metrics.json``."""
     from .peers import peer_unavailable, run_dlib
     from .prepare import load_sources
 
@@ -358,22 +359,20 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
     device = pick_device(params["train"]["device"])
     model, info = load_model(run, params, device)
     mean = M.mean_shape(d.train[1])
-    flip_test = params["eval"]["flip_test"]
+    flip_test, batch = params["eval"]["flip_test"], params["train"]["batch_size"]
+    mirror = scheme.mirror if flip_test else None
     check_flips(params, scheme, mean)
-    t0 = time.perf_counter()
-    preds = {"model": predict(model, test.images, info.input_size, params["train"]["batch_size"], device,
-                              flip_mirror=scheme.mirror if flip_test else None, view=info.view,
-                              correction=info.correction)}
-    model_seconds = (time.perf_counter() - t0) / len(test)
     true = np.asarray(test.landmarks)
-    seconds = {"model": model_seconds}
+    preds, seconds = {}, {}
+    preds["model"], seconds["model"] = E.crop_predictions(model, info, test.images, batch, device, mirror)
     extra_arrays = {}
-    sources, crop_boxes = load_sources(run.cache_dir(params["data"]["cache_dir"]) / "test")  # each test face's photo and crop box
-    detector_status = detector_unavailable(params, info, test.manifest)
+    cache = run.cache_dir(params["data"]["cache_dir"])
+    sources, crop_boxes = load_sources(cache / "test")  # each test face's photo and crop box
+    detector_status = E.detector_unavailable(params["eval"]["detector_box"], info, test.manifest)
     if detector_status is None:
         from .inference import Landmarker
 
-        found = detector_box_predictions(Landmarker(model, info, device, flip_test=flip_test), sources, crop_boxes, true)
+        found = E.detector_predictions(Landmarker(model, info, device, flip_test=flip_test), sources, crop_boxes, true)
         preds["model_detector"], seconds["model_detector"] = found["pred"], found["seconds_per_face"]
         extra_arrays = {"model_detector__boxes": found["boxes"], "model_detector__crop_boxes": found["crop_boxes"]}
         detector_status = (f"run on the original photos; {found['detector']} found {int(np.isfinite(found['boxes'][:, 0]).sum())} "
@@ -391,17 +390,17 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         if missed:
             peer_status += f": {', '.join(missed[:20])}"
     log(f"dlib peer: {peer_status}")
-    scale = REFERENCE_SIZE / test.images.shape[1]  # crop pixels -> pixels of the 256x256 input
-    thresholds = tuple(params["eval"]["thresholds"])
-    arrays, rows = {}, {}
-    true_photo = M.to_photo(true, crop_boxes, test.images.shape[1])  # NMEs in photo pixels, as the field reports them
-    for key, pred in preds.items():
-        per, row = M.summarize(pred, true, scheme, scale, thresholds,
-                               photo=(M.to_photo(pred, crop_boxes, test.images.shape[1]), true_photo))
-        if key in seconds:
-            row["seconds_per_face"] = seconds[key]
-        rows[METHODS[key]] = row
-        arrays.update({f"{key}__{k}": v for k, v in per.items()} | {f"{key}__pred": pred})
+    arrays, scored = E.score(preds, true, crop_boxes, test.images.shape[1], scheme, tuple(params["eval"]["thresholds"]))
+    rows = {METHODS[key]: row | ({"seconds_per_face": seconds[key]} if key in seconds else {}) for key, row in scored.items()}
+    val_sources, val_boxes = load_sources(cache / "train")
+    vi = d.val[0].indices
+    validation = E.validation_scores(model, info, d.val, [val_sources[i] for i in vi], val_boxes[vi], scheme, batch,
+                                     device, flip_test, params["eval"]["detector_box"], d.train_set.manifest)
+    validation["methods"] = {METHODS[key]: row for key, row in validation["methods"].items()}
+    for method, row in validation["methods"].items():
+        if "nme_oc_mean" in row:
+            log(f"validation ({validation['faces']} faces, no bias correction), {method}: NME outer corners "
+                f"{row['nme_oc_mean']:.4f}")
     best, worst = M.best_and_worst(arrays["model__mse"])
     history = pd.read_csv(run.history)
     metrics = {
@@ -412,7 +411,8 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         "nme_units": {k: v for k, v in M.NORMALISATIONS.items() if f"model__nme_{k}" in arrays},
         "best_val_mse": float(history["val_mse"].min()),
         "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),
-        "hparams": read_json(run.best_hparams, "02_hpsearch"), "methods": rows, "peer": peer_status,
+        "hparams": read_json(run.best_hparams, "02_hpsearch"), "methods": rows, "validation": validation,
+        "peer": peer_status,
         "detector_box": detector_status, "flip_test": flip_test, "view": info.view,
         "bias_correction": info.correction is not None, "crop_box": info.box, "model_file": info.training | {"lmkit": info.lmkit_version},
         "search_budget": {k: params["search"][k] for k in ("enabled", "trials", "epochs_per_trial")},
@@ -427,46 +427,6 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         np.savez(tmp, true=true, names=np.array(test.names), best=best, worst=worst, **arrays, **extra_arrays)
     write_json(metrics, run.metrics)
     return metrics
-
-
-def detector_unavailable(params: dict, info: ModelInfo, manifest: dict) -> str | None:
-    """Why the model cannot be run from its detector's boxes on the test photos, or None."""
-    if not params["eval"]["detector_box"]:
-        return "not run (eval.detector_box: false)"
-    if manifest["source"] == "synthetic":
-        return "not run: synthetic faces have no original photos for a face detector"
-    if info.box_calibration is None:
-        return "not run: the model file has no box calibration (see notebook 03_train)"
-    return None
-
-
-def detector_box_predictions(landmarker, sources: list[str], crop_boxes: np.ndarray, true_crop: np.ndarray) -> dict:
-    """The model end to end on each test face's original photo: its detector's box (the one
-    overlapping the annotated face, as for dlib), points mapped into the test crop frame.
-    A face the detector misses gets NaN points (a failure in the CED)."""
-    import time
-
-    from .detector import best_match
-    from .readers import load_image
-
-    n = len(sources)
-    pred = np.full(true_crop.shape, np.nan)
-    boxes, used = np.full((n, 4), np.nan), np.full((n, 4), np.nan)
-    seconds = []
-    for i, (src, box) in enumerate(zip(sources, crop_boxes)):
-        image = load_image(Path(src))
-        to_photo = crop_to_photo(box, landmarker.info.crop_size)
-        true_full = to_photo(true_crop[i])
-        t0 = time.perf_counter()
-        face = best_match(landmarker.find_faces(image), (*true_full.min(0), *true_full.max(0)))
-        if face is not None:
-            (found,) = landmarker.predict(image, [face])
-            pred[i] = to_photo.inverse(found.points)
-            boxes[i], used[i] = face, found.crop_box
-        seconds.append(time.perf_counter() - t0)
-    detected = max(1, int(np.isfinite(boxes[:, 0]).sum()))
-    return {"pred": pred, "boxes": boxes, "crop_boxes": used, "detector": getattr(landmarker.detector, "name", "detector"),
-            "seconds_per_photo": float(np.mean(seconds)), "seconds_per_face": float(np.sum(seconds)) / detected}
 
 
 # ------------------------------------------------------------------ 05_figures

@@ -86,3 +86,42 @@ def test_a_heatmap_head_cannot_start_at_the_mean_shape():
         P.load(None, {"model.head": "heatmap", "model.head_init": "mean_shape"})
     with pytest.raises(ValueError, match="regression head only"):
         build_model(3, pretrained=False, head="heatmap").init_head(torch.zeros(3, 2))
+
+
+def _features(model, x):
+    """Every map the heads read: layer 4 (regression) and the heatmaps."""
+    b = model.backbone
+    c2 = b.layer2(b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(x))))))
+    c3 = b.layer3(c2)
+    c4 = b.layer4(c3)
+    return c4, model.heatmaps(c2, c3, c4)
+
+
+@pytest.mark.parametrize("size, symmetric", [(96, False), (97, True), (65, True)])
+def test_resnet18_is_mirror_symmetric_only_at_32k_plus_1_pixels(size, symmetric):
+    """With mirror-symmetric kernels, the maps of a mirrored image are the mirrored maps only
+    when every stride-2 layer samples a grid symmetric about the centre: an odd size at each of
+    the five, i.e. an input of 32k + 1. At 96 the grid leans to the top left, and a model trained
+    with flips learns the average of two placements (the constant x shift; README)."""
+    torch.manual_seed(0)
+    model = build_model(5, pretrained=False, head="heatmap").eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.copy_((m.weight + m.weight.flip(-1)) / 2)
+        x = torch.rand(1, 3, size, size)
+        for plain, mirrored in zip(_features(model, x), _features(model, x.flip(-1))):
+            gap = float((mirrored - plain.flip(-1)).abs().max())
+            assert (gap < 1e-4) == symmetric, gap
+
+
+def test_bfloat16_on_a_cpu_without_it_is_flagged(tmp_path):
+    from lmkit.placement import DevicePlan, cpu_has_bf16
+
+    (tmp_path / "avx2").write_text("flags\t\t: fpu sse avx2 avx512f\n")
+    (tmp_path / "bf16").write_text("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert not cpu_has_bf16(str(tmp_path / "avx2")) and cpu_has_bf16(str(tmp_path / "bf16"))
+    assert not cpu_has_bf16(str(tmp_path / "missing"))
+    assert DevicePlan.choose("cpu").autocast == "none"
+    forced = DevicePlan.choose("cpu", autocast="bfloat16").describe()
+    assert ("warning" in forced) == (not cpu_has_bf16())

@@ -1,6 +1,7 @@
 """End to end: the whole chain through papermill on a tiny parameter set."""
 import json
 
+import numpy as np
 import pytest
 
 from lmkit.pipeline import NOTEBOOKS, ChainError, run_chain
@@ -128,10 +129,13 @@ def test_whole_chain_writes_every_figure_metrics_and_html(tiny_run, tmp_path):
     metrics = json.loads(run.metrics.read_text())
     assert metrics["n_test"] == 12 and metrics["comparable_to_paper"] is False
     assert set(metrics["methods"]) == {"ResNet18 (this run)", "mean shape (baseline)"}
+    validation = metrics["validation"]  # the model on the validation faces, scored as the test faces
+    assert validation["faces"] == metrics["n_val"] and set(validation["methods"]) == {"ResNet18 (this run)"}
+    assert np.isfinite(validation["methods"]["ResNet18 (this run)"]["nme_io_mean"])
     for name in NOTEBOOKS:
         assert (run.root / "notebooks" / f"{name}.html").exists()
     index = run.index.read_text()
-    assert "Not comparable to the study" in index and "27.84" in index
+    assert "Not comparable to the study" in index and "27.84" in index and "Validation split of" in index
     for key in expected:
         assert f"figures/{key}.png" in index
     assert "predictor has 68 points" in index  # the peer's absence is said
