@@ -13,7 +13,9 @@ digest is unchanged:
 A ``run.json`` records each stage it completed; ``stage_state`` and ``record_stage`` are
 the one reading and writing of that record, for the chain and the ablation's sub-runs alike.
 
-The params each notebook depends on are declared once, in ``stage_inputs``.
+The params each notebook depends on are those its stage declares it reads (``lmkit.stages``);
+``stage_inputs`` digests exactly those, so what a stage reads and what its digest covers are one
+list.
 """
 from __future__ import annotations
 
@@ -21,17 +23,16 @@ import hashlib
 import json
 from pathlib import Path
 
-CHAIN = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures", "06_ablation")
+from . import stages as S
+from .stages import CHAIN
 
-# train keys that do not change what is trained: where and how it runs (the device plan: autocast
-# changes the last digits, as another device does), and whether it continues a checkpoint
-_NOT_RESULTS = ("device", "resume", "resident", "prefetch", "autocast", "channels_last")
+_NOT_RESULTS = S.NOT_RESULTS["train"]
 
 
 # keys added after run folders existed: left out of the digests while at their default (which
 # is what every run did before them), so those run folders are still reused
 _ADDED = {"data": {"box": "landmarks"}, "model": {"view": "whole", "bias_correction": False, "head": "regression"},
-          "train": {"edges": [0.0, 0.0, 0.0, 0.0]}}
+          "train": {"edges": [0.0, 0.0, 0.0, 0.0]}, "eval": {"flip_test": False}}
 
 
 def _section(params: dict, name: str) -> dict:
@@ -118,36 +119,43 @@ def training_inputs(params: dict) -> dict:
 def study_inputs(params: dict) -> dict:
     """What one search trial's result depends on: the data, the model, the recipe, the trial's
     budget and the ranges it draws from (not the number of trials, nor train.epochs)."""
-    return {"seed": params["seed"], "data": _section(params, "data"), "model": _section(params, "model"),
+    return {"seed": params["seed"], "data": _section(params, "data"),
+            "model": {k: v for k, v in _section(params, "model").items() if k not in _PACKAGING},
             "train": _train(params, drop=("epochs", "lr", "weight_decay")),
             "search": {k: params["search"][k] for k in ("epochs_per_trial", "lr_range", "weight_decay_range")}}
 
 
 def stage_inputs(params: dict, stage: str) -> dict:
-    """The params a notebook's outputs depend on, besides the notebooks before it."""
-    if stage == "01_prepare":
+    """The params a notebook's outputs depend on, besides the notebooks before it: the keys its
+    stage declares (``lmkit.stages``), without those that change no result (where training runs;
+    with the search on, the learning rate and decay it picks) and, at their default, those added
+    after run folders existed; and the data files where the stage reads them."""
+    declared = S.stage(stage)
+    out = {}
+    for key in declared.reads:
+        section, _, name = key.partition(".")
+        if name:
+            value = params[section][name]
+            if _ADDED.get(section, {}).get(name, object()) != value:
+                out[key] = value
+        elif section == "train":
+            out[key] = _train(params)
+        elif isinstance(params[section], dict):
+            out[key] = _section(params, section)
+        else:
+            out[key] = params[section]
+    if declared.data_files:
         files = data_files(params["data"])
-        return {"seed": params["seed"], "data": _section(params, "data"), **({"files": files} if files else {})}
-    if stage == "02_hpsearch":
-        s = params["search"]
-        return {"study": study_inputs(params), "trials": s["trials"]} if s["enabled"] else \
-            {"lr": params["train"]["lr"], "weight_decay": params["train"]["weight_decay"]}
-    if stage == "03_train":  # the model file records the flip test and fits the bias correction with it
-        flip_test = {"flip_test": True} if params["eval"]["flip_test"] else {}  # left out at its default, as _ADDED
-        return {"model": _section(params, "model"), "train": _train(params), **flip_test}
-    if stage == "04_evaluate":
-        return {"eval": params["eval"]}
-    if stage == "05_figures":
-        return {}
-    if stage == "06_ablation":
-        return {"ablation": params["ablation"]}
-    raise KeyError(f"unknown stage {stage!r}; the chain: {', '.join(CHAIN)}")
+        if files:
+            out["files"] = files
+    return out
 
 
 def stage_digests(params: dict, stages=CHAIN) -> dict[str, str]:
     """A digest per notebook of its inputs and those of every notebook before it."""
     out, previous = {}, ""
-    for stage in CHAIN:
+    last = max(CHAIN.index(s) for s in stages)
+    for stage in CHAIN[: last + 1]:  # a stage's digest reads only its own params and the earlier stages'
         previous = digest([previous, stage_inputs(params, stage)])
         if stage in stages:
             out[stage] = previous

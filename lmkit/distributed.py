@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import params as P
     from . import steps
     from .placement import process_group_backend
+    from .progress import quiet
     from .runfolder import RunFolder
 
     argv = sys.argv[1:] if argv is None else argv
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         params = P.merge(params, {"train.device": f"cuda:{local_rank}"})
     dist.init_process_group(process_group_backend(cuda))
     try:
-        steps.train(run, params, log=print if dist.get_rank() == 0 else (lambda _: None))
+        steps.train(run, params, log=print if dist.get_rank() == 0 else quiet)
     finally:
         dist.destroy_process_group()
     return 0

@@ -6,12 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from .progress import emit
+
 
 def launch(run, processes: int, log=print) -> None:
     """Run training of ``run`` in ``processes`` processes on this machine; output passes through."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
            "-m", "lmkit.distributed", str(run.root)]
-    log(f"launching {processes} processes: {' '.join(cmd[1:])}")
+    emit(log, "launch", f"launching {processes} processes: {' '.join(cmd[1:])}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
         log(line.rstrip())

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import platform
@@ -33,11 +32,13 @@ from importlib import metadata
 from pathlib import Path
 
 from . import params as P
+from . import progress
+from . import stages as S
 from .digests import record_stage, stage_digests, stage_state
 from .runfolder import RunFolder, RunInUse, run_lock, write_json, write_text
 
-NOTEBOOKS = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures")
-ABLATION_NOTEBOOK = "06_ablation"
+NOTEBOOKS = S.NOTEBOOKS  # what lmkit run runs, in order (lmkit.stages declares each)
+ABLATION_NOTEBOOK = S.CHAIN[-1]
 KERNEL_NAME = "lmkit-python"
 # what lmkit run sets besides the run folder and params: no live widgets in an exported report
 NOTEBOOK_PARAMETERS = {"05_figures": {"interactive": False}}
@@ -120,14 +121,9 @@ def provenance(params: dict) -> dict:
 
 
 def stage_outputs(run: RunFolder, params: dict, name: str) -> list[Path]:
-    """The files a notebook writes; reused only while they are still what it wrote."""
-    cache = run.cache_dir(params["data"]["cache_dir"])
-    figures = sorted(p for p in run.root.joinpath("figures").glob("*.png") if p.stem != "ablation_ced") \
-        if name == "05_figures" else []  # the ablation's figure is 06's
-    return {"01_prepare": [run.split, cache / "train" / "manifest.json", cache / "test" / "manifest.json"],
-            "02_hpsearch": [run.best_hparams], "03_train": [run.history, run.model_file],
-            "04_evaluate": [run.metrics, run.predictions], "05_figures": figures,
-            "06_ablation": [run.root / "ablation" / "ablation.csv"]}[name]
+    """The files a notebook writes (declared in ``lmkit.stages``); reused only while they are
+    still what it wrote."""
+    return S.outputs(run, params, name)
 
 
 LAYOUTS = {"helen": ("trainnames.txt", "annotation"), "300w": ("trainset", "testset")}
@@ -180,40 +176,23 @@ def preflight(params: dict, run: RunFolder) -> None:
         raise ChainError(f"{run.root}: the run folder cannot be written ({e.strerror})") from None
 
 
-# the lines of a notebook's output that say how it is getting on (the rest stays in the notebook)
-PROGRESS = re.compile(r"^(\[[#.]+\] epoch|trial \d+:|\d+ of \d+ trials|resuming|removed |search disabled|"
-                      r"(train|test): (reusing|prepared|preparing)|  skipped|split \(|fitting the box|box calibration|bias correction|"
-                      r"launching \d+ processes|data-parallel|model file|--- |    seed \d+)")
-
-
-class _Progress(logging.Handler):
-    """papermill's log of each cell's output, filtered to the progress lines, passed to ``log``."""
-
-    def __init__(self, log):
-        super().__init__(logging.INFO)
-        self.log = log
-
-    def emit(self, record):
-        for line in str(record.getMessage()).splitlines():
-            if PROGRESS.match(line):
-                self.log(f"    {line}")
-
-
 @contextmanager
-def _progress_to(log, quiet: bool):
-    logger = logging.getLogger("papermill")
-    saved = logger.level, logger.propagate
-    handler = _Progress(log)
-    if not quiet:
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # papermill's own messages and the cells' stderr stay in the notebooks
+def _progress_to(run: RunFolder, name: str, log, quiet: bool):
+    """The progress events of notebook ``name`` (``lmkit.progress``): recorded in
+    ``progress/<name>.jsonl`` of the run folder and, unless ``quiet``, each message passed to
+    ``log`` as it happens. The notebook's kernel finds the file through $LMKIT_PROGRESS."""
+    path = run.path("progress", f"{name}.jsonl")
+    old = os.environ.get(progress.ENV)
+    os.environ[progress.ENV] = str(path)
+    show = (lambda event: None) if quiet else (lambda event: log(f"    {event['message']}"))
     try:
-        yield not quiet
+        with progress.Follow(path, show) as follow:
+            yield follow
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
+        if old is None:
+            os.environ.pop(progress.ENV, None)
+        else:
+            os.environ[progress.ENV] = old
 
 
 def run_chain(params_file: str | None, overrides: list[str] | None = None, out: str | None = None,
@@ -225,8 +204,8 @@ def run_chain(params_file: str | None, overrides: list[str] | None = None, out: 
     params = P.load(params_file, overrides)
     run = RunFolder(out or Path("reports") / params["name"])
     preflight(params, run)
-    with run_lock(run, log), _progress_to(log, quiet) as live:
-        _run_notebooks(run, params, notebooks, force, log, live)
+    with run_lock(run, log):
+        _run_notebooks(run, params, notebooks, force, log, quiet)
     return run
 
 
@@ -236,7 +215,7 @@ def params_changes(before: dict, after: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
 
 
-def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, live: bool = False) -> None:
+def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, quiet: bool = False) -> None:
     if run.params.exists():  # what the folder last ran with (a notebook run by hand records its knobs there)
         try:
             changed = params_changes(P.load(run.params), params)
@@ -282,10 +261,11 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, li
             t0 = time.perf_counter()
             log(f"{name} ...")
             try:
-                pm.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(output), kernel_name=kernel,
-                                    parameters={"run_dir": str(run.root), "params_file": str(run.params),
-                                                "overrides": [], **NOTEBOOK_PARAMETERS.get(name, {})},
-                                    cwd=str(nb_dir), progress_bar=False, log_output=live)
+                with _progress_to(run, name, log, quiet):
+                    pm.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(output), kernel_name=kernel,
+                                        parameters={"run_dir": str(run.root), "params_file": str(run.params),
+                                                    "overrides": [], **NOTEBOOK_PARAMETERS.get(name, {})},
+                                        cwd=str(nb_dir), progress_bar=False)
             except pm.PapermillExecutionError as e:
                 export_html(output)
                 raise ChainError(f"notebook {name} failed in cell [{e.exec_count}]: {e.ename}: {e.evalue}\n"

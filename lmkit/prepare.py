@@ -22,6 +22,7 @@ from PIL import Image
 
 from .params import DEFAULTS
 from .digests import files_digest
+from .progress import emit
 from .readers import Entry, NotAnnotated, Sample, entries_300w, entries_300w_folder, entries_helen, helen_inventory
 from .schemes import scheme_for_points
 from .synthetic import synthetic_entries
@@ -306,11 +307,11 @@ def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Prep
         if (folder / "manifest.json").exists():
             cached = load_cache(folder)
             if all(cached.manifest.get(k) == v for k, v in keys[split].items()):
-                log(f"{split}: reusing cache {folder} ({len(cached)} faces; its parameters and files unchanged)")
+                emit(log, "prepare", f"{split}: reusing cache {folder} ({len(cached)} faces; its parameters and files unchanged)")
                 out[split] = cached
             else:
                 changed = [k for k, v in keys[split].items() if cached.manifest.get(k) != v]
-                log(f"{split}: preparing again: {', '.join('the data files' if k == 'files' else k for k in changed)} "
+                emit(log, "prepare", f"{split}: preparing again: {', '.join('the data files' if k == 'files' else k for k in changed)} "
                     "changed since the cache was made")
     if len(out) < 2:
         entries = {split: source_entries(data, split, seed) for split in ("train", "test") if split not in out}
@@ -334,10 +335,10 @@ def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Prep
             out[split] = write_cache(split_entries, Path(cache_dir) / split, keys[split] | listed, data["crop_size"],
                                      data["forehead"], data["padding"], data["on_bad_sample"], data["box"])
             skipped = out[split].manifest["skipped"]
-            log(f"{split}: prepared {len(out[split])} faces into {Path(cache_dir) / split}"
+            emit(log, "prepare", f"{split}: prepared {len(out[split])} faces into {Path(cache_dir) / split}"
                 + (f"; skipped {len(skipped)} bad samples:" if skipped else ""))
             for bad in skipped:
-                log(f"  skipped {bad['reason']}")
+                emit(log, "skipped", f"  skipped {bad['reason']}")
             unannotated = out[split].manifest.get("unannotated", [])
             if unannotated:
                 log(f"  {len(unannotated)} images have no annotation beside them and are not used, e.g. {unannotated[:3]}")

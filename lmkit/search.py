@@ -22,6 +22,7 @@ import pandas as pd
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from .progress import emit
 
 
 @contextmanager
@@ -93,7 +94,7 @@ def retry_interrupted(study: optuna.Study, log=print) -> int:
             warnings.simplefilter("ignore", UserWarning)
             study.tell(t.number, state=TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-        log(f"trial {t.number} was interrupted; it runs again with the same values")
+        emit(log, "trial", f"trial {t.number} was interrupted; it runs again with the same values")
     return len(stale)
 
 
@@ -137,10 +138,11 @@ def _run_search(objective, trials, lr_range, wd_range, storage, study_name, seed
         try:
             loss = objective(lr, wd)
         except FloatingPointError as e:  # a diverged trial: pruned, and another trial takes its place
-            log(f"trial {trial.number}: lr {lr:.2e}  weight decay {wd:.2e}  ->  diverged, pruned ({e})")
+            emit(log, "trial", f"trial {trial.number}: lr {lr:.2e}  weight decay {wd:.2e}  ->  diverged, pruned ({e})")
             trial.set_user_attr("note", f"diverged: {e}")
             raise optuna.TrialPruned(str(e)) from None
-        log(f"trial {trial.number}: lr {lr:.2e}  weight decay {wd:.2e}  ->  best val MSE {loss:.2f} px^2")
+        emit(log, "trial", f"trial {trial.number}: lr {lr:.2e}  weight decay {wd:.2e}  ->  best val MSE {loss:.2f} px^2",
+             trial=trial.number, lr=lr, weight_decay=wd, best_val_mse=loss)
         return loss
 
     def count(state) -> int:
@@ -148,12 +150,12 @@ def _run_search(objective, trials, lr_range, wd_range, storage, study_name, seed
 
     done, attempts, waiting = count(TrialState.COMPLETE), 0, False
     if done:
-        log(f"{done} of {trials} trials already complete in {storage}")
+        emit(log, "search", f"{done} of {trials} trials already complete in {storage}")
     while done < trials:
         running = count(TrialState.RUNNING)
         if done + running >= trials:  # the remaining trials are running on other workers
             if not waiting:
-                log(f"{done} of {trials} trials complete, {running} running on other workers: waiting for them")
+                emit(log, "search", f"{done} of {trials} trials complete, {running} running on other workers: waiting for them")
                 waiting = True
             time.sleep(poll_s)
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial is failed and re-queued

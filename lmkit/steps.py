@@ -20,12 +20,14 @@ from .digests import digest, record_stage, stage_digests, stage_state, study_inp
 from .model import (ModelInfo, build_model, fit_correction, load_model_file, pick_device,
                     save_model_file)
 from .placement import cuda_switches
+from .progress import emit, quiet
 from .protocol import compare as compare_protocol
 from .prepare import PreparedSet, Subset, crop_to_photo, load_cache, prepare as prepare_caches, split_train_val
 from .report import METHODS, PAPER, metrics_table, nme_by_method  # noqa: F401 (the notebooks' names)
 from .runfolder import RunFolder, atomic_write, read_json, write_csv, write_json
 from .saliency import network_inputs, saliency_maps
 from .schemes import Scheme, check_mirror, scheme_for_points
+from .stages import for_stage
 from .search import default_storage, run_search, search_outcome, trials_table
 from .train import TrainConfig, fit, load_checkpoint, model_options, new_model
 
@@ -56,7 +58,7 @@ def prepare(run: RunFolder, params: dict, log=print) -> dict[str, PreparedSet]:
                          f"(train.batch_size {batch}); add faces or lower train.batch_size")
     write_json(split, run.split)
     overlap = set(split["train"]) & set(split["val"])
-    log(f"split ({split['protocol']}): {len(split['train'])} training and {len(split['val'])} validation images, "
+    emit(log, "split", f"split ({split['protocol']}): {len(split['train'])} training and {len(split['val'])} validation images, "
         f"{len(overlap)} shared, {len(splits['test'])} test images")
     return splits
 
@@ -102,7 +104,7 @@ def hpsearch(run: RunFolder, params: dict, log=print) -> pd.DataFrame | None:
         t = params["train"]
         write_json({"lr": t["lr"], "weight_decay": t["weight_decay"], "source": "params (search disabled)"},
                    run.best_hparams)
-        log("search disabled: training uses train.lr and train.weight_decay")
+        emit(log, "search", "search disabled: training uses train.lr and train.weight_decay")
         return None
     study = _search(run, params, log, single_worker=not s["storage"])
     table = trials_table(study)
@@ -148,7 +150,7 @@ def _search(run: RunFolder, params: dict, log, single_worker: bool):
         model = new_model(mean.shape[0], mean, params["seed"], device, **model_options(params))
         cfg = TrainConfig.from_params(params, device, d.scheme.mirror, lr=lr, weight_decay=wd,
                                       epochs=s["epochs_per_trial"])
-        return float(fit(model, *d.train, *d.val, cfg, log=lambda _: None)["val_mse"].min())
+        return float(fit(model, *d.train, *d.val, cfg, log=quiet)["val_mse"].min())
 
     return run_search(objective, s["trials"], s["lr_range"], s["weight_decay_range"],
                       s["storage"] or default_storage(run.root), study_name(params), params["seed"], log,
@@ -156,9 +158,9 @@ def _search(run: RunFolder, params: dict, log, single_worker: bool):
 
 
 # ------------------------------------------------------------------ 03_train
-def check_flips(params: dict, scheme: Scheme, mean: np.ndarray) -> None:
+def check_flips(params: dict, scheme: Scheme, mean: np.ndarray, flip_test: bool = False) -> None:
     """Before the mirror map is used (training flips, the flip test), check it on the data."""
-    if params["train"]["flip"] > 0 or params["eval"]["flip_test"]:
+    if params["train"]["flip"] > 0 or flip_test:
         check_mirror(scheme, mean, params["data"]["crop_size"])
 
 
@@ -283,7 +285,7 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
         flip_test = params["eval"]["flip_test"]
         correction = fit_correction(model, d.val[0], d.val[1], params["model"]["input_size"], t["batch_size"],
                                     flip_mirror=scheme.mirror if flip_test else None, view=view)
-        log(f"bias correction fitted on {len(d.val[0])} validation faces: mean |error| per point "
+        emit(log, "correction", f"bias correction fitted on {len(d.val[0])} validation faces: mean |error| per point "
             f"{np.linalg.norm(correction, axis=1).mean():.2f} px of the 256 frame, overall "
             f"({correction[:, 0].mean():+.2f}, {correction[:, 1].mean():+.2f}) px in x, y")
     info = ModelInfo(
@@ -298,7 +300,7 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
                   **{k: t[k] for k in ("loss", "optimizer", "schedule", "warmup", "flip", "scale", "shift", "edges", "rotation",
                                        "crop_fraction", "intensity", "epoch_multiplier", "batch_size")}})
     path = save_model_file(model, info, run.model_file)
-    log(f"model file {path} ({path.stat().st_size / 1e6:.1f} MB, best epoch {info.training['epoch']}); {why}")
+    emit(log, "model_file", f"model file {path} ({path.stat().st_size / 1e6:.1f} MB, best epoch {info.training['epoch']}); {why}")
     return path
 
 
@@ -322,7 +324,7 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
     else:
         sources, boxes = load_sources(cache)
         size, landmarks = manifest["crop_size"], d.train_set.landmarks
-        log(f"fitting the box calibration: {detector.name} on {len(indices)} training photos ...")
+        emit(log, "calibration", f"fitting the box calibration: {detector.name} on {len(indices)} training photos ...")
 
         def faces():
             for i in indices:
@@ -361,7 +363,7 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
     mean = M.mean_shape(d.train[1])
     flip_test, batch = params["eval"]["flip_test"], params["train"]["batch_size"]
     mirror = scheme.mirror if flip_test else None
-    check_flips(params, scheme, mean)
+    check_flips(params, scheme, mean, flip_test)
     true = np.asarray(test.landmarks)
     preds, seconds = {}, {}
     preds["model"], seconds["model"] = E.crop_predictions(model, info, test.images, batch, device, mirror)
@@ -377,7 +379,7 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         extra_arrays = {"model_detector__boxes": found["boxes"], "model_detector__crop_boxes": found["crop_boxes"]}
         detector_status = (f"run on the original photos; {found['detector']} found {int(np.isfinite(found['boxes'][:, 0]).sum())} "
                            f"of {len(test)} faces; {found['seconds_per_photo'] * 1000:.0f} ms per photo with detection")
-    log(f"ResNet18 with its detector box: {detector_status}")
+    emit(log, "evaluate", f"ResNet18 with its detector box: {detector_status}")
     preds["mean_shape"] = np.broadcast_to(mean, true.shape)
     peer_status = peer_unavailable(scheme.n_points) if peers else "not run for this evaluation"
     if peer_status is None:
@@ -389,7 +391,7 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         peer_status = f"run on the original photos; HOG detector missed {len(missed)} of {len(test)} faces"
         if missed:
             peer_status += f": {', '.join(missed[:20])}"
-    log(f"dlib peer: {peer_status}")
+    emit(log, "evaluate", f"dlib peer: {peer_status}")
     arrays, scored = E.score(preds, true, crop_boxes, test.images.shape[1], scheme, tuple(params["eval"]["thresholds"]))
     rows = {METHODS[key]: row | ({"seconds_per_face": seconds[key]} if key in seconds else {}) for key, row in scored.items()}
     val_sources, val_boxes = load_sources(cache / "train")
@@ -399,8 +401,8 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
     validation["methods"] = {METHODS[key]: row for key, row in validation["methods"].items()}
     for method, row in validation["methods"].items():
         if "nme_oc_mean" in row:
-            log(f"validation ({validation['faces']} faces, no bias correction), {method}: NME outer corners "
-                f"{row['nme_oc_mean']:.4f}")
+            emit(log, "evaluate", f"validation ({validation['faces']} faces, no bias correction), {method}: NME outer "
+                 f"corners {row['nme_oc_mean']:.4f}", split="validation", method=method, nme_oc=row["nme_oc_mean"])
     best, worst = M.best_and_worst(arrays["model__mse"])
     history = pd.read_csv(run.history)
     metrics = {
@@ -498,12 +500,14 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def open_run(run_dir: str, params_file: str | None, overrides: list[str] | str | None = None,
-             knobs: dict | None = None) -> tuple[RunFolder, dict]:
+             knobs: dict | None = None, stage: str | None = None) -> tuple[RunFolder, dict]:
     """The run folder and its params, as every notebook starts. The params are loaded from
     ``params_file``, then ``overrides`` (a list of "key=value" strings, or one string of them
     separated by spaces), then the notebook's ``knobs`` ({params key: value}; None leaves a key
     as it is), and recorded in the run folder's ``params.yaml``. Relative paths are relative to
-    the repository root, so a notebook works alike from the root and from ``notebooks/``."""
+    the repository root, so a notebook works alike from the root and from ``notebooks/``.
+    With ``stage`` (a notebook of the chain), the params come as that stage may read them
+    (``lmkit.stages``): reading a key its declaration does not list is an error."""
     import shlex
 
     from .runfolder import check_not_in_use
@@ -521,7 +525,7 @@ def open_run(run_dir: str, params_file: str | None, overrides: list[str] | str |
     if overrides or changes or not run.params.exists() or params_path is None or \
             run.params.resolve() != params_path.resolve():
         P.dump(params, run.params)  # what this notebook runs with is what the run folder records
-    return run, params
+    return run, (for_stage(params, stage) if stage else params)
 
 
 # ------------------------------------------------------------------ 06_ablation
@@ -561,7 +565,7 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
         label = changes.pop("name", file.stem)
         labels[label] = ", ".join(f"{k}={v}" for k, v in P.read_changes(file, own=True).items() if k != "name") or "-"
         slug = re.sub(r"[^a-z0-9]+", "-", file.stem.lower()).strip("-")
-        log(f"--- {label} ({file.name})")
+        emit(log, "variant", f"--- {label} ({file.name})")
         for seed in a["seeds"]:
             vp = P.merge(params, {**changes, **base, "seed": seed})
             sub = RunFolder(run.root / "ablation" / slug / f"seed{seed}")
@@ -574,23 +578,23 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
             write_json(hp, sub.best_hparams)
             weights = training_key(sub, vp)  # once per sub-run: it digests the data files
             if stage_state(info, "03_train", key, train_files) == "current":
-                log(f"    seed {seed}: trained before with these params: reused")
+                emit(log, "variant", f"    seed {seed}: trained before with these params: reused")
             else:
                 if weights in trained:  # the same training as an earlier row (this one changes what follows it)
                     for f in ("history.csv", "best.pt", "fit.json"):
                         shutil.copyfile(trained[weights].train_dir / f, sub.train_dir / f)
-                    log(f"    seed {seed}: the same training as {trained[weights].root.parent.name}: its weights reused")
+                    emit(log, "variant", f"    seed {seed}: the same training as {trained[weights].root.parent.name}: its weights reused")
                 else:
-                    log(f"    seed {seed}: training ...")
-                train(sub, vp, log=lambda line: None)  # with copied weights: writes the model file only
+                    emit(log, "variant", f"    seed {seed}: training ...")
+                train(sub, vp, log=quiet)  # with copied weights: writes the model file only
             write_json(record_stage({}, "03_train", key, train_files), sub.path("run.json"))
             trained.setdefault(weights, sub)
-            m = evaluate(sub, vp, log=lambda line: None, peers=False)
+            m = evaluate(sub, vp, log=quiet, peers=False)
             row = m["methods"][METHODS["model"]]
             lines.append({"variant": label, "file": file.name, "seed": seed, **row, "best_val_mse": m["best_val_mse"],
                           "train_minutes": m["train_seconds"] / 60})
             nmes.setdefault(label, []).append(np.load(sub.predictions)["model__nme_io"])
-            log(f"    seed {seed}: test {nme_key} {row[nme_key]:.4f}, MSE {row['mse_mean']:.2f} px², "
+            emit(log, "variant", f"    seed {seed}: test {nme_key} {row[nme_key]:.4f}, MSE {row['mse_mean']:.2f} px², "
                 f"best val MSE {m['best_val_mse']:.2f} px², {m['train_seconds'] / 60:.1f} min")
     runs = pd.DataFrame(lines)
     write_csv(runs, run.path("ablation", "runs.csv"))

@@ -27,6 +27,7 @@ from .losses import landmark_loss
 from .model import REFERENCE_SIZE, build_model, predict
 from .params import DEFAULTS
 from .placement import DevicePlan, place_training_set
+from .progress import emit, quiet
 from .runfolder import write_csv, write_torch
 
 _T = DEFAULTS["train"]
@@ -291,7 +292,7 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
     rank, world = _distributed()
     writer = rank == 0
     if not writer:
-        log = lambda _: None  # noqa: E731
+        log = quiet
     net, step_cfg = _wrap(model, cfg, plan, world, log)
     optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
     opt = optimizer(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -316,7 +317,7 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
         if device.type == "cuda":  # the peak so far, for the GPU check
             row["max_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         history.append(row)
-        log(_log_line(epoch, cfg.epochs, row))
+        emit(log, "epoch", _log_line(epoch, cfg.epochs, row), epochs=cfg.epochs, **row)
         if out_dir is not None and writer:
             _save(Path(out_dir), model, opt, scaler, cfg, history, best=val_mse < best)
         best = min(best, val_mse)
@@ -339,7 +340,7 @@ def _wrap(model, cfg: TrainConfig, plan: DevicePlan, world: int, log):
         device = torch.device(cfg.device)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         step_cfg = replace(cfg, batch_size=cfg.batch_size // world)
-        log(f"data-parallel: world size {world}, {step_cfg.batch_size} of every {cfg.batch_size} images per process")
+        emit(log, "launch", f"data-parallel: world size {world}, {step_cfg.batch_size} of every {cfg.batch_size} images per process")
     if cfg.compile:
         net = torch.compile(net)
     return net, step_cfg
@@ -352,7 +353,7 @@ def _resume(out_dir: Path, model, opt, scaler, cfg: TrainConfig, resume: bool, w
         out_dir.mkdir(parents=True, exist_ok=True)
         for leftover in out_dir.glob(".*.tmp*"):  # a run killed while writing a checkpoint
             leftover.unlink()
-            log(f"removed {leftover}, a half-written file left by a killed run")
+            emit(log, "resume", f"removed {leftover}, a half-written file left by a killed run")
     if not resume:
         return []
     last = out_dir / "last.pt"
@@ -367,7 +368,7 @@ def _resume(out_dir: Path, model, opt, scaler, cfg: TrainConfig, resume: bool, w
     opt.load_state_dict(ckpt["optimizer"])
     if scaler is not None and "scaler" in ckpt:
         scaler.load_state_dict(ckpt["scaler"])
-    log(f"resuming from {last} after epoch {ckpt['epoch']}")
+    emit(log, "resume", f"resuming from {last} after epoch {ckpt['epoch']}")
     return ckpt["history"]
 
 

@@ -31,6 +31,21 @@ def test_the_console_shows_each_notebooks_progress_as_it_happens(tiny_run):
     assert len(CONSOLE) < 60  # progress, not the notebooks' whole output
 
 
+def test_progress_is_recorded_as_events_each_of_a_kind_its_stage_declares(tiny_run):
+    import pandas as pd
+
+    from lmkit import stages
+
+    for name in NOTEBOOKS:
+        events = [json.loads(line) for line in tiny_run.path("progress", f"{name}.jsonl").read_text().splitlines()]
+        assert {e["kind"] for e in events} <= set(stages.stage(name).progress), name
+    epochs = [json.loads(line) for line in tiny_run.path("progress", "03_train.jsonl").read_text().splitlines()]
+    epochs = [e for e in epochs if e["kind"] == "epoch"]
+    history = pd.read_csv(tiny_run.history)
+    assert [e["epoch"] for e in epochs] == history["epoch"].tolist()
+    assert np.allclose([e["val_mse"] for e in epochs], history["val_mse"])
+
+
 def test_the_index_page_shows_params_links_caveats_and_how_to_reproduce(tiny_run):
     import re
 
