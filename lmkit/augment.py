@@ -9,7 +9,7 @@ pixels exactly. Coordinates sit on pixel corners: pixel i covers [i, i+1).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -31,13 +31,22 @@ class Augment:
     rotation: float = _STUDY["rotation"]
     crop_fraction: float = _STUDY["crop_fraction"]
     intensity: tuple[float, float] = tuple(_STUDY["intensity"])
-    flip: float = 0.0  # probability of a horizontal flip (needs the scheme's mirror map)
+    flip: float = _STUDY["flip"]  # probability of a horizontal flip (needs the scheme's mirror map)
     mirror: tuple[int, ...] = ()
-    scale: tuple[float, float] = (1.0, 1.0)  # box jitter: the crop's side x U(lo, hi) (> 1 zooms out)
-    shift: float = 0.0  # box jitter: the crop moves by U(-shift, shift) x the input side, in x and y
+    scale: tuple[float, float] = tuple(_STUDY["scale"])  # box jitter: the crop's side x U(lo, hi) (> 1 zooms out)
+    shift: float = _STUDY["shift"]  # box jitter: the crop moves by U(-shift, shift) x the input side, in x and y
     # box jitter per edge (left, top, right, bottom): each edge moves on its own by N(0, sigma)
     # x the input side, clipped at 2 sigma, as a calibrated detector box does (detector.BoxCalibration.crop_sigma)
-    edges: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    edges: tuple[float, float, float, float] = tuple(_STUDY["edges"])
+
+    @classmethod
+    def from_train(cls, train: dict, mirror=()) -> "Augment":
+        """From the params' ``train`` section, each field by its key's name."""
+        return cls(**{f.name: _frozen(train[f.name]) for f in fields(cls) if f.name != "mirror"}, mirror=tuple(mirror))
+
+
+def _frozen(value):
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _normalizer(size: float, dtype, device) -> torch.Tensor:

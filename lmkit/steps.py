@@ -27,7 +27,7 @@ from .report import METHODS, PAPER, metrics_table, nme_by_method  # noqa: F401 (
 from .runfolder import RunFolder, atomic_write, read_json, write_csv, write_json
 from .saliency import network_inputs, saliency_maps
 from .schemes import Scheme, check_mirror, scheme_for_points
-from .stages import for_stage
+from .stages import NOT_RESULTS, for_stage
 from .search import default_storage, run_search, search_outcome, trials_table
 from .train import TrainConfig, fit, load_checkpoint, model_options, new_model
 
@@ -252,6 +252,11 @@ def training_key(run: RunFolder, params: dict) -> str:
                    {"lr": hp["lr"], "weight_decay": hp["weight_decay"]}], 16)
 
 
+# the train keys the model file's record of its recipe leaves out: where and how it ran, and what
+# it records otherwise (epochs run, the search's learning rate and decay)
+RECIPE_EXCLUDES = (*NOT_RESULTS["train"], "processes", "epochs", "lr", "weight_decay")
+
+
 def package_model(run: RunFolder, params: dict, log=print) -> Path:
     """Write ``train/model.pt``: the best checkpoint's weights and everything needed to use
     them on a photo (``model.ModelInfo``), including the face detector's box calibration,
@@ -297,8 +302,7 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
         correction=None if correction is None else correction.round(4).tolist(),
         training={"epoch": int(ckpt["epoch"]), "epochs": int(hist["epoch"].max()), "val_mse": float(hist["val_mse"].min()),
                   "lr": hp["lr"], "weight_decay": hp["weight_decay"], "seed": params["seed"],
-                  **{k: t[k] for k in ("loss", "optimizer", "schedule", "warmup", "flip", "scale", "shift", "edges", "rotation",
-                                       "crop_fraction", "intensity", "epoch_multiplier", "batch_size")}})
+                  **{k: v for k, v in t.items() if k not in RECIPE_EXCLUDES}})
     path = save_model_file(model, info, run.model_file)
     emit(log, "model_file", f"model file {path} ({path.stat().st_size / 1e6:.1f} MB, best epoch {info.training['epoch']}); {why}")
     return path

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .augment import Augment, make_batch, view_fraction
+from .augment import Augment, _frozen, make_batch, view_fraction
 from .losses import landmark_loss
 from .model import REFERENCE_SIZE, build_model, predict
 from .params import DEFAULTS
@@ -61,20 +61,15 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, p: dict, device, mirror: tuple[int, ...] = (), **changes) -> "TrainConfig":
+        """From the params: each field named as a ``train`` key is that key; the rest come from
+        the model, data and seed. ``changes`` replace fields (a search trial's lr and budget)."""
         t = p["train"]
-        aug = Augment(rotation=t["rotation"], crop_fraction=t["crop_fraction"], intensity=tuple(t["intensity"]),
-                      flip=t["flip"], mirror=tuple(mirror), scale=tuple(t["scale"]), shift=t["shift"],
-                      edges=tuple(t["edges"]))
-        cfg = cls(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
-                  epoch_multiplier=t["epoch_multiplier"], input_size=p["model"]["input_size"], augment=aug,
+        named = {f.name: _frozen(t[f.name]) for f in fields(cls) if f.name in _T and f.name != "device"}
+        cfg = cls(**named, input_size=p["model"]["input_size"], augment=Augment.from_train(t, mirror),
                   val_view=view_fraction(p["model"]["view"], t["crop_fraction"], t["scale"]),
-                  study_validation=p["data"]["split"] == "paper", seed=p["seed"], device=str(device), loss=t["loss"],
-                  wing=tuple(t["wing"]), schedule=t["schedule"], warmup=t["warmup"], optimizer=t["optimizer"],
-                  compile=p["model"]["compile"], resident=t["resident"], prefetch=t["prefetch"],
-                  autocast=t["autocast"], channels_last=t["channels_last"])
-        for k, v in changes.items():
-            setattr(cfg, k, v)
-        return cfg
+                  study_validation=p["data"]["split"] == "paper", seed=p["seed"], device=str(device),
+                  compile=p["model"]["compile"])
+        return replace(cfg, **changes)
 
     def plan(self) -> DevicePlan:
         return DevicePlan.choose(self.device, self.resident, self.prefetch, self.autocast, self.channels_last)
