@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         params = P.merge(params, {"train.device": f"cuda:{local_rank}"})
     dist.init_process_group(process_group_backend(cuda))
     try:
-        steps.train(run, params, log=print if dist.get_rank() == 0 else quiet)
+        steps.fit_weights(run, params, log=print if dist.get_rank() == 0 else quiet)
     finally:
         dist.destroy_process_group()
     return 0

@@ -132,9 +132,11 @@ def group_indices(scheme: Scheme) -> dict[str, list[int]]:
     return out
 
 
-def face_figure(faces: RunFaces, i: int, saliency: bool = False, title: str | None = None):
+def face_figure(faces: RunFaces, i: int, saliency: bool = False, title: str | None = None,
+                error_max: float | None = None):
     """Face ``i``: its crop with the truth (green contours) and the prediction (points coloured
-    by their error, px of the 256 frame); with ``saliency`` a second panel of dL/dI."""
+    by their error, px of the 256 frame, up to ``error_max``: by default this face's largest);
+    with ``saliency`` a second panel of dL/dI."""
     import matplotlib.pyplot as plt
 
     from .figures import TRUE_COLOUR, draw_landmarks, show_image
@@ -146,7 +148,8 @@ def face_figure(faces: RunFaces, i: int, saliency: bool = False, title: str | No
     show_image(ax, faces.images[i], title or f"{faces.names[i]} (rank {row['rank']} of {len(faces.names)} by MSE)\n"
                f"MSE {row['mse']:.1f} px², NME {row['nme']:.4f} ({faces.nme_label})")
     draw_landmarks(ax, faces.true[i], faces.scheme, TRUE_COLOUR, "truth", size=3)
-    dots = ax.scatter(*faces.pred[i].T, c=err, s=14, cmap="plasma", vmin=0, vmax=max(float(err.max()), 1e-6),
+    top = float(err.max()) if error_max is None else error_max
+    dots = ax.scatter(*faces.pred[i].T, c=err, s=14, cmap="plasma", vmin=0, vmax=max(top, 1e-6),
                       label="prediction", zorder=3)
     fig.colorbar(dots, ax=ax, fraction=0.046, pad=0.02, label="point error (px, 256 frame)")
     ax.legend(loc="lower left", fontsize=7)
@@ -162,14 +165,17 @@ def face_figure(faces: RunFaces, i: int, saliency: bool = False, title: str | No
 
 
 def compare_figure(a: RunFaces, b: RunFaces, name: str):
-    """The same test face as two runs predicted it, side by side, each in its own crop."""
+    """The same test face as two runs predicted it, side by side, each in its own crop, the
+    point errors on one colour scale (the larger of the two faces' largest errors)."""
     import matplotlib.pyplot as plt
 
     fig = plt.figure(figsize=(12, 5.4))
+    top = max(float(f.point_errors(f.index(name)).max()) for f in (a, b))
     for k, (faces, label) in enumerate(((a, a.run.root.name), (b, b.run.root.name))):
         i = faces.index(name)
         row = faces.table.iloc[i]
-        single = face_figure(faces, i, title=f"{label}: {name}\nMSE {row['mse']:.1f} px², NME {row['nme']:.4f}")
+        single = face_figure(faces, i, title=f"{label}: {name}\nMSE {row['mse']:.1f} px², NME {row['nme']:.4f}",
+                             error_max=top)
         single.canvas.draw()
         ax = fig.add_subplot(1, 2, k + 1)
         ax.imshow(np.asarray(single.canvas.buffer_rgba()))

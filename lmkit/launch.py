@@ -1,5 +1,5 @@
 """Start data-parallel training of a run on this machine: ``torchrun`` with N processes,
-each running ``lmkit.distributed`` (which trains through ``lmkit.steps.train``). Kept apart
+each running ``lmkit.distributed`` (which trains through ``lmkit.steps.fit_weights``). Kept apart
 from both so that neither imports the other."""
 from __future__ import annotations
 

@@ -208,39 +208,44 @@ def network_summary(model: torch.nn.Module, input_size: int) -> pd.DataFrame:
 
 
 def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
-    """Train, then package the best weights as the run's model file (``package_model``)."""
+    """Train (here, or in ``train.processes`` data-parallel processes), unless the weights were
+    trained before with the same inputs; then package the best weights as the run's model file
+    (``package_model``)."""
     fit_record, fit_key, fit_files = run.path("train", "fit.json"), training_key(run, params), [run.history, run.best_checkpoint]
-    done = read_json(fit_record, "03_train") if fit_record.exists() and not torch.distributed.is_initialized() else {}
+    done = read_json(fit_record, "03_train") if fit_record.exists() else {}
     if not params["train"]["resume"] and stage_state(done, "fit", fit_key, fit_files) == "current":
         log("training: train/best.pt was trained with these data, hyper-parameters and recipe: reused; "
             "only the model file is written again")
         history = pd.read_csv(run.history)
-    elif params["train"]["processes"] > 1 and not torch.distributed.is_initialized():
+    elif params["train"]["processes"] > 1:
         from .launch import launch
 
-        launch(run, params["train"]["processes"], log)
+        launch(run, params["train"]["processes"], log)  # each process runs fit_weights (lmkit.distributed)
         history = pd.read_csv(run.history)
     else:
-        d = load_data(run, params)
-        hp = read_json(run.best_hparams, "02_hpsearch")
-        device = pick_device(params["train"]["device"])
-        mean = M.mean_shape(d.train[1])
-        check_flips(params, d.scheme, mean)
-        model = new_model(mean.shape[0], mean, params["seed"], device, **model_options(params))
-        cfg = TrainConfig.from_params(params, device, d.scheme.mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
-        cuda_switches(device)
-        log(f"{cfg.plan().describe()}; loss {cfg.loss}, {cfg.optimizer}, schedule {cfg.schedule} (warm-up {cfg.warmup}), "
-            f"flip {cfg.augment.flip}, box jitter scale {cfg.augment.scale} shift {cfg.augment.shift} "
-            f"edges {cfg.augment.edges}; "
-            f"lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
-            f"{len(d.train[0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
-        history = fit(model, *d.train, *d.val, cfg, out_dir=run.train_dir, resume=params["train"]["resume"],
-                      log=log)
-        if torch.distributed.is_initialized():
-            return history  # a torchrun worker: the launching process packages the model
+        history = fit_weights(run, params, log)
     write_json(record_stage({}, "fit", fit_key, fit_files), fit_record)
     package_model(run, params, log)
     return history
+
+
+def fit_weights(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
+    """The training itself: the run's data, a new model, ``fit`` into ``train/`` (history and
+    checkpoints). What each data-parallel process runs; the launching process packages the model."""
+    d = load_data(run, params)
+    hp = read_json(run.best_hparams, "02_hpsearch")
+    device = pick_device(params["train"]["device"])
+    mean = M.mean_shape(d.train[1])
+    check_flips(params, d.scheme, mean)
+    model = new_model(mean.shape[0], mean, params["seed"], device, **model_options(params))
+    cfg = TrainConfig.from_params(params, device, d.scheme.mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
+    cuda_switches(device)
+    log(f"{cfg.plan().describe()}; loss {cfg.loss}, {cfg.optimizer}, schedule {cfg.schedule} (warm-up {cfg.warmup}), "
+        f"flip {cfg.augment.flip}, box jitter scale {cfg.augment.scale} shift {cfg.augment.shift} "
+        f"edges {cfg.augment.edges}; "
+        f"lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
+        f"{len(d.train[0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
+    return fit(model, *d.train, *d.val, cfg, out_dir=run.train_dir, resume=params["train"]["resume"], log=log)
 
 
 def training_key(run: RunFolder, params: dict) -> str:

@@ -82,3 +82,18 @@ def test_predictions_of_another_cache_are_refused(tmp_path):
     np.savez(run.predictions, **p)
     with pytest.raises(ValueError, match="its faces are not those of the test cache"):
         RunFaces.load(run.root)
+
+
+def test_two_runs_on_one_face_share_one_error_scale(tmp_path, monkeypatch):
+    from lmkit import explorer
+
+    a, _ = fake_run(tmp_path / "a")  # face 2's jaw is 25 px off in run a, not in run b
+    b, _ = fake_run(tmp_path / "b", shift_jaw_of=4, seed=1)
+    fa, fb = RunFaces.load(a.root), RunFaces.load(b.root)
+    scales, single = [], explorer.face_figure
+    monkeypatch.setattr(explorer, "face_figure", lambda *args, **kw: scales.append(kw["error_max"]) or single(*args, **kw))
+    compare_figure(fa, fb, fa.names[2])
+    assert scales[0] == scales[1] == pytest.approx(float(fa.point_errors(2).max()))
+    assert scales[0] > 2 * float(fb.point_errors(fb.index(fa.names[2])).max())
+    fig = single(fa, 0, error_max=40.0)
+    assert fig.axes[0].collections[-1].norm.vmax == 40.0
