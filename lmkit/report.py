@@ -54,6 +54,21 @@ def metrics_display(metrics: dict):
         f"{metrics.get('nme_frame', 'pixels of the 300x300 crop')}")
 
 
+def validation_display(metrics: dict):
+    """The model's two uses on the validation faces (``metrics["validation"]``), formatted as the
+    test table; None for a run evaluated before they were scored."""
+    v = metrics.get("validation")
+    if not v:
+        return None
+    import pandas as pd
+
+    rows = pd.DataFrame(v["methods"]).T
+    formats = {_label(k): (lambda x, k=k: _fmt(None if pd.isna(x) else x, k)) for k in rows.columns}
+    return rows.rename(columns=_label).style.format(formats).set_caption(
+        f"Validation split of {metrics['dataset']}: {v['faces']} images, without the bias correction (it was fitted "
+        f"on them); MSE in {metrics['mse_unit']}, NME in {metrics.get('nme_frame')}")
+
+
 def protocol_table(metrics: dict):
     """The run's protocol beside the study's, aspect by aspect (``lmkit.protocol``), and under
     it the two MSEs, as tables for a notebook."""
