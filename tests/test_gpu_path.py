@@ -117,7 +117,7 @@ def test_a_torchrun_worker_on_a_gpu_machine_uses_nccl_and_its_local_gpu(tmp_path
     monkeypatch.setattr(dist, "init_process_group", lambda backend: seen.setdefault("backend", backend))
     monkeypatch.setattr(dist, "get_rank", lambda: 0)
     monkeypatch.setattr(dist, "destroy_process_group", lambda: None)
-    monkeypatch.setattr(steps, "train", lambda run, params, log: seen.setdefault("device", params["train"]["device"]))
+    monkeypatch.setattr(steps, "fit_weights", lambda run, params, log: seen.setdefault("device", params["train"]["device"]))
     assert distributed.main([str(run.root)]) == 0
     assert seen == {"gpu": 1, "backend": "nccl", "device": "cuda:1"}
 

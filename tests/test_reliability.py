@@ -169,9 +169,10 @@ def test_one_digest_rule_for_study_stage_and_ablation():
 
     base = P.load(None)
     longer = P.load(None, ["train.epochs=7"])
-    # more training epochs: the same study and the same search stage; training runs again
+    # more training epochs: the same study (the search stage, which reads the train section, runs
+    # again but finds its trials complete); training runs again
     assert study_name(longer) == study_name(base)
-    assert stage_digests(longer)["02_hpsearch"] == stage_digests(base)["02_hpsearch"]
+    assert stage_digests(longer)["01_prepare"] == stage_digests(base)["01_prepare"]
     assert stage_digests(longer)["03_train"] != stage_digests(base)["03_train"]
     # more trials: the same study (its finished trials are reused), another search result
     more = P.load(None, ["search.trials=11"])
