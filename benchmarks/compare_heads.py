@@ -19,26 +19,28 @@ from pathlib import Path
 
 import numpy as np
 
+from lmkit import evaluation as E
 from lmkit import metrics as M
 from lmkit import params as P
 from lmkit import steps
 from lmkit.augment import view_fraction
-from lmkit.model import pick_device, predict
+from lmkit.model import REFERENCE_SIZE, pick_device, predict
 from lmkit.prepare import load_sources
 from lmkit.runfolder import RunFolder
 from lmkit.train import TrainConfig, fit, load_checkpoint, model_options, new_model
 
 
 def validation_scores(model, d, params, boxes) -> dict:
-    """NMEs (photo pixels) and MSE (256 frame) of ``model`` on the run's validation faces."""
+    """NMEs (photo pixels) and MSE (256 frame) of ``model`` on the run's validation faces, scored
+    as evaluation scores the test faces (``lmkit.evaluation.score``)."""
     t = params["train"]
     view = view_fraction(params["model"]["view"], t["crop_fraction"], t["scale"])
     images, true = d.val[0], np.asarray(d.val[1], dtype=np.float64)
     pred = predict(model, images, params["model"]["input_size"], t["batch_size"], "cpu",
                    flip_mirror=d.scheme.mirror if params["eval"]["flip_test"] else None, view=view)
-    size = images.shape[1]
-    per, row = M.summarize(pred, true, d.scheme, 256 / size, photo=(M.to_photo(pred, boxes, size), M.to_photo(true, boxes, size)))
-    row["mean_error_px"] = ((pred - true) * 256 / size).mean((0, 1)).round(3).tolist()  # the constant shift, x and y
+    _, rows = E.score({"model": pred}, true, boxes, images.shape[1], d.scheme)
+    row = rows["model"]
+    row["mean_error_px"] = ((pred - true) * REFERENCE_SIZE / images.shape[1]).mean((0, 1)).round(3).tolist()  # the constant shift
     return row
 
 

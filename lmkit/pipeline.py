@@ -57,6 +57,20 @@ def notebooks_dir() -> Path:
 
 
 @contextmanager
+def _environ(name: str, value: str):
+    """``os.environ[name]`` set to ``value`` inside the block, as it was after it."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+@contextmanager
 def this_python_kernel():
     """A kernel spec for this very interpreter, found first on JUPYTER_PATH for the run."""
     folder = Path(tempfile.mkdtemp(prefix="lmkit-kernel-"))
@@ -65,15 +79,10 @@ def this_python_kernel():
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--IPKernelApp.log_level=ERROR"],
         "display_name": "lmkit (this Python)", "language": "python"}))
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder), old]))
     try:
-        yield KERNEL_NAME
+        with _environ("JUPYTER_PATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("JUPYTER_PATH")]))):
+            yield KERNEL_NAME
     finally:
-        if old is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = old
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -182,17 +191,9 @@ def _progress_to(run: RunFolder, name: str, log, quiet: bool):
     ``progress/<name>.jsonl`` of the run folder and, unless ``quiet``, each message passed to
     ``log`` as it happens. The notebook's kernel finds the file through $LMKIT_PROGRESS."""
     path = run.path("progress", f"{name}.jsonl")
-    old = os.environ.get(progress.ENV)
-    os.environ[progress.ENV] = str(path)
     show = (lambda event: None) if quiet else (lambda event: log(f"    {event['message']}"))
-    try:
-        with progress.Follow(path, show) as follow:
-            yield follow
-    finally:
-        if old is None:
-            os.environ.pop(progress.ENV, None)
-        else:
-            os.environ[progress.ENV] = old
+    with _environ(progress.ENV, str(path)), progress.Follow(path, show) as follow:
+        yield follow
 
 
 def run_chain(params_file: str | None, overrides: list[str] | None = None, out: str | None = None,

@@ -41,17 +41,20 @@ def metrics_table(metrics: dict):
     return pd.DataFrame(metrics["methods"]).T
 
 
-def metrics_display(metrics: dict):
-    """The summary rows as the report shows them: labelled columns with their units, the
-    report's number formats, a dash where a method has no value (a pandas Styler)."""
-    rows = metrics_table(metrics)
-    keys = list(rows.columns)
+def _styled(methods: dict, caption: str):
+    """Summary rows as the report shows them: labelled columns with their units, the report's
+    number formats, a dash where a method has no value (a pandas Styler)."""
     import pandas as pd
 
-    formats = {_label(k): (lambda v, k=k: _fmt(None if pd.isna(v) else v, k)) for k in keys}  # a missing value: a dash
-    return rows.rename(columns=_label).style.format(formats).set_caption(
-        f"Test split of {metrics['dataset']}: {metrics['n_test']} images; MSE in {metrics['mse_unit']}, NME in "
-        f"{metrics.get('nme_frame', 'pixels of the 300x300 crop')}")
+    rows = pd.DataFrame(methods).T
+    formats = {_label(k): (lambda v, k=k: _fmt(None if pd.isna(v) else v, k)) for k in rows.columns}  # missing: a dash
+    return rows.rename(columns=_label).style.format(formats).set_caption(caption)
+
+
+def metrics_display(metrics: dict):
+    """The test table as the report shows it."""
+    return _styled(metrics["methods"], f"Test split of {metrics['dataset']}: {metrics['n_test']} images; MSE in "
+                   f"{metrics['mse_unit']}, NME in {metrics.get('nme_frame', 'pixels of the 300x300 crop')}")
 
 
 def validation_display(metrics: dict):
@@ -60,13 +63,8 @@ def validation_display(metrics: dict):
     v = metrics.get("validation")
     if not v:
         return None
-    import pandas as pd
-
-    rows = pd.DataFrame(v["methods"]).T
-    formats = {_label(k): (lambda x, k=k: _fmt(None if pd.isna(x) else x, k)) for k in rows.columns}
-    return rows.rename(columns=_label).style.format(formats).set_caption(
-        f"Validation split of {metrics['dataset']}: {v['faces']} images, without the bias correction (it was fitted "
-        f"on them); MSE in {metrics['mse_unit']}, NME in {metrics.get('nme_frame')}")
+    return _styled(v["methods"], f"Validation split of {metrics['dataset']}: {v['faces']} images, without the bias "
+                   f"correction (it was fitted on them); MSE in {metrics['mse_unit']}, NME in {metrics.get('nme_frame')}")
 
 
 def protocol_table(metrics: dict):
