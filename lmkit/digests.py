@@ -31,7 +31,8 @@ _NOT_RESULTS = S.NOT_RESULTS["train"]
 
 # keys added after run folders existed: left out of the digests while at their default (which
 # is what every run did before them), so those run folders are still reused
-_ADDED = {"data": {"box": "landmarks"}, "model": {"view": "whole", "bias_correction": False, "head": "regression"},
+_ADDED = {"data": {"box": "landmarks"},
+          "model": {"view": "whole", "bias_correction": False, "head": "regression", "recrop": 0},
           "train": {"edges": [0.0, 0.0, 0.0, 0.0]}, "eval": {"flip_test": False}}
 
 
@@ -105,7 +106,7 @@ def data_files(data: dict) -> str | None:
 
 
 # model keys that act only when the model file is written (package_model), not on training
-_PACKAGING = ("bias_correction",)
+_PACKAGING = ("bias_correction", "recrop")
 
 
 def training_inputs(params: dict) -> dict:

@@ -42,6 +42,11 @@ def detector_unavailable(detector_box: bool, info: ModelInfo, manifest: dict) ->
     return None
 
 
+def recropped(times: int) -> str:
+    """How the detector's crop was refined (``model.recrop``), for a status line; empty for none."""
+    return f"re-cropped {times}x from its own points; " if times else ""
+
+
 def detector_predictions(landmarker, sources: list[str], crop_boxes: np.ndarray, true_crop: np.ndarray) -> dict:
     """The model end to end on each face's original photo: its detector's box (the one
     overlapping the annotated face, as for dlib), points mapped into the face's crop frame.
@@ -100,5 +105,6 @@ def validation_scores(model, info: ModelInfo, faces, sources: list[str], crop_bo
         found = detector_predictions(Landmarker(model, plain, device, flip_test=flip_test), sources, crop_boxes, true)
         preds["model_detector"] = found["pred"]
     _, rows = score(preds, true, crop_boxes, faces.images.shape[1], scheme)
-    return {"faces": len(true), "bias_correction": False, "detector_box": status or "run on the original photos",
+    return {"faces": len(true), "bias_correction": False,
+            "detector_box": status or f"run on the original photos; {recropped(info.recrop)}".rstrip("; "),
             "methods": rows}

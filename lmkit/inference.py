@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from .detector import BoxCalibration, HogDetector
 from .model import ModelInfo, load_model_file, pick_device, predict
-from .prepare import clip_box, crop_image, crop_to_photo
+from .prepare import clip_box, crop_box, crop_image, crop_to_photo
 from .schemes import SCHEMES, Scheme, check_mirror
 
 MODEL_FILE = Path("train") / "model.pt"  # inside a run folder
@@ -79,11 +79,14 @@ class Landmarker:
     """A trained model with everything needed to find landmarks on photos."""
 
     def __init__(self, model: torch.nn.Module, info: ModelInfo, device="auto", detector: Callable | None = None,
-                 flip_test: bool | None = None, batch_size: int = 32):
+                 flip_test: bool | None = None, batch_size: int = 32, recrop: int | None = None):
         self.device = pick_device(device) if isinstance(device, str) else torch.device(device)
         self.model, self.info = model.to(self.device).eval(), info
         self.scheme: Scheme = SCHEMES[info.scheme]
         self.flip_test = info.flip_test if flip_test is None else flip_test
+        self.recrop = info.recrop if recrop is None else int(recrop)
+        if self.recrop < 0:
+            raise ValueError(f"recrop must be 0 or more, got {self.recrop}")
         if self.flip_test:
             check_mirror(self.scheme, np.asarray(info.mean_shape), info.crop_size)
         self.calibration = BoxCalibration.from_dict(info.box_calibration) if info.box_calibration else None
@@ -91,11 +94,12 @@ class Landmarker:
 
     @classmethod
     def load(cls, run_or_model: str | Path, device="auto", detector: Callable | None = None,
-             flip_test: bool | None = None, batch_size: int = 32) -> "Landmarker":
+             flip_test: bool | None = None, batch_size: int = 32, recrop: int | None = None) -> "Landmarker":
         """From a run folder or a model file. ``detector``: a callable image -> boxes
-        (default: dlib's HOG detector, the one the calibration was fitted for)."""
+        (default: dlib's HOG detector, the one the calibration was fitted for). ``flip_test``
+        and ``recrop``: None takes the model file's."""
         model, info = load_model_file(model_file(run_or_model))
-        return cls(model, info, device, detector, flip_test, batch_size)
+        return cls(model, info, device, detector, flip_test, batch_size, recrop)
 
     @property
     def detector(self) -> Callable:
@@ -116,32 +120,47 @@ class Landmarker:
 
     def predict(self, image, boxes: Sequence, box: str = "detector") -> list[Face]:
         """Points for faces whose boxes the caller has. ``box="detector"``: face detector boxes,
-        turned into crop boxes by the calibration; ``box="crop"``: crop boxes in lmkit's
-        convention (``prepare.annotation_box``), used as they are."""
+        turned into crop boxes by the calibration, then re-cropped ``recrop`` times from the
+        points found; ``box="crop"``: crop boxes in lmkit's convention (``prepare.annotation_box``),
+        used as they are."""
         return self.predict_many([(image, boxes)], box)[0]
 
     def predict_many(self, items: Sequence[tuple[object, Sequence]], box: str = "detector") -> list[list[Face]]:
-        """``predict`` for many (image, boxes) pairs, all faces in batches of ``batch_size``."""
+        """``predict`` for many (image, boxes) pairs, all faces in batches of ``batch_size``.
+
+        From a detector's box the model sees a face framed only roughly (the calibration is right
+        on average, not per face). With ``recrop`` (the model file's ``model.recrop``) the face is
+        cut out again from the points just found, by the crop convention the model was trained on
+        (``prepare.crop_box``: the box an annotation would give), and predicted again, as many
+        times: the model then sees the face framed as in training."""
         if box not in ("detector", "crop"):
             raise ValueError(f"box must be 'detector' or 'crop', got {box!r}")
         if box == "detector":
             self._need_calibration()
-        crops, where = [], []
+        rgbs, faces = [], []  # faces: (item, the caller's box or None, crop box)
         for n, (image, boxes) in enumerate(items):
-            rgb = as_rgb(image)
+            rgbs.append(as_rgb(image))
             given = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
             crop_boxes = self.calibration.crop_boxes(given) if box == "detector" else given
-            for k, (g, c) in enumerate(zip(given, crop_boxes)):
-                c = clip_box(c, rgb.shape[:2])
-                crops.append(crop_image(rgb, c, self.info.crop_size))
-                where.append((n, tuple(float(v) for v in g) if box == "detector" else None, c))
+            for g, c in zip(given, crop_boxes):
+                faces.append((n, tuple(float(v) for v in g) if box == "detector" else None,
+                              clip_box(c, rgbs[n].shape[:2])))
         out: list[list[Face]] = [[] for _ in items]
-        if not crops:
+        if not faces:
             return out
-        pts = self.predict_crops(np.stack(crops))
-        for (n, det_box, c), p in zip(where, pts):
-            out[n].append(Face(det_box, c, crop_to_photo(c, self.info.crop_size)(p)))
+        points = self._points(rgbs, faces)
+        for _ in range(self.recrop if box == "detector" else 0):
+            faces = [(n, det, crop_box(p, rgbs[n].shape[:2], self.info.forehead, self.info.padding, self.info.box))
+                     for (n, det, _), p in zip(faces, points)]
+            points = self._points(rgbs, faces)
+        for (n, det_box, c), p in zip(faces, points):
+            out[n].append(Face(det_box, c, p))
         return out
+
+    def _points(self, rgbs: list[np.ndarray], faces: list[tuple]) -> list[np.ndarray]:
+        """Each face's points (K, 2) in photo pixels, cut out of its photo by its crop box."""
+        crops = np.stack([crop_image(rgbs[n], c, self.info.crop_size) for n, _, c in faces])
+        return [crop_to_photo(c, self.info.crop_size)(p) for (_, _, c), p in zip(faces, self.predict_crops(crops))]
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """Points (N, K, 2) in crop pixels for uint8 crops (N, S, S, 3) of the model's crop size."""
@@ -240,6 +259,7 @@ def export_metadata(info: ModelInfo) -> dict:
             "input_size": info.input_size, "crop_size": info.crop_size, "crop_box": info.box,
             "forehead": info.forehead, "padding": info.padding, "view": info.view, "head": info.head,
             "bias_correction": info.correction is not None, "flip_test_in_model_file": info.flip_test,
+            "recrop_in_model_file": info.recrop,
             "box_calibration": info.box_calibration, "dataset": info.dataset,
             "training": {k: v for k, v in info.training.items() if isinstance(v, (int, float, str))}}
 

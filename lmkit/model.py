@@ -230,6 +230,7 @@ class ModelInfo:
     #                                 subtracted from every prediction (model.bias_correction)
     box: str = "landmarks"  # crop convention: the box before padding (prepare.annotation_box)
     head: str = "regression"  # the network's head (LandmarkRegressor)
+    recrop: int = 0  # from a detector's box, cut the face out again from the points found, this many times
     training: dict = field(default_factory=dict)  # recipe and provenance: loss, epochs, best epoch, params digest
     lmkit_version: str = ""
 
@@ -253,6 +254,8 @@ class ModelInfo:
         if settings["model.bias_correction"] != (self.correction is not None):
             wrong.append(f"model.bias_correction is {settings['model.bias_correction']!r} in the params but the "
                          f"model file has {'a' if self.correction is not None else 'no'} correction")
+        if settings["model.recrop"] != self.recrop:
+            wrong.append(f"model.recrop is {settings['model.recrop']!r} in the params but {self.recrop!r} in the model file")
         if wrong:
             raise ValueError(f"{source}: the params do not describe this model: {'; '.join(wrong)}. "
                              "Evaluate with the params it was trained with, or train again.")

@@ -115,6 +115,9 @@ class Model(_Section):
     bias_correction: bool = key(False, "when the model file is written, fit each point's mean error on the "
                                 "validation split and subtract it from every later prediction (needs "
                                 "`data.split: clean`)")
+    recrop: int = key(0, "from a face detector's box, cut the face out again from the points found (by the crop "
+                      "convention of training) and predict again, this many times; written into the model file "
+                      "(`lmkit predict`, the evaluation's detector rows)", ge=0, le=5)
 
 
 class Train(_Section):

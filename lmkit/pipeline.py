@@ -322,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     pr.add_argument("--flip-test", choices=("model", "on", "off"), default="model",
                     help="average with the mirrored crop's prediction (default: as the model file says)")
+    pr.add_argument("--recrop", type=int, metavar="N", help="from the face detector's box, cut the face out again "
+                    "from the points found and predict again, N times (default: as the model file says)")
     pr.add_argument("--boxes", metavar="CSV", help="the faces' boxes instead of the face detector: a CSV with columns "
                     "photo,x0,y0,x1,y1 (photo pixels, one row per face); needed for a model without a box calibration "
                     "(one trained on synthetic faces)")
@@ -400,7 +402,7 @@ def _predict(args) -> int:
 
     try:
         flip = {"model": None, "on": True, "off": False}[args.flip_test]
-        lm = Landmarker.load(args.model, device=args.device, flip_test=flip)
+        lm = Landmarker.load(args.model, device=args.device, flip_test=flip, recrop=args.recrop)
         boxes = read_boxes(args.boxes) if args.boxes else None
         if lm.info.box_calibration is None and (boxes is None or args.box_kind == "detector"):
             raise ValueError(f"{args.model}: this model has no box calibration ({lm.info.dataset}), so a face "

@@ -304,6 +304,7 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
         box=manifest["box"], head=params["model"]["head"],
         mean_shape=M.mean_shape(d.train[1]).tolist(), dataset=d.dataset, box_calibration=calibration,
         flip_test=params["eval"]["flip_test"], lmkit_version=lmkit.__version__, view=view,
+        recrop=params["model"]["recrop"],
         correction=None if correction is None else correction.round(4).tolist(),
         training={"epoch": int(ckpt["epoch"]), "epochs": int(hist["epoch"].max()), "val_mse": float(hist["val_mse"].min()),
                   "lr": hp["lr"], "weight_decay": hp["weight_decay"], "seed": params["seed"],
@@ -387,7 +388,8 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         preds["model_detector"], seconds["model_detector"] = found["pred"], found["seconds_per_face"]
         extra_arrays = {"model_detector__boxes": found["boxes"], "model_detector__crop_boxes": found["crop_boxes"]}
         detector_status = (f"run on the original photos; {found['detector']} found {int(np.isfinite(found['boxes'][:, 0]).sum())} "
-                           f"of {len(test)} faces; {found['seconds_per_photo'] * 1000:.0f} ms per photo with detection")
+                           f"of {len(test)} faces; {E.recropped(info.recrop)}{found['seconds_per_photo'] * 1000:.0f} ms per "
+                           "photo with detection")
     emit(log, "evaluate", f"ResNet18 with its detector box: {detector_status}")
     preds["mean_shape"] = np.broadcast_to(mean, true.shape)
     peer_status = peer_unavailable(scheme.n_points) if peers else "not run for this evaluation"
@@ -425,7 +427,7 @@ def evaluate(run: RunFolder, params: dict, log=print, peers: bool = True) -> dic
         "hparams": read_json(run.best_hparams, "02_hpsearch"), "methods": rows, "validation": validation,
         "peer": peer_status,
         "detector_box": detector_status, "flip_test": flip_test, "view": info.view,
-        "bias_correction": info.correction is not None, "crop_box": info.box, "model_file": info.training | {"lmkit": info.lmkit_version},
+        "bias_correction": info.correction is not None, "recrop": info.recrop, "crop_box": info.box, "model_file": info.training | {"lmkit": info.lmkit_version},
         "search_budget": {k: params["search"][k] for k in ("enabled", "trials", "epochs_per_trial")},
         "skipped": {"train": d.train_set.manifest.get("skipped", []), "test": test.manifest.get("skipped", [])},
         "unannotated": {"train": d.train_set.manifest.get("unannotated", []),

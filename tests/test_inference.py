@@ -125,6 +125,38 @@ def test_detector_boxes_go_through_the_calibration(trained, photo, tmp_path):
     np.testing.assert_allclose(face.points, crop_only.points, atol=1e-4)
 
 
+def test_recrop_cuts_the_face_again_from_the_points_found_by_the_training_convention(trained, photo, tmp_path):
+    """recrop=1: the crop box is the one the first pass's points give (prepare.crop_box), and the
+    points are the model on that crop; recrop=2 goes on from the second pass's points."""
+    run, _ = trained
+    det_box = (40.0, 60.0, 200.0, 220.0)
+    path = with_calibration(run, tmp_path)
+    passes = {r: Landmarker.load(path, device="cpu", detector=lambda image: [det_box], recrop=r) for r in (0, 1, 2)}
+    (first,), (second,), (third,) = (passes[r].detect(photo.image) for r in (0, 1, 2))
+    info = passes[0].info
+    again = crop_box(first.points, photo.image.shape[:2], info.forehead, info.padding, info.box)
+    assert second.box == det_box and second.crop_box == pytest.approx(again)
+    assert second.crop_box != pytest.approx(first.crop_box)
+    np.testing.assert_allclose(second.points, passes[0].predict(photo.image, [again], box="crop")[0].points, atol=1e-4)
+    assert third.crop_box == pytest.approx(crop_box(second.points, photo.image.shape[:2], info.forehead, info.padding,
+                                                    info.box))
+    # crop boxes from the caller are used as given, whatever recrop says
+    np.testing.assert_allclose(passes[2].predict(photo.image, [again], box="crop")[0].points, second.points, atol=1e-4)
+    with pytest.raises(ValueError, match="recrop must be 0 or more"):
+        Landmarker.load(path, device="cpu", recrop=-1)
+
+
+def test_the_model_file_carries_recrop_and_evaluation_refuses_params_that_say_otherwise(trained, tmp_path):
+    run, params = trained
+    copy = RunFolder(tmp_path / "run")
+    shutil.copytree(run.root, copy.root)
+    steps.package_model(copy, P.merge(params, {"model.recrop": 2}), log=lambda _: None)
+    assert load_model_file(copy.model_file)[1].recrop == 2
+    assert Landmarker.load(copy.root, device="cpu").recrop == 2 and Landmarker.load(copy.root, recrop=0).recrop == 0
+    with pytest.raises(ValueError, match=r"model.recrop is 0 in the params but 2 in the model file"):
+        steps.evaluate(copy, params, log=lambda _: None)
+
+
 def test_without_calibration_detect_says_so_and_predict_with_crop_boxes_works(trained, photo):
     run, _ = trained
     lm = Landmarker.load(run.root, device="cpu", detector=lambda image: [(1, 1, 50, 50)])

@@ -26,7 +26,7 @@ def test_a_stage_reads_only_what_it_declares_and_the_error_names_the_stage_and_k
 
 @pytest.mark.parametrize("key, value, first", [
     ("data.val_fraction", 0.3, "01_prepare"), ("train.batch_size", 7, "01_prepare"), ("search.trials", 7, "02_hpsearch"), ("train.loss", "l1", "02_hpsearch"),
-    ("model.bias_correction", True, "02_hpsearch"), ("eval.flip_test", True, "03_train"),
+    ("model.bias_correction", True, "02_hpsearch"), ("model.recrop", 2, "02_hpsearch"), ("eval.flip_test", True, "03_train"),
     ("eval.ced_max", 0.25, "04_evaluate"), ("ablation.seeds", [5], "06_ablation")])
 def test_a_changed_key_changes_the_digest_of_the_first_stage_that_declares_it_and_every_later_one(key, value, first):
     params = P.load("params/quick.yaml")
@@ -79,3 +79,14 @@ def test_the_follower_waits_for_a_line_to_be_complete(tmp_path):
 def test_every_kind_a_stage_declares_exists():
     for s in S.STAGES:
         assert set(s.progress) <= set(progress.KINDS), s.notebook
+
+
+@pytest.mark.parametrize("key, value", [("model.bias_correction", True), ("model.recrop", 2)])
+def test_keys_that_act_when_the_model_file_is_written_leave_the_weights_and_the_search_alone(key, value):
+    """A change of these packages the same weights again: neither what training depends on nor a
+    search trial's key moves."""
+    params = P.load("params/quick.yaml")
+    other = P.merge(params, {key: value})
+    assert digests.training_inputs(other) == digests.training_inputs(params)
+    assert digests.study_inputs(other) == digests.study_inputs(params)
+    assert digests.stage_digests(other)["03_train"] != digests.stage_digests(params)["03_train"]
