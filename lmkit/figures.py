@@ -210,7 +210,10 @@ def saliency_figure(images, maps, labels: list[str]) -> plt.Figure:
     return fig
 
 
-def ced_figure(nmes: dict[str, np.ndarray], max_error: float, dataset: str, norm_label: str = "inter-ocular") -> plt.Figure:
+def ced_figure(nmes: dict[str, np.ndarray], max_error: float, dataset: str, norm_label: str = "inter-ocular",
+               frame: str = "points in pixels of the original photo") -> plt.Figure:
+    """The cumulative error distribution of each method's per-face NME (``lmkit.evaluation.score``
+    computes them with the points mapped back to the photo, the field's convention)."""
     from .metrics import ced
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -218,7 +221,7 @@ def ced_figure(nmes: dict[str, np.ndarray], max_error: float, dataset: str, norm
         x, y = ced(nme, max_error)
         ok = np.isfinite(nme)
         ax.plot(x, y, label=f"{name} (mean NME {np.mean(nme[ok]):.3f})")
-    ax.set_xlabel(f"NME ({norm_label} normalised)")
+    ax.set_xlabel(f"NME ({norm_label} normalised; {frame})")
     ax.set_ylabel("fraction of test images")
     ax.set_ylim(0, 1.01)
     ax.grid(alpha=0.3)

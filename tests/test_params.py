@@ -134,8 +134,8 @@ def test_best_recipes_change_only_the_recipe():
         assert {k: v for k, v in study["search"].items() if k not in ranges} == \
                {k: v for k, v in better["search"].items() if k not in ranges}
         # the input size may trade against epochs under the same wall-clock budget (chosen on validation);
-        # where the network looks at test time and the bias correction are part of the recipe
-        model_recipe = ("input_size", "view", "bias_correction")
+        # where the network looks at test time, the bias correction and the re-crop are part of the recipe
+        model_recipe = ("input_size", "view", "bias_correction", "recrop")
         drop = lambda p: {**{k: v for k, v in p.items() if k not in ("train", "eval", "search", "name")},  # noqa: E731
                           "model": {k: v for k, v in p["model"].items() if k not in model_recipe}}
         assert drop(study) == drop(better)
