@@ -109,6 +109,12 @@ def data_files(data: dict) -> str | None:
 _PACKAGING = ("bias_correction", "recrop")
 
 
+def without_packaging(params: dict) -> dict:
+    """``params`` with the keys that act only when the model file is written at what a run
+    without them does: what the stages before the model file (the search, the weights) saw."""
+    return {**params, "model": {**params["model"], **{k: _ADDED["model"][k] for k in _PACKAGING}}}
+
+
 def training_inputs(params: dict) -> dict:
     """What the trained weights (``best.pt``, ``history.csv``) depend on, besides the data and the
     search: the model and the recipe, not what is fitted when the model file is written. A

@@ -16,7 +16,8 @@ from . import figures
 from . import metrics as M
 from . import params as P
 from .augment import view_fraction
-from .digests import digest, record_stage, stage_digests, stage_state, study_inputs, training_inputs
+from .digests import (digest, record_stage, stage_digests, stage_state, study_inputs, training_inputs,
+                      without_packaging)
 from .model import (ModelInfo, build_model, fit_correction, load_model_file, pick_device,
                     save_model_file)
 from .placement import cuda_switches
@@ -213,7 +214,9 @@ def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     (``package_model``)."""
     fit_record, fit_key, fit_files = run.path("train", "fit.json"), training_key(run, params), [run.history, run.best_checkpoint]
     done = read_json(fit_record, "03_train") if fit_record.exists() else {}
-    if not params["train"]["resume"] and stage_state(done, "fit", fit_key, fit_files) == "current":
+    trained = any(stage_state(done, "fit", key, fit_files) == "current"
+                  for key in (fit_key, training_key(run, params, before_recrop=True)))
+    if not params["train"]["resume"] and trained:
         log("training: train/best.pt was trained with these data, hyper-parameters and recipe: reused; "
             "only the model file is written again")
         history = pd.read_csv(run.history)
@@ -248,12 +251,16 @@ def fit_weights(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     return fit(model, *d.train, *d.val, cfg, out_dir=run.train_dir, resume=params["train"]["resume"], log=log)
 
 
-def training_key(run: RunFolder, params: dict) -> str:
+def training_key(run: RunFolder, params: dict, before_recrop: bool = False) -> str:
     """What the trained weights depend on: the prepared data and the search (their stages'
     digest), the hyper-parameters used, the model and the recipe (``digests.training_inputs``);
-    not what only the model file's packaging reads (the bias correction, the flip test)."""
+    not what only the model file's packaging reads (the bias correction, the re-crops, the flip test),
+    neither directly nor through the search stage's digest. ``before_recrop``: the key as lmkit
+    wrote it before ``model.recrop`` existed (the search's digest then saw the bias correction),
+    so that weights trained then are still reused (``train`` then records the key of now)."""
     hp = read_json(run.best_hparams, "02_hpsearch")
-    return digest([stage_digests(params, ("02_hpsearch",))["02_hpsearch"], training_inputs(params),
+    seen = {**params, "model": {**params["model"], "recrop": 0}} if before_recrop else without_packaging(params)
+    return digest([stage_digests(seen, ("02_hpsearch",))["02_hpsearch"], training_inputs(params),
                    {"lr": hp["lr"], "weight_decay": hp["weight_decay"]}], 16)
 
 

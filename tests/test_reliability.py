@@ -284,6 +284,41 @@ def test_the_flip_test_changed_after_a_run_with_the_bias_correction_packages_the
     assert not np.allclose(corr["again"], corr["first"], atol=1e-3)
 
 
+def test_keys_that_act_only_on_the_model_file_never_train_the_weights_again(tmp_path):
+    """model.bias_correction and model.recrop are read by the search stage (its digest changes and
+    its notebook runs, finding its trials complete) but act only when the model file is written:
+    the weights must be reused, not trained again. Weights recorded by lmkit before model.recrop
+    existed (their key saw the bias correction through the search's digest) are reused too."""
+    import torch
+
+    from lmkit import digests, steps
+    from lmkit.runfolder import read_json, write_json
+
+    tiny = ["data.synthetic_train=40", "data.synthetic_test=12", "model.input_size=32", "train.batch_size=16",
+            "train.epochs=1", "train.epoch_multiplier=1", "search.enabled=false"]
+    out, logs = tmp_path / "run", []
+    chain = ("01_prepare", "02_hpsearch", "03_train")
+    run_chain("params/quick.yaml", tiny, str(out), log=lambda _: None, notebooks=chain)
+    run = RunFolder(out)
+    weights, stamp = run.best_checkpoint.read_bytes(), run.best_checkpoint.stat().st_mtime_ns
+    packaging = ["model.bias_correction=true", "model.recrop=2"]
+    run_chain("params/quick.yaml", tiny + packaging, str(out), log=logs.append, notebooks=chain)
+    assert any("02_hpsearch: its params or data changed" in line for line in logs)
+    assert run.best_checkpoint.stat().st_mtime_ns == stamp and run.best_checkpoint.read_bytes() == weights
+    info = torch.load(run.model_file, weights_only=True)["info"]
+    assert info["recrop"] == 2 and info["correction"] is not None
+    # a fit.json as lmkit wrote it before model.recrop: its search digest saw the bias correction
+    params = P.load("params/quick.yaml", tiny + packaging)
+    record = read_json(run.path("train", "fit.json"), "")
+    old_key = digests.digest([digests.stage_digests(P.merge(params, {"model.recrop": 0}), ("02_hpsearch",))["02_hpsearch"],
+                              digests.training_inputs(params), {k: read_json(run.best_hparams, "")[k] for k in ("lr", "weight_decay")}], 16)
+    assert old_key != steps.training_key(run, params)
+    write_json({**record, "completed": {"fit": old_key}}, run.path("train", "fit.json"))
+    steps.train(run, params, log=lambda _: None)
+    assert run.best_checkpoint.stat().st_mtime_ns == stamp
+    assert read_json(run.path("train", "fit.json"), "")["completed"]["fit"] == steps.training_key(run, params)
+
+
 def test_a_chain_after_a_notebook_run_by_hand_says_what_it_undoes(tmp_path):
     """Issue 22: the next lmkit run names the knob the hand-run notebook had set, and why it
     runs that notebook again, instead of undoing it silently."""
