@@ -1,7 +1,7 @@
 """Digests: the one rule for what lmkit may reuse. Everything reused is reused only when its
 digest is unchanged:
 
-- a prepared cache: its params and its data files (``files_digest``: names, sizes, times);
+- a prepared cache: its params and its data files (``files_digest``: names and contents);
   the chain's 01_prepare covers the data files too (``data_files``), so an added, edited or
   removed photo or annotation prepares again and everything after it runs again;
 - the search study: what a trial's result depends on (``study_inputs``);
@@ -48,15 +48,24 @@ def digest(obj, length: int = 12) -> str:
 
 
 def files_digest(folders: list[Path], length: int = 16) -> str:
-    """A digest of every file below ``folders``: its path, size and modification time. An
-    edited annotation, an added or removed photo changes it."""
+    """A digest of every file below ``folders``: its path and its contents. An edited annotation,
+    an added or removed photo changes it; a copy of the same files (new modification times, as a
+    restored or re-synced data folder has) does not, so the caches and everything trained on them
+    are still reused."""
     h = hashlib.sha1()
     for folder in folders:
         for f in sorted(Path(folder).rglob("*")) if Path(folder).is_dir() else []:
             if f.is_file():
-                st = f.stat()
-                h.update(f"{f.relative_to(folder)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+                h.update(f"{f.relative_to(folder)}\t{f.stat().st_size}\t{_contents(f)}\n".encode())
     return h.hexdigest()[:length]
+
+
+def _contents(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def outputs_digest(paths: list[Path]) -> str | None:
@@ -66,9 +75,7 @@ def outputs_digest(paths: list[Path]) -> str | None:
         if not p.is_file():
             return None
         h.update(p.name.encode())
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        h.update(_contents(p).encode())
     return h.hexdigest()[:16]
 
 

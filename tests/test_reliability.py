@@ -48,6 +48,26 @@ def test_edited_or_added_files_are_prepared_again(tmp_path):
     assert not np.allclose(again.landmarks[0], first.landmarks[0])
 
 
+def test_the_same_files_with_new_times_are_the_same_data(tmp_path):
+    """A data folder copied or restored (every modification time new, the contents the same) is
+    not edited data: the cache is reused. One changed byte is edited data."""
+    root = _300w(tmp_path / "data")
+    data = P.load(None, {"data.source": "300w", "data.root": str(root)})["data"]
+    logs = []
+    prepare(data, 0, tmp_path / "cache", logs.append)
+    later = time.time_ns() + 10**10
+    for f in root.rglob("*"):
+        os.utime(f, ns=(later, later))
+    logs.clear()
+    prepare(data, 0, tmp_path / "cache", logs.append)
+    assert any("reusing cache" in line for line in logs) and not any("data files changed" in line for line in logs)
+    pts = root / "trainset" / "train1.pts"
+    pts.write_text(pts.read_text() + "\n")  # the same points, one more byte
+    logs.clear()
+    prepare(data, 0, tmp_path / "cache", logs.append)
+    assert any("the data files changed" in line for line in logs)
+
+
 def test_force_really_prepares_again(tmp_path):
     out = tmp_path / "run"
     tiny = ["data.synthetic_train=12", "data.synthetic_test=4", "model.input_size=32", "train.batch_size=4"]
