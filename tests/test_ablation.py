@@ -16,11 +16,13 @@ def test_ablation_rows_are_params_files_with_seeds(tmp_path):
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "a.yaml").write_text(f"base: {study}\n")
     (tmp_path / "v" / "b.yaml").write_text("base: a.yaml\nname: + flip test\neval:\n  flip_test: true\n")
+    (tmp_path / "v" / "c.yaml").write_text("base: b.yaml\nname: + correction\nmodel:\n  bias_correction: true\n"
+                                           "  recrop: 2\n")
     run = RunFolder(tmp_path / "run")
     # the run itself uses another recipe: the study row must still be the study's
     params = P.load(None, TINY | {"search.enabled": False, "train.loss": "l1", "train.schedule": "cosine",
                                   "model.view": "train-mean", "model.bias_correction": True,
-                                  "ablation.variants": [str(tmp_path / "v" / "a.yaml"), str(tmp_path / "v" / "b.yaml")],
+                                  "ablation.variants": [str(tmp_path / "v" / f"{v}.yaml") for v in "abc"],
                                   "ablation.epochs": 1})
     P.dump(params, run.params)
     steps.prepare(run, params, log=lambda _: None)
@@ -28,34 +30,35 @@ def test_ablation_rows_are_params_files_with_seeds(tmp_path):
     lines = []
     table = steps.ablation(run, params, log=lines.append)
 
-    assert list(table["variant"]) == ["study recipe", "+ flip test"] and list(table["seeds"]) == [2, 2]
+    assert list(table["variant"]) == ["study recipe", "+ flip test", "+ correction"] and list(table["seeds"]) == [2, 2, 2]
     assert table.loc[1, "changes"] == "eval.flip_test=True"
     sub = P.load(run.root / "ablation" / "a" / "seed0" / "params.yaml")
     assert (sub["train"]["loss"], sub["train"]["schedule"], sub["train"]["epochs"], sub["seed"]) == ("mse", "none", 1, 0)
     assert (sub["model"]["view"], sub["model"]["bias_correction"]) == ("whole", False)
     assert P.load(run.root / "ablation" / "a" / "seed1" / "params.yaml")["seed"] == 1
     runs = pd.read_csv(run.root / "ablation" / "runs.csv")
-    assert len(runs) == 4
+    assert len(runs) == 6
     study_rows = runs[runs["variant"] == "study recipe"]
     assert table.loc[0, "mse_mean"] == study_rows["mse_mean"].mean()
     assert table.loc[0, "mse_mean_min"] == study_rows["mse_mean"].min()
     assert study_rows["mse_mean"].nunique() == 2  # two seeds, two trainings
-    # the flip-test row changes evaluation only: it reuses the study row's training of the same seed
+    # the flip-test row changes evaluation only, the correction row only the model file: both reuse the
+    # study row's training of the same seed
     assert sum("training ..." in line for line in lines) == 2
-    assert sum("the same training as a" in line for line in lines) == 2
+    assert sum("the same training as a" in line for line in lines) == 4
     a0, b0 = (pd.read_csv(run.root / "ablation" / v / "seed0" / "train" / "history.csv") for v in ("a", "b"))
     pd.testing.assert_frame_equal(a0, b0)
     # run again: everything is reused (no model file written again); a changed variant file
     # trains that variant again
     models = sorted((run.root / "ablation").glob("*/seed*/train/model.pt"))
     written = {m: m.stat().st_mtime_ns for m in models}
-    assert len(models) == 4
+    assert len(models) == 6
     steps.ablation(run, params, log=lambda _: None)
     assert {m: m.stat().st_mtime_ns for m in models} == written
     (tmp_path / "v" / "a.yaml").write_text(f"base: {study}\ntrain:\n  rotation: 5.0\n")
     steps.ablation(run, params, log=lambda _: None)
     again = [m.parts[-4] for m in models if m.stat().st_mtime_ns != written[m]]
-    assert sorted(again) == ["a", "a", "b", "b"]  # b (the flip test) follows a's training
+    assert sorted(again) == ["a", "a", "b", "b", "c", "c"]  # b and c follow a's training
 
 
 # keys the run supplies to every ablation row (its data, model size, budget, device plan, search winner)
