@@ -19,6 +19,7 @@ list.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -56,11 +57,19 @@ def files_digest(folders: list[Path], length: int = 16) -> str:
     for folder in folders:
         for f in sorted(Path(folder).rglob("*")) if Path(folder).is_dir() else []:
             if f.is_file():
-                h.update(f"{f.relative_to(folder)}\t{f.stat().st_size}\t{_contents(f)}\n".encode())
+                h.update(f"{f.relative_to(folder)}\t{_contents(f)}\n".encode())
     return h.hexdigest()[:length]
 
 
 def _contents(path: Path) -> str:
+    st = path.stat()
+    return _hashed(str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=100_000)
+def _hashed(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    """A file's SHA-1, read once per process for a given size, time and inode (the chain digests
+    the same data files for the caches, the stages and the weights' key)."""
     h = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -35,7 +35,7 @@ from . import params as P
 from . import progress
 from . import stages as S
 from .digests import record_stage, stage_digests, stage_state
-from .runfolder import RunFolder, RunInUse, run_lock, write_json, write_text
+from .runfolder import RunFolder, RunInUse, environ, run_lock, write_json, write_text
 
 NOTEBOOKS = S.NOTEBOOKS  # what lmkit run runs, in order (lmkit.stages declares each)
 ABLATION_NOTEBOOK = S.CHAIN[-1]
@@ -57,20 +57,6 @@ def notebooks_dir() -> Path:
 
 
 @contextmanager
-def _environ(name: str, value: str):
-    """``os.environ[name]`` set to ``value`` inside the block, as it was after it."""
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
-
-@contextmanager
 def this_python_kernel():
     """A kernel spec for this very interpreter, found first on JUPYTER_PATH for the run."""
     folder = Path(tempfile.mkdtemp(prefix="lmkit-kernel-"))
@@ -80,7 +66,7 @@ def this_python_kernel():
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--IPKernelApp.log_level=ERROR"],
         "display_name": "lmkit (this Python)", "language": "python"}))
     try:
-        with _environ("JUPYTER_PATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("JUPYTER_PATH")]))):
+        with environ("JUPYTER_PATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("JUPYTER_PATH")]))):
             yield KERNEL_NAME
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -192,7 +178,7 @@ def _progress_to(run: RunFolder, name: str, log, quiet: bool):
     ``log`` as it happens. The notebook's kernel finds the file through $LMKIT_PROGRESS."""
     path = run.path("progress", f"{name}.jsonl")
     show = (lambda event: None) if quiet else (lambda event: log(f"    {event['message']}"))
-    with _environ(progress.ENV, str(path)), progress.Follow(path, show) as follow:
+    with environ(progress.ENV, str(path)), progress.Follow(path, show) as follow:
         yield follow
 
 

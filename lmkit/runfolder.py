@@ -153,17 +153,26 @@ def run_lock(run: RunFolder, log=print):
         log(f"taking over the run folder from a run that ended without releasing it: {_holder(run)}")
     write_json({"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "command": " ".join(["lmkit", *sys.argv[1:]])}, info_file)
-    old = os.environ.get(LOCK_ENV)
-    os.environ[LOCK_ENV] = str(run.root)
+    try:
+        with environ(LOCK_ENV, str(run.root)):
+            yield
+    finally:
+        info_file.unlink(missing_ok=True)
+        lock.release()
+
+
+@contextmanager
+def environ(name: str, value: str):
+    """``os.environ[name]`` set to ``value`` inside the block, as it was after it."""
+    old = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop(LOCK_ENV, None)
+            os.environ.pop(name, None)
         else:
-            os.environ[LOCK_ENV] = old
-        info_file.unlink(missing_ok=True)
-        lock.release()
+            os.environ[name] = old
 
 
 def check_not_in_use(run: RunFolder) -> None:

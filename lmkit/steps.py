@@ -214,8 +214,8 @@ def train(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     (``package_model``)."""
     fit_record, fit_key, fit_files = run.path("train", "fit.json"), training_key(run, params), [run.history, run.best_checkpoint]
     done = read_json(fit_record, "03_train") if fit_record.exists() else {}
-    trained = any(stage_state(done, "fit", key, fit_files) == "current"
-                  for key in (fit_key, training_key(run, params, before_recrop=True)))
+    trained = stage_state(done, "fit", fit_key, fit_files) == "current" or \
+        stage_state(done, "fit", training_key(run, params, before_recrop=True), fit_files) == "current"
     if not params["train"]["resume"] and trained:
         log("training: train/best.pt was trained with these data, hyper-parameters and recipe: reused; "
             "only the model file is written again")
