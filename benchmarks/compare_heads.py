@@ -67,7 +67,7 @@ def main(argv=None) -> None:
     for head in args.heads:
         for seed in args.seeds:
             params = P.merge(base, {"model.head": head, "seed": seed, "train.epochs": args.epochs,
-                                    **({"model.head_init": "default"} if head == "heatmap" else {})})
+                                    **({"model.head_init": "default"} if head != "regression" else {})})
             mean = M.mean_shape(d.train[1])
             model = new_model(d.scheme.n_points, mean, seed, "cpu", **model_options(params))
             cfg = TrainConfig.from_params(params, pick_device("cpu"), d.scheme.mirror, lr=args.lr,

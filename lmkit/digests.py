@@ -34,7 +34,7 @@ _NOT_RESULTS = S.NOT_RESULTS["train"]
 # is what every run did before them), so those run folders are still reused
 _ADDED = {"data": {"box": "landmarks"},
           "model": {"view": "whole", "bias_correction": False, "head": "regression", "recrop": 0},
-          "train": {"edges": [0.0, 0.0, 0.0, 0.0]}, "eval": {"flip_test": False}}
+          "train": {"edges": [0.0, 0.0, 0.0, 0.0], "heatmap_loss": 0.0}, "eval": {"flip_test": False}}
 
 
 def _section(params: dict, name: str) -> dict:

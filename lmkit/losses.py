@@ -5,6 +5,8 @@
 * ``wing``: Wing loss (Feng et al., CVPR 2018), per coordinate:
   w * ln(1 + |x| / eps) for |x| < w, else |x| - C with C = w - w * ln(1 + w / eps),
   which keeps small and medium errors from being swamped by the large ones.
+
+A heatmap head can also have its heatmaps shaped (``heatmap_divergence``, ``train.heatmap_loss``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .model import cell_centres
 from .params import DEFAULTS
 
 WING = tuple(DEFAULTS["train"]["wing"])  # width and curvature, pixels of the 256x256 frame (Feng et al.: 10, 2)
@@ -34,3 +37,21 @@ def landmark_loss(name: str, pred: torch.Tensor, target: torch.Tensor, wing=WING
     if name == "wing":
         return wing_loss(pred, target, *wing)
     raise ValueError(f"train.loss: unknown loss {name!r}; known: {', '.join(LOSSES)}")
+
+
+def heatmap_divergence(logits: torch.Tensor, target: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """Jensen-Shannon divergence between each point's heatmap (softmax of ``logits``, (N, K, H, W))
+    and a Gaussian of ``sigma`` cells centred on its true position (``target``, (N, K, 2) as
+    fractions of the input), averaged over points: the DSNT regulariser (Nibali et al. 2018), which
+    asks the soft-argmax's distribution to be one compact peak where the point is, not any spread
+    whose mean happens to land there. In nats, between 0 and ln 2."""
+    n, k, h, w = logits.shape
+    logp = torch.log_softmax(logits.reshape(n, k, h * w), -1)
+    xs, ys = cell_centres(w, logits), cell_centres(h, logits)
+    cell_w, cell_h = xs[1] - xs[0], ys[1] - ys[0]
+    gx = -0.5 * ((xs.view(1, 1, w) - target[..., :1]) / (sigma * cell_w)) ** 2  # (N, K, W)
+    gy = -0.5 * ((ys.view(1, 1, h) - target[..., 1:]) / (sigma * cell_h)) ** 2  # (N, K, H)
+    logq = torch.log_softmax((gy.unsqueeze(-1) + gx.unsqueeze(-2)).reshape(n, k, h * w), -1)
+    logm = torch.logsumexp(torch.stack([logp, logq]), 0) - math.log(2)
+    js = 0.5 * (logp.exp() * (logp - logm)).sum(-1) + 0.5 * (logq.exp() * (logq - logm)).sum(-1)
+    return js.mean()

@@ -32,7 +32,7 @@ WEIGHTS_HELP = (
 )
 
 
-HEADS = ("regression", "heatmap")
+HEADS = ("regression", "heatmap", "heatmap-s4")  # heatmap: stride 8; heatmap-s4: stride 4
 
 
 class LandmarkRegressor(nn.Module):
@@ -41,7 +41,9 @@ class LandmarkRegressor(nn.Module):
     - ``regression`` (the study): global pooling and one linear layer;
     - ``heatmap`` (integral regression, Sun et al. 2018): a small feature pyramid over layers
       2-4 gives one heatmap per point at stride 8, and a soft-argmax (``soft_argmax``) turns
-      each into coordinates, so the loss, the model file and the exports are the same."""
+      each into coordinates, so the loss, the model file and the exports are the same;
+    - ``heatmap-s4``: the same pyramid taken one level further down, onto layer 1 (stride 4:
+      24x24 cells at 96 px instead of 12x12)."""
 
     def __init__(self, n_points: int, pretrained: bool = False, head: str = "regression"):
         super().__init__()
@@ -53,14 +55,21 @@ class LandmarkRegressor(nn.Module):
             self.backbone.fc = nn.Linear(self.backbone.fc.in_features, 2 * n_points)
         else:
             self.backbone.fc = nn.Identity()
-            self.heatmaps = HeatmapHead(n_points)
+            self.heatmaps = HeatmapHead(n_points, levels=4 if head == "heatmap-s4" else 3)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.head == "heatmap":
+    def forward(self, x: torch.Tensor, heatmaps: bool = False):
+        """(N, K, 2) points; with ``heatmaps`` (heatmap heads, for ``train.heatmap_loss``) also
+        the (N, K, H, W) heatmap logits they were read from."""
+        if self.head != "regression":
             b = self.backbone
-            c2 = b.layer2(b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(x))))))
+            c1 = b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(x)))))
+            c2 = b.layer2(c1)
             c3 = b.layer3(c2)
-            return soft_argmax(self.heatmaps(c2, c3, b.layer4(c3)).float()) * REFERENCE_SIZE
+            logits = self.heatmaps(c1, c2, c3, b.layer4(c3)).float()
+            points = soft_argmax(logits) * REFERENCE_SIZE
+            return (points, logits) if heatmaps else points
+        if heatmaps:
+            raise ValueError("train.heatmap_loss: the regression head has no heatmaps; use model.head: heatmap")
         out = self.backbone(x).view(-1, self.n_points, 2).float()
         return (out + 1) * (REFERENCE_SIZE / 2)
 
@@ -76,20 +85,25 @@ class LandmarkRegressor(nn.Module):
 
 
 class HeatmapHead(nn.Module):
-    """One heatmap per point at stride 8 from ResNet18's layers 2, 3 and 4 (128, 256, 512
-    channels), merged top-down as a feature pyramid: light enough for a CPU."""
+    """One heatmap per point from ResNet18's last ``levels`` stages, merged top-down as a feature
+    pyramid: layers 2-4 (128, 256, 512 channels; stride 8) or layers 1-4 (64 channels more;
+    stride 4). Light enough for a CPU."""
 
-    def __init__(self, n_points: int, width: int = 128):
+    CHANNELS = (64, 128, 256, 512)  # ResNet18's layers 1-4
+
+    def __init__(self, n_points: int, width: int = 128, levels: int = 3):
         super().__init__()
-        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in (128, 256, 512))
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in self.CHANNELS[-levels:])
         self.smooth = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
                                     nn.ReLU(inplace=True))
         self.out = nn.Conv2d(width, n_points, 1)
 
-    def forward(self, c2: torch.Tensor, c3: torch.Tensor, c4: torch.Tensor) -> torch.Tensor:
-        p = self.lateral[2](c4)
-        p = upsample(p, c3.shape[-2:]) + self.lateral[1](c3)
-        p = upsample(p, c2.shape[-2:]) + self.lateral[0](c2)
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        """``features``: layers 1-4's outputs, finest first; the head uses the last ``levels``."""
+        features = features[-len(self.lateral):]
+        p = self.lateral[-1](features[-1])
+        for lateral, c in zip(reversed(self.lateral[:-1]), reversed(features[:-1])):
+            p = upsample(p, c.shape[-2:]) + lateral(c)
         return self.out(self.smooth(p))
 
 
@@ -113,12 +127,15 @@ def soft_argmax(heatmaps: torch.Tensor) -> torch.Tensor:
     the softmax can reach, not its limit."""
     n, k, h, w = heatmaps.shape
     prob = torch.softmax(heatmaps.reshape(n, k, h * w), dim=-1).reshape(n, k, h, w)
+    xs, ys = cell_centres(w, heatmaps), cell_centres(h, heatmaps)
+    return torch.stack([(prob.sum(2) * xs).sum(-1), (prob.sum(3) * ys).sum(-1)], dim=-1)
 
-    def centres(cells: int) -> torch.Tensor:
-        frac = (torch.arange(cells, device=heatmaps.device, dtype=prob.dtype) + 0.5) / cells
-        return frac * (1 + 2 * HEATMAP_REACH) - HEATMAP_REACH
 
-    return torch.stack([(prob.sum(2) * centres(w)).sum(-1), (prob.sum(3) * centres(h)).sum(-1)], dim=-1)
+def cell_centres(cells: int, like: torch.Tensor) -> torch.Tensor:
+    """Where the centres of a heatmap's ``cells`` cells lie along one axis, as fractions of the
+    input (``HEATMAP_REACH`` beyond each edge)."""
+    frac = (torch.arange(cells, device=like.device, dtype=torch.float32) + 0.5) / cells
+    return frac * (1 + 2 * HEATMAP_REACH) - HEATMAP_REACH
 
 
 def imagenet_weights():

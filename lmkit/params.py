@@ -100,9 +100,10 @@ class Model(_Section):
         256, "network input side in pixels (study: 256); metrics are always reported in pixels of 256x256")
     pretrained: bool = key(False, "start from torchvision's ImageNet weights (needs the network or the file in "
                            "torchvision's cache)")
-    head: Literal["regression", "heatmap"] = key(
-        "regression", "regression (the study: global pooling and a linear layer) or heatmap (integral regression: "
-        "one heatmap per point at stride 8 from layers 2-4, a soft-argmax to coordinates)")
+    head: Literal["regression", "heatmap", "heatmap-s4"] = key(
+        "regression", "regression (the study: global pooling and a linear layer), heatmap (integral regression: "
+        "one heatmap per point at stride 8 from layers 2-4, a soft-argmax to coordinates) or heatmap-s4 (the same "
+        "at stride 4, from layers 1-4)")
     head_init: Literal["default", "mean_shape"] = key(
         "default", "default (torchvision's init) or mean_shape (the last layer starts at the mean training shape; "
         "regression head only)")
@@ -144,6 +145,10 @@ class Train(_Section):
         "mse", "training loss: mse (study), l1 or wing; validation and test are always reported as MSE")
     wing: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] = key(
         [10.0, 2.0], "Wing loss [width, curvature] in pixels of the 256x256 frame (Feng et al. 2018)")
+    heatmap_loss: float = key(
+        0.0, "weight of the DSNT regulariser (heatmap heads): the Jensen-Shannon divergence (nats) between each "
+        "point's heatmap and a Gaussian of one cell at its true position, added to the loss (pixels of the 256 "
+        "frame)", ge=0)
     schedule: Literal["none", "cosine", "step"] = key(
         "none", "learning-rate schedule: none (study), cosine (to zero over `train.epochs`) or step (x0.1 at 50% "
         "and 75%)")
@@ -221,8 +226,11 @@ class Params(_Section):
         if self.model.bias_correction and self.data.split != "clean":
             raise ValueError("model.bias_correction: needs data.split clean (validation photos never trained on), "
                              f"got data.split {self.data.split!r}")
-        if self.model.head == "heatmap" and self.model.head_init == "mean_shape":
+        if self.model.head != "regression" and self.model.head_init == "mean_shape":
             raise ValueError("model.head_init: mean_shape starts the regression head only; use default with "
+                             "model.head: heatmap")
+        if self.train.heatmap_loss and self.model.head == "regression":
+            raise ValueError("train.heatmap_loss: the regression head has no heatmaps to shape; set it to 0 or use "
                              "model.head: heatmap")
         if self.data.box == "study" and self.data.padding != int(self.data.padding):
             raise ValueError(f"data.padding: with data.box study it is whole pixels of the photo (the study: 5), "

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import Augment, _frozen, make_batch, view_fraction
-from .losses import landmark_loss
+from .losses import heatmap_divergence, landmark_loss
 from .model import REFERENCE_SIZE, build_model, predict
 from .params import DEFAULTS
 from .placement import DevicePlan, place_training_set
@@ -49,6 +49,7 @@ class TrainConfig:
     device: str = "cpu"
     loss: str = _T["loss"]
     wing: tuple[float, float] = tuple(_T["wing"])
+    heatmap_loss: float = _T["heatmap_loss"]  # weight of the heatmaps' divergence from a Gaussian (losses)
     schedule: str = _T["schedule"]
     warmup: int = _T["warmup"]  # epochs of linear warm-up
     optimizer: str = _T["optimizer"]
@@ -223,9 +224,11 @@ def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, cfg: "TrainConfig",
     forward runs under the plan's autocast; the loss is computed in float32."""
     plan = plan or cfg.plan()
     with plan.autocast_context():
-        pred = model(plan.layout(x))
-    pred, target = pred.float(), y * (REFERENCE_SIZE / cfg.input_size)
+        out = model(plan.layout(x), heatmaps=True) if cfg.heatmap_loss else model(plan.layout(x))
+    pred, target = (out[0] if cfg.heatmap_loss else out).float(), y * (REFERENCE_SIZE / cfg.input_size)
     loss = landmark_loss(cfg.loss, pred, target, cfg.wing)
+    if cfg.heatmap_loss:
+        loss = loss + cfg.heatmap_loss * heatmap_divergence(out[1], target / REFERENCE_SIZE)
     opt.zero_grad(set_to_none=True)
     if scaler is not None:  # float16: scaled gradients, steps skipped when they overflow
         scaler.scale(loss).backward()

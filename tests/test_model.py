@@ -53,22 +53,26 @@ def test_soft_argmax_finds_a_peaked_heatmap_and_reaches_past_the_edges():
     torch.testing.assert_close(xy[2], torch.tensor([0.5, 0.5]))
 
 
-def test_the_heatmap_head_outputs_coordinates_and_round_trips_through_the_model_file(tmp_path):
+@pytest.mark.parametrize("head, cells", [("heatmap", 8), ("heatmap-s4", 16)])
+def test_the_heatmap_head_outputs_coordinates_and_round_trips_through_the_model_file(tmp_path, head, cells):
     import numpy as np
 
     from lmkit.inference import export
     from lmkit.model import ModelInfo, load_model_file, save_model_file
 
-    model = build_model(5, pretrained=False, head="heatmap").eval()
+    model = build_model(5, pretrained=False, head=head).eval()
     x = torch.randn(2, 3, 64, 64)
     out = model(x)
     assert out.shape == (2, 5, 2) and not hasattr(model.backbone.fc, "weight")
+    points, logits = model(x, heatmaps=True)
+    assert logits.shape == (2, 5, cells, cells)  # stride 8 or 4 of the 64-pixel input
+    torch.testing.assert_close(points, out)
     assert ((out > -0.2 * REFERENCE_SIZE) & (out < 1.2 * REFERENCE_SIZE)).all()
     info = ModelInfo(scheme="test", n_points=5, input_size=64, crop_size=100, forehead=1 / 3, padding=0.05,
-                     mean_shape=[[50.0, 50.0]] * 5, dataset="none", head="heatmap")
+                     mean_shape=[[50.0, 50.0]] * 5, dataset="none", head=head)
     path = save_model_file(model, info, tmp_path / "model.pt")
     again, info2 = load_model_file(path)
-    assert info2.head == "heatmap"
+    assert info2.head == head
     torch.testing.assert_close(again(x), out)
     onnx = pytest.importorskip("onnxruntime")
     export(path, "onnx", tmp_path / "m.onnx")
@@ -91,20 +95,22 @@ def test_a_heatmap_head_cannot_start_at_the_mean_shape():
 def _features(model, x):
     """Every map the heads read: layer 4 (regression) and the heatmaps."""
     b = model.backbone
-    c2 = b.layer2(b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(x))))))
+    c1 = b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(x)))))
+    c2 = b.layer2(c1)
     c3 = b.layer3(c2)
     c4 = b.layer4(c3)
-    return c4, model.heatmaps(c2, c3, c4)
+    return c4, model.heatmaps(c1, c2, c3, c4)
 
 
-@pytest.mark.parametrize("size, symmetric", [(96, False), (97, True), (65, True)])
-def test_resnet18_is_mirror_symmetric_only_at_32k_plus_1_pixels(size, symmetric):
+@pytest.mark.parametrize("size, symmetric, head", [(96, False, "heatmap"), (97, True, "heatmap"), (65, True, "heatmap"),
+                                                   (96, False, "heatmap-s4"), (97, True, "heatmap-s4")])
+def test_resnet18_is_mirror_symmetric_only_at_32k_plus_1_pixels(size, symmetric, head):
     """With mirror-symmetric kernels, the maps of a mirrored image are the mirrored maps only
     when every stride-2 layer samples a grid symmetric about the centre: an odd size at each of
     the five, i.e. an input of 32k + 1. At 96 the grid leans to the top left, and a model trained
     with flips learns the average of two placements (the constant x shift; README)."""
     torch.manual_seed(0)
-    model = build_model(5, pretrained=False, head="heatmap").eval()
+    model = build_model(5, pretrained=False, head=head).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.Conv2d):

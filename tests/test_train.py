@@ -100,3 +100,29 @@ def test_leftover_temporary_files_are_removed_and_resume_never_silently_restarts
     logs = []
     fit(_model(p, train), *train, *val, cfg, out_dir=tmp_path, log=logs.append)
     assert not debris.exists() and any("half-written" in line for line in logs)
+
+
+def test_the_heatmap_loss_adds_the_heatmaps_divergence_to_the_training_loss(data):
+    from dataclasses import replace
+
+    import torch.nn.functional as F
+
+    from lmkit.losses import heatmap_divergence
+    from lmkit.model import REFERENCE_SIZE
+    from lmkit.train import train_step
+
+    p, train, _ = data
+    cfg = replace(TrainConfig.from_params(p, "cpu", lr=1e-3, weight_decay=0.0), loss="l1", heatmap_loss=5.0)
+    model = new_model(194, M.mean_shape(train[1]), 0, "cpu", head="heatmap-s4")
+    x = torch.rand(4, 3, 32, 32)
+    y = torch.rand(4, 194, 2) * 32
+    model.train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        points, logits = model(x, heatmaps=True)
+        target = y * (REFERENCE_SIZE / 32)
+        expected = F.l1_loss(points, target) + 5.0 * heatmap_divergence(logits, target / REFERENCE_SIZE)
+    model.load_state_dict(state)  # the batch norm's running statistics as before
+    loss, mse = train_step(model, torch.optim.SGD(model.parameters(), lr=0.0), x, y, cfg)
+    assert loss == pytest.approx(float(expected), rel=1e-4)
+    assert loss > float(F.l1_loss(points, target)) + 1.0  # the divergence (> 0.2 nats at random init) is in it
