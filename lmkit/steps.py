@@ -548,11 +548,14 @@ def open_run(run_dir: str, params_file: str | None, overrides: list[str] | str |
 
 # ------------------------------------------------------------------ 06_ablation
 def ablation_variants(params: dict) -> list[Path]:
-    """The ablation's variant files: ``ablation.variants``, else ``params/ablation/*.yaml``."""
+    """The ablation's variant files: ``ablation.variants``, else ``params/ablation/*.yaml`` in the
+    order of their leading row numbers (row 10 after row 9, not after row 1)."""
+    import re
+
     files = [Path(f) for f in params["ablation"]["variants"]]
     if not files:
         folder = Path(__file__).resolve().parents[1] / "params" / "ablation"
-        files = sorted(folder.glob("*.yaml"))
+        files = sorted(folder.glob("*.yaml"), key=lambda f: (int(re.match(r"\d*", f.name).group() or 10**9), f.name))
         if not files:
             raise FileNotFoundError(f"{folder}: no ablation variants (*.yaml); set ablation.variants")
     return files

@@ -11,8 +11,13 @@ from .conftest import TINY
 
 
 def test_ablation_rows_are_params_files_with_seeds(tmp_path):
-    study = ablation_variants(P.load(None))[0]
+    shipped = ablation_variants(P.load(None))
+    study = shipped[0]
     assert study.name == "1-study.yaml"
+    rows = [int(f.name.split("-")[0]) for f in shipped]
+    assert rows == list(range(1, len(shipped) + 1)) and len(shipped) >= 10  # row 10 after row 9
+    for f in shipped:  # every shipped row loads on top of the run's params, whatever its head
+        P.load(f)
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "a.yaml").write_text(f"base: {study}\n")
     (tmp_path / "v" / "b.yaml").write_text("base: a.yaml\nname: + flip test\neval:\n  flip_test: true\n")
