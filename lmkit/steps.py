@@ -3,6 +3,7 @@ narratives and the tests reach every line. Each step reads and writes only the r
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -550,8 +551,6 @@ def open_run(run_dir: str, params_file: str | None, overrides: list[str] | str |
 def ablation_variants(params: dict) -> list[Path]:
     """The ablation's variant files: ``ablation.variants``, else ``params/ablation/*.yaml`` in the
     order of their leading row numbers (row 10 after row 9, not after row 1)."""
-    import re
-
     files = [Path(f) for f in params["ablation"]["variants"]]
     if not files:
         folder = Path(__file__).resolve().parents[1] / "params" / "ablation"
@@ -571,7 +570,6 @@ def ablation(run: RunFolder, params: dict, log=print) -> pd.DataFrame:
     before it. Returns the table (also ``ablation/ablation.csv``): per variant the mean, lowest
     and highest of each test metric over the seeds, the best validation MSE and the training
     minutes; ``ablation/runs.csv`` has one line per sub-run."""
-    import re
     import shutil
 
     hp = read_json(run.best_hparams, "02_hpsearch")

@@ -224,11 +224,11 @@ def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, cfg: "TrainConfig",
     forward runs under the plan's autocast; the loss is computed in float32."""
     plan = plan or cfg.plan()
     with plan.autocast_context():
-        out = model(plan.layout(x), heatmaps=True) if cfg.heatmap_loss else model(plan.layout(x))
-    pred, target = (out[0] if cfg.heatmap_loss else out).float(), y * (REFERENCE_SIZE / cfg.input_size)
+        pred, logits = model(plan.layout(x), heatmaps=True) if cfg.heatmap_loss else (model(plan.layout(x)), None)
+    pred, target = pred.float(), y * (REFERENCE_SIZE / cfg.input_size)
     loss = landmark_loss(cfg.loss, pred, target, cfg.wing)
-    if cfg.heatmap_loss:
-        loss = loss + cfg.heatmap_loss * heatmap_divergence(out[1], target / REFERENCE_SIZE)
+    if logits is not None:
+        loss = loss + cfg.heatmap_loss * heatmap_divergence(logits, target / REFERENCE_SIZE)
     opt.zero_grad(set_to_none=True)
     if scaler is not None:  # float16: scaled gradients, steps skipped when they overflow
         scaler.scale(loss).backward()
