@@ -22,6 +22,7 @@ import torch.nn as nn
 import torchvision
 
 from .augment import IMAGENET_MEAN, IMAGENET_STD, view_fraction
+from .params import HEADS  # the head names, listed once (the params schema checks them first)
 
 REFERENCE_SIZE = 256  # the study's network input; MSE is reported in its pixels
 
@@ -30,9 +31,6 @@ WEIGHTS_HELP = (
     "network access once, or place the file {file} in {folder} (torchvision's cache, "
     "$TORCH_HOME/hub/checkpoints), or set model.pretrained: false in the params."
 )
-
-
-HEADS = ("regression", "heatmap", "heatmap-s4")  # heatmap: stride 8; heatmap-s4: stride 4
 
 
 class LandmarkRegressor(nn.Module):

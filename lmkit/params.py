@@ -95,12 +95,15 @@ class Data(_Section):
         "with its reason in the manifest and the report")
 
 
+HEADS = ("regression", "heatmap", "heatmap-s4")  # model.head's choices, read by lmkit.model too
+
+
 class Model(_Section):
     input_size: Annotated[int, AfterValidator(_input_size)] = key(
         256, "network input side in pixels (study: 256); metrics are always reported in pixels of 256x256")
     pretrained: bool = key(False, "start from torchvision's ImageNet weights (needs the network or the file in "
                            "torchvision's cache)")
-    head: Literal["regression", "heatmap", "heatmap-s4"] = key(
+    head: Literal[HEADS] = key(
         "regression", "regression (the study: global pooling and a linear layer), heatmap (integral regression: "
         "one heatmap per point at stride 8 from layers 2-4, a soft-argmax to coordinates) or heatmap-s4 (the same "
         "at stride 4, from layers 1-4)")
