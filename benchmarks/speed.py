@@ -1,6 +1,7 @@
 """Speed benchmark: is the data path ever the bottleneck?
 
     python -m benchmarks.speed [--sizes 256 128] [--batches 32 64] [--autocasts none bfloat16] [--json FILE]
+    python -m benchmarks.speed --sizes 96 --batches 32 --head heatmap --heatmap-loss 100 [--compile] --no-end-to-end
 
 On the current device (CUDA when present), for every input size and batch size:
   (a) model-only training step, images/s, on random tensors already on the device;
@@ -15,6 +16,8 @@ memory of the process after training; (f) end-to-end prediction on real test pho
 (crop, network, mapping back), beside dlib's HOG detector and its 68-point shape predictor
 on the same photos. Prints a table with the ratio (b)/(a), writes JSON.
 
+``--head``, ``--heatmap-loss`` and ``--compile`` measure (a) and (b) for another head, with the DSNT
+regulariser, or with ``torch.compile`` (compiled in the untimed warm-up steps).
 ``--autocasts`` measures (a) and (b) under each mixed precision (train.autocast; the CPU's
 instruction set, which decides whether bfloat16 pays, is printed and recorded).
 """
@@ -55,13 +58,18 @@ def _timed(step, steps: int, batch: int, device) -> float:
     return steps * batch / (time.perf_counter() - t0)
 
 
-def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device, plan=None) -> tuple[float, float]:
+def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device, plan=None, head: str = "regression",
+                   heatmap_loss: float = 0.0, compile: bool = False) -> tuple[float, float]:
     """(a) model-only and (b) real-loop images/s on the same model and optimizer, measured in
-    alternating rounds (medians), so that drift of the machine hits both alike."""
-    model = build_model(cache.landmarks.shape[1], pretrained=False).to(device).train()
+    alternating rounds (medians), so that drift of the machine hits both alike. ``head``,
+    ``heatmap_loss`` and ``compile`` as model.head, train.heatmap_loss and model.compile; a
+    compiled model is compiled during the warm-up steps, which are not timed."""
+    model = build_model(cache.landmarks.shape[1], pretrained=False, head=head).to(device).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4)
-    cfg = TrainConfig(batch_size=batch, input_size=size, augment=Augment(), epoch_multiplier=64, device=str(device))
+    cfg = TrainConfig(batch_size=batch, input_size=size, augment=Augment(), epoch_multiplier=64, device=str(device),
+                      heatmap_loss=heatmap_loss)
     plan = cfg.plan() if plan is None else plan
+    net = torch.compile(model) if compile else model
     x = plan.layout(torch.randn(batch, 3, size, size, device=device))
     y = torch.rand(batch, cache.landmarks.shape[1], 2, device=device) * size
     # the real loop, placed as fit() places it (lmkit.placement)
@@ -73,10 +81,10 @@ def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device
     scaler = plan.grad_scaler()
 
     def real_step():
-        train_step(model, opt, *next(batches), cfg, plan, scaler)
+        train_step(net, opt, *next(batches), cfg, plan, scaler)
 
     def model_step():
-        train_step(model, opt, x, y, cfg, plan, scaler)
+        train_step(net, opt, x, y, cfg, plan, scaler)
 
     for _ in range(2):  # warm-up: allocator, cuDNN autotuning
         model_step()
@@ -172,6 +180,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of (a) and (b); medians are reported")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--autocasts", nargs="+", default=["auto"], help="train.autocast values to measure")
+    ap.add_argument("--head", default="regression", help="model.head of the trained network")
+    ap.add_argument("--heatmap-loss", type=float, default=0.0, help="train.heatmap_loss (heatmap heads)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (model.compile)")
     ap.add_argument("--no-end-to-end", action="store_true", help="skip (f)")
     ap.add_argument("--json", default="reports/benchmark.json")
     ap.add_argument("--model", help="(f) with this run folder or model file (default: an untrained ResNet18)")
@@ -186,11 +197,14 @@ def main(argv=None) -> dict:
             for batch in args.batches:
                 for autocast in args.autocasts:
                     plan = DevicePlan.choose(device, autocast=autocast)
-                    a, b = training_rates(cache, size, batch, args.steps, args.rounds, device, plan)
+                    a, b = training_rates(cache, size, batch, args.steps, args.rounds, device, plan, args.head,
+                                          args.heatmap_loss, args.compile)
                     c = inference(cache, size, batch, device)
-                    rows.append({"size": size, "batch": batch, "autocast": plan.autocast, "model_only": a,
+                    rows.append({"size": size, "batch": batch, "autocast": plan.autocast, "head": args.head,
+                                 "heatmap_loss": args.heatmap_loss, "compile": args.compile, "model_only": a,
                                  "real_loop": b, "ratio": b / a, "inference": c})
-                    print(f"  {size}x{size} batch {batch} autocast {plan.autocast}: model-only {a:.1f}, real loop "
+                    print(f"  {size}x{size} batch {batch} autocast {plan.autocast} head {args.head}"
+                          f"{' compiled' if args.compile else ''}: model-only {a:.1f}, real loop "
                           f"{b:.1f} img/s (ratio {b / a:.3f}), inference {c:.1f} img/s", flush=True)
     e2e = None if args.no_end_to_end else end_to_end(args.model, 128, args.photos, device)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -208,7 +222,9 @@ def main(argv=None) -> dict:
               f" {r['ratio']:>8.3f} {r['inference']:>10.1f} img/s")
     print(f"(d) preparation: {prep_rate:.1f} images/s on {prep_what}")
     print(f"(e) peak resident memory: {peak_mib:.0f} MiB")
-    if e2e is None:
+    if args.no_end_to_end:
+        print("(f) end-to-end prediction: skipped (--no-end-to-end)")
+    elif e2e is None:
         print("(f) end-to-end prediction: no real photos found (../shared/data or $LMKIT_DATA)")
     else:
         print(f"(f) end to end on {e2e['photos']} real photos ({e2e['faces']} faces, {e2e['input_size']} px, "
