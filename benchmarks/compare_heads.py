@@ -57,7 +57,20 @@ def main(argv=None) -> None:
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     base = P.load(args.params, args.overrides + ([f"data.cache_dir={args.cache}"] if args.cache else []))
-    work = Path(tempfile.mkdtemp(prefix="lmkit-heads-"))
+    with tempfile.TemporaryDirectory(prefix="lmkit-heads-") as tmp:  # the sub-runs' checkpoints: about 1 GB
+        rows = compare(args, base, Path(tmp))
+    for head in args.heads:
+        mine = [r for r in rows if r["head"] == head]
+        key = "nme_oc_mean" if "nme_oc_mean" in mine[0] else "nme_io_mean"
+        values = [r[key] for r in mine]
+        print(f"{head:10s} mean over {len(mine)} seeds: val {key} {np.mean(values):.4f} "
+              f"({min(values):.4f}-{max(values):.4f}), training {np.mean([r['train_seconds'] for r in mine]):.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+def compare(args, base: dict, work: Path) -> list[dict]:
+    """Train and score every (head, seed) in ``work`` (a folder removed afterwards); one row each."""
     run = RunFolder(work / "run")
     steps.prepare(run, base, log=lambda _: None)
     d = steps.load_data(run, base)
@@ -83,14 +96,7 @@ def main(argv=None) -> None:
             print(f"{head:10s} seed {seed}: val NME oc {row.get('nme_oc_mean', float('nan')):.4f}, io {row['nme_io_mean']:.4f}, "
                   f"best val MSE {row['best_val_mse']:.1f} px², mean error (x, y) {row['mean_error_px']} px, "
                   f"{seconds:.0f} s", flush=True)
-    for head in args.heads:
-        mine = [r for r in rows if r["head"] == head]
-        key = "nme_oc_mean" if "nme_oc_mean" in mine[0] else "nme_io_mean"
-        values = [r[key] for r in mine]
-        print(f"{head:10s} mean over {len(mine)} seeds: val {key} {np.mean(values):.4f} "
-              f"({min(values):.4f}-{max(values):.4f}), training {np.mean([r['train_seconds'] for r in mine]):.0f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return rows
 
 
 if __name__ == "__main__":

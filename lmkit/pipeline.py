@@ -6,8 +6,8 @@ examples:
   lmkit run params/helen68-cpu.yaml -p train.epochs=5  one param changed
   lmkit run params/quick.yaml --out reports/try --force   another folder, every notebook again
   lmkit ablate params/helen68-best-cpu.yaml            after a run: the ablation (notebook 06)
-  lmkit predict reports/helen68-dsnt-45min-cpu photos/ --out landmarks/   landmarks on your photos
-  lmkit export reports/helen68-dsnt-45min-cpu --format onnx --out model.onnx
+  lmkit predict reports/helen68-no-forehead-45min-cpu photos/ --out landmarks/   landmarks on your photos
+  lmkit export reports/helen68-no-forehead-45min-cpu --format onnx --out model.onnx
   lmkit search-worker reports/paper                    one more worker for a shared search
   lmkit params params/helen194-best-cpu.yaml           the resolved params, and what differs from the study
 
