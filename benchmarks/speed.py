@@ -41,7 +41,7 @@ from lmkit.model import build_model, pick_device, predict
 from lmkit.prepare import load_cache, write_cache
 from lmkit.readers import read_300w_folder
 from lmkit.synthetic import synthetic_faces
-from lmkit.train import Batches, TrainConfig, epoch_order, train_step
+from lmkit.train import Batches, TrainConfig, epoch_order, train_step, training_network
 
 
 def sync(device):
@@ -67,9 +67,9 @@ def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device
     model = build_model(cache.landmarks.shape[1], pretrained=False, head=head).to(device).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     cfg = TrainConfig(batch_size=batch, input_size=size, augment=Augment(), epoch_multiplier=64, device=str(device),
-                      heatmap_loss=heatmap_loss)
+                      heatmap_loss=heatmap_loss, compile=compile)
     plan = cfg.plan() if plan is None else plan
-    net = torch.compile(model) if compile else model
+    net, _ = training_network(model, cfg, plan)  # layout and torch.compile as fit() applies them
     x = plan.layout(torch.randn(batch, 3, size, size, device=device))
     y = torch.rand(batch, cache.landmarks.shape[1], 2, device=device) * size
     # the real loop, placed as fit() places it (lmkit.placement)
@@ -200,8 +200,7 @@ def main(argv=None) -> dict:
                     a, b = training_rates(cache, size, batch, args.steps, args.rounds, device, plan, args.head,
                                           args.heatmap_loss, args.compile)
                     c = inference(cache, size, batch, device)
-                    rows.append({"size": size, "batch": batch, "autocast": plan.autocast, "head": args.head,
-                                 "heatmap_loss": args.heatmap_loss, "compile": args.compile, "model_only": a,
+                    rows.append({"size": size, "batch": batch, "autocast": plan.autocast, "model_only": a,
                                  "real_loop": b, "ratio": b / a, "inference": c})
                     print(f"  {size}x{size} batch {batch} autocast {plan.autocast} head {args.head}"
                           f"{' compiled' if args.compile else ''}: model-only {a:.1f}, real loop "
@@ -211,7 +210,8 @@ def main(argv=None) -> dict:
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     result = {"device": device_name, "machine": platform.platform(), "torch": torch.__version__,
               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-              "threads": torch.get_num_threads(), "steps": args.steps, "rounds": args.rounds, "rows": rows,
+              "threads": torch.get_num_threads(), "steps": args.steps, "rounds": args.rounds, "head": args.head,
+              "heatmap_loss": args.heatmap_loss, "compile": args.compile, "rows": rows,
               "preparation_images_per_s": prep_rate, "preparation_data": prep_what, "peak_rss_mib": peak_mib,
               "end_to_end": e2e}
     print(f"\ndevice: {device_name} ({torch.backends.cpu.get_cpu_capability()}); torch {torch.__version__}, "

@@ -291,7 +291,7 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
     writer = rank == 0
     if not writer:
         log = quiet
-    net, step_cfg = _wrap(model, cfg, plan, world, log)
+    net, step_cfg = training_network(model, cfg, plan, world, log)
     optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
     opt = optimizer(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = plan.grad_scaler()
@@ -323,7 +323,7 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
     return pd.DataFrame(history)
 
 
-def _wrap(model, cfg: TrainConfig, plan: DevicePlan, world: int, log):
+def training_network(model, cfg: TrainConfig, plan: DevicePlan, world: int = 1, log=quiet):
     """The network the steps run: the model in the plan's memory layout, wrapped in
     DistributedDataParallel when there are several processes (see ``fit``), compiled when
     asked. Returns it and the per-process config."""
