@@ -9,6 +9,8 @@ validation split can be scored the same way as the test split:
 """
 from __future__ import annotations
 
+import sys
+
 import dataclasses
 import time
 from pathlib import Path
@@ -108,3 +110,98 @@ def validation_scores(model, info: ModelInfo, faces, sources: list[str], crop_bo
     return {"faces": len(true), "bias_correction": False,
             "detector_box": status or f"run on the original photos; {recropped(info.recrop)}".rstrip("; "),
             "methods": rows}
+
+
+def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
+    """Test metrics of the model (on annotation crops and from its own detector's box), the
+    mean-shape baseline and (68 points, dlib installed) the dlib peer, each a job of
+    ``lmkit.evaluation``; the same two uses of the model on the validation faces, to choose
+    recipes by; per-face arrays to ``eval/predictions.npz``, the summary to ``metrics.json``."""
+    from . import metrics as M
+    from .data import check_flips, comparable_to_paper, load_data
+    from .model import pick_device
+    from .packaging import load_model
+    from .peers import peer_unavailable, run_dlib
+    from .progress import emit
+    from .prepare import load_sources
+    from .protocol import compare as compare_protocol
+    from .report import METHODS, PAPER
+    from .runfolder import atomic_write, read_json, write_json
+    import pandas as pd
+
+    E = sys.modules[__name__]
+
+    d = load_data(run, params)
+    test, scheme = d.test, d.scheme
+    device = pick_device(params["train"]["device"])
+    model, info = load_model(run, params, device)
+    mean = M.mean_shape(d.train[1])
+    flip_test, batch = params["eval"]["flip_test"], params["train"]["batch_size"]
+    mirror = scheme.mirror if flip_test else None
+    check_flips(params, scheme, mean, flip_test)
+    true = np.asarray(test.landmarks)
+    preds, seconds = {}, {}
+    preds["model"], seconds["model"] = E.crop_predictions(model, info, test.images, batch, device, mirror)
+    extra_arrays = {}
+    cache = run.cache_dir(params["data"]["cache_dir"])
+    sources, crop_boxes = load_sources(cache / "test")  # each test face's photo and crop box
+    detector_status = E.detector_unavailable(params["eval"]["detector_box"], info, test.manifest)
+    if detector_status is None:
+        from .inference import Landmarker
+
+        found = E.detector_predictions(Landmarker(model, info, device, flip_test=flip_test), sources, crop_boxes, true)
+        preds["model_detector"], seconds["model_detector"] = found["pred"], found["seconds_per_face"]
+        extra_arrays = {"model_detector__boxes": found["boxes"], "model_detector__crop_boxes": found["crop_boxes"]}
+        detector_status = (f"run on the original photos; {found['detector']} found {int(np.isfinite(found['boxes'][:, 0]).sum())} "
+                           f"of {len(test)} faces; {E.recropped(info.recrop)}{found['seconds_per_photo'] * 1000:.0f} ms per "
+                           "photo with detection")
+    emit(log, "evaluate", f"ResNet18 with its detector box: {detector_status}")
+    preds["mean_shape"] = np.broadcast_to(mean, true.shape)
+    peer_status = peer_unavailable(scheme.n_points) if peers else "not run for this evaluation"
+    if peer_status is None:
+        dlib = run_dlib(sources, crop_boxes, true, test.images.shape[1])
+        for kind in ("hog", "annotation"):
+            preds[f"dlib_{kind}"] = dlib[kind]["pred"]
+            seconds[f"dlib_{kind}"] = dlib[kind]["seconds_per_face"]
+        missed = [test.names[i] for i in dlib["hog"]["missed"]]
+        peer_status = f"run on the original photos; HOG detector missed {len(missed)} of {len(test)} faces"
+        if missed:
+            peer_status += f": {', '.join(missed[:20])}"
+    emit(log, "evaluate", f"dlib peer: {peer_status}")
+    arrays, scored = E.score(preds, true, crop_boxes, test.images.shape[1], scheme, tuple(params["eval"]["thresholds"]))
+    rows = {METHODS[key]: row | ({"seconds_per_face": seconds[key]} if key in seconds else {}) for key, row in scored.items()}
+    val_sources, val_boxes = load_sources(cache / "train")
+    vi = d.val[0].indices
+    validation = E.validation_scores(model, info, d.val, [val_sources[i] for i in vi], val_boxes[vi], scheme, batch,
+                                     device, flip_test, params["eval"]["detector_box"], d.train_set.manifest)
+    validation["methods"] = {METHODS[key]: row for key, row in validation["methods"].items()}
+    for method, row in validation["methods"].items():
+        if "nme_oc_mean" in row:
+            emit(log, "evaluate", f"validation ({validation['faces']} faces, no bias correction), {method}: NME outer "
+                 f"corners {row['nme_oc_mean']:.4f}", split="validation", method=method, nme_oc=row["nme_oc_mean"])
+    best, worst = M.best_and_worst(arrays["model__mse"])
+    history = pd.read_csv(run.history)
+    metrics = {
+        "dataset": d.dataset, "comparable_to_paper": comparable_to_paper(d), "scheme": scheme.name, "n_train": len(d.train[0]), "n_val": len(d.val[0]),
+        "n_test": len(test), "split_protocol": params["data"]["split"], "input_size": params["model"]["input_size"],
+        "epochs": int(history["epoch"].max()), "train_seconds": float(history["seconds"].sum()),
+        "mse_unit": "px² of the 256x256 network input", "nme_frame": "pixels of the original photo",
+        "nme_units": {k: v for k, v in M.NORMALISATIONS.items() if f"model__nme_{k}" in arrays},
+        "best_val_mse": float(history["val_mse"].min()),
+        "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),
+        "hparams": read_json(run.best_hparams, "02_hpsearch"), "methods": rows, "validation": validation,
+        "peer": peer_status,
+        "detector_box": detector_status, "flip_test": flip_test, "view": info.view,
+        "bias_correction": info.correction is not None, "recrop": info.recrop, "crop_box": info.box, "model_file": info.training | {"lmkit": info.lmkit_version},
+        "search_budget": {k: params["search"][k] for k in ("enabled", "trials", "epochs_per_trial")},
+        "skipped": {"train": d.train_set.manifest.get("skipped", []), "test": test.manifest.get("skipped", [])},
+        "unannotated": {"train": d.train_set.manifest.get("unannotated", []),
+                        "test": test.manifest.get("unannotated", [])},
+        "best": [test.names[i] for i in best], "worst": [test.names[i] for i in worst], "paper": PAPER,
+        "protocol": compare_protocol(params, d.train_set.manifest, test.manifest, len(d.train[0]), len(d.val[0]), len(test)),
+        "crop_margin": d.train_set.manifest.get("margin"),
+    }
+    with atomic_write(run.predictions) as tmp:
+        np.savez(tmp, true=true, names=np.array(test.names), best=best, worst=worst, **arrays, **extra_arrays)
+    write_json(metrics, run.metrics)
+    return metrics

@@ -111,13 +111,16 @@ class RunFaces:
             raise KeyError(f"no test face named {face!r} in {self.run.root}")
         return self.names.index(face)
 
-    def saliency(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """The network's input for face ``i`` and its saliency max_c |dL/dI| (the model file's view)."""
+    def saliency(self, i: int, gradient=None) -> tuple[np.ndarray, np.ndarray]:
+        """The network's input for face ``i`` and its saliency max_c |dL/dI| (the model file's
+        view), computed by ``gradient``: notebook 05's ``saliency`` cell (as saved, when not given)."""
+        from .cells import study
         from .model import load_model_file
         from .saliency import network_inputs, saliency_maps
 
+        gradient = gradient or study("05_figures").saliency
         model, info = load_model_file(self.run.model_file)
-        sal = saliency_maps(model, self.images[i : i + 1], self.true[i : i + 1], info.input_size, "cpu", info.view)
+        sal = saliency_maps(gradient, model, self.images[i : i + 1], self.true[i : i + 1], info.input_size, "cpu", info.view)
         return network_inputs(self.images[i : i + 1], info.input_size, info.view)[0], sal[0]
 
 

@@ -3,6 +3,8 @@
 (``extent=(0, W, H, 0)``), the convention of the landmarks."""
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 
 import matplotlib
@@ -256,3 +258,71 @@ def save(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
     with atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=dpi)
     return Path(path)
+
+
+def report_figures(run, params: dict, gradient) -> dict:
+    """Every figure of the report, saved to ``figures/``; returns their paths by key. Fig. 6's
+    saliency is ``gradient(model, x, target)``: notebook 05's ``saliency``."""
+    import pandas as pd
+
+    from . import metrics as M
+    from .data import comparable_to_paper, load_data
+    from .model import pick_device
+    from .packaging import load_model
+    from .report import PAPER, nme_by_method
+    from .saliency import network_inputs, saliency_maps
+
+    figures = sys.modules[__name__]
+    d = load_data(run, params)
+    test, scheme, dataset = d.test, d.scheme, d.dataset
+    p = np.load(run.predictions)
+    six = np.concatenate([p["best"], p["worst"]])
+    labels = [f"{'best' if k < 3 else 'worst'} {k % 3 + 1}: {test.names[i]}\n"
+              f"MSE {p['model__mse'][i]:.1f} px², NME {p['model__nme_io'][i]:.3f}" for k, i in enumerate(six)]
+    device = pick_device(params["train"]["device"])
+    model, info = load_model(run, params, device)
+    size = info.input_size
+    maps = saliency_maps(gradient, model, test.images[six], test.landmarks[six], size, device, info.view)
+    small = network_inputs(test.images[six], size, info.view)
+    train_img, train_pts = d.train
+    figs = {
+        "scheme": figures.scheme_figure(M.mean_shape(d.train[1]), scheme, f"mean training shape, {dataset}"),
+        "fig1_sample": figures.sample_figure(train_img[0], train_pts[0], scheme,
+                                       f"{dataset}\n{train_img.shape[1]}x{train_img.shape[2]} crop, {scheme.name}"),
+        "fig3_loss": figures.loss_figure(pd.read_csv(run.history), dataset, PAPER if comparable_to_paper(d) else None),
+        "fig4_test_mse": figures.mse_distribution_figure({"ResNet18": p["model__mse"], "mean shape": p["mean_shape__mse"]},
+                                                   dataset),
+        "fig5_best_worst": figures.detections_figure(test.images[six], p["true"][six], p["model__pred"][six], labels, scheme),
+        "fig6_saliency": figures.saliency_figure(small, maps, labels),
+        "ced": figures.ced_figure(nme_by_method(p, "io"), params["eval"]["ced_max"], dataset),
+    }
+    if "model__nme_oc" in p:
+        figs["ced_oc"] = figures.ced_figure(nme_by_method(p, "oc"), params["eval"]["ced_max"], dataset, "outer eye corners")
+    if "model_detector__boxes" in p:
+        figs["photos"] = run_photos_figure(p, run, params, scheme, test.images.shape[1])
+    if run.trials.exists():
+        figs["search"] = figures.search_figure(pd.read_csv(run.trials))
+    paths = {}
+    for key, fig in figs.items():
+        paths[key] = figures.save(fig, run.figure(key))
+        figures.plt.close(fig)
+    return paths
+
+
+def run_photos_figure(p, run, params: dict, scheme, crop_size: int):
+    """The model end to end on three original test photos (the detector's box, the points),
+    at the 10th, 50th and 90th percentile of its detector-box NME."""
+    from .prepare import crop_to_photo, load_sources
+    from .readers import load_image
+
+    sources, crop_boxes = load_sources(run.cache_dir(params["data"]["cache_dir"]) / "test")
+    nme = p["model_detector__nme_io"]
+    found = np.where(np.isfinite(nme))[0]
+    ranked = found[np.argsort(nme[found], kind="stable")]
+    pick = [ranked[int(q * (len(ranked) - 1))] for q in (0.1, 0.5, 0.9)] if len(ranked) else []
+    shown = []
+    for i in pick:
+        to_photo = crop_to_photo(crop_boxes[i], crop_size)
+        shown.append((load_image(Path(sources[i])), p["model_detector__boxes"][i], to_photo(p["model_detector__pred"][i]),
+                      to_photo(p["true"][i]), f"{Path(sources[i]).name}: NME {nme[i]:.3f} (inter-ocular)"))
+    return photos_figure(shown, scheme)

@@ -43,11 +43,19 @@ class LandmarkRegressor(nn.Module):
     - ``heatmap-s4``: the same pyramid taken one level further down, onto layer 1 (stride 4:
       24x24 cells at 96 px instead of 12x12)."""
 
-    def __init__(self, n_points: int, pretrained: bool = False, head: str = "regression"):
+    def __init__(self, n_points: int, pretrained: bool = False, head: str = "regression", backbone: nn.Module | None = None):
+        """``backbone``: a ResNet18 whose last layer already regresses the 2K coordinates (as
+        notebook 03 builds it); else one is built here (the way a model file is read back)."""
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"model.head: must be one of {', '.join(HEADS)}, got {head!r}")
         self.n_points, self.head = n_points, head
+        if backbone is not None:
+            if head != "regression" or getattr(backbone.fc, "out_features", None) != 2 * n_points:
+                raise ValueError(f"a given backbone needs the regression head and a last layer of {2 * n_points} "
+                                 "outputs (x and y of every point)")
+            self.backbone = backbone
+            return
         self.backbone = torchvision.models.resnet18(weights=imagenet_weights() if pretrained else None)
         if head == "regression":
             self.backbone.fc = nn.Linear(self.backbone.fc.in_features, 2 * n_points)
@@ -310,3 +318,27 @@ def load_model_file(path: Path, device="cpu", settings: dict | None = None) -> t
     model = build_model(info.n_points, pretrained=False, head=info.head)
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval(), info
+
+
+def network_summary(model: torch.nn.Module, input_size: int) -> "pandas.DataFrame":  # noqa: F821
+    """The network block by block: each block's output shape for one input of ``input_size``
+    and its number of parameters (ResNet18's stem, its four stages, and the head)."""
+    b = model.eval().backbone  # batch norm with one image: its running statistics
+    x = torch.zeros(1, 3, input_size, input_size)
+    rows = []
+    with torch.no_grad():
+        for name, block in (("stem: conv 7x7 stride 2, max-pool", torch.nn.Sequential(b.conv1, b.bn1, b.relu, b.maxpool)),
+                            ("layer1 (2 residual blocks)", b.layer1), ("layer2", b.layer2), ("layer3", b.layer3),
+                            ("layer4", b.layer4)):
+            x = block(x)
+            rows.append({"block": name, "output": "x".join(map(str, x.shape[1:])),
+                         "parameters": sum(p.numel() for p in block.parameters())})
+        head = [m for n, m in model.named_children() if n != "backbone"] + [b.fc]
+        rows.append({"block": f"head: {model.head}", "output": f"{model.n_points}x2 (points, 256 frame)",
+                     "parameters": sum(p.numel() for m in head for p in m.parameters())})
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    return pd.concat([table, pd.DataFrame([{"block": "total", "output": "",
+                                            "parameters": sum(p.numel() for p in model.parameters())}])],
+                     ignore_index=True)

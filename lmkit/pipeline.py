@@ -33,8 +33,9 @@ from pathlib import Path
 
 from . import params as P
 from . import progress
-from . import stages as S
-from .digests import record_stage, stage_digests, stage_state
+from . import cells
+from .chain import reuse
+from .chain import stages as S
 from .runfolder import RunFolder, RunInUse, environ, run_lock, write_json, write_text
 
 NOTEBOOKS = S.NOTEBOOKS  # what lmkit run runs, in order (lmkit.stages declares each)
@@ -202,7 +203,14 @@ def params_changes(before: dict, after: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
 
 
-def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, quiet: bool = False) -> None:
+def run_stages(run: RunFolder, params: dict, notebooks, log=print, quiet: bool = False) -> None:
+    """Run (or reuse) ``notebooks`` of the chain on a run folder whose earlier stages' outputs are
+    there: what the ablation does for each of its sub-runs (no lock, no report page)."""
+    _run_notebooks(run, params, notebooks, False, log, quiet, index=False)
+
+
+def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, quiet: bool = False,
+                   nb_dir: Path | None = None, index: bool = True) -> None:
     if run.params.exists():  # what the folder last ran with (a notebook run by hand records its knobs there)
         try:
             changed = params_changes(P.load(run.params), params)
@@ -212,12 +220,11 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, qu
             log(f"params differ from the run folder's params.yaml (the last run, or a notebook run by hand): "
                 f"{'; '.join(changed)}")
     P.dump(params, run.params)
-    nb_dir = notebooks_dir()
+    nb_dir = nb_dir or notebooks_dir()
     info_file = run.path("run.json")
     info = json.loads(info_file.read_text()) if info_file.exists() else {}
     timings = info.get("timings_s", {})
-    record = {"completed": info.get("completed", {}), "outputs": info.get("outputs", {})}
-    digests = stage_digests(params)
+    stages = dict(info.get("stages", {}))
     reusing = not force
     log(f"run folder {run.root}")
     if force and NOTEBOOKS[0] in notebooks:  # --force redoes preparation too, not only the notebook
@@ -226,44 +233,48 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, qu
             if cache.exists():
                 shutil.rmtree(cache)
                 log(f"--force: removed the prepared cache {cache}")
-    with this_python_kernel() as kernel:
+    with this_python_kernel() as kernel, environ(cells.ENV, str(nb_dir)):
         import papermill as pm
 
         for name in notebooks:
+            source = nb_dir / f"{name}.ipynb"
             output = run.path("notebooks", f"{name}.ipynb")
             output.parent.mkdir(parents=True, exist_ok=True)
-            state = stage_state(record, name, digests[name], stage_outputs(run, params, name)) if reusing else ""
-            if state == "current" and not output.exists():  # the executed notebook itself is gone
-                state = "outputs changed"
-            if state == "current":
-                log(f"{name}: reusing the earlier output (its inputs, params and outputs are unchanged)")
-                continue
-            if state == "outputs changed":
-                log(f"{name}: its outputs are missing or not what it wrote (run again by hand?): running it again")
-            elif state == "inputs changed" and name in record["completed"]:
-                log(f"{name}: its params or data changed since it ran (see above): running it again")
+            if reusing:
+                why = reuse.changes(stages.get(name), run, params, name, source)
+                if not why and not output.exists():  # the executed notebook itself is gone
+                    why = [f"{output} is missing"]
+                if not why:
+                    log(f"{name}: reusing the earlier output (its code, the params it read, the lmkit source it "
+                        "imported, its data and outputs are unchanged)")
+                    continue
+                if name in stages:
+                    log(f"{name}: running it again: {'; '.join(why[:8])}{' ...' if len(why) > 8 else ''}")
+            elif name in stages:
+                log(f"{name}: running it again (--force, or a stage before it ran again)")
             reusing = False  # everything after a re-run notebook runs again
-            for part in record.values():
-                part.pop(name, None)
+            stages.pop(name, None)
+            run.path("reads", f"{name}.json").unlink(missing_ok=True)
             t0 = time.perf_counter()
             log(f"{name} ...")
             try:
                 with _progress_to(run, name, log, quiet):
-                    pm.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(output), kernel_name=kernel,
+                    pm.execute_notebook(str(source), str(output), kernel_name=kernel,
                                         parameters={"run_dir": str(run.root), "params_file": str(run.params),
                                                     "overrides": [], **NOTEBOOK_PARAMETERS.get(name, {})},
                                         cwd=str(nb_dir), progress_bar=False)
             except pm.PapermillExecutionError as e:
                 export_html(output)
+                write_json({**info, "timings_s": timings, "stages": stages}, info_file)
                 raise ChainError(f"notebook {name} failed in cell [{e.exec_count}]: {e.ename}: {e.evalue}\n"
                                  f"  the executed notebook with the traceback: {output}") from None
             export_html(output)
             timings[name] = round(time.perf_counter() - t0, 1)
-            record = record_stage(record, name, digests[name], stage_outputs(run, params, name))
-            write_json({**info, "timings_s": timings, **record}, info_file)
+            stages[name] = reuse.record(run, params, name, source)
+            write_json({**info, "timings_s": timings, "stages": stages}, info_file)
             log(f"{name} done in {timings[name]:.1f} s")
-    write_json({"timings_s": timings, **record, **provenance(params)}, info_file)
-    if run.metrics.exists():  # a chain stopped before evaluation has no report yet
+    write_json({"timings_s": timings, "stages": stages, **provenance(params)}, info_file)
+    if index and run.metrics.exists():  # a chain stopped before evaluation has no report yet
         from .report import write_index
 
         write_index(run)
@@ -373,7 +384,7 @@ def _params(args) -> int:
 
 
 def _search_worker(args) -> int:
-    from .steps import search_worker
+    from .search import search_worker
 
     try:
         search_worker(RunFolder(args.run))

@@ -1,31 +1,22 @@
-"""Gradient saliency as in the study: dL/dI, the gradient of an image's MSE loss with
-respect to its input pixels, shown as the maximum of |gradient| over colour channels."""
+"""What gradient saliency needs besides the gradient itself, which notebook 05 computes in a cell
+(``saliency``: dL/dI, shown as the maximum of |gradient| over colour channels): the faces as
+the network sees them, with their points in the 256 frame, and back as pictures."""
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .augment import make_batch, resize_warps, warp
 from .model import REFERENCE_SIZE, to_tensor
 
 
-def input_gradient(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """dL/dx for L = mean squared error of model(x) against target, per image (B, C, H, W)."""
-    model.eval()
-    x = x.detach().clone().requires_grad_(True)
-    loss = F.mse_loss(model(x).float(), target, reduction="none").flatten(1).mean(1).sum()
-    (grad,) = torch.autograd.grad(loss, x)
-    return grad
-
-
-def saliency_maps(model, images, landmarks, input_size: int, device="cpu", view: float = 1.0) -> np.ndarray:
-    """Saliency (N, S, S) for uint8 crops (N, H, W, 3) with landmarks in crop pixels:
-    max over channels of |dL/dI| at the network input (the centred ``view`` of each crop)."""
+def saliency_maps(gradient, model, images, landmarks, input_size: int, device="cpu", view: float = 1.0) -> np.ndarray:
+    """Saliency (N, S, S) of uint8 crops (N, H, W, 3) with landmarks in crop pixels, at the
+    network input (the centred ``view`` of each crop): ``gradient(model, x, target)``, notebook
+    05's ``saliency``, on the normalised inputs and the points in pixels of the 256 frame."""
     device = torch.device(device)
     x, y = make_batch(to_tensor(images).to(device), to_tensor(landmarks).to(device), input_size, view=view)
-    grad = input_gradient(model, x, y * (REFERENCE_SIZE / input_size))
-    return grad.abs().amax(1).cpu().numpy()
+    return gradient(model, x, y * (REFERENCE_SIZE / input_size)).detach().cpu().numpy()
 
 
 def network_inputs(images, input_size: int, view: float = 1.0) -> np.ndarray:

@@ -186,3 +186,66 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                             "user_attrs_note": "note", "user_attrs_retry_of": "retry_of"})
     df["duration_s"] = df.pop("duration").dt.total_seconds()
     return df
+
+
+# ------------------------------------------------------------------ a run's search (notebook 02)
+def study_name(params: dict) -> str:
+    """``search.study_name`` plus a digest of everything a trial's result depends on, so a
+    study is resumed only by a search that would have produced the same trials."""
+    from .digests import digest, study_inputs
+
+    return f"{params['search']['study_name']}-{digest(study_inputs(params), 8)}"
+
+
+def search_run(run, params: dict, objective: Callable[[float, float], float], log=print,
+               single_worker: bool | None = None) -> pd.DataFrame | None:
+    """The run's search with ``objective(lr, weight_decay) -> validation MSE`` (notebook 02's),
+    or, with ``search.enabled: false``, the params' own rate and decay. Writes ``trials.csv``
+    and ``best_hparams.json``; returns the trials (None without a search)."""
+    from .runfolder import write_csv, write_json
+
+    s = params["search"]
+    if not s["enabled"]:
+        t = params["train"]
+        write_json({"lr": t["lr"], "weight_decay": t["weight_decay"], "source": "params (search disabled)"},
+                   run.best_hparams)
+        emit(log, "search", "search disabled: training uses train.lr and train.weight_decay")
+        return None
+    single = not s["storage"] if single_worker is None else single_worker
+    study = run_search(objective, s["trials"], s["lr_range"], s["weight_decay_range"],
+                       s["storage"] or default_storage(run.root), study_name(params), params["seed"], log,
+                       single_worker=single)
+    table = trials_table(study)
+    write_csv(table, run.trials)
+    best = study.best_trial
+    write_json({"lr": best.params["lr"], "weight_decay": best.params["weight_decay"], "val_mse": best.value,
+                "trial": best.number, "source": f"Optuna study {study.study_name!r}"}, run.best_hparams)
+    return table
+
+
+def search_worker(run, log=print):
+    """One more worker for a run's search, on this machine: it runs trials of the run's study
+    (its ``params.yaml``, prepared data on shared storage, ``search.storage`` a database all
+    workers reach) with notebook 02's objective (its cells tagged ``study``) until the study has
+    ``search.trials`` complete, then logs the winner. It writes nothing in the run folder and
+    takes no lock: the chain's 02_hpsearch, which may be running at the same time, writes the results."""
+    from . import cells
+    from . import params as P
+    from .data import load_data
+
+    if not run.root.is_dir() or not run.params.exists():
+        raise FileNotFoundError(f"{run.root / 'params.yaml'}: missing; start the run first (lmkit run ... --out {run.root})")
+    params = P.load(run.params)
+    s = params["search"]
+    if not s["enabled"]:
+        raise ValueError(f"{run.params}: search.enabled is false; there is no search to work on")
+    if not s["storage"]:
+        raise ValueError(f"{run.params}: search.storage is not set; workers share a study through a database "
+                         "server all of them reach, e.g. search.storage: postgresql://user@host/lmkit")
+    if not run.split.exists():
+        raise FileNotFoundError(f"{run.split}: missing; the run's 01_prepare has not finished yet")
+    objective = cells.study("02_hpsearch").make_objective(params, load_data(run, params))
+    study = run_search(objective, s["trials"], s["lr_range"], s["weight_decay_range"], s["storage"],
+                       study_name(params), params["seed"], log, single_worker=False)
+    log(search_outcome(study))
+    return study

@@ -1,6 +1,8 @@
-"""The training loop: Adam, MSE on landmark coordinates in pixels of the 256x256 frame
-(the study's unit; L1 and Wing loss as options), full back-propagation, fresh augmentation
-every epoch, an optional learning-rate schedule (cosine, step). Validation is always MSE.
+"""The training loop around a training step: notebook 03 defines the study's network, loss
+and step (forward, loss, backward, the optimiser's step) and hands them to ``fit``, which does
+what nobody needs to read twice: epochs, fresh augmentation every epoch, batches, Adam or AdamW,
+the learning rate of each epoch (cosine, step), validation (always MSE, px² of the 256 frame),
+several processes, and checkpoints.
 
 Per-epoch train and validation loss go to ``history.csv``; ``best.pt`` (lowest
 validation loss) and ``last.pt`` are written atomically after every epoch; ``resume``
@@ -23,8 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import Augment, _frozen, make_batch, view_fraction
-from .losses import heatmap_divergence, landmark_loss
-from .model import REFERENCE_SIZE, build_model, predict
+from .model import REFERENCE_SIZE, predict
 from .params import DEFAULTS
 from .placement import DevicePlan, place_training_set
 from .progress import emit, quiet
@@ -65,7 +66,8 @@ class TrainConfig:
         """From the params: each field named as a ``train`` key is that key; the rest come from
         the model, data and seed. ``changes`` replace fields (a search trial's lr and budget)."""
         t = p["train"]
-        named = {f.name: _frozen(t[f.name]) for f in fields(cls) if f.name in _T and f.name != "device"}
+        named = {f.name: _frozen(t[f.name]) for f in fields(cls)  # a replaced field is not read (a run's record)
+                 if f.name in _T and f.name != "device" and f.name not in changes}
         cfg = cls(**named, input_size=p["model"]["input_size"], augment=Augment.from_train(t, mirror),
                   val_view=view_fraction(p["model"]["view"], t["crop_fraction"], t["scale"]),
                   study_validation=p["data"]["split"] == "paper", seed=p["seed"], device=str(device),
@@ -90,16 +92,17 @@ class TrainConfig:
         raise ValueError(f"train.schedule: unknown schedule {self.schedule!r} (none, cosine, step)")
 
 
-def new_model(n_points: int, mean_shape: np.ndarray | None, seed: int, device,
+def new_model(build, n_points: int, mean_shape: np.ndarray | None, seed: int, device,
               pretrained: bool = DEFAULTS["model"]["pretrained"], head_init: str = DEFAULTS["model"]["head_init"],
               crop_size: int = DEFAULTS["data"]["crop_size"], head: str = DEFAULTS["model"]["head"]):
-    """A freshly initialised model, seeded; the head starts at the mean shape when
-    ``head_init`` is ``mean_shape`` (``mean_shape`` in pixels of ``crop_size`` crops). torchvision draws
-    the initial weights from torch's global generator: it is seeded inside ``fork_rng``, so the
-    caller's random state is left as it was."""
+    """A freshly initialised network from ``build(n_points, pretrained, head)`` (notebook 03's
+    ``build_network``), seeded; the head starts at the mean shape when ``head_init`` is
+    ``mean_shape`` (``mean_shape`` in pixels of ``crop_size`` crops). torchvision draws the initial
+    weights from torch's global generator: it is seeded inside ``fork_rng``, so the caller's
+    random state is left as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(n_points, pretrained, head=head)
+        model = build(n_points, pretrained, head).to(memory_format=torch.channels_last)
     if head_init == "mean_shape":
         model.init_head(torch.as_tensor(mean_shape * (REFERENCE_SIZE / crop_size), dtype=torch.float32))
     return model.to(device)
@@ -218,27 +221,47 @@ class Batches:
                 yield batch
 
 
-def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, cfg: "TrainConfig", plan: DevicePlan | None = None,
-               scaler=None) -> tuple[float, float]:
-    """One optimizer step; returns (training loss, MSE), both in the 256-frame unit. The
-    forward runs under the plan's autocast; the loss is computed in float32."""
-    plan = plan or cfg.plan()
-    with plan.autocast_context():
-        pred, logits = model(plan.layout(x), heatmaps=True) if cfg.heatmap_loss else (model(plan.layout(x)), None)
-    pred, target = pred.float(), y * (REFERENCE_SIZE / cfg.input_size)
-    loss = landmark_loss(cfg.loss, pred, target, cfg.wing)
-    if logits is not None:
-        loss = loss + cfg.heatmap_loss * heatmap_divergence(logits, target / REFERENCE_SIZE)
-    opt.zero_grad(set_to_none=True)
-    if scaler is not None:  # float16: scaled gradients, steps skipped when they overflow
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-    else:
-        loss.backward()
-        opt.step()
-    mse = loss if cfg.loss == "mse" else F.mse_loss(pred.detach(), target)
-    return loss.item(), mse.item()
+class TrainingNetwork(torch.nn.Module):
+    """What a training step calls as ``net``: the model in the device plan's memory layout, its
+    forward under the plan's autocast with float32 outputs, and, with float16, the gradients that
+    flow back from its outputs scaled by the gradient scaler (what ``GradScaler.scale(loss)``
+    does), so that a step written as plain ``loss.backward(); optimizer.step()`` is right on
+    every plan. ``optimizer.step()`` then unscales, and skips a step whose gradients overflowed."""
+
+    def __init__(self, net, plan: DevicePlan, scaler=None):
+        super().__init__()
+        self.net, self.plan, self.scaler = net, plan, scaler
+
+    def forward(self, x: torch.Tensor, **kwargs):
+        with self.plan.autocast_context():
+            out = self.net(self.plan.layout(x), **kwargs)
+        out = tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
+        if self.scaler is not None and torch.is_grad_enabled():
+            scale = self.scaler.get_scale()
+            for o in out if isinstance(out, tuple) else (out,):
+                if o.requires_grad:
+                    o.register_hook(lambda g: g * scale)
+        return out
+
+
+class ScaledOptimizer:
+    """The optimizer a step sees under float16: ``step`` goes through the gradient scaler
+    (unscale, skip a step whose gradients overflowed, adjust the scale)."""
+
+    def __init__(self, opt, scaler, device):
+        self.opt, self.scaler = opt, scaler
+        scaler.scale(torch.ones((), device=device))  # the scaler makes its scale on its first use
+
+    def zero_grad(self, set_to_none: bool = True):
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+    @property
+    def param_groups(self):
+        return self.opt.param_groups
 
 
 def epoch_generator(seed: int, epoch: int, rank: int | None = None) -> torch.Generator:
@@ -271,9 +294,14 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: TrainConfig,
+def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: TrainConfig, *, step,
         out_dir: Path | None = None, resume: bool = False, log=print) -> pd.DataFrame:
-    """Train ``model`` in place; returns the per-epoch history (MSE in 256-frame px^2).
+    """Train ``model`` in place with ``step``, the training step (notebook 03 defines the
+    study's): ``step(net, optimizer, images, targets, cfg)`` runs one step on a batch (images
+    normalised (B, 3, S, S), targets (B, K, 2) in pixels of the 256 frame) and returns (its
+    loss, the predicted points). ``net`` is the model as it trains here (``TrainingNetwork``).
+    This loop does the rest: epochs, batches and their augmentation, the learning rate of each
+    epoch, validation, checkpoints, resume. Returns the per-epoch history (MSE in 256-frame px^2).
 
     Images are uint8 (N, S, S, 3) arrays; memory maps stay memory maps on the CPU (each
     batch reads its rows) and are copied once to the GPU when training there. Landmarks are
@@ -304,7 +332,7 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
         lr = cfg.lr_at(epoch)
         for group in opt.param_groups:
             group["lr"] = lr
-        train_loss, train_mse, seen = _train_epoch(net, model, opt, scaler, images, landmarks, step_cfg, plan,
+        train_loss, train_mse, seen = _train_epoch(step, net, model, opt, scaler, images, landmarks, step_cfg, plan,
                                                    epoch, (rank, world), src, lambda what: _diverged(what, lr, out_dir, epoch))
         val_mse = _validate(model, val_images, val_landmarks, cfg, src)
         if not math.isfinite(val_mse):
@@ -370,7 +398,7 @@ def _resume(out_dir: Path, model, opt, scaler, cfg: TrainConfig, resume: bool, w
     return ckpt["history"]
 
 
-def _train_epoch(net, model, opt, scaler, images, landmarks, cfg: TrainConfig, plan: DevicePlan, epoch: int,
+def _train_epoch(step_fn, net, model, opt, scaler, images, landmarks, cfg: TrainConfig, plan: DevicePlan, epoch: int,
                  rank_world: tuple[int, int], src: int, diverged) -> tuple[float, float, int]:
     """One epoch of steps over freshly drawn, augmented batches; returns the epoch's mean
     training loss and MSE (over all processes) and the images seen."""
@@ -382,8 +410,12 @@ def _train_epoch(net, model, opt, scaler, images, landmarks, cfg: TrainConfig, p
     model.train()
     total, total_mse, seen = 0.0, 0.0, 0
     batches = Batches(images, landmarks, order, cfg, g, torch.device(cfg.device), prefetch=plan.prefetch, src_size=src)
+    net = TrainingNetwork(net, plan, scaler)
+    opt = ScaledOptimizer(opt, scaler, cfg.device) if scaler is not None else opt
     for step, (x, y) in enumerate(batches, start=1):
-        loss, mse = train_step(net, opt, x, y, cfg, plan, scaler)
+        target = y * (REFERENCE_SIZE / cfg.input_size)
+        loss, pred = step_fn(net, opt, x, target, cfg)
+        loss, mse = float(loss), F.mse_loss(pred.detach().float(), target).item()
         if not math.isfinite(loss):
             diverged(f"the training loss is {loss} at epoch {epoch}, step {step}")
         total, total_mse, seen = total + loss * len(x), total_mse + mse * len(x), seen + len(x)
@@ -419,3 +451,48 @@ def _diverged(what: str, lr: float, out_dir: Path | None, epoch: int):
         kept = f"; the last good checkpoint, {Path(out_dir) / 'last.pt'} (epoch {epoch - 1}), is kept"
     raise Diverged(f"training diverged: {what} (learning rate {lr:.2e}){kept}. Lower train.lr "
                    "(or search.lr_range), or change the loss or schedule")
+
+
+def fit_run(run, params: dict, build, step, log=print) -> pd.DataFrame:
+    """Notebook 03's training of a run: its prepared data and the search's rate and decay, a new
+    network from ``build``, ``fit`` with ``step`` into ``train/`` (history, checkpoints). With
+    ``train.processes`` > 1 it launches that many processes (``torchrun``), each of which runs
+    this with the study cells of 03 as saved (``lmkit.cells.study``)."""
+    from . import metrics as M
+    from .data import check_flips, load_data
+    from .model import pick_device
+    from .placement import cuda_switches
+    from .runfolder import read_json
+
+    if params["train"]["processes"] > 1 and not _distributed()[1] > 1:
+        from .cells import check_saved
+        from .chain.launch import launch
+
+        check_saved(build, step)
+        launch(run, params["train"]["processes"], log)  # each process: lmkit.chain.distributed
+        return pd.read_csv(run.history)
+    d = load_data(run, params)
+    hp = read_json(run.best_hparams, "02_hpsearch")
+    device = pick_device(params["train"]["device"])
+    mean = M.mean_shape(d.train[1])
+    check_flips(params, d.scheme, mean)
+    model = new_model(build, mean.shape[0], mean, params["seed"], device, **model_options(params))
+    cfg = TrainConfig.from_params(params, device, d.scheme.mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
+    cuda_switches(device)
+    log(f"{cfg.plan().describe()}; loss {cfg.loss}, {cfg.optimizer}, schedule {cfg.schedule} (warm-up {cfg.warmup}), "
+        f"flip {cfg.augment.flip}, box jitter scale {cfg.augment.scale} shift {cfg.augment.shift} "
+        f"edges {cfg.augment.edges}; lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
+        f"{len(d.train[0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
+    return fit(model, *d.train, *d.val, cfg, step=step, out_dir=run.train_dir, resume=params["train"]["resume"], log=log)
+
+
+def preview_batch(images, landmarks, cfg: TrainConfig, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Faces as the network will see them in training: one augmented draw of each (uint8
+    (N, S, S, 3), points in input pixels), for notebook 03's picture."""
+    from .augment import IMAGENET_MEAN, IMAGENET_STD
+    from .model import to_tensor
+
+    g = torch.Generator().manual_seed(seed)
+    x, y = make_batch(to_tensor(images), to_tensor(landmarks), cfg.input_size, cfg.augment, g)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((x * std + mean).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy(), y.numpy()

@@ -1,20 +1,23 @@
 """Start data-parallel training of a run on this machine: ``torchrun`` with N processes,
-each running ``lmkit.distributed`` (which trains through ``lmkit.steps.fit_weights``). Kept apart
-from both so that neither imports the other."""
+each running ``lmkit.chain.distributed`` (which trains through ``lmkit.train.fit_run`` with
+notebook 03's study cells)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
-from .progress import emit
+from ..cells import ENV, notebooks_dir
+from ..progress import emit
 
 
 def launch(run, processes: int, log=print) -> None:
     """Run training of ``run`` in ``processes`` processes on this machine; output passes through."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-           "-m", "lmkit.distributed", str(run.root)]
+           "-m", "lmkit.chain.distributed", str(run.root)]
     emit(log, "launch", f"launching {processes} processes: {' '.join(cmd[1:])}")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, ENV: str(notebooks_dir())})  # the study cells each process runs
     for line in proc.stdout:
         log(line.rstrip())
     if proc.wait() != 0:

@@ -1,12 +1,14 @@
 """Data-parallel training on several GPUs (or machines) with PyTorch's own engine:
 DistributedDataParallel, launched by ``torchrun``.
 
-With ``train.processes: N`` the training notebook launches (``lmkit.launch``), on this machine,
+With ``train.processes: N`` the training notebook launches (``lmkit.chain.launch``), on this machine,
 
-    python -m torch.distributed.run --standalone --nproc_per_node=N -m lmkit.distributed RUN_DIR
+    python -m torch.distributed.run --standalone --nproc_per_node=N -m lmkit.chain.distributed RUN_DIR
 
 and waits for it. On several machines, run the same module under torchrun on each one
 (``--nnodes``, ``--node_rank``, ``--rdzv-endpoint``; the run folder on shared storage).
+Each process trains with notebook 03's study cells as saved (its network, loss and training step,
+``lmkit.cells.study``; ``$LMKIT_NOTEBOOKS`` names the notebooks folder, as ``lmkit run`` sets it).
 What each process trains on is said once, in ``lmkit.train.fit``. NCCL on GPUs, gloo on CPU.
 """
 from __future__ import annotations
@@ -19,15 +21,16 @@ import torch.distributed as dist
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import params as P
-    from . import steps
-    from .placement import process_group_backend
-    from .progress import quiet
-    from .runfolder import RunFolder
+    from .. import params as P
+    from ..cells import study
+    from ..placement import process_group_backend
+    from ..progress import quiet
+    from ..runfolder import RunFolder
+    from ..train import fit_run
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: torchrun ... -m lmkit.distributed RUN_DIR", file=sys.stderr)
+        print("usage: torchrun ... -m lmkit.chain.distributed RUN_DIR", file=sys.stderr)
         return 2
     run = RunFolder(argv[0])
     params = P.load(run.params)
@@ -38,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         params = P.merge(params, {"train.device": f"cuda:{local_rank}"})
     dist.init_process_group(process_group_backend(cuda))
     try:
-        steps.fit_weights(run, params, log=print if dist.get_rank() == 0 else quiet)
+        cells = study()
+        fit_run(run, params, cells.build_network, cells.train_step, log=print if dist.get_rank() == 0 else quiet)
     finally:
         dist.destroy_process_group()
     return 0

@@ -1,0 +1,165 @@
+"""What a notebook read and ran, recorded while it runs, so that the chain reuses a stage only
+when all of it is unchanged (``lmkit.chain.reuse``):
+
+- every params key a cell read, with its value (``RecordingParams``): a cell may read any key,
+  and the record covers exactly those it did;
+- every lmkit module the kernel imported, with a digest of its source file;
+- the tagged study cells of another notebook it executed (``lmkit.cells.study``).
+
+``open_run`` (the first code cell of every notebook) starts the record; it is written to
+``reads/<stage>.json`` of the run folder after every cell (IPython's ``post_run_cell``), and at
+the end of a plain Python process.
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import sys
+from pathlib import Path
+
+WHOLE = "*"  # a record entry for "the whole params": something iterated over all of them
+
+
+class RecordingParams(dict):
+    """The run's params as a plain nested dict that notes each key read: a leaf as
+    ``section.key``, a section iterated or copied as a whole as ``section``."""
+
+    def __init__(self, values: dict, seen: dict, path: str = ""):
+        super().__init__({k: RecordingParams(v, seen, f"{path}{k}.") if isinstance(v, dict) else v
+                          for k, v in values.items()})
+        self._seen, self._path = seen, path
+
+    def _note(self, key: str, value) -> None:
+        if key not in self._seen:
+            self._seen[key] = _plain(value)
+
+    def __getitem__(self, k):
+        value = super().__getitem__(k)
+        if not isinstance(value, RecordingParams):
+            self._note(f"{self._path}{k}", value)
+        return value
+
+    def get(self, k, default=None):
+        if k in self:
+            return self[k]
+        self._note(f"{self._path}{k}", None)
+        return default
+
+    def _whole(self):
+        self._note(self._path.rstrip(".") or WHOLE, self.to_dict())
+
+    def to_dict(self) -> dict:
+        return {k: v.to_dict() if isinstance(v, RecordingParams) else v for k, v in dict.items(self)}
+
+    def items(self):
+        self._whole()
+        return dict.items(self)
+
+    def values(self):
+        self._whole()
+        return dict.values(self)
+
+    def keys(self):
+        self._whole()
+        return dict.keys(self)
+
+    def __iter__(self):
+        self._whole()
+        return dict.__iter__(self)
+
+    def copy(self):
+        self._whole()
+        return self.to_dict()
+
+    def __reduce__(self):  # pickled (to another process) as the plain dict it is
+        self._whole()
+        return (dict, (self.to_dict(),))
+
+
+def _plain(value):
+    return value.to_dict() if isinstance(value, RecordingParams) else value
+
+
+_FILE_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: Path) -> str | None:
+    """A source file's SHA-1 (kept per size and modification time); None when it is gone."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        _FILE_DIGESTS[key] = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]
+    return _FILE_DIGESTS[key]
+
+
+def package_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def imported_modules() -> dict[str, str]:
+    """Every lmkit module imported in this process: its file (relative to the project root,
+    e.g. ``lmkit/losses.py``) and the digest of its source."""
+    root = package_root().parent
+    out = {}
+    for name, module in list(sys.modules.items()):
+        if name != "lmkit" and not name.startswith("lmkit."):
+            continue
+        file = getattr(module, "__file__", None)
+        if file:
+            path = Path(file).resolve()
+            rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+            out[rel] = file_digest(path)
+    return out
+
+
+class Recorder:
+    """One notebook's record: the params it read, the modules and study cells it ran."""
+
+    def __init__(self, path: Path):
+        self.path, self.seen, self._written = Path(path), {}, None
+
+    def params(self, values: dict) -> RecordingParams:
+        return RecordingParams(values, self.seen)
+
+    def snapshot(self) -> dict:
+        from ..cells import loaded
+
+        return {"params": dict(sorted(self.seen.items())), "modules": dict(sorted(imported_modules().items())),
+                "cells": loaded()}
+
+    def flush(self, *_) -> None:
+        from ..runfolder import write_json
+
+        record = self.snapshot()
+        if record != self._written:
+            write_json(record, self.path)
+            self._written = record
+
+
+_current: Recorder | None = None
+
+
+def start(path: Path) -> Recorder:
+    """Start recording into ``path``, replacing the record this process kept before (a notebook
+    whose first cell is run again starts afresh)."""
+    global _current
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    if _current is not None and shell is not None:
+        try:
+            shell.events.unregister("post_run_cell", _current.flush)
+        except ValueError:
+            pass
+    _current = Recorder(path)
+    if shell is not None:
+        shell.events.register("post_run_cell", _current.flush)
+    else:
+        atexit.register(_current.flush)
+    return _current
