@@ -22,12 +22,13 @@ import numpy as np
 from lmkit import evaluation as E
 from lmkit import metrics as M
 from lmkit import params as P
-from lmkit import steps
+from tests.study import steps
 from lmkit.augment import view_fraction
 from lmkit.model import REFERENCE_SIZE, pick_device, predict
 from lmkit.prepare import load_sources
 from lmkit.runfolder import RunFolder
 from lmkit.train import TrainConfig, fit, load_checkpoint, model_options, new_model
+from tests.study import STUDY
 
 
 def validation_scores(model, d, params, boxes) -> dict:
@@ -82,12 +83,12 @@ def compare(args, base: dict, work: Path) -> list[dict]:
             params = P.merge(base, {"model.head": head, "seed": seed, "train.epochs": args.epochs,
                                     **({"model.head_init": "default"} if head != "regression" else {})})
             mean = M.mean_shape(d.train[1])
-            model = new_model(d.scheme.n_points, mean, seed, "cpu", **model_options(params))
+            model = new_model(STUDY.build_network, d.scheme.n_points, mean, seed, "cpu", **model_options(params))
             cfg = TrainConfig.from_params(params, pick_device("cpu"), d.scheme.mirror, lr=args.lr,
                                           weight_decay=args.weight_decay)
             out = work / f"{head}-{seed}"
             t0 = time.perf_counter()
-            hist = fit(model, *d.train, *d.val, cfg, out_dir=out, log=lambda _: None)
+            hist = fit(model, *d.train, *d.val, cfg, out_dir=out, step=STUDY.train_step, log=lambda _: None)
             seconds = time.perf_counter() - t0
             model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
             row = {"head": head, "seed": seed, "epochs": args.epochs, "train_seconds": round(seconds, 1),

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 from lmkit import params as P
-from lmkit import steps
+from tests.study import steps
 from lmkit.augment import view_fraction
 from lmkit.model import REFERENCE_SIZE, build_model, load_model_file, predict
 from lmkit.runfolder import RunFolder

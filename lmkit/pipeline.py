@@ -184,7 +184,8 @@ def _progress_to(run: RunFolder, name: str, log, quiet: bool):
 
 
 def run_chain(params_file: str | None, overrides: list[str] | None = None, out: str | None = None,
-              log=print, notebooks=NOTEBOOKS, force: bool = False, quiet: bool = False) -> RunFolder:
+              log=print, notebooks=NOTEBOOKS, force: bool = False, quiet: bool = False,
+              notebooks_folder: str | Path | None = None) -> RunFolder:
     """Run ``notebooks`` into the run folder. A notebook that completed before with the same
     digest (its params and everything before it unchanged) is reused, unless ``force``: so a
     re-run after a failure starts at the failed notebook. Each notebook's progress lines
@@ -193,7 +194,8 @@ def run_chain(params_file: str | None, overrides: list[str] | None = None, out: 
     run = RunFolder(out or Path("reports") / params["name"])
     preflight(params, run)
     with run_lock(run, log):
-        _run_notebooks(run, params, notebooks, force, log, quiet)
+        _run_notebooks(run, params, notebooks, force, log, quiet,
+                       nb_dir=Path(notebooks_folder).resolve() if notebooks_folder else None)
     return run
 
 

@@ -26,14 +26,15 @@ def golden_run(tmp: Path, changes: dict | None = None) -> dict:
     from lmkit.prepare import prepare, split_train_val
     from lmkit.schemes import HELEN194
     from lmkit.train import TrainConfig, fit, model_options, new_model
+    from tests.study import STUDY
 
     p = P.load(None, CHANGES | (changes or {}))
     tr = prepare(p["data"], 0, tmp, lambda _: None)["train"]
     s = split_train_val(len(tr), 0.25, 0)
     train = (tr.images[s["train"]], tr.landmarks[s["train"]])
     val = (tr.images[s["val"]], tr.landmarks[s["val"]])
-    model = new_model(194, M.mean_shape(train[1]), 0, "cpu", **model_options(p))
-    hist = fit(model, *train, *val, TrainConfig.from_params(p, "cpu", HELEN194.mirror), log=lambda _: None)
+    model = new_model(STUDY.build_network, 194, M.mean_shape(train[1]), 0, "cpu", **model_options(p))
+    hist = fit(model, *train, *val, TrainConfig.from_params(p, "cpu", HELEN194.mirror), step=STUDY.train_step, log=lambda _: None)
     return {"train_mse": hist["train_mse"].tolist(), "val_mse": hist["val_mse"].tolist()}
 
 

@@ -3,9 +3,9 @@ run's params, every row runs once per seed, and nothing is trained twice."""
 import pandas as pd
 
 from lmkit import params as P
-from lmkit import steps
+from tests.study import steps
 from lmkit.runfolder import RunFolder
-from lmkit.steps import ablation_variants
+from lmkit.chain.ablation import ablation_variants
 
 from .conftest import TINY
 

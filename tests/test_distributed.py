@@ -11,6 +11,7 @@ from lmkit import metrics as M
 from lmkit import params as P
 from lmkit.prepare import prepare, split_train_val
 from lmkit.train import TrainConfig, fit, model_options, new_model, shard
+from tests.study import STUDY
 
 CHANGES = {"data.synthetic_train": 40, "data.synthetic_test": 4, "model.input_size": 32,
            "model.head_init": "mean_shape", "train.epochs": 3, "train.batch_size": 16, "train.epoch_multiplier": 2,
@@ -28,8 +29,8 @@ def _worker(rank, world, tmp):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world)
     p, train, val = _data(f"{tmp}/cache")
-    model = new_model(194, M.mean_shape(train[1]), 0, "cpu", **model_options(p))
-    hist = fit(model, *train, *val, TrainConfig.from_params(p, "cpu"), log=lambda _: None)
+    model = new_model(STUDY.build_network, 194, M.mean_shape(train[1]), 0, "cpu", **model_options(p))
+    hist = fit(model, *train, *val, TrainConfig.from_params(p, "cpu"), step=STUDY.train_step, log=lambda _: None)
     torch.save({"params": [t.detach() for t in model.parameters()], "history": hist}, f"{tmp}/rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -53,7 +54,7 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     ddp = r0["history"]["train_mse"].to_numpy()
 
     p, train, val = _data(tmp_path / "cache")
-    single = fit(new_model(194, M.mean_shape(train[1]), 0, "cpu", **model_options(p)), *train, *val,
+    single = fit(new_model(STUDY.build_network, 194, M.mean_shape(train[1]), 0, "cpu", **model_options(p)), *train, *val,
                  TrainConfig.from_params(p, "cpu"), log=lambda _: None)["train_mse"].to_numpy()
     assert ddp[-1] < 0.6 * ddp[0] and single[-1] < 0.6 * single[0]  # both learn
     # and at the same pace: the relative fall matches (absolute values differ with per-process batch norm)
@@ -61,7 +62,7 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
 
 
 def test_training_step_launches_torchrun_with_processes(tmp_path):
-    from lmkit import steps
+    from tests.study import steps
     from lmkit.runfolder import RunFolder
 
     run = RunFolder(tmp_path / "run")
@@ -90,7 +91,7 @@ def test_two_nodes_through_torchruns_rendezvous(tmp_path):
     import subprocess
     import sys
 
-    from lmkit import steps
+    from tests.study import steps
     from lmkit.runfolder import RunFolder
 
     run = RunFolder(tmp_path / "run")

@@ -6,7 +6,7 @@ from lmkit import evaluation as E
 from lmkit import metrics as M
 from lmkit.model import ModelInfo, build_model, predict
 from lmkit.schemes import scheme_for_points
-from lmkit.steps import Faces
+from lmkit.data import Faces
 
 
 def _model_and_faces(n=6, size=64):

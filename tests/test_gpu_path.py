@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmkit import params as P
-from lmkit import steps
+from tests.study import steps
 from lmkit.placement import DevicePlan, cuda_switches, place_training_set, process_group_backend
 from lmkit.runfolder import RunFolder
 from tests.conftest import TINY
@@ -82,13 +82,14 @@ def test_float16_trains_with_a_gradient_scaler(tmp_path):
     from lmkit import metrics as M
     from lmkit.prepare import prepare, split_train_val
     from lmkit.train import TrainConfig, fit, model_options, new_model
+    from tests.study import STUDY
 
     p = P.load(None, TINY | {"train.autocast": "float16", "train.epochs": 2})
     tr = prepare(p["data"], 0, tmp_path / "cache", lambda _: None)["train"]
     s = split_train_val(len(tr), 0.25, 0)
-    model = new_model(194, M.mean_shape(tr.landmarks[s["train"]]), 0, "cpu", **model_options(p))
+    model = new_model(STUDY.build_network, 194, M.mean_shape(tr.landmarks[s["train"]]), 0, "cpu", **model_options(p))
     hist = fit(model, tr.images[s["train"]], tr.landmarks[s["train"]], tr.images[s["val"]], tr.landmarks[s["val"]],
-               TrainConfig.from_params(p, "cpu"), out_dir=tmp_path / "out", log=lambda _: None)
+               TrainConfig.from_params(p, "cpu"), out_dir=tmp_path / "out", step=STUDY.train_step, log=lambda _: None)
     assert np.isfinite(hist["train_mse"]).all() and hist["train_mse"].iloc[-1] < hist["train_mse"].iloc[0]
     ckpt = torch.load(tmp_path / "out" / "last.pt", weights_only=False)
     assert "scale" in ckpt["scaler"]  # the scaler's state is checkpointed for resume

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from lmkit import params as P
-from lmkit import steps
+from tests.study import steps
 from lmkit.detector import BoxCalibration, to_units
 from lmkit.inference import Landmarker, as_rgb, export, predict_files, read_boxes
 from lmkit.model import load_model_file, predict, save_model_file

@@ -18,13 +18,14 @@ def test_asking_for_paths_creates_no_folder(tmp_path):
 
 def test_a_new_model_leaves_torchs_random_state_alone():
     from lmkit.train import new_model
+    from tests.study import STUDY
 
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    a = new_model(5, None, seed=7, device="cpu")
+    a = new_model(STUDY.build_network, 5, None, seed=7, device="cpu")
     assert torch.equal(torch.rand(3), expected)
-    b = new_model(5, None, seed=7, device="cpu")
+    b = new_model(STUDY.build_network, 5, None, seed=7, device="cpu")
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))  # still seeded
 
 
@@ -41,7 +42,7 @@ def test_optuna_verbosity_is_left_as_the_caller_set_it(tmp_path):
 
 
 def test_training_on_the_cpu_leaves_cudnn_alone(tmp_path):
-    from lmkit import steps
+    from tests.study import steps
     from tests.conftest import TINY
 
     before = torch.backends.cudnn.benchmark

@@ -34,7 +34,7 @@ def test_the_console_shows_each_notebooks_progress_as_it_happens(tiny_run):
 def test_progress_is_recorded_as_events_each_of_a_kind_its_stage_declares(tiny_run):
     import pandas as pd
 
-    from lmkit import stages
+    from lmkit.chain import stages
 
     for name in NOTEBOOKS:
         events = [json.loads(line) for line in tiny_run.path("progress", f"{name}.jsonl").read_text().splitlines()]
@@ -167,50 +167,6 @@ def test_whole_chain_writes_every_figure_metrics_and_html(tiny_run, tmp_path):
     again = [name for name, f in executed.items() if f.stat().st_mtime_ns != written[name]]
     assert again == ["04_evaluate", "05_figures"]
     assert json.loads((run.root / "run.json").read_text())["completed"].keys() == set(NOTEBOOKS)
-
-
-def test_stage_digests_follow_the_chain():
-    from lmkit import params as P
-    from lmkit.pipeline import stage_digests
-
-    base = stage_digests(P.load(None, TINY))
-    search = stage_digests(P.load(None, TINY | {"search.trials": 3}))
-    data = stage_digests(P.load(None, TINY | {"data.padding": 0.1}))
-    assert search["01_prepare"] == base["01_prepare"] and search["02_hpsearch"] != base["02_hpsearch"]
-    assert all(data[k] != base[k] for k in NOTEBOOKS)
-    assert stage_digests(P.load(None, TINY | {"train.resume": True})) == base
-
-
-def test_keys_added_later_keep_the_digests_of_runs_made_before_them():
-    """A run folder made before train.edges, data.box, model.view and model.bias_correction
-    existed had their defaults: it is still reused. Set otherwise, they change what they change."""
-    from lmkit import params as P
-    from lmkit.pipeline import stage_digests
-
-    now = P.load(None, TINY)
-    before = {**now, "data": {k: v for k, v in now["data"].items() if k != "box"},
-              "model": {k: v for k, v in now["model"].items() if k not in ("view", "bias_correction")},
-              "train": {k: v for k, v in now["train"].items() if k != "edges"}}
-    assert stage_digests(before) == stage_digests(now)
-    edges = stage_digests(P.load(None, TINY | {"train.edges": [0.05, 0.05, 0.05, 0.05]}))
-    assert edges["02_hpsearch"] != stage_digests(now)["02_hpsearch"]
-    view = stage_digests(P.load(None, TINY | {"model.view": "train-mean"}))
-    assert view["02_hpsearch"] != stage_digests(now)["02_hpsearch"]  # the trials validate at the view too
-    box = stage_digests(P.load(None, TINY | {"data.box": "eyes-mouth"}))
-    assert box["01_prepare"] != stage_digests(now)["01_prepare"]
-
-
-def test_an_ablation_sub_run_recorded_in_the_earlier_form_is_still_read(tmp_path):
-    from lmkit.digests import outputs_digest, stage_state
-
-    files = [tmp_path / "history.csv", tmp_path / "model.pt"]
-    for f in files:
-        f.write_text(f.name)
-    old = {"train": "abc-def", "outputs": outputs_digest(files)}  # an ablation sub-run's run.json, as first written
-    assert stage_state(old, "03_train", "abc-def", files) == "current"
-    assert stage_state(old, "03_train", "abc-xyz", files) == "inputs changed"
-    files[0].write_text("edited")
-    assert stage_state(old, "03_train", "abc-def", files) == "outputs changed"
 
 
 def test_a_failing_notebook_stops_the_chain_naming_notebook_and_cell(tmp_path):

@@ -111,21 +111,22 @@ def test_a_second_chain_on_the_same_folder_is_refused_and_a_killed_holder_taken_
 
 def test_resume_with_other_settings_is_refused_naming_each_key(tmp_path):
     from lmkit.train import TrainConfig, fit, model_options, new_model
+    from tests.study import STUDY
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (12, 64, 64, 3), dtype=np.uint8)
     pts = rng.uniform(10, 50, (12, 194, 2)).astype(np.float32)
     p = P.load(None, {"model.input_size": 32, "train.batch_size": 4, "train.epoch_multiplier": 1})
     cfg = TrainConfig.from_params(p, "cpu", epochs=1)
-    fit(new_model(194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], cfg, out_dir=tmp_path,
+    fit(new_model(STUDY.build_network, 194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], cfg, out_dir=tmp_path,
         log=lambda _: None)
     other = TrainConfig.from_params(P.merge(p, {"model.input_size": 48, "seed": 1}), "cpu", epochs=2)
     with pytest.raises(ValueError, match=r"cannot resume.*input_size: 32 in the checkpoint, 48 now; seed: 0 in the "
                                          r"checkpoint, 1 now"):
-        fit(new_model(194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], other, out_dir=tmp_path,
+        fit(new_model(STUDY.build_network, 194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], other, out_dir=tmp_path,
             resume=True, log=lambda _: None)
     more = TrainConfig.from_params(p, "cpu", epochs=2)  # only the epochs changed: fine
-    hist = fit(new_model(194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], more, out_dir=tmp_path,
+    hist = fit(new_model(STUDY.build_network, 194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], more, out_dir=tmp_path,
                resume=True, log=lambda _: None)
     assert list(hist["epoch"]) == [1, 2]
 
@@ -162,7 +163,7 @@ def test_bad_params_are_refused_naming_the_key(override, match):
 
 
 def test_a_notebook_run_by_hand_with_other_params_is_not_reused(tmp_path):
-    from lmkit import steps
+    from tests.study import steps
 
     out = tmp_path / "run"
     tiny = ["data.synthetic_train=12", "data.synthetic_test=4", "model.input_size=32", "train.batch_size=4"]
@@ -178,37 +179,18 @@ def test_a_notebook_run_by_hand_with_other_params_is_not_reused(tmp_path):
     logs.clear()
     run_chain("params/quick.yaml", tiny, str(out), log=logs.append, notebooks=("01_prepare",))
     assert not any("reusing the earlier output" in line for line in logs)
-    assert any("01_prepare: its outputs are missing or not what it wrote" in line for line in logs)
+    assert any("01_prepare: running it again: its outputs are missing or not what it wrote" in line for line in logs)
     split = P.load(run.params)["data"]["val_fraction"]
     assert split == 0.2 and len(__import__("json").loads(run.split.read_text())["val"]) == round(12 * 0.2)
 
 
-def test_one_digest_rule_for_study_stage_and_ablation():
-    from lmkit.digests import stage_digests
-    from lmkit.steps import study_name
+def test_more_epochs_keep_the_search_study():
+    from lmkit.search import study_name
 
     base = P.load(None)
-    longer = P.load(None, ["train.epochs=7"])
-    # more training epochs: the same study (the search stage, which reads the train section, runs
-    # again but finds its trials complete); training runs again
-    assert study_name(longer) == study_name(base)
-    assert stage_digests(longer)["01_prepare"] == stage_digests(base)["01_prepare"]
-    assert stage_digests(longer)["03_train"] != stage_digests(base)["03_train"]
-    # more trials: the same study (its finished trials are reused), another search result
-    more = P.load(None, ["search.trials=11"])
-    assert study_name(more) == study_name(base) and stage_digests(more)["02_hpsearch"] != stage_digests(base)["02_hpsearch"]
-    # where training runs never changes a digest
-    assert stage_digests(P.load(None, ["train.device=cpu"])) == stage_digests(base)
-
-
-def test_lr_override_with_the_search_on_reuses_training_but_not_with_it_off():
-    from lmkit.pipeline import stage_digests
-
-    base = stage_digests(P.load(None))
-    assert stage_digests(P.load(None, ["train.lr=0.5"])) == base  # the search picks the learning rate
-    off = stage_digests(P.load(None, ["search.enabled=false"]))
-    changed = stage_digests(P.load(None, ["search.enabled=false", "train.lr=0.5"]))
-    assert changed["01_prepare"] == off["01_prepare"] and changed["03_train"] != off["03_train"]
+    assert study_name(P.load(None, ["train.epochs=7"])) == study_name(base)  # its finished trials are reused
+    assert study_name(P.load(None, ["search.trials=11"])) == study_name(base)
+    assert study_name(P.load(None, ["train.loss=l1"])) != study_name(base)
 
 
 def test_a_last_batch_of_one_image_is_left_out():
@@ -233,7 +215,7 @@ def test_too_little_data_is_refused_with_the_numbers(tmp_path):
 
 
 def test_notebook_overrides_are_recorded_in_the_run_folder(tmp_path):
-    from lmkit import steps
+    from tests.study import steps
 
     run = RunFolder(tmp_path / "run")
     P.dump(P.load(None), run.params)
@@ -305,44 +287,30 @@ def test_the_flip_test_changed_after_a_run_with_the_bias_correction_packages_the
 
 
 def test_keys_that_act_only_on_the_model_file_never_train_the_weights_again(tmp_path):
-    """model.bias_correction and model.recrop are read by the search stage (its digest changes and
-    its notebook runs, finding its trials complete) but act only when the model file is written:
-    the weights must be reused, not trained again. Weights recorded by lmkit before model.recrop
-    existed (their key saw the bias correction through the search's digest) are reused too."""
+    """model.bias_correction and model.recrop act only when 04 writes the model file: 01-03 never
+    read them, so they are reused and the weights are not trained again."""
     import torch
 
-    from lmkit import digests, steps
-    from lmkit.runfolder import read_json, write_json
-
     tiny = ["data.synthetic_train=40", "data.synthetic_test=12", "model.input_size=32", "train.batch_size=16",
-            "train.epochs=1", "train.epoch_multiplier=1", "search.enabled=false"]
+            "train.epochs=1", "train.epoch_multiplier=1", "search.enabled=false", "eval.detector_box=false"]
     out, logs = tmp_path / "run", []
-    chain = ("01_prepare", "02_hpsearch", "03_train")
+    chain = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate")
     run_chain("params/quick.yaml", tiny, str(out), log=lambda _: None, notebooks=chain)
     run = RunFolder(out)
     weights, stamp = run.best_checkpoint.read_bytes(), run.best_checkpoint.stat().st_mtime_ns
     packaging = ["model.bias_correction=true", "model.recrop=2"]
     run_chain("params/quick.yaml", tiny + packaging, str(out), log=logs.append, notebooks=chain)
-    assert any("02_hpsearch: its params or data changed" in line for line in logs)
+    assert [line.split(":")[0] for line in logs if "reusing the earlier output" in line] == list(chain[:3])
+    assert any(line.startswith("04_evaluate: running it again: params key model.bias_correction") for line in logs)
     assert run.best_checkpoint.stat().st_mtime_ns == stamp and run.best_checkpoint.read_bytes() == weights
     info = torch.load(run.model_file, weights_only=True)["info"]
     assert info["recrop"] == 2 and info["correction"] is not None
-    # a fit.json as lmkit wrote it before model.recrop: its search digest saw the bias correction
-    params = P.load("params/quick.yaml", tiny + packaging)
-    record = read_json(run.path("train", "fit.json"), "")
-    old_key = digests.digest([digests.stage_digests(P.merge(params, {"model.recrop": 0}), ("02_hpsearch",))["02_hpsearch"],
-                              digests.training_inputs(params), {k: read_json(run.best_hparams, "")[k] for k in ("lr", "weight_decay")}], 16)
-    assert old_key != steps.training_key(run, params)
-    write_json({**record, "completed": {"fit": old_key}}, run.path("train", "fit.json"))
-    steps.train(run, params, log=lambda _: None)
-    assert run.best_checkpoint.stat().st_mtime_ns == stamp
-    assert read_json(run.path("train", "fit.json"), "")["completed"]["fit"] == steps.training_key(run, params)
 
 
 def test_a_chain_after_a_notebook_run_by_hand_says_what_it_undoes(tmp_path):
     """Issue 22: the next lmkit run names the knob the hand-run notebook had set, and why it
     runs that notebook again, instead of undoing it silently."""
-    from lmkit import steps
+    from tests.study import steps
 
     out = tmp_path / "run"
     tiny = ["data.synthetic_train=12", "data.synthetic_test=4", "model.input_size=32", "train.batch_size=4"]

@@ -39,7 +39,7 @@ def test_log_uniform_sampling_spreads_over_decades(tmp_path):
 
 def test_study_name_changes_with_what_trials_depend_on():
     from lmkit import params as P
-    from lmkit.steps import study_name
+    from lmkit.search import study_name
     from tests.conftest import TINY
 
     base = study_name(P.load(None, TINY))

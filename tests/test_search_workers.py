@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lmkit import params as P
-from lmkit import steps
+from tests.study import steps
 from lmkit.runfolder import RunFolder
 from lmkit.search import open_study
 

@@ -1,0 +1,54 @@
+"""What the tests drive: notebook 03's study cells as saved (``STUDY``: its network, loss and
+training step), and ``steps``, the notebooks' work composed from the same helpers and cells the
+notebooks call, for tests that need one stage's outputs without a kernel (the chain tests run
+the notebooks themselves)."""
+from types import SimpleNamespace
+
+from lmkit import cells
+
+STUDY = cells.study("03_train")
+
+
+def _prepare(run, params, log=print):
+    from lmkit.data import prepare_run
+
+    return prepare_run(run, params, log)
+
+
+def _hpsearch(run, params, log=print):
+    from lmkit.data import load_data
+    from lmkit.search import search_run
+
+    objective = cells.study("02_hpsearch").make_objective(params, load_data(run, params)) if params["search"]["enabled"] else None
+    return search_run(run, params, objective, log)
+
+
+def _train(run, params, log=print):
+    """03 then the model file (04's first cell)."""
+    from lmkit.packaging import package_model
+    from lmkit.train import fit_run
+
+    history = fit_run(run, params, STUDY.build_network, STUDY.train_step, log)
+    package_model(run, params, log)
+    return history
+
+
+def _evaluate(run, params, log=print, peers=True):
+    from lmkit.evaluation import evaluate_run
+
+    return evaluate_run(run, params, log, peers)
+
+
+def _lazy():
+    from lmkit.chain import open_run
+    from lmkit.chain.ablation import ablation
+    from lmkit.data import load_data
+    from lmkit.packaging import load_model, package_model
+    from lmkit.report import METHODS
+    from lmkit.search import search_worker, study_name
+
+    return dict(open_run=open_run, ablation=ablation, load_data=load_data, load_model=load_model,
+                package_model=package_model, METHODS=METHODS, search_worker=search_worker, study_name=study_name)
+
+
+steps = SimpleNamespace(prepare=_prepare, hpsearch=_hpsearch, train=_train, evaluate=_evaluate, **_lazy())

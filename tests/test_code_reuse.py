@@ -1,0 +1,175 @@
+"""Issue 31: the study's code lives in the notebooks' cells, and no edit is ever ignored. After a
+finished chain, an edit of a code cell, of a module under lmkit or a new cell runs the stages it
+touches again, naming the file; a markdown edit runs nothing. What 03's cells define is what
+trains, in lmkit run and in several processes."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmkit.pipeline import run_chain
+from lmkit.runfolder import RunFolder
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data.synthetic_train=36", "data.synthetic_test=8", "model.input_size=32", "train.batch_size=12",
+        "train.epochs=1", "train.epoch_multiplier=1", "search.enabled=false", "eval.detector_box=false"]
+CHAIN = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures")
+WING = """def landmark_loss(pred, target, cfg):
+    w, e = 10.0, 2.0  # Wing loss (Feng et al. 2018), written here
+    x = (pred - target).abs()
+    return torch.where(x < w, w * torch.log1p(x / e), x - (w - w * math.log(1 + w / e))).mean()
+"""
+
+
+def _notebooks(folder: Path) -> Path:
+    shutil.copytree(ROOT / "notebooks", folder)
+    return folder
+
+
+def _edit(path: Path, change) -> None:
+    nb = json.loads(path.read_text())
+    change(nb["cells"])
+    path.write_text(json.dumps(nb, indent=1))
+
+
+def _code_cell(text: str, tags=()) -> dict:
+    return {"cell_type": "code", "execution_count": None, "metadata": {"tags": list(tags)}, "outputs": [],
+            "source": text.splitlines(keepends=True)}
+
+
+def _ran(logs) -> list[str]:
+    return [line.split(" ")[0] for line in logs if line.endswith(" ...") and not line.startswith(" ")]
+
+
+def _chain(out, nb, logs, extra=(), notebooks=CHAIN):
+    return run_chain(str(ROOT / "params/quick.yaml"), TINY + list(extra), str(out), log=logs.append,
+                     notebooks=notebooks, notebooks_folder=nb)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    base = tmp_path_factory.mktemp("code-reuse")
+    nb = _notebooks(base / "notebooks")
+    _chain(base / "run", nb, [])
+    return base
+
+
+@pytest.fixture
+def copy(finished, tmp_path):
+    shutil.copytree(finished / "run", tmp_path / "run")
+    return tmp_path / "run", _notebooks(tmp_path / "notebooks")
+
+
+def test_nothing_changed_reuses_every_stage(copy):
+    out, nb = copy
+    logs = []
+    _chain(out, nb, logs)
+    assert _ran(logs) == [] and sum("reusing the earlier output" in line for line in logs) == len(CHAIN)
+
+
+def test_a_code_cell_of_03_runs_03_and_every_later_stage_naming_the_file(copy):
+    out, nb = copy
+    _edit(nb / "03_train.ipynb", lambda cells: cells.append(_code_cell("print('an edit')")))
+    logs = []
+    _chain(out, nb, logs)
+    assert _ran(logs) == ["03_train", "04_evaluate", "05_figures"]
+    assert any(line.startswith("03_train: running it again:") and "03_train.ipynb: its code cells changed" in line
+               for line in logs)
+
+
+def test_a_markdown_edit_runs_nothing(copy):
+    out, nb = copy
+
+    def words(cells):
+        cells[0]["source"] = ["# 3. Train, reworded\n"]
+    _edit(nb / "03_train.ipynb", words)
+    logs = []
+    _chain(out, nb, logs)
+    assert _ran(logs) == []
+
+
+def test_a_new_cell_in_05_runs_05_and_the_cell_runs(copy):
+    out, nb = copy
+    _edit(nb / "05_figures.ipynb", lambda cells: cells.append(_code_cell(
+        "(run.root / 'new-cell.txt').write_text('ran')")))
+    logs = []
+    _chain(out, nb, logs)
+    assert _ran(logs) == ["05_figures"]
+    assert (out / "new-cell.txt").read_text() == "ran"
+
+
+def test_an_edit_of_a_module_under_lmkit_runs_the_stages_that_imported_it(copy):
+    out, nb = copy
+    losses = ROOT / "lmkit" / "losses.py"
+    text = losses.read_text()
+    try:
+        losses.write_text(text + "\n# an edit\n")
+        logs = []
+        _chain(out, nb, logs)
+    finally:
+        losses.write_text(text)
+    ran = _ran(logs)
+    assert ran and ran[0] == "02_hpsearch" and ran[-1] == "05_figures"  # 02 runs 03's study cells, which import it
+    assert any("lmkit/losses.py: changed" in line for line in logs)
+    assert not any(line.startswith("01_prepare: running") for line in logs)
+
+
+def test_a_new_cell_reading_any_params_key_runs_and_that_key_is_then_compared(copy):
+    out, nb = copy
+    _edit(nb / "03_train.ipynb", lambda cells: cells.append(_code_cell('print("ced_max", params["eval"]["ced_max"])')))
+    logs = []
+    _chain(out, nb, logs)
+    assert "03_train" in _ran(logs)
+    logs.clear()
+    _chain(out, nb, logs, ["eval.ced_max=0.2"])
+    assert _ran(logs)[0] == "03_train"
+    assert any("params key eval.ced_max: 0.3 -> 0.2" in line or "params key eval.ced_max:" in line for line in logs)
+
+
+def _wing_notebooks(folder: Path) -> Path:
+    nb = _notebooks(folder)
+
+    def wing(cells):
+        for cell in cells:
+            if "".join(cell["source"]).startswith("def landmark_loss"):
+                cell["source"] = ("import math\n\n\n" + WING).splitlines(keepends=True)
+                return
+        raise AssertionError("no landmark_loss cell in 03")
+    _edit(nb / "03_train.ipynb", wing)
+    return nb
+
+
+def test_03_builds_resnet18_defines_the_step_and_back_propagates():
+    cells = json.loads((ROOT / "notebooks" / "03_train.ipynb").read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    study = [c for c in cells if "study" in c["metadata"].get("tags", [])]
+    assert "torchvision.models.resnet18(" in code and "resnet.fc = nn.Linear(" in code
+    assert "def landmark_loss(" in code and "def train_step(" in code and "loss.backward()" in code
+    assert len(study) == 3
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_wing_loss_written_in_03s_cell_is_what_trains(tmp_path, processes):
+    """train_loss is the loss the step returned, train_mse the MSE of the same predictions: equal
+    with the study's MSE cell, different once the cell computes Wing loss, in one process and in
+    two (torchrun, gloo), where each process runs the saved cells."""
+    nb = _wing_notebooks(tmp_path / "notebooks")
+    logs = []
+    _chain(tmp_path / "run", nb, logs, [f"train.processes={processes}", "train.epochs=2", "train.batch_size=12"],
+           notebooks=CHAIN[:3])
+    history = pd.read_csv(RunFolder(tmp_path / "run").history)
+    assert not np.allclose(history["train_loss"], history["train_mse"], rtol=1e-3)
+    w = 10.0
+    assert (history["train_loss"] < history["train_mse"]).all()  # Wing grows as |x|, MSE as x², on large errors
+    if processes > 1:
+        assert any("launching 2 processes" in line for line in logs)
+
+
+def test_the_studys_mse_cell_gives_train_loss_equal_to_its_mse(tmp_path):
+    logs = []
+    _chain(tmp_path / "run", _notebooks(tmp_path / "notebooks"), logs, notebooks=CHAIN[:3])
+    history = pd.read_csv(RunFolder(tmp_path / "run").history)
+    np.testing.assert_allclose(history["train_loss"], history["train_mse"], rtol=1e-4)
