@@ -84,6 +84,8 @@ def ablation(run: RunFolder, params: dict, log=print, quiet_notebooks: bool = Tr
                     kept = read_json(same.path("run.json"), "")
                     write_json({"timings_s": {}, "stages": {"03_train": kept["stages"]["03_train"]}}, info)
                     emit(log, "variant", f"    seed {seed}: the same training as {same.root.parent.name}: its weights reused")
+                else:
+                    emit(log, "variant", f"    seed {seed}: training ...")
             run_stages(sub, vp, ("03_train", "04_evaluate"), log=quiet if quiet_notebooks else log)
             trained.append(sub)
             m = read_json(sub.metrics, "04_evaluate")
