@@ -22,13 +22,15 @@ import numpy as np
 from lmkit import evaluation as E
 from lmkit import metrics as M
 from lmkit import params as P
-from tests.study import steps
+from lmkit import cells
+from lmkit.data import load_data, prepare_run
 from lmkit.augment import view_fraction
 from lmkit.model import REFERENCE_SIZE, pick_device, predict
 from lmkit.prepare import load_sources
 from lmkit.runfolder import RunFolder
 from lmkit.train import TrainConfig, fit, load_checkpoint, model_options, new_model
-from tests.study import STUDY
+
+STUDY = cells.study("03_train")  # the notebook's network, loss and step, as saved
 
 
 def validation_scores(model, d, params, boxes) -> dict:
@@ -73,8 +75,8 @@ def main(argv=None) -> None:
 def compare(args, base: dict, work: Path) -> list[dict]:
     """Train and score every (head, seed) in ``work`` (a folder removed afterwards); one row each."""
     run = RunFolder(work / "run")
-    steps.prepare(run, base, log=lambda _: None)
-    d = steps.load_data(run, base)
+    prepare_run(run, base, log=lambda _: None)
+    d = load_data(run, base)
     _, all_boxes = load_sources(run.cache_dir(base["data"]["cache_dir"]) / "train")
     boxes = all_boxes[d.val[0].indices]
     rows = []

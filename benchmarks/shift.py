@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 from lmkit import params as P
-from tests.study import steps
+from lmkit.data import load_data
 from lmkit.augment import view_fraction
 from lmkit.model import REFERENCE_SIZE, build_model, load_model_file, predict
 from lmkit.runfolder import RunFolder
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     else:
         run = RunFolder(args.run)
         params = P.load(run.params, args.overrides)
-    d = steps.load_data(run, params)
+    d = load_data(run, params)
     if args.checkpoint:
         model = build_model(d.scheme.n_points, False, head=params["model"]["head"])
         model.load_state_dict(load_checkpoint(args.checkpoint)["model"])

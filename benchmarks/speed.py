@@ -41,7 +41,9 @@ from lmkit.model import build_model, pick_device, predict
 from lmkit.prepare import load_cache, write_cache
 from lmkit.readers import read_300w_folder
 from lmkit.synthetic import synthetic_faces
-from lmkit.train import Batches, TrainConfig, epoch_order, train_step, training_network
+from lmkit import cells
+from lmkit.model import REFERENCE_SIZE
+from lmkit.train import Batches, ScaledOptimizer, TrainConfig, TrainingNetwork, epoch_order, training_network
 
 
 def sync(device):
@@ -79,12 +81,17 @@ def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device
     batches = iter(Batches(images, landmarks, order, cfg, g, device, prefetch=plan.prefetch,
                            src_size=cache.images.shape[1]))
     scaler = plan.grad_scaler()
+    step = cells.study("03_train").train_step  # the notebook's training step, as fit() calls it
+    net = TrainingNetwork(net, plan, scaler)
+    opt = ScaledOptimizer(opt, scaler, device) if scaler is not None else opt
+    to_reference = REFERENCE_SIZE / size
 
     def real_step():
-        train_step(net, opt, *next(batches), cfg, plan, scaler)
+        images, points = next(batches)
+        step(net, opt, images, points * to_reference, cfg)
 
     def model_step():
-        train_step(net, opt, x, y, cfg, plan, scaler)
+        step(net, opt, x, y * to_reference, cfg)
 
     for _ in range(2):  # warm-up: allocator, cuDNN autotuning
         model_step()

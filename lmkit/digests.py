@@ -10,8 +10,8 @@ import hashlib
 import json
 from pathlib import Path
 
-# train keys that do not change what is trained (where and how it runs; lmkit.chain.stages says why)
-_NOT_RESULTS = ("device", "resume", "resident", "prefetch", "autocast", "channels_last")
+from .params import NOT_RESULTS
+
 # model keys that act only when the model file is written, not on what is trained
 _PACKAGING = ("bias_correction", "recrop")
 
@@ -63,7 +63,7 @@ def outputs_digest(paths: list[Path]) -> str | None:
 
 
 def _train(params: dict, drop=()) -> dict:
-    drop = _NOT_RESULTS + tuple(drop)
+    drop = NOT_RESULTS + tuple(drop)
     return {k: v for k, v in params["train"].items() if k not in drop}
 
 

@@ -260,6 +260,8 @@ class ModelInfo:
     # the params keys each fact answers to: a run that asks otherwise is refused
     PARAMS = {"input_size": "model.input_size", "crop_size": "data.crop_size", "forehead": "data.forehead",
               "padding": "data.padding", "box": "data.box", "head": "model.head"}
+    # every params key check_settings reads
+    SETTINGS = (*PARAMS.values(), "model.view", "train.crop_fraction", "train.scale", "model.bias_correction", "model.recrop")
 
     def check_settings(self, settings: dict, source: str) -> None:
         """Refuse settings ({dotted params key: value}, e.g. ``params.flatten(params)``: the keys
@@ -320,7 +322,7 @@ def load_model_file(path: Path, device="cpu", settings: dict | None = None) -> t
     return model.to(device).eval(), info
 
 
-def network_summary(model: torch.nn.Module, input_size: int) -> "pandas.DataFrame":  # noqa: F821
+def network_summary(model: torch.nn.Module, input_size: int):
     """The network block by block: each block's output shape for one input of ``input_size``
     and its number of parameters (ResNet18's stem, its four stages, and the head)."""
     b = model.eval().backbone  # batch norm with one image: its running statistics

@@ -11,6 +11,7 @@ import torch
 
 from . import metrics as M
 from . import params as P
+from .params import NOT_RESULTS
 from .augment import view_fraction
 from .data import RunData, load_data
 from .digests import digest
@@ -20,7 +21,6 @@ from .progress import emit
 from .runfolder import RunFolder, read_json, write_json
 from .train import load_checkpoint
 
-NOT_RESULTS = ("device", "resume", "resident", "prefetch", "autocast", "channels_last")
 # the train keys the model file's record of its recipe leaves out: where and how it ran, and what
 # it records otherwise (epochs run, the search's learning rate and decay)
 RECIPE_EXCLUDES = (*NOT_RESULTS, "processes", "epochs", "lr", "weight_decay")
@@ -117,5 +117,6 @@ def load_model(run: RunFolder, params: dict, device) -> tuple[torch.nn.Module, M
     """The run's model file, refused when the params describe another model."""
     if not run.model_file.exists():
         raise FileNotFoundError(f"{run.model_file}: missing; run notebook 03_train first (it writes the model file "
-                                "after training; for a run trained before lmkit 0.2, call steps.package_model)")
-    return load_model_file(run.model_file, device, P.flatten(params))
+                                "after training)")
+    settings = {key: params[key.split(".")[0]][key.split(".")[1]] for key in ModelInfo.SETTINGS}
+    return load_model_file(run.model_file, device, settings)

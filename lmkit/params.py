@@ -96,6 +96,10 @@ class Data(_Section):
 
 
 HEADS = ("regression", "heatmap", "heatmap-s4")  # model.head's choices, read by lmkit.model too
+# train keys that do not change what is trained: where and how it runs (the device plan: autocast
+# changes the last digits, as another device does), and whether it continues a checkpoint. Read
+# by the chain's reuse, the search study's name and the model file's record of its recipe.
+NOT_RESULTS = ("device", "resume", "resident", "prefetch", "autocast", "channels_last")
 
 
 class Model(_Section):

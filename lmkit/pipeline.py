@@ -116,12 +116,6 @@ def provenance(params: dict) -> dict:
             "packages": {p: version(p) for p in ("lmkit", "torch", "torchvision", "numpy", "optuna", "papermill")}}
 
 
-def stage_outputs(run: RunFolder, params: dict, name: str) -> list[Path]:
-    """The files a notebook writes (declared in ``lmkit.stages``); reused only while they are
-    still what it wrote."""
-    return S.outputs(run, params, name)
-
-
 LAYOUTS = {"helen": ("trainnames.txt", "annotation"), "300w": ("trainset", "testset")}
 
 
@@ -253,7 +247,7 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, qu
                 if name in stages:
                     log(f"{name}: running it again: {'; '.join(why[:8])}{' ...' if len(why) > 8 else ''}")
             elif name in stages:
-                log(f"{name}: running it again (--force, or a stage before it ran again)")
+                log(f"{name}: running it again ({'--force' if force else 'a stage before it ran again'})")
             reusing = False  # everything after a re-run notebook runs again
             stages.pop(name, None)
             run.path("reads", f"{name}.json").unlink(missing_ok=True)

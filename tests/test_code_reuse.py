@@ -162,7 +162,6 @@ def test_a_wing_loss_written_in_03s_cell_is_what_trains(tmp_path, processes):
            notebooks=CHAIN[:3])
     history = pd.read_csv(RunFolder(tmp_path / "run").history)
     assert not np.allclose(history["train_loss"], history["train_mse"], rtol=1e-3)
-    w = 10.0
     assert (history["train_loss"] < history["train_mse"]).all()  # Wing grows as |x|, MSE as x², on large errors
     if processes > 1:
         assert any("launching 2 processes" in line for line in logs)

@@ -43,7 +43,7 @@ def _value(params: dict, key: str):
 
 def _comparable(value, key: str = "") -> dict:
     """A section (or the whole params) without the keys that are not compared."""
-    prefix = f"{key}." if key else ""
+    prefix = f"{key}." if key and key != WHOLE else ""
     return {k: v for k, v in P.flatten(value).items() if not _ignored(prefix + k)}
 
 

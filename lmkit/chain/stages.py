@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import params as P
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -29,9 +31,7 @@ STAGES = (
 BY_NAME = {s.notebook: s for s in STAGES}
 CHAIN = tuple(s.notebook for s in STAGES)
 NOTEBOOKS = CHAIN[:5]  # what lmkit run runs; the ablation is lmkit ablate
-# train keys that do not change what is trained: where and how it runs (the device plan: autocast
-# changes the last digits, as another device does), and whether it continues a checkpoint
-NOT_RESULTS = {"train": ("device", "resume", "resident", "prefetch", "autocast", "channels_last")}
+NOT_RESULTS = {"train": P.NOT_RESULTS}  # keys whose values change no result (lmkit.params says which)
 NOT_COMPARED = ("name",)  # read anywhere, compared nowhere: the run's name changes no result
 
 
