@@ -65,7 +65,7 @@ def main(argv=None) -> int:
             summary["ratio_b_over_a"] = min(r["ratio"] for r in result["rows"])
         except Exception as e:  # noqa: BLE001 - report and go on to the chain
             failed.append(f"speed benchmark: {type(e).__name__}: {e}")
-    from lmkit.pipeline import run_chain
+    from lmkit.chain.pipeline import run_chain
 
     t0 = time.perf_counter()
     try:

@@ -137,10 +137,10 @@ def end_to_end(model: str | None, input_size: int, n: int, device) -> dict | Non
     folder = data_folder()
     if folder is None:
         return None
-    from lmkit.detector import HogDetector
-    from lmkit.inference import Landmarker
+    from lmkit.use.detector import HogDetector
+    from lmkit.use.inference import Landmarker
     from lmkit.model import ModelInfo
-    from lmkit.peers import DlibPeer, peer_unavailable
+    from lmkit.use.peers import DlibPeer, peer_unavailable
     from lmkit.readers import load_image
 
     photos = [load_image(p) for p in sorted((folder.parent / "testset").glob("*.jpg"))[:n]]

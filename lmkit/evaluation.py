@@ -21,6 +21,18 @@ from . import metrics as M
 from .model import REFERENCE_SIZE, ModelInfo, predict
 from .prepare import crop_to_photo
 
+# the study's published numbers, and the methods an evaluation scores (their display names)
+PAPER = {"test_mse": 27.84, "best_val_mse": 8.00, "dataset": "Helen (2,000 train / 330 test, 194 points)"}
+METHODS = {"model": "ResNet18 (this run)", "model_detector": "ResNet18, its detector box",
+           "mean_shape": "mean shape (baseline)",
+           "dlib_hog": "dlib ERT, its HOG detector box", "dlib_annotation": "dlib ERT, box from the annotations"}
+
+
+def nme_by_method(predictions, norm: str = "io") -> dict:
+    """Per-image NMEs of every evaluated method, by display name (for CED curves)."""
+    return {name: predictions[f"{key}__nme_{norm}"] for key, name in METHODS.items()
+            if f"{key}__nme_{norm}" in predictions}
+
 
 def crop_predictions(model, info: ModelInfo, images, batch_size: int, device, mirror: tuple[int, ...] | None,
                      correction: bool = True) -> tuple[np.ndarray, float]:
@@ -53,7 +65,7 @@ def detector_predictions(landmarker, sources: list[str], crop_boxes: np.ndarray,
     """The model end to end on each face's original photo: its detector's box (the one
     overlapping the annotated face, as for dlib), points mapped into the face's crop frame.
     A face the detector misses gets NaN points (a failure in the CED)."""
-    from .detector import best_match
+    from .use.detector import best_match
     from .readers import load_image
 
     n = len(sources)
@@ -101,7 +113,7 @@ def validation_scores(model, info: ModelInfo, faces, sources: list[str], crop_bo
     preds = {"model": crop_predictions(model, info, faces.images, batch_size, device, mirror, correction=False)[0]}
     status = detector_unavailable(detector_box, info, manifest)
     if status is None:
-        from .inference import Landmarker
+        from .use.inference import Landmarker
 
         plain = dataclasses.replace(info, correction=None)
         found = detector_predictions(Landmarker(model, plain, device, flip_test=flip_test), sources, crop_boxes, true)
@@ -121,11 +133,10 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
     from .data import check_flips, comparable_to_paper, load_data
     from .model import pick_device
     from .packaging import load_model
-    from .peers import peer_unavailable, run_dlib
+    from .use.peers import peer_unavailable, run_dlib
     from .progress import emit
     from .prepare import load_sources
     from .protocol import compare as compare_protocol
-    from .report import METHODS, PAPER
     from .runfolder import atomic_write, read_json, write_json
     import pandas as pd
 
@@ -147,7 +158,7 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
     sources, crop_boxes = load_sources(cache / "test")  # each test face's photo and crop box
     detector_status = E.detector_unavailable(params["eval"]["detector_box"], info, test.manifest)
     if detector_status is None:
-        from .inference import Landmarker
+        from .use.inference import Landmarker
 
         found = E.detector_predictions(Landmarker(model, info, device, flip_test=flip_test), sources, crop_boxes, true)
         preds["model_detector"], seconds["model_detector"] = found["pred"], found["seconds_per_face"]

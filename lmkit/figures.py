@@ -269,7 +269,7 @@ def report_figures(run, params: dict, gradient) -> dict:
     from .data import comparable_to_paper, load_data
     from .model import pick_device
     from .packaging import load_model
-    from .report import PAPER, nme_by_method
+    from .evaluation import PAPER, nme_by_method
     from .saliency import network_inputs, saliency_maps
 
     figures = sys.modules[__name__]

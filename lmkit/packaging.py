@@ -10,10 +10,9 @@ import pandas as pd
 import torch
 
 from . import metrics as M
-from . import params as P
 from .params import NOT_RESULTS
 from .augment import view_fraction
-from .data import RunData, load_data
+from .data import load_data
 from .digests import digest
 from .model import ModelInfo, build_model, fit_correction, load_model_file, save_model_file
 from .prepare import crop_to_photo
@@ -42,7 +41,7 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     if manifest["source"] == "synthetic":
         why = "synthetic faces: no face detector calibration (give crop boxes to predict)"
     else:
-        from .detector import HogDetector
+        from .use.detector import HogDetector
 
         try:
             detector = HogDetector()
@@ -82,7 +81,7 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
     """The detector's box calibration, fitted on the run's training photos. It depends on the
     data and the detector only, so it is kept beside the train cache (``box_calibration.json``)
     and reused by every run and ablation variant with the same training photos."""
-    from .detector import calibrate
+    from .use.detector import calibrate
     from .prepare import load_sources
     from .readers import load_image
 

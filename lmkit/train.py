@@ -307,7 +307,7 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
     batch reads its rows) and are copied once to the GPU when training there. Landmarks are
     (N, K, 2) in crop pixels. With ``out_dir``, history and checkpoints are written there.
 
-    Inside a ``torch.distributed`` process group (``torchrun``, see ``lmkit.distributed``)
+    Inside a ``torch.distributed`` process group (``torchrun``, see ``lmkit.chain.distributed``)
     the model is wrapped in DistributedDataParallel and ``cfg.batch_size`` is the global
     batch: each of the W processes trains on batch_size / W images of every step, with its
     own augmentation draws; gradients are averaged, so the weights stay identical. Batch-norm
@@ -455,22 +455,15 @@ def _diverged(what: str, lr: float, out_dir: Path | None, epoch: int):
 
 def fit_run(run, params: dict, build, step, log=print) -> pd.DataFrame:
     """Notebook 03's training of a run: its prepared data and the search's rate and decay, a new
-    network from ``build``, ``fit`` with ``step`` into ``train/`` (history, checkpoints). With
-    ``train.processes`` > 1 it launches that many processes (``torchrun``), each of which runs
-    this with the study cells of 03 as saved (``lmkit.cells.study``)."""
+    network from ``build``, ``fit`` with ``step`` into ``train/`` (history, checkpoints). What one
+    process runs; with ``train.processes`` > 1, 03 launches that many (``lmkit.chain.launch``),
+    each of which runs this with the study cells of 03 as saved (``lmkit.cells.study``)."""
     from . import metrics as M
     from .data import check_flips, load_data
     from .model import pick_device
     from .placement import cuda_switches
     from .runfolder import read_json
 
-    if params["train"]["processes"] > 1 and not _distributed()[1] > 1:
-        from .cells import check_saved
-        from .chain.launch import launch
-
-        check_saved(build, step)
-        launch(run, params["train"]["processes"], log)  # each process: lmkit.chain.distributed
-        return pd.read_csv(run.history)
     d = load_data(run, params)
     hp = read_json(run.best_hparams, "02_hpsearch")
     device = pick_device(params["train"]["device"])

@@ -28,7 +28,12 @@ def _train(run, params, log=print):
     from lmkit.packaging import package_model
     from lmkit.train import fit_run
 
-    history = fit_run(run, params, STUDY.build_network, STUDY.train_step, log)
+    if params["train"]["processes"] > 1:  # as 03's training cell
+        from lmkit.chain.launch import train_in_processes
+
+        history = train_in_processes(run, params, STUDY.build_network, STUDY.train_step, log)
+    else:
+        history = fit_run(run, params, STUDY.build_network, STUDY.train_step, log)
     package_model(run, params, log)
     return history
 
@@ -44,7 +49,7 @@ def _lazy():
     from lmkit.chain.ablation import ablation
     from lmkit.data import load_data
     from lmkit.packaging import load_model, package_model
-    from lmkit.report import METHODS
+    from lmkit.evaluation import METHODS
     from lmkit.search import search_worker, study_name
 
     return dict(open_run=open_run, ablation=ablation, load_data=load_data, load_model=load_model,

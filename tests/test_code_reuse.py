@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmkit.pipeline import run_chain
+from lmkit.chain.pipeline import run_chain
 from lmkit.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -55,7 +55,7 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
 
     p, train, val = _data(tmp_path / "cache")
     single = fit(new_model(STUDY.build_network, 194, M.mean_shape(train[1]), 0, "cpu", **model_options(p)), *train, *val,
-                 TrainConfig.from_params(p, "cpu"), log=lambda _: None)["train_mse"].to_numpy()
+                 TrainConfig.from_params(p, "cpu"), step=STUDY.train_step, log=lambda _: None)["train_mse"].to_numpy()
     assert ddp[-1] < 0.6 * ddp[0] and single[-1] < 0.6 * single[0]  # both learn
     # and at the same pace: the relative fall matches (absolute values differ with per-process batch norm)
     np.testing.assert_allclose(ddp / ddp[0], single / single[0], atol=0.1)
@@ -104,7 +104,7 @@ def test_two_nodes_through_torchruns_rendezvous(tmp_path):
     nodes = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
          "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{port}", "--rdzv-id=lmkit-test", "--max-restarts=0",
-         "-m", "lmkit.distributed", str(run.root)],
+         "-m", "lmkit.chain.distributed", str(run.root)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
     outputs = [node.communicate(timeout=240)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], "\n".join(outputs)

@@ -4,7 +4,7 @@ import pytest
 
 from lmkit import params as P
 from lmkit import metrics as M
-from lmkit.explorer import RunFaces, compare_figure, explore, face_figure, group_indices, static_summary
+from lmkit.use.explorer import RunFaces, compare_figure, explore, face_figure, group_indices, static_summary
 from lmkit.prepare import load_sources, write_cache
 from lmkit.runfolder import RunFolder
 from lmkit.schemes import HELEN194
@@ -85,7 +85,7 @@ def test_predictions_of_another_cache_are_refused(tmp_path):
 
 
 def test_two_runs_on_one_face_share_one_error_scale(tmp_path, monkeypatch):
-    from lmkit import explorer
+    from lmkit.use import explorer
 
     a, _ = fake_run(tmp_path / "a")  # face 2's jaw is 25 px off in run a, not in run b
     b, _ = fake_run(tmp_path / "b", shift_jaw_of=4, seed=1)

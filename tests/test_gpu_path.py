@@ -51,6 +51,7 @@ def test_the_gpu_path_forced_on_the_cpu_trains_like_the_float32_golden_run(tmp_p
 
 
 def test_a_model_trained_on_the_gpu_path_evaluates_explains_and_resumes_in_float32(tmp_path):
+    from lmkit import cells
     from lmkit.saliency import saliency_maps
 
     run = RunFolder(tmp_path / "run")
@@ -66,7 +67,7 @@ def test_a_model_trained_on_the_gpu_path_evaluates_explains_and_resumes_in_float
     model, info = steps.load_model(run, params, "cpu")
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast never changes the weights
     test = steps.load_data(run, params).test
-    maps = saliency_maps(model, test.images[:2], test.landmarks[:2], info.input_size, "cpu")
+    maps = saliency_maps(cells.study("05_figures").saliency, model, test.images[:2], test.landmarks[:2], info.input_size, "cpu")
     assert np.isfinite(maps).all() and maps.max() > 0
     # resume with the CPU's own plan (float32, memory map, no thread)
     float32 = P.merge(params, {"train.resident": "auto", "train.prefetch": "auto", "train.autocast": "auto",
@@ -107,7 +108,7 @@ def test_cuda_only_switches_are_reached_with_fakes(monkeypatch):
 def test_a_torchrun_worker_on_a_gpu_machine_uses_nccl_and_its_local_gpu(tmp_path, monkeypatch):
     import torch.distributed as dist
 
-    from lmkit import distributed
+    from lmkit.chain import distributed
 
     run = RunFolder(tmp_path / "run")
     P.dump(P.load(None, TINY), run.params)
@@ -118,7 +119,9 @@ def test_a_torchrun_worker_on_a_gpu_machine_uses_nccl_and_its_local_gpu(tmp_path
     monkeypatch.setattr(dist, "init_process_group", lambda backend: seen.setdefault("backend", backend))
     monkeypatch.setattr(dist, "get_rank", lambda: 0)
     monkeypatch.setattr(dist, "destroy_process_group", lambda: None)
-    monkeypatch.setattr(steps, "fit_weights", lambda run, params, log: seen.setdefault("device", params["train"]["device"]))
+    from lmkit import train
+
+    monkeypatch.setattr(train, "fit_run", lambda run, params, build, step, log: seen.setdefault("device", params["train"]["device"]))
     assert distributed.main([str(run.root)]) == 0
     assert seen == {"gpu": 1, "backend": "nccl", "device": "cuda:1"}
 

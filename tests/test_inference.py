@@ -11,10 +11,10 @@ from PIL import Image
 
 from lmkit import params as P
 from tests.study import steps
-from lmkit.detector import BoxCalibration, to_units
-from lmkit.inference import Landmarker, as_rgb, export, predict_files, read_boxes
+from lmkit.use.detector import BoxCalibration, to_units
+from lmkit.use.inference import Landmarker, as_rgb, export, predict_files, read_boxes
 from lmkit.model import load_model_file, predict, save_model_file
-from lmkit.pipeline import main
+from lmkit.chain.pipeline import main
 from lmkit.prepare import annotation_box, crop_and_resize, crop_box
 from lmkit.readers import read_pts
 from lmkit.runfolder import RunFolder
@@ -189,7 +189,7 @@ def test_box_calibration_recovers_a_known_mapping():
 
 
 def test_calibrate_pairs_each_face_with_the_overlapping_detection():
-    from lmkit.detector import calibrate
+    from lmkit.use.detector import calibrate
 
     pts = np.array([[100.0, 120.0], [180.0, 200.0], [140.0, 150.0]])
     face = (95.0, 110.0, 185.0, 205.0)

@@ -25,8 +25,8 @@ LIGHT_RUN = textwrap.dedent('''
     import numpy as np, pathlib
     from PIL import Image
     from lmkit.model import ModelInfo, build_model, save_model_file
-    from lmkit.inference import Landmarker
-    from lmkit.pipeline import main
+    from lmkit.use.inference import Landmarker
+    from lmkit.chain.pipeline import main
     out = pathlib.Path(sys.argv[1])
     save_model_file(build_model(194, False), ModelInfo(scheme="helen194", n_points=194, input_size=32, crop_size=300,
                     forehead=1 / 3, padding=0.05, mean_shape=[[150.0, 150.0]] * 194, dataset="x"), out / "m.pt")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from nbclient import NotebookClient
 
-from lmkit.pipeline import NOTEBOOKS
+from lmkit.chain.pipeline import NOTEBOOKS
 
 from .conftest import TINY
 

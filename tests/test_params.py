@@ -156,7 +156,7 @@ def test_environment_variable_in_a_path(tmp_path, monkeypatch):
 
 
 def test_lmkit_params_prints_the_resolved_params_and_the_differences_from_the_study(capsys):
-    from lmkit.pipeline import main
+    from lmkit.chain.pipeline import main
 
     assert main(["params", "params/helen194-best-cpu.yaml"]) == 0
     out = capsys.readouterr().out

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from lmkit.pipeline import NOTEBOOKS, ChainError, run_chain
+from lmkit.chain.pipeline import NOTEBOOKS, ChainError, run_chain
 from lmkit.runfolder import FIGURES
 
 from tests.conftest import TINY
@@ -70,7 +70,7 @@ def test_on_helen194_the_protocol_table_stands_directly_above_the_two_mses(tiny_
     aspect with the study's value and the run's, then the study's MSEs beside the run's."""
     from lmkit import params as P
     from lmkit.protocol import compare
-    from lmkit.report import study_html
+    from lmkit.chain.report import study_html
 
     m = json.loads(tiny_run.metrics.read_text())
     params = P.load(None, {"data.source": "helen", "data.root": "/x/helen194", "data.box": "study", "data.padding": 5})
@@ -89,7 +89,7 @@ def test_on_helen194_the_protocol_table_stands_directly_above_the_two_mses(tiny_
 def test_a_model_worse_than_the_mean_shape_is_flagged(tiny_run, tmp_path):
     import shutil
 
-    from lmkit.report import write_index
+    from lmkit.chain.report import write_index
     from lmkit.runfolder import RunFolder
 
     copy = RunFolder(tmp_path / "copy")
@@ -166,7 +166,7 @@ def test_whole_chain_writes_every_figure_metrics_and_html(tiny_run, tmp_path):
     run_chain("params/quick.yaml", OVERRIDES + ["eval.ced_max=0.5"], str(run.root), log=lambda _: None)
     again = [name for name, f in executed.items() if f.stat().st_mtime_ns != written[name]]
     assert again == ["04_evaluate", "05_figures"]
-    assert json.loads((run.root / "run.json").read_text())["completed"].keys() == set(NOTEBOOKS)
+    assert json.loads((run.root / "run.json").read_text())["stages"].keys() == set(NOTEBOOKS)
 
 
 def test_a_failing_notebook_stops_the_chain_naming_notebook_and_cell(tmp_path):

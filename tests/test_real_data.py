@@ -29,7 +29,7 @@ def test_read_real_afw_folder_without_split_folders():
 @needs_data
 def test_dlib_peer_on_a_real_face():
     pytest.importorskip("dlib", reason="dlib not installed (pip install -e '.[peers]')")
-    from lmkit.peers import peer_unavailable, run_dlib
+    from lmkit.use.peers import peer_unavailable, run_dlib
     from lmkit.prepare import crop_and_resize, crop_box
 
     if peer_unavailable(68):

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from lmkit import params as P
-from lmkit.pipeline import ChainError, preflight, run_chain
+from lmkit.chain.pipeline import ChainError, preflight, run_chain
 from lmkit.prepare import prepare
 from lmkit.readers import write_pts
-from lmkit.runfolder import RunFolder, RunInUse, check_not_in_use, run_lock
+from lmkit.chain.lock import RunInUse, check_not_in_use, run_lock
+from lmkit.runfolder import RunFolder
 
 from tests.conftest import random_landmarks, write_image
 
@@ -82,7 +83,8 @@ def test_force_really_prepares_again(tmp_path):
 
 HOLD = """
 import sys, time
-from lmkit.runfolder import RunFolder, run_lock
+from lmkit.chain.lock import run_lock
+from lmkit.runfolder import RunFolder
 with run_lock(RunFolder(sys.argv[1]), log=lambda _: None):
     print("held", flush=True)
     time.sleep(120)
@@ -119,15 +121,15 @@ def test_resume_with_other_settings_is_refused_naming_each_key(tmp_path):
     p = P.load(None, {"model.input_size": 32, "train.batch_size": 4, "train.epoch_multiplier": 1})
     cfg = TrainConfig.from_params(p, "cpu", epochs=1)
     fit(new_model(STUDY.build_network, 194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], cfg, out_dir=tmp_path,
-        log=lambda _: None)
+        step=STUDY.train_step, log=lambda _: None)
     other = TrainConfig.from_params(P.merge(p, {"model.input_size": 48, "seed": 1}), "cpu", epochs=2)
     with pytest.raises(ValueError, match=r"cannot resume.*input_size: 32 in the checkpoint, 48 now; seed: 0 in the "
                                          r"checkpoint, 1 now"):
         fit(new_model(STUDY.build_network, 194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], other, out_dir=tmp_path,
-            resume=True, log=lambda _: None)
+            resume=True, step=STUDY.train_step, log=lambda _: None)
     more = TrainConfig.from_params(p, "cpu", epochs=2)  # only the epochs changed: fine
     hist = fit(new_model(STUDY.build_network, 194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], more, out_dir=tmp_path,
-               resume=True, log=lambda _: None)
+               resume=True, step=STUDY.train_step, log=lambda _: None)
     assert list(hist["epoch"]) == [1, 2]
 
 
@@ -257,22 +259,23 @@ def test_a_photo_added_after_a_finished_run_is_used_by_the_next_run(tmp_path):
 
 def test_the_flip_test_changed_after_a_run_with_the_bias_correction_packages_the_model_again(tmp_path):
     """Issue 23's second case: the bias correction is fitted with the flip test, and the model
-    file records it, so changing eval.flip_test writes the model file again (a fresh run's),
-    from the same trained weights."""
+    file records it, so changing eval.flip_test writes the model file again (a fresh run's, in
+    04), from the same trained weights: 03 never reads the flip test and is reused."""
     import torch
 
     tiny = ["data.synthetic_train=40", "data.synthetic_test=12", "model.input_size=32", "train.batch_size=16",
             "train.epochs=1", "train.epoch_multiplier=1", "search.enabled=false", "model.bias_correction=true",
             "train.flip=0.5"]
     out, logs = tmp_path / "run", []
-    chain = ("01_prepare", "02_hpsearch", "03_train")
+    chain = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate")
     run_chain("params/quick.yaml", tiny + ["eval.flip_test=true"], str(out), log=logs.append, notebooks=chain)
     run = RunFolder(out)
     first = torch.load(run.model_file, weights_only=True)
     weights = run.best_checkpoint.read_bytes()
     logs.clear()
     run_chain("params/quick.yaml", tiny + ["eval.flip_test=false"], str(out), log=logs.append, notebooks=chain)
-    assert not any("03_train: reusing" in line for line in logs)
+    assert any("03_train: reusing" in line for line in logs)
+    assert any(line.startswith("04_evaluate: running it again: params key eval.flip_test: True -> False") for line in logs)
     assert run.best_checkpoint.read_bytes() == weights  # the same training, not trained again
     again = torch.load(run.model_file, weights_only=True)
     fresh_dir = tmp_path / "fresh"
@@ -321,4 +324,4 @@ def test_a_chain_after_a_notebook_run_by_hand_says_what_it_undoes(tmp_path):
     run_chain("params/quick.yaml", tiny, str(out), log=logs.append, notebooks=("01_prepare",))
     assert any("params differ from the run folder's params.yaml" in line and "data.val_fraction: 0.5 -> 0.2" in line
                for line in logs)
-    assert any(line.startswith("01_prepare: its") and "running it again" in line for line in logs)
+    assert any(line.startswith("01_prepare: running it again: its outputs are missing or not what it wrote") for line in logs)

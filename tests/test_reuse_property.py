@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from lmkit.pipeline import run_chain
+from lmkit.chain.pipeline import run_chain
 from lmkit.runfolder import RunFolder
 
 TINY = ["data.synthetic_train=36", "data.synthetic_test=8", "model.input_size=32", "train.batch_size=12",

@@ -68,7 +68,7 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
     P.dump(params, run.params)
     steps.prepare(run, params, log=lambda _: None)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, "-m", "lmkit.pipeline", "search-worker", str(run.root)],
+    workers = [subprocess.Popen([sys.executable, "-m", "lmkit.chain.pipeline", "search-worker", str(run.root)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
                for _ in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]

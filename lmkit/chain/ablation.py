@@ -49,8 +49,8 @@ def ablation(run: RunFolder, params: dict, log=print, quiet_notebooks: bool = Tr
     of each test metric over the seeds, the best validation MSE and the training minutes;
     ``ablation/runs.csv`` has one line per sub-run."""
     from ..cells import notebook_file
-    from ..report import METHODS
-    from ..pipeline import run_stages
+    from .report import METHODS
+    from .pipeline import run_stages
 
     hp = read_json(run.best_hparams, "02_hpsearch")
     a = params["ablation"]

@@ -7,8 +7,19 @@ import os
 import subprocess
 import sys
 
-from ..cells import ENV, notebooks_dir
+from ..cells import ENV, check_saved, notebooks_dir
 from ..progress import emit
+
+
+def train_in_processes(run, params: dict, build, step, log=print):
+    """Notebook 03's training in ``train.processes`` processes on this machine (``torchrun``), each
+    running ``lmkit.train.fit_run`` with 03's study cells as saved; refused when ``build`` or
+    ``step`` (this kernel's) differ from the saved cells. Returns the history."""
+    import pandas as pd
+
+    check_saved(build, step)
+    launch(run, params["train"]["processes"], log)
+    return pd.read_csv(run.history)
 
 
 def launch(run, processes: int, log=print) -> None:

@@ -5,7 +5,8 @@ import shlex
 from pathlib import Path
 
 from .. import params as P
-from ..runfolder import RunFolder, check_not_in_use
+from ..runfolder import RunFolder
+from .lock import check_not_in_use
 from . import reads
 
 

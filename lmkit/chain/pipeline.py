@@ -31,12 +31,13 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from . import params as P
-from . import progress
-from . import cells
-from .chain import reuse
-from .chain import stages as S
-from .runfolder import RunFolder, RunInUse, environ, run_lock, write_json, write_text
+from .. import cells
+from .. import params as P
+from .. import progress
+from ..runfolder import RunFolder, write_json, write_text
+from . import reuse
+from . import stages as S
+from .lock import RunInUse, environ, run_lock
 
 NOTEBOOKS = S.NOTEBOOKS  # what lmkit run runs, in order (lmkit.stages declares each)
 ABLATION_NOTEBOOK = S.CHAIN[-1]
@@ -47,14 +48,6 @@ NOTEBOOK_PARAMETERS = {"05_figures": {"interactive": False}}
 
 class ChainError(RuntimeError):
     pass
-
-
-def notebooks_dir() -> Path:
-    """``notebooks/`` of the current folder, else of the source checkout this package is in."""
-    for candidate in (Path.cwd() / "notebooks", Path(__file__).resolve().parents[1] / "notebooks"):
-        if (candidate / f"{NOTEBOOKS[0]}.ipynb").exists():
-            return candidate
-    raise ChainError("cannot find the notebooks/ folder; run lmkit from the project's root folder")
 
 
 @contextmanager
@@ -151,7 +144,7 @@ def preflight(params: dict, run: RunFolder) -> None:
         if not torch.cuda.is_available():
             raise ChainError(f"train.device: {device} asked for, but this machine has no CUDA device (use auto or cpu)")
     if params["model"]["pretrained"]:
-        from .model import imagenet_weights
+        from ..model import imagenet_weights
 
         try:
             imagenet_weights()
@@ -216,7 +209,7 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, qu
             log(f"params differ from the run folder's params.yaml (the last run, or a notebook run by hand): "
                 f"{'; '.join(changed)}")
     P.dump(params, run.params)
-    nb_dir = nb_dir or notebooks_dir()
+    nb_dir = nb_dir or cells.notebooks_dir()
     info_file = run.path("run.json")
     info = json.loads(info_file.read_text()) if info_file.exists() else {}
     timings = info.get("timings_s", {})
@@ -278,7 +271,7 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, qu
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import __version__
+    from .. import __version__
 
     head, _, examples = __doc__.partition("\n\n")
     parser = argparse.ArgumentParser(prog="lmkit", description=head, epilog=examples,
@@ -358,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-STUDY_PARAMS = Path(__file__).resolve().parents[1] / "params" / "paper.yaml"
+STUDY_PARAMS = Path(__file__).resolve().parents[2] / "params" / "paper.yaml"
 
 
 def _params(args) -> int:
@@ -380,7 +373,7 @@ def _params(args) -> int:
 
 
 def _search_worker(args) -> int:
-    from .search import search_worker
+    from ..search import search_worker
 
     try:
         search_worker(RunFolder(args.run))
@@ -391,7 +384,7 @@ def _search_worker(args) -> int:
 
 
 def _predict(args) -> int:
-    from .inference import Landmarker, predict_files, read_boxes
+    from ..use.inference import Landmarker, predict_files, read_boxes
 
     try:
         flip = {"model": None, "on": True, "off": False}[args.flip_test]
@@ -409,7 +402,7 @@ def _predict(args) -> int:
 
 
 def _export(args) -> int:
-    from .inference import export
+    from ..use.inference import export
 
     try:
         out = export(args.model, args.format, args.out)

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .prepare import annotation_box
+from ..prepare import annotation_box
 
 HOG_NAME = "dlib HOG frontal face detector"
 

@@ -1,7 +1,7 @@
 """A trained run as a landmark detector for any photo, in the spirit of face-alignment's
 ``FaceAlignment(...).get_landmarks(img)`` and dlib's ``predictor(img, detector(img)[0])``:
 
-    from lmkit.inference import Landmarker
+    from lmkit.use.inference import Landmarker
     lm = Landmarker.load("reports/helen68-best-cpu")      # a run folder or its train/model.pt
     for face in lm.detect("photo.jpg"):                    # path, PIL image or numpy array
         face.box, face.points                              # (x0, y0, x1, y1); (K, 2) photo pixels
@@ -10,7 +10,7 @@
 Each face is cut out of the photo as in training (the crop box resized to the model's crop
 size), the network predicts in the crop, and the points are mapped back to the photo. The
 face detector's box is turned into a crop box by the run's box calibration
-(``lmkit.detector``). Everything about the model (scheme, input size, crop convention,
+(``lmkit.use.detector``). Everything about the model (scheme, input size, crop convention,
 calibration) comes from the model file, never from params.
 """
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from .detector import BoxCalibration, HogDetector
-from .model import ModelInfo, load_model_file, pick_device, predict
-from .prepare import clip_box, crop_box, crop_image, crop_to_photo
-from .schemes import SCHEMES, Scheme, check_mirror
+from ..model import ModelInfo, load_model_file, pick_device, predict
+from ..prepare import clip_box, crop_box, crop_image, crop_to_photo
+from ..schemes import SCHEMES, Scheme, check_mirror
 
 MODEL_FILE = Path("train") / "model.pt"  # inside a run folder
 
@@ -59,7 +59,7 @@ def as_rgb(image) -> np.ndarray:
     uint8, as (H, W, 3) uint8 RGB."""
     from PIL import Image
 
-    from .readers import load_image
+    from ..readers import load_image
 
     if isinstance(image, (str, Path)):
         return load_image(Path(image))
@@ -186,8 +186,8 @@ class CropNet(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, info: ModelInfo):
         super().__init__()
-        from .augment import _normalizer, resize_warps
-        from .model import REFERENCE_SIZE
+        from ..augment import _normalizer, resize_warps
+        from ..model import REFERENCE_SIZE
 
         self.model = model.float().eval()
         norm, s = info.normalization, info.input_size
@@ -219,7 +219,7 @@ EXPORT_FORMATS = ("torchscript", "onnx")
 def export(run_or_model: str | Path, fmt: str, out: str | Path) -> Path:
     """Write the network as TorchScript (``torch.jit.load``) or ONNX (onnxruntime), batch size
     free, atomically. Returns the file."""
-    from .runfolder import atomic_write
+    from ..runfolder import atomic_write
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
@@ -314,7 +314,7 @@ def read_boxes(path: str | Path) -> dict[str, list[tuple[float, float, float, fl
 def _write_csv(rows: list, columns: Sequence[str], path: Path) -> None:
     import csv
 
-    from .runfolder import atomic_write
+    from ..runfolder import atomic_write
 
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
@@ -335,9 +335,9 @@ def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir:
 
     from tqdm.auto import tqdm
 
-    from .drawing import annotated_photo
-    from .readers import write_pts
-    from .runfolder import atomic_write
+    from ..drawing import annotated_photo
+    from ..readers import write_pts
+    from ..runfolder import atomic_write
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .detector import best_match
-from .prepare import crop_to_photo
-from .readers import load_image
+from ..prepare import crop_to_photo
+from ..readers import load_image
 
 
 def _model_file() -> Path | None:

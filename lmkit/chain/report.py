@@ -5,8 +5,9 @@ from __future__ import annotations
 import html
 import json
 
-from .narrative import plural
-from .runfolder import FIGURES, RunFolder, write_text
+from ..evaluation import METHODS, PAPER, nme_by_method  # noqa: F401 (the notebooks' names)
+from ..narrative import plural
+from ..runfolder import FIGURES, RunFolder, write_text
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:.85em}caption{text-align:left;font-weight:bold;padding:4px 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -19,18 +20,6 @@ LABELS = {"mse_mean": "test MSE, mean (px²)", "mse_median": "test MSE, median (
           "nme_oc_mean": "NME, mean (outer corners)", "auc_oc": "AUC (outer corners)",
           "fr_oc": "failure rate (outer corners)", "detected": "faces detected",
           "seconds_per_face": "time per face (s)"}
-
-
-PAPER = {"test_mse": 27.84, "best_val_mse": 8.00, "dataset": "Helen (2,000 train / 330 test, 194 points)"}
-METHODS = {"model": "ResNet18 (this run)", "model_detector": "ResNet18, its detector box",
-           "mean_shape": "mean shape (baseline)",
-           "dlib_hog": "dlib ERT, its HOG detector box", "dlib_annotation": "dlib ERT, box from the annotations"}
-
-
-def nme_by_method(predictions, norm: str = "io") -> dict:
-    """Per-image NMEs of every evaluated method, by display name (for CED curves)."""
-    return {name: predictions[f"{key}__nme_{norm}"] for key, name in METHODS.items()
-            if f"{key}__nme_{norm}" in predictions}
 
 
 def metrics_table(metrics: dict):
@@ -146,7 +135,7 @@ def study_html(m: dict) -> str:
     study's and the run's value of every aspect that moves the MSE), and directly under it the
     study's test and validation MSE beside the run's. On other data: one reference line,
     outside the results table."""
-    from .protocol import summary
+    from ..protocol import summary
 
     paper = m["paper"]
     if not m["comparable_to_paper"] or "protocol" not in m:

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics as M
-from .model import REFERENCE_SIZE
-from .runfolder import RunFolder
-from .schemes import Scheme, scheme_for_points
+from .. import metrics as M
+from ..model import REFERENCE_SIZE
+from ..runfolder import RunFolder
+from ..schemes import Scheme, scheme_for_points
 
 MOUTH = ("outer_lips", "inner_lips")
 
@@ -43,8 +43,8 @@ class RunFaces:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "RunFaces":
-        from . import params as P
-        from .prepare import load_cache, load_sources
+        from .. import params as P
+        from ..prepare import load_cache, load_sources
 
         run = RunFolder(run_dir)
         if not run.predictions.exists():
@@ -114,9 +114,9 @@ class RunFaces:
     def saliency(self, i: int, gradient=None) -> tuple[np.ndarray, np.ndarray]:
         """The network's input for face ``i`` and its saliency max_c |dL/dI| (the model file's
         view), computed by ``gradient``: notebook 05's ``saliency`` cell (as saved, when not given)."""
-        from .cells import study
-        from .model import load_model_file
-        from .saliency import network_inputs, saliency_maps
+        from ..cells import study
+        from ..model import load_model_file
+        from ..saliency import network_inputs, saliency_maps
 
         gradient = gradient or study("05_figures").saliency
         model, info = load_model_file(self.run.model_file)
@@ -142,7 +142,7 @@ def face_figure(faces: RunFaces, i: int, saliency: bool = False, title: str | No
     with ``saliency`` a second panel of dL/dI."""
     import matplotlib.pyplot as plt
 
-    from .figures import TRUE_COLOUR, draw_landmarks, show_image
+    from ..figures import TRUE_COLOUR, draw_landmarks, show_image
 
     err = faces.point_errors(i)
     fig, axes = plt.subplots(1, 2 if saliency else 1, figsize=(11 if saliency else 6, 5.4), squeeze=False)
