@@ -31,19 +31,20 @@ def files_digest(folders: list[Path], length: int = 16) -> str:
     for folder in folders:
         for f in sorted(Path(folder).rglob("*")) if Path(folder).is_dir() else []:
             if f.is_file():
-                h.update(f"{f.relative_to(folder)}\t{_contents(f)}\n".encode())
+                h.update(f"{f.relative_to(folder)}\t{file_sha1(f)}\n".encode())
     return h.hexdigest()[:length]
 
 
-def _contents(path: Path) -> str:
-    st = path.stat()
-    return _hashed(str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+def file_sha1(path: Path) -> str:
+    """A file's SHA-1, read once per process while its size, time and inode stay the same."""
+    st = Path(path).stat()
+    return _hashed(str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 @functools.lru_cache(maxsize=100_000)
 def _hashed(path: str, size: int, mtime_ns: int, inode: int) -> str:
     """A file's SHA-1, read once per process for a given size, time and inode (the chain digests
-    the same data files for the caches, the stages and the weights' key)."""
+    the same data files for the caches and the stages, the same sources for every stage's record)."""
     h = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -58,7 +59,7 @@ def outputs_digest(paths: list[Path]) -> str | None:
         if not p.is_file():
             return None
         h.update(p.name.encode())
-        h.update(_contents(p).encode())
+        h.update(file_sha1(p).encode())
     return h.hexdigest()[:16]
 
 

@@ -13,9 +13,10 @@ the end of a plain Python process.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import sys
 from pathlib import Path
+
+from ..digests import file_sha1
 
 WHOLE = "*"  # a record entry for "the whole params": something iterated over all of them
 
@@ -80,19 +81,12 @@ def _plain(value):
     return value.to_dict() if isinstance(value, RecordingParams) else value
 
 
-_FILE_DIGESTS: dict[tuple, str] = {}
-
-
 def file_digest(path: Path) -> str | None:
-    """A source file's SHA-1 (kept per size and modification time); None when it is gone."""
+    """A source file's digest (``digests.file_sha1``); None when it is gone."""
     try:
-        st = Path(path).stat()
+        return file_sha1(path)[:16]
     except OSError:
         return None
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_DIGESTS:
-        _FILE_DIGESTS[key] = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]
-    return _FILE_DIGESTS[key]
 
 
 def package_root() -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 
-from ..evaluation import METHODS, PAPER, nme_by_method  # noqa: F401 (the notebooks' names)
+from ..evaluation import METHODS, PAPER, nme_by_method  # noqa: F401 (04 reads them as report.*)
 from ..narrative import plural
 from ..runfolder import FIGURES, RunFolder, write_text
 
