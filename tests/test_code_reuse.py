@@ -171,3 +171,46 @@ def test_the_studys_mse_cell_gives_train_loss_equal_to_its_mse(tmp_path):
     _chain(tmp_path / "run", _notebooks(tmp_path / "notebooks"), logs, notebooks=CHAIN[:3])
     history = pd.read_csv(RunFolder(tmp_path / "run").history)
     np.testing.assert_allclose(history["train_loss"], history["train_mse"], rtol=1e-4)
+
+
+def _add_cell(name: str, text: str):
+    return lambda nb: _edit(nb / f"{name}.ipynb", lambda cells: cells.append(_code_cell(text)))
+
+
+def _edit_loss_cell(nb: Path) -> None:
+    def halve(cells):  # the same loss, written another way: it must train again, and as a fresh run would
+        for cell in cells:
+            text = "".join(cell["source"])
+            if text.startswith("def landmark_loss"):
+                cell["source"] = text.replace("return nn.functional.mse_loss(pred, target)",
+                                              "return 0.5 * nn.functional.mse_loss(pred, target) * 2").splitlines(keepends=True)
+                return
+        raise AssertionError("no landmark_loss cell in 03")
+    _edit(nb / "03_train.ipynb", halve)
+
+
+@pytest.mark.parametrize("edit", ["03 study cell", "module", "05 new cell"])
+def test_after_a_code_edit_the_run_folder_holds_what_a_fresh_run_writes(copy, tmp_path, edit):
+    """Reuse equals a fresh run for code edits too (issue 31, extending test_reuse_property)."""
+    from tests.test_reuse_property import _result, _same
+
+    out, nb = copy
+    module = ROOT / "lmkit" / "metrics.py"
+    text = module.read_text()
+    fresh = tmp_path / "fresh"
+    try:
+        if edit == "03 study cell":
+            _edit_loss_cell(nb)
+        elif edit == "05 new cell":
+            _add_cell("05_figures", "(run.root / 'new-cell.txt').write_text('ran')")(nb)
+        else:
+            module.write_text(text + "\n# an edit\n")
+        logs = []
+        _chain(out, nb, logs)
+        _chain(fresh, nb, [])
+    finally:
+        module.write_text(text)
+    assert _ran(logs), edit
+    _same(_result(out), _result(fresh))
+    assert sorted(p.name for p in RunFolder(out).root.joinpath("figures").glob("*.png")) == \
+        sorted(p.name for p in RunFolder(fresh).root.joinpath("figures").glob("*.png"))
