@@ -1,11 +1,12 @@
 # Two commands on a fresh machine:
 #   make report   set up .venv and run the whole chain on the built-in synthetic faces
-#   make test     set up .venv and run the tests
+#   make test     set up .venv and run the tests (all of them: what CI runs)
+# While you work: make test-fast (everything but the chain-level tests); make results (RESULTS.md)
 PYTHON ?= python3
 VENV ?= .venv
 RUN ?= quick
 
-.PHONY: setup report test lab clean clean-all
+.PHONY: setup report test test-fast results lab clean clean-all
 
 setup: $(VENV)/.installed
 
@@ -20,6 +21,14 @@ report: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
+
+# the edit loop: every test but those marked slow (whole chains, several trainings)
+test-fast: setup
+	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+# the results page from every run folder in reports/ and the archive in docs/results/
+results: setup
+	$(VENV)/bin/lmkit results $(wildcard reports/*/) --out RESULTS.md
 
 # JupyterLab at the repository root: notebooks/, params/ and reports/ all reachable
 lab: setup

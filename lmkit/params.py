@@ -2,7 +2,7 @@
 ``-p key=value`` overrides, validation.
 
 ``Params`` below is the only description of the keys: the defaults (``DEFAULTS``), the docs
-(``DOCS``), validation and the README's table (``python -m lmkit.params --readme``) all come
+(``DOCS``), validation and the table in docs/params.md (``python -m lmkit.params --docs``) all come
 from it. A params file only lists what it changes, from the defaults or from the file its
 ``base:`` key names. Relative paths in a file are relative to that file's folder; in an
 override, relative to the current folder. Loading refuses unknown keys (with a
@@ -24,7 +24,7 @@ MIN_INPUT_SIZE = 32
 
 
 def key(default, doc: str, *, shown: str | None = None, path: bool = False, **limits):
-    """One key of the schema: its default, its doc (the README's "meaning"), how the README
+    """One key of the schema: its default, its doc (docs/params.md's "meaning"), how that table
     shows the default when not as YAML would, whether it holds paths, and its limits."""
     extra = {name: v for name, v in (("shown", shown), ("path", path)) if v}
     return Field(default, description=doc, json_schema_extra=extra or None, **limits)
@@ -218,7 +218,7 @@ class Ablation(_Section):
 
 
 class Params(_Section):
-    """Every key lmkit reads from a params file, in the order of the README's table."""
+    """Every key lmkit reads from a params file, in the order of docs/params.md's table."""
     name: str = key("quick", "run name, used for the default run folder `reports/<name>`")
     seed: int = key(0, "seed for data generation, the split, initialisation, shuffling, augmentation and the search")
     data: Data = Data()
@@ -263,7 +263,7 @@ _PATH_KEYS = {k for k, f in FIELDS.items() if (f.json_schema_extra or {}).get("p
 
 
 def _shown(value) -> str:
-    """A default as the README shows it (YAML, numbers short)."""
+    """A default as docs/params.md shows it (YAML, numbers short)."""
     if isinstance(value, list):
         return "[" + ", ".join(_shown(v) for v in value) + "]"
     if isinstance(value, bool) or value is None:
@@ -274,7 +274,7 @@ def _shown(value) -> str:
 
 
 def markdown_table() -> str:
-    """The README's params table, from the schema."""
+    """docs/params.md's params table, from the schema."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for k, f in FIELDS.items():
         shown = (f.json_schema_extra or {}).get("shown") or _shown(_FLAT_DEFAULTS[k])
@@ -476,14 +476,14 @@ def dump(params: dict, path: Path) -> None:
     write_text(yaml.safe_dump(params, sort_keys=False), path)
 
 
-if __name__ == "__main__":  # python -m lmkit.params [--readme]: print the params table, or rewrite the README's
+if __name__ == "__main__":  # python -m lmkit.params [--docs]: print the params table, or rewrite docs/params.md's
     import sys
 
     table = markdown_table()
-    if "--readme" not in sys.argv:
+    if "--docs" not in sys.argv:
         print(table, end="")
     else:
-        readme = Path(__file__).resolve().parents[1] / "README.md"
+        readme = Path(__file__).resolve().parents[1] / "docs" / "params.md"
         text = readme.read_text()
         start = text.index("| key | default | meaning |")
         end = text.index("\n\n", start) + 1

@@ -27,3 +27,39 @@ def tiny_params():
     from lmkit import params as P
 
     return P.load(None, TINY)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs whole chains or several trainings (make test-fast leaves it out)")
+
+
+# what the shared tiny chain printed, for the tests of its console
+TINY_CONSOLE: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def tiny_chain(tmp_path_factory):
+    """One finished chain of the tiny synthetic params (every notebook through papermill), run once
+    per session and shared by the tests that only read it; a test that changes a run copies it
+    first (``copy_run``)."""
+    import shutil
+
+    from lmkit.chain.pipeline import run_chain
+
+    folder = tmp_path_factory.mktemp("shared") / "tiny"
+    run = run_chain("params/quick.yaml", [f"{k}={v}" for k, v in TINY.items()], str(folder),
+                    log=TINY_CONSOLE.append)
+    yield run
+    shutil.rmtree(folder.parent, ignore_errors=True)
+
+
+def copy_run(run, dest):
+    """A copy of a finished run folder that a test may change (params.yaml's paths follow)."""
+    import shutil
+
+    from lmkit.runfolder import RunFolder
+
+    shutil.copytree(run.root, dest)
+    params = dest / "params.yaml"
+    params.write_text(params.read_text().replace(str(run.root), str(dest)))
+    return RunFolder(dest)

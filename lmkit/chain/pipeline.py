@@ -5,11 +5,13 @@ examples:
   lmkit run params/quick.yaml                          the whole chain on synthetic faces (3 min)
   lmkit run params/helen68-cpu.yaml -p train.epochs=5  one param changed
   lmkit run params/quick.yaml --out reports/try --force   another folder, every notebook again
+  lmkit run params/helen194-best-cpu.yaml              the best CPU recipe on the study's data (45 min)
   lmkit ablate params/helen68-best-cpu.yaml            after a run: the ablation (notebook 06)
-  lmkit predict reports/helen68-no-forehead-45min-cpu photos/ --out landmarks/   landmarks on your photos
-  lmkit export reports/helen68-no-forehead-45min-cpu --format onnx --out model.onnx
+  lmkit predict reports/helen68-best-cpu photos/ --out landmarks/   landmarks on your photos
+  lmkit export reports/helen68-best-cpu --format onnx --out model.onnx
   lmkit search-worker reports/paper                    one more worker for a shared search
   lmkit params params/helen194-best-cpu.yaml           the resolved params, and what differs from the study
+  lmkit results reports/* --out RESULTS.md             the results page from run folders
 
 The notebooks run in the same Python environment as this command (a kernel spec pointing
 at this interpreter is made for the run; nothing to register by hand). A failing notebook
@@ -105,8 +107,28 @@ def provenance(params: dict) -> dict:
 
     return {"python": platform.python_version(), "platform": platform.platform(), "git_commit": commit,
             "seed": params["seed"], "device": "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available()
-            else f"cpu ({os.cpu_count()} cores)",
+            else f"cpu ({os.cpu_count()} cores)", "host": host(),
             "packages": {p: version(p) for p in ("lmkit", "torch", "torchvision", "numpy", "optuna", "papermill")}}
+
+
+def host() -> dict:
+    """The machine a run's times come from: CPU model, cores, the instruction set PyTorch uses
+    and whether bfloat16 is native (times from an AVX2 host and an AVX-512 one differ by 2x)."""
+    import torch
+
+    from ..placement import cpu_has_bf16
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    isa = torch.backends.cpu.get_cpu_capability() + (", native bf16" if cpu_has_bf16() else "")
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, **({"gpu": gpu} if gpu else {})}
 
 
 LAYOUTS = {"helen": ("trainnames.txt", "annotation"), "300w": ("trainset", "testset")}
@@ -327,6 +349,14 @@ def main(argv: list[str] | None = None) -> int:
                         "every key whose value differs from params/paper.yaml, the study's settings.")
     pp.add_argument("params", help="params file, e.g. params/helen194-best-cpu.yaml")
     pp.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sub.add_parser("results", help="the results page (RESULTS.md) from run folders and the archive of earlier rows",
+                   add_help=False)
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["results"]:
+        from .results import main as results
+
+        return results(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "params":
         return _params(args)

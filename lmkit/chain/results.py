@@ -1,0 +1,231 @@
+"""The results page (``lmkit results reports/* > RESULTS.md``): one table per data set built from
+run folders (each run's ``eval/metrics.json``, ``params.yaml`` and ``run.json``) and from the
+archive of rows whose run folders are gone (``docs/results/archive.yaml``, each row naming the
+commit it came from), then the experiments' sections (``docs/results/sections/*.md``).
+
+Every row names the command that reproduces it: for a run folder, the shipped params file whose
+settings equal the run's on every key its notebooks read (plus ``-p`` for the keys that differ),
+else the run's own ``params.yaml`` at its commit; for an archived row, its params file at its
+commit."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .. import params as P
+from ..runfolder import RunFolder, read_json, write_text
+
+ROOT = Path(__file__).resolve().parents[2]
+ARCHIVE = ROOT / "docs" / "results"
+PARAMS = ROOT / "params"
+MODEL = "ResNet18 (this run)"
+OWN_BOX = "ResNet18, its detector box"
+# keys that say where the data lie, not what they are (the data files' digests are compared by the chain)
+WHERE = {"name", "data.root", "data.extra_train", "data.cache_dir"}
+
+COLUMNS = ("run", "test MSE (px², 256 frame)", "test NME oc", "test NME io", "AUC@0.08 oc", "failure@0.10 oc",
+           "own detector box: NME oc", "best val MSE (px²)", "chain (min)", "host", "reproduce")
+
+
+class ResultsError(ValueError):
+    pass
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def keys_read(info: dict) -> dict:
+    """Every params key a run's notebooks read, with its value (``run.json``'s stage records);
+    a section read whole counts as each of its keys."""
+    read = {}
+    for stage in info.get("stages", {}).values():
+        for k, v in (stage.get("params") or {}).items():
+            read.update(_flat(v, f"{k}.") if isinstance(v, dict) else {k: v})
+    if read.get("search.enabled") is False:  # a disabled search's budget decides nothing
+        read = {k: v for k, v in read.items() if not k.startswith("search.") or k == "search.enabled"}
+    return {k: v for k, v in read.items() if k not in WHERE and k.split(".")[-1] not in P.NOT_RESULTS}
+
+
+def reproduce(run: RunFolder, info: dict, params_dir: Path = PARAMS) -> str:
+    """The command that makes this run folder again: the shipped params file that differs from
+    it in the fewest keys its notebooks read (at most three, given with ``-p``), else its own
+    ``params.yaml`` at its commit."""
+    read = keys_read(info)
+    best = None
+    for file in sorted(params_dir.glob("*.yaml")):
+        try:
+            candidate = _flat(P.load(file))
+        except (P.ParamsError, OSError):
+            continue
+        differ = {k: v for k, v in read.items() if candidate.get(k, object()) != v}
+        if best is None or len(differ) < len(best[1]):
+            best = (file, differ)
+    commit = (info.get("git_commit") or "")[:7]
+    out = "" if run.root.name == P.load(run.params)["name"] else f" --out reports/{run.root.name}"
+    if best is not None and len(best[1]) <= 3:
+        file, differ = best
+        over = "".join(f" -p {k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                       for k, v in sorted(differ.items()))
+        return f"lmkit run params/{file.name}{over}{out}"
+    at = f"git checkout {commit} && " if commit else ""
+    return f"{at}lmkit run reports/{run.root.name}/params.yaml --out reports/{run.root.name}-again"
+
+
+def _host(info: dict) -> str:
+    host = info.get("host")
+    if isinstance(host, dict):
+        cpu = f"{host.get('cpu', '?')}, {host.get('cores', '?')} cores, {host.get('isa', '?')}"
+        return f"{host['gpu']} ({cpu})" if host.get("gpu") else cpu
+    return f"{info.get('device', 'not recorded')} (CPU type not recorded)"
+
+
+def _group(params: dict) -> str:
+    d = params["data"]
+    return "synthetic" if d["source"] == "synthetic" else Path(d["root"]).name
+
+
+def run_row(folder: str | Path, params_dir: Path = PARAMS) -> dict:
+    """One row of the results page from a finished run folder."""
+    run = RunFolder(folder)
+    for f in (run.params, run.path("run.json"), run.metrics):
+        if not f.exists():
+            raise ResultsError(f"{run.root}: not a finished run folder ({f.name} is missing)")
+    params, info = P.load(run.params), read_json(run.path("run.json"), "lmkit run")
+    m = read_json(run.metrics, "04_evaluate")
+    model, box = m["methods"].get(MODEL, {}), m["methods"].get(OWN_BOX, {})
+    return {"group": _group(params), "dataset": m.get("dataset", "?"), "run": params["name"],
+            "folder": str(run.root), "comparable": bool(m.get("comparable_to_paper")),
+            "test": {"mse": model.get("mse_mean"), "nme_oc": model.get("nme_oc_mean"),
+                     "nme_io": model.get("nme_io_mean"), "auc_oc": model.get("auc_oc@0.08"),
+                     "fail_oc": model.get("fr_oc@0.10")},
+            "own_box": {"nme_oc": box.get("nme_oc_mean"), "recrop": m.get("recrop", 0)} if box else None,
+            "val": {"mse": m.get("best_val_mse")},
+            "faces": {"test": m.get("n_test"), "val": m.get("n_val"), "train": m.get("n_train")},
+            "chain_min": sum(info.get("timings_s", {}).values()) / 60,
+            "host": _host(info), "commit": (info.get("git_commit") or "")[:7],
+            "command": reproduce(run, info, params_dir), "source": f"run folder `{run.root.name}`",
+            "ablation": run.path("ablation", "ablation.csv") if run.path("ablation", "ablation.csv").exists() else None}
+
+
+def load_archive(archive: Path = ARCHIVE) -> dict:
+    file = archive / "archive.yaml"
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ResultsError(f"{file}: {e}") from None
+    for i, row in enumerate(data.get("rows", [])):
+        missing = [k for k in ("group", "run", "commit", "command", "host", "test") if k not in row]
+        if missing:
+            raise ResultsError(f"{file}: row {i + 1} ({row.get('run', '?')}) lacks {', '.join(missing)}")
+    return data
+
+
+def _num(v, fmt: str) -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def _cells(row: dict) -> list[str]:
+    t, box, val = row["test"], row.get("own_box") or {}, row.get("val") or {}
+    frame = row.get("nme_frame")
+    nme = (lambda v: _num(v, ".4f") + (f" ({frame})" if frame and v is not None else ""))
+    box_cell = "–" if not box or box.get("nme_oc") is None else \
+        f"{box['nme_oc']:.4f}" + (f", {box['recrop']} re-crops" if box.get("recrop") else "")
+    fail = t.get("fail_oc")
+    source = row.get("source") or f"commit `{row['commit']}`"
+    return [f"**{row['run']}**" + (f": {row['what']}" if row.get("what") else "") + f" ({source})",
+            _num(t.get("mse"), ".1f"), nme(t.get("nme_oc")), nme(t.get("nme_io")), _num(t.get("auc_oc"), ".3f"),
+            "–" if fail is None else f"{100 * fail:.1f}%", box_cell, _num(val.get("mse"), ".1f"),
+            _num(row.get("chain_min"), ".1f"), row["host"], f"`{row['command']}`"]
+
+
+def _table(rows: list[dict]) -> list[str]:
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    out += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    return out
+
+
+def _ablation(row: dict) -> list[str]:
+    import pandas as pd
+
+    t = pd.read_csv(row["ablation"])
+    nme = "nme_oc_mean" if "nme_oc_mean" in t else "nme_io_mean"
+    out = [f"### Ablation on `{row['run']}` (run folder `{Path(row['folder']).name}`, {int(t['seeds'].iloc[0])} "
+           f"seeds: mean (lowest–highest))", "",
+           f"| row | its changes | test {nme.split('_')[1]} NME (photo px) | test MSE (px², 256 frame) | "
+           "best val MSE (px²) | training min per seed |", "|---|---|---|---|---|---|"]
+    for _, r in t.iterrows():
+        out.append(f"| {r['variant']} | {r['changes']} | {r[nme]:.4f} ({r[nme + '_min']:.4f}–{r[nme + '_max']:.4f}) | "
+                   f"{r['mse_mean']:.1f} | {r['best_val_mse']:.1f} | {r['train_minutes']:.1f} |")
+    return out + [""]
+
+
+def render(folders: list[str | Path], archive: Path = ARCHIVE, params_dir: Path = PARAMS,
+           command: str | None = None) -> str:
+    """The results page, markdown: run folders' rows beside the archive's, per data set, then
+    the archive's sections."""
+    data = load_archive(archive)
+    live = [run_row(f, params_dir) for f in folders]
+    groups = data.get("groups", {})
+    rows = live + data.get("rows", [])
+    order = list(groups) + [g for g in dict.fromkeys(r["group"] for r in rows) if g not in groups]
+    made = command or "lmkit results " + " ".join(str(f) for f in folders)
+    out = ["# Results", "",
+           f"Generated by `{made}` on {time.strftime('%Y-%m-%d')} from {len(live)} run folder(s) and "
+           f"`{archive.relative_to(ROOT) if archive.is_relative_to(ROOT) else archive}` "
+           "(rows whose run folders are gone, each with the commit it came from); edit those, not this page.",
+           "", data.get("intro", "").strip(), ""]
+    for g in order:
+        members = [r for r in rows if r["group"] == g]
+        if not members:
+            continue
+        meta = groups.get(g, {})
+        out += [f"## {meta.get('title') or members[0].get('dataset', g)}", ""]
+        if meta.get("text"):
+            out += [meta["text"].strip(), ""]
+        out += _table(members) + [""]
+        notes = [f"- **{r['run']}** ({r.get('source') or r['commit']}): {r['note'].strip()}" for r in members
+                 if r.get("note")]
+        out += notes + ([""] if notes else [])
+    ablations = [r for r in live if r.get("ablation")]
+    if ablations:
+        out += ["## Ablations in this checkout's run folders", ""]
+        for r in ablations:
+            out += _ablation(r)
+    for section in sorted((archive / "sections").glob("*.md")):
+        out += [section.read_text().strip(), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lmkit results", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="*", help="run folders (folders without eval/metrics.json are skipped, named)")
+    parser.add_argument("--out", help="write the page here (default: standard output)")
+    parser.add_argument("--archive", default=str(ARCHIVE), help="the archive: archive.yaml and sections/*.md")
+    args = parser.parse_args(argv)
+    folders = []
+    for f in args.runs:
+        if RunFolder(f).metrics.exists():
+            folders.append(f)
+        elif Path(f).is_dir():
+            print(f"lmkit results: {f}: skipped (no eval/metrics.json: not a finished run)", file=sys.stderr)
+    try:
+        page = render(folders, Path(args.archive), command="lmkit results " + " ".join(args.runs))
+    except (ResultsError, P.ParamsError, OSError) as e:
+        print(f"lmkit results: {e}", file=sys.stderr)
+        return 1
+    if args.out:
+        write_text(page, Path(args.out))
+    else:
+        sys.stdout.write(page)
+    return 0
