@@ -2,7 +2,7 @@
 and write the report's index.html.
 
 examples:
-  lmkit run params/quick.yaml                          the whole chain on synthetic faces (3 min)
+  lmkit run params/quick.yaml                          the whole chain on synthetic faces (minutes)
   lmkit run params/helen68-cpu.yaml -p train.epochs=5  one param changed
   lmkit run params/quick.yaml --out reports/try --force   another folder, every notebook again
   lmkit run params/helen194-best-cpu.yaml              the best CPU recipe on the study's data (45 min)

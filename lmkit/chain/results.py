@@ -10,6 +10,7 @@ commit."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -87,7 +88,9 @@ def _host(info: dict) -> str:
     if isinstance(host, dict):
         cpu = f"{host.get('cpu', '?')}, {host.get('cores', '?')} cores, {host.get('isa', '?')}"
         return f"{host['gpu']} ({cpu})" if host.get("gpu") else cpu
-    return f"{info.get('device', 'not recorded')} (CPU type not recorded)"
+    device = str(info.get("device", "not recorded"))
+    cores = re.fullmatch(r"cpu \((\d+) cores\)", device)
+    return f"{cores.group(1)} cores, CPU type not recorded" if cores else f"{device} (CPU type not recorded)"
 
 
 def _group(params: dict) -> str:
@@ -132,7 +135,8 @@ def load_archive(archive: Path = ARCHIVE) -> dict:
 
 
 def _num(v, fmt: str) -> str:
-    return "–" if v is None else format(v, fmt)
+    """A number as the page shows it; an archived value written as a string keeps its digits."""
+    return "–" if v is None else v if isinstance(v, str) else format(v, fmt)
 
 
 def _cells(row: dict) -> list[str]:
@@ -140,7 +144,7 @@ def _cells(row: dict) -> list[str]:
     frame = row.get("nme_frame")
     nme = (lambda v: _num(v, ".4f") + (f" ({frame})" if frame and v is not None else ""))
     box_cell = "–" if not box or box.get("nme_oc") is None else \
-        f"{box['nme_oc']:.4f}" + (f", {box['recrop']} re-crops" if box.get("recrop") else "")
+        nme(box["nme_oc"]) + (f", {box['recrop']} re-crops" if box.get("recrop") else "")
     fail = t.get("fail_oc")
     source = row.get("source") or f"commit `{row['commit']}`"
     return [f"**{row['run']}**" + (f": {row['what']}" if row.get("what") else "") + f" ({source})",
