@@ -33,6 +33,28 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: runs whole chains or several trainings (make test-fast leaves it out)")
 
 
+# a smaller run without the search or the face detector (one epoch), for the tests of reuse
+SMALL = ["data.synthetic_train=36", "data.synthetic_test=8", "model.input_size=32", "train.batch_size=12",
+         "train.epochs=1", "train.epoch_multiplier=1", "search.enabled=false", "eval.detector_box=false"]
+SMALL_CHAIN = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures")
+
+
+@pytest.fixture(scope="session")
+def small_chain(tmp_path_factory):
+    """One finished chain of SMALL, run once per session and shared: the tests of reuse copy it
+    and change the copy."""
+    import shutil
+    from pathlib import Path
+
+    from lmkit.chain.pipeline import run_chain
+
+    folder = tmp_path_factory.mktemp("shared-small") / "run"
+    run = run_chain(str(Path(__file__).resolve().parents[1] / "params" / "quick.yaml"), SMALL, str(folder),
+                    log=lambda _: None, notebooks=SMALL_CHAIN)
+    yield run
+    shutil.rmtree(folder.parent, ignore_errors=True)
+
+
 # what the shared tiny chain printed, for the tests of its console
 TINY_CONSOLE: list[str] = []
 

@@ -1,5 +1,6 @@
 """lmkit ablate: variants are params files, the first row is the study's recipe whatever the
 run's params, every row runs once per seed, and nothing is trained twice."""
+import pytest
 import pandas as pd
 
 from lmkit import params as P
@@ -10,6 +11,7 @@ from lmkit.chain.ablation import ablation_variants
 from .conftest import TINY
 
 
+@pytest.mark.slow
 def test_ablation_rows_are_params_files_with_seeds(tmp_path):
     shipped = ablation_variants(P.load(None))
     study = shipped[0]

@@ -14,9 +14,8 @@ from lmkit.chain.pipeline import run_chain
 from lmkit.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.synthetic_train=36", "data.synthetic_test=8", "model.input_size=32", "train.batch_size=12",
-        "train.epochs=1", "train.epoch_multiplier=1", "search.enabled=false", "eval.detector_box=false"]
-CHAIN = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures")
+from tests.conftest import SMALL as TINY
+from tests.conftest import SMALL_CHAIN as CHAIN
 WING = """def landmark_loss(pred, target, cfg):
     w, e = 10.0, 2.0  # Wing loss (Feng et al. 2018), written here
     x = (pred - target).abs()
@@ -49,20 +48,14 @@ def _chain(out, nb, logs, extra=(), notebooks=CHAIN):
                      notebooks=notebooks, notebooks_folder=nb)
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    base = tmp_path_factory.mktemp("code-reuse")
-    nb = _notebooks(base / "notebooks")
-    _chain(base / "run", nb, [])
-    return base
-
-
 @pytest.fixture
-def copy(finished, tmp_path):
-    shutil.copytree(finished / "run", tmp_path / "run")
+def copy(small_chain, tmp_path):
+    """The session's finished SMALL chain (tests/conftest.py), copied with the notebooks to edit."""
+    shutil.copytree(small_chain.root, tmp_path / "run")
     return tmp_path / "run", _notebooks(tmp_path / "notebooks")
 
 
+@pytest.mark.slow
 def test_nothing_changed_reuses_every_stage(copy):
     out, nb = copy
     logs = []
@@ -70,6 +63,7 @@ def test_nothing_changed_reuses_every_stage(copy):
     assert _ran(logs) == [] and sum("reusing the earlier output" in line for line in logs) == len(CHAIN)
 
 
+@pytest.mark.slow
 def test_a_code_cell_of_03_runs_03_and_every_later_stage_naming_the_file(copy):
     out, nb = copy
     _edit(nb / "03_train.ipynb", lambda cells: cells.append(_code_cell("print('an edit')")))
@@ -80,6 +74,7 @@ def test_a_code_cell_of_03_runs_03_and_every_later_stage_naming_the_file(copy):
                for line in logs)
 
 
+@pytest.mark.slow
 def test_a_markdown_edit_runs_nothing(copy):
     out, nb = copy
 
@@ -91,6 +86,7 @@ def test_a_markdown_edit_runs_nothing(copy):
     assert _ran(logs) == []
 
 
+@pytest.mark.slow
 def test_a_new_cell_in_05_runs_05_and_the_cell_runs(copy):
     out, nb = copy
     _edit(nb / "05_figures.ipynb", lambda cells: cells.append(_code_cell(
@@ -101,6 +97,7 @@ def test_a_new_cell_in_05_runs_05_and_the_cell_runs(copy):
     assert (out / "new-cell.txt").read_text() == "ran"
 
 
+@pytest.mark.slow
 def test_an_edit_of_a_module_under_lmkit_runs_the_stages_that_imported_it(copy):
     out, nb = copy
     losses = ROOT / "lmkit" / "losses.py"
@@ -116,6 +113,7 @@ def test_an_edit_of_a_module_under_lmkit_runs_the_stages_that_imported_it(copy):
     assert any(line.startswith("03_train: running it again:") and "lmkit/losses.py: changed" in line for line in logs)
 
 
+@pytest.mark.slow
 def test_a_new_cell_reading_any_params_key_runs_and_that_key_is_then_compared(copy):
     out, nb = copy
     _edit(nb / "03_train.ipynb", lambda cells: cells.append(_code_cell('print("ced_max", params["eval"]["ced_max"])')))
@@ -150,6 +148,7 @@ def test_03_builds_resnet18_defines_the_step_and_back_propagates():
     assert len(study) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("processes", [1, 2])
 def test_a_wing_loss_written_in_03s_cell_is_what_trains(tmp_path, processes):
     """train_loss is the loss the step returned, train_mse the MSE of the same predictions: equal
@@ -166,6 +165,7 @@ def test_a_wing_loss_written_in_03s_cell_is_what_trains(tmp_path, processes):
         assert any("launching 2 processes" in line for line in logs)
 
 
+@pytest.mark.slow
 def test_the_studys_mse_cell_gives_train_loss_equal_to_its_mse(tmp_path):
     logs = []
     _chain(tmp_path / "run", _notebooks(tmp_path / "notebooks"), logs, notebooks=CHAIN[:3])
@@ -189,6 +189,7 @@ def _edit_loss_cell(nb: Path) -> None:
     _edit(nb / "03_train.ipynb", halve)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit", ["03 study cell", "module", "05 new cell"])
 def test_after_a_code_edit_the_run_folder_holds_what_a_fresh_run_writes(copy, tmp_path, edit):
     """Reuse equals a fresh run for code edits too (issue 31, extending test_reuse_property)."""

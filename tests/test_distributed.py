@@ -13,6 +13,8 @@ from lmkit.prepare import prepare, split_train_val
 from lmkit.train import TrainConfig, fit, model_options, new_model, shard
 from tests.study import STUDY
 
+pytestmark = pytest.mark.slow  # whole chains or several processes
+
 CHANGES = {"data.synthetic_train": 40, "data.synthetic_test": 4, "model.input_size": 32,
            "model.head_init": "mean_shape", "train.epochs": 3, "train.batch_size": 16, "train.epoch_multiplier": 2,
            "train.lr": 2e-3, "train.weight_decay": 0.0}

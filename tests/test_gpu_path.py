@@ -126,6 +126,7 @@ def test_a_torchrun_worker_on_a_gpu_machine_uses_nccl_and_its_local_gpu(tmp_path
     assert seen == {"gpu": 1, "backend": "nccl", "device": "cuda:1"}
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_on_a_cpu_labelled_as_such(tmp_path, capsys):
     """benchmarks.gpu_check end to end without a GPU: the small CPU-sized check of the path."""
     from benchmarks import gpu_check

@@ -37,6 +37,7 @@ def _train_process(run):
                             stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
 def test_sigkill_mid_epoch_then_resume_gives_the_same_weights(tmp_path):
     whole = _run(tmp_path / "whole")

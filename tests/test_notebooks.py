@@ -16,6 +16,7 @@ from lmkit.chain.pipeline import NOTEBOOKS
 
 from .conftest import TINY
 
+
 ROOT = Path(__file__).resolve().parents[1]
 ALL = sorted((ROOT / "notebooks").glob("*.ipynb"))
 TINY_STRING = " ".join(f"{k}={json.dumps(v)}" for k, v in TINY.items())
@@ -56,10 +57,12 @@ def run_by_hand(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_every_notebook_runs_cell_by_cell_from_the_root(run_by_hand):
     assert (run_by_hand / "eval" / "metrics.json").exists() and (run_by_hand / "figures" / "fig6_saliency.png").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cwd", ["root", "notebooks"])
 def test_papermill_command_line_sets_a_scalar_parameter(run_by_hand, tmp_path, cwd):
     folder = ROOT if cwd == "root" else ROOT / "notebooks"

@@ -7,17 +7,17 @@ import pytest
 from lmkit.chain.pipeline import NOTEBOOKS, ChainError, run_chain
 from lmkit.runfolder import FIGURES
 
-from tests.conftest import TINY
+from tests.conftest import TINY, TINY_CONSOLE as CONSOLE, copy_run
+
+pytestmark = pytest.mark.slow  # whole chains or several processes
 
 OVERRIDES = [f"{k}={v}" for k, v in TINY.items()]
 
 
-CONSOLE: list[str] = []
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    return run_chain("params/quick.yaml", OVERRIDES, str(tmp_path_factory.mktemp("run") / "tiny"), log=CONSOLE.append)
+@pytest.fixture
+def tiny_run(tiny_chain):
+    """The session's tiny chain (tests/conftest.py): read, never changed."""
+    return tiny_chain
 
 
 def test_the_console_shows_each_notebooks_progress_as_it_happens(tiny_run):
@@ -137,7 +137,7 @@ def test_the_report_opens_in_a_real_browser(tiny_run):
 
 
 def test_whole_chain_writes_every_figure_metrics_and_html(tiny_run, tmp_path):
-    run = tiny_run
+    run = copy_run(tiny_run, tmp_path / "tiny")  # run again below: a copy of the shared chain
     expected = [k for k in FIGURES if k not in ("ced_oc", "ablation_ced", "photos")]  # 68 points; ablate; real photos
     for key in expected:
         assert run.figure(key).stat().st_size > 5000, key

@@ -69,6 +69,7 @@ def test_the_same_files_with_new_times_are_the_same_data(tmp_path):
     assert any("the data files changed" in line for line in logs)
 
 
+@pytest.mark.slow
 def test_force_really_prepares_again(tmp_path):
     out = tmp_path / "run"
     tiny = ["data.synthetic_train=12", "data.synthetic_test=4", "model.input_size=32", "train.batch_size=4"]
@@ -164,6 +165,7 @@ def test_bad_params_are_refused_naming_the_key(override, match):
         P.load(None, [override])
 
 
+@pytest.mark.slow
 def test_a_notebook_run_by_hand_with_other_params_is_not_reused(tmp_path):
     from tests.study import steps
 
@@ -235,6 +237,7 @@ def test_caches_are_readable_by_the_group(tmp_path):
     assert (tmp_path / "cache" / "train").stat().st_mode & 0o050 == 0o050
 
 
+@pytest.mark.slow
 def test_a_photo_added_after_a_finished_run_is_used_by_the_next_run(tmp_path):
     """Issue 23's first case: the chain's reuse asks the data files too, not only the params."""
     root = _300w(tmp_path / "data", n_train=6, n_test=2)
@@ -257,6 +260,7 @@ def test_a_photo_added_after_a_finished_run_is_used_by_the_next_run(tmp_path):
     assert "train6" not in load_cache(out / "data" / "train").names
 
 
+@pytest.mark.slow
 def test_the_flip_test_changed_after_a_run_with_the_bias_correction_packages_the_model_again(tmp_path):
     """Issue 23's second case: the bias correction is fitted with the flip test, and the model
     file records it, so changing eval.flip_test writes the model file again (a fresh run's, in
@@ -289,17 +293,16 @@ def test_the_flip_test_changed_after_a_run_with_the_bias_correction_packages_the
     assert not np.allclose(corr["again"], corr["first"], atol=1e-3)
 
 
-def test_keys_that_act_only_on_the_model_file_never_train_the_weights_again(tmp_path):
+@pytest.mark.slow
+def test_keys_that_act_only_on_the_model_file_never_train_the_weights_again(small_chain, tmp_path):
     """model.bias_correction and model.recrop act only when 04 writes the model file: 01-03 never
     read them, so they are reused and the weights are not trained again."""
     import torch
 
-    tiny = ["data.synthetic_train=40", "data.synthetic_test=12", "model.input_size=32", "train.batch_size=16",
-            "train.epochs=1", "train.epoch_multiplier=1", "search.enabled=false", "eval.detector_box=false"]
-    out, logs = tmp_path / "run", []
-    chain = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate")
-    run_chain("params/quick.yaml", tiny, str(out), log=lambda _: None, notebooks=chain)
-    run = RunFolder(out)
+    from tests.conftest import SMALL as tiny, copy_run
+
+    run, logs = copy_run(small_chain, tmp_path / "run"), []  # the session's finished SMALL chain
+    out, chain = run.root, ("01_prepare", "02_hpsearch", "03_train", "04_evaluate")
     weights, stamp = run.best_checkpoint.read_bytes(), run.best_checkpoint.stat().st_mtime_ns
     packaging = ["model.bias_correction=true", "model.recrop=2"]
     run_chain("params/quick.yaml", tiny + packaging, str(out), log=logs.append, notebooks=chain)
@@ -310,6 +313,7 @@ def test_keys_that_act_only_on_the_model_file_never_train_the_weights_again(tmp_
     assert info["recrop"] == 2 and info["correction"] is not None
 
 
+@pytest.mark.slow
 def test_a_chain_after_a_notebook_run_by_hand_says_what_it_undoes(tmp_path):
     """Issue 22: the next lmkit run names the knob the hand-run notebook had set, and why it
     runs that notebook again, instead of undoing it silently."""

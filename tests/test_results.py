@@ -30,6 +30,7 @@ def _tables(page: str) -> list[list[str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_the_page_builds_from_a_small_run_folder_and_every_row_names_its_command(tiny_chain, tmp_path):
     params_dir = tmp_path / "params"
     params_dir.mkdir()
@@ -52,6 +53,7 @@ def test_the_page_builds_from_a_small_run_folder_and_every_row_names_its_command
     assert "## The ablation" in page and "`git checkout 09452eb && lmkit run params/helen68-no-forehead-45min-cpu.yaml`" in page
 
 
+@pytest.mark.slow
 def test_a_run_no_shipped_file_describes_is_made_again_from_its_own_params(tiny_chain, tmp_path):
     info = yaml.safe_load(tiny_chain.path("run.json").read_text())
     command = R.reproduce(tiny_chain, info, params_dir=ROOT / "params")  # quick.yaml differs in the 9 TINY keys
@@ -59,6 +61,7 @@ def test_a_run_no_shipped_file_describes_is_made_again_from_its_own_params(tiny_
                        f"--out reports/{tiny_chain.root.name}-again")
 
 
+@pytest.mark.slow
 def test_an_ablation_in_a_run_folder_gets_its_table(tiny_chain, tmp_path):
     from lmkit.chain.ablation import ablation_table
 
@@ -74,6 +77,7 @@ def test_an_ablation_in_a_run_folder_gets_its_table(tiny_chain, tmp_path):
     assert "| + cosine | train.schedule=cosine | 0.0905 (0.0900–0.0910) | 41.5 | 49.0 | 0.5 |" in page
 
 
+@pytest.mark.slow
 def test_lmkit_results_writes_the_page_and_names_what_it_skips(tiny_chain, tmp_path, capsys):
     from lmkit.chain.pipeline import main
 

@@ -9,9 +9,10 @@ import pytest
 from lmkit.chain.pipeline import run_chain
 from lmkit.runfolder import RunFolder
 
-TINY = ["data.synthetic_train=36", "data.synthetic_test=8", "model.input_size=32", "train.batch_size=12",
-        "train.epochs=1", "train.epoch_multiplier=1", "search.enabled=false", "eval.detector_box=false"]
+from tests.conftest import SMALL as TINY
+
 CHAIN = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate")
+pytestmark = pytest.mark.slow  # whole chains
 
 
 def _result(folder):
@@ -34,11 +35,10 @@ def _same(a, b):
                 np.testing.assert_allclose(v, b["methods"][method][k], rtol=1e-3, atol=1e-6, err_msg=f"{method} {k}")
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("reuse") / "run"
-    run_chain("params/quick.yaml", TINY, str(folder), log=lambda _: None, notebooks=CHAIN)
-    return folder
+@pytest.fixture
+def finished(small_chain):
+    """The session's finished SMALL chain (tests/conftest.py); each test changes a copy."""
+    return small_chain.root
 
 
 @pytest.mark.parametrize("change", [

@@ -21,6 +21,8 @@ from lmkit.search import open_study
 
 from .conftest import TINY
 
+pytestmark = pytest.mark.slow  # whole chains or several processes
+
 
 def _pg_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
