@@ -311,7 +311,8 @@ def load_model_file(path: Path, device="cpu", settings: dict | None = None) -> t
         raise ValueError(f"{path}: cannot read the model file ({type(e).__name__}: {e})") from None
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        hint = " (a training checkpoint? use the run's train/model.pt)" if isinstance(blob, dict) and "optimizer" in blob else ""
+        checkpoint = isinstance(blob, dict) and ("optimizer" in blob or {"model", "epoch", "history"} <= set(blob))
+        hint = " (a training checkpoint? use the run's train/model.pt)" if checkpoint else ""
         raise ValueError(f"{path}: not an lmkit model file (format {found!r}, want {MODEL_FORMAT!r}){hint}")
     known = {f for f in ModelInfo.__dataclass_fields__}
     info = ModelInfo(**{k: v for k, v in blob["info"].items() if k in known})

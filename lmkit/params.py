@@ -99,7 +99,7 @@ HEADS = ("regression", "heatmap", "heatmap-s4")  # model.head's choices, read by
 # train keys that do not change what is trained: where and how it runs (the device plan: autocast
 # changes the last digits, as another device does), and whether it continues a checkpoint. Read
 # by the chain's reuse, the search study's name and the model file's record of its recipe.
-NOT_RESULTS = ("device", "resume", "resident", "prefetch", "autocast", "channels_last")
+NOT_RESULTS = ("device", "resume", "resident", "prefetch", "autocast", "channels_last", "keep_checkpoints")
 
 
 class Model(_Section):
@@ -170,12 +170,14 @@ class Train(_Section):
                                "thread (auto: on CUDA)")
     autocast: Literal["auto", "none", "bfloat16", "float16"] = key(
         "auto", "mixed precision of the forward pass: none, bfloat16, or float16 with a gradient scaler (auto: "
-        "bfloat16 on CUDA, none on CPU)")
+        "bfloat16 on CUDA and on CPUs that compute it natively (AVX-512 BF16, AMX), none on other CPUs)")
     channels_last: AutoOrBool = key("auto", "auto, true or false: NHWC memory layout of model and batches "
                                     "(auto: true)")
     processes: Positive = key(1, "data-parallel training processes (DistributedDataParallel through torchrun, one "
                               "per GPU); `train.batch_size` is the global batch")
     resume: bool = key(False, "continue training from `<run>/train/last.pt`")
+    keep_checkpoints: bool = key(False, "after a finished training keep `train/last.pt` and `previous.pt` (with the "
+                                 "optimizer state, to resume with more epochs); else only `best.pt`'s weights stay")
 
     @model_validator(mode="after")
     def _together(self):

@@ -24,6 +24,7 @@ KINDS = {
     "search": "the search's state: trials already complete, waiting, disabled",
     "epoch": "a training epoch finished (losses, seconds)",
     "resume": "training continues from a checkpoint, or a half-written file was removed",
+    "checkpoint": "training finished: the checkpoints kept and removed",
     "launch": "data-parallel processes started",
     "calibration": "the face detector's box calibration fitted",
     "correction": "the bias correction fitted",

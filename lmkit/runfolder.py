@@ -5,7 +5,7 @@ so a student can open any notebook alone, point it at a run folder and go on.
     data/{train,test}/           prepared caches (images.npy, landmarks.npy, names.json, manifest.json)
     split.json                   training / validation indices into the train cache
     search/optuna.db             Optuna storage (default), trials.csv, best_hparams.json
-    train/history.csv            per-epoch train / validation MSE; best.pt, last.pt (checkpoints)
+    train/history.csv            per-epoch train / validation MSE; best.pt (last.pt while training: checkpoints)
     train/model.pt               the model file: best weights + scheme, input size, crop, box calibration
     eval/predictions.npz         test predictions of the model and the mean shape, ground truth
     eval/metrics.json            summary table, per-image arrays live in predictions.npz

@@ -387,7 +387,8 @@ def _resume(out_dir: Path, model, opt, scaler, cfg: TrainConfig, resume: bool, w
         last = out_dir / "previous.pt"  # killed between keeping the previous and renaming the new one
     if not last.exists():
         raise FileNotFoundError(f"{out_dir}: train.resume is true but there is no checkpoint (last.pt or "
-                                "previous.pt) to resume from; set train.resume: false to train from the start")
+                                "previous.pt) to resume from (a finished training keeps them only with "
+                                "train.keep_checkpoints: true); set train.resume: false to train from the start")
     ckpt = load_checkpoint(last, torch.device(cfg.device))
     check_resumable(ckpt.get("config", {}), cfg, last)
     model.load_state_dict(ckpt["model"])
@@ -476,7 +477,31 @@ def fit_run(run, params: dict, build, step, log=print) -> pd.DataFrame:
         f"flip {cfg.augment.flip}, box jitter scale {cfg.augment.scale} shift {cfg.augment.shift} "
         f"edges {cfg.augment.edges}; lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
         f"{len(d.train[0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
-    return fit(model, *d.train, *d.val, cfg, step=step, out_dir=run.train_dir, resume=params["train"]["resume"], log=log)
+    history = fit(model, *d.train, *d.val, cfg, step=step, out_dir=run.train_dir, resume=params["train"]["resume"],
+                  log=log)
+    if _distributed()[0] == 0:
+        finish_checkpoints(run.train_dir, keep=params["train"]["keep_checkpoints"], log=log)
+    return history
+
+
+def finish_checkpoints(folder: Path, keep: bool = False, log=print) -> None:
+    """After a finished training, what the run folder keeps: ``best.pt`` with the best weights
+    (no optimizer state: packaging and evaluation need only the weights), and, only with
+    ``keep`` (``train.keep_checkpoints``), ``last.pt`` and ``previous.pt`` to extend the run
+    later with ``train.resume`` and more epochs. An interrupted training never gets here, so its
+    ``last.pt`` stays for the resume."""
+    folder = Path(folder)
+    best = folder / "best.pt"
+    if keep or not best.exists():
+        return
+    state = load_checkpoint(best)
+    if "optimizer" in state:
+        write_torch({k: v for k, v in state.items() if k not in ("optimizer", "scaler")}, best)
+    freed = sum(f.stat().st_size for f in (folder / "last.pt", folder / "previous.pt") if f.exists())
+    for f in (folder / "last.pt", folder / "previous.pt"):
+        f.unlink(missing_ok=True)
+    emit(log, "checkpoint", f"training finished: kept best.pt (weights only); removed last.pt and previous.pt "
+         f"({freed / 2**20:.0f} MiB; train.keep_checkpoints: true keeps them, to resume with more epochs)")
 
 
 def preview_batch(images, landmarks, cfg: TrainConfig, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

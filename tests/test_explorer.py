@@ -67,7 +67,8 @@ def test_two_runs_are_compared_on_the_same_face_and_the_html_page_gets_a_summary
     a, _ = fake_run(tmp_path / "a")
     b, _ = fake_run(tmp_path / "b", shift_jaw_of=4, seed=1)
     fa, fb = RunFaces.load(a.root), RunFaces.load(b.root)
-    assert len(compare_figure(fa, fb, fa.names[2]).axes) == 2
+    fig = compare_figure(fa, fb, fa.names[2])
+    assert len(fig.axes) == 3 and [ax.get_title().split(":")[0] for ax in fig.axes[:2]] == ["a", "b"]  # one figure, one bar
     html = static_summary(fa, n=3)
     assert "needs a live Python kernel" in html and html.index(fa.names[2]) > 0
     assert html.count("<tr>") == 4  # a header and the three worst
@@ -84,16 +85,68 @@ def test_predictions_of_another_cache_are_refused(tmp_path):
         RunFaces.load(run.root)
 
 
-def test_two_runs_on_one_face_share_one_error_scale(tmp_path, monkeypatch):
-    from lmkit.use import explorer
-
+def test_two_runs_on_one_face_share_one_error_scale(tmp_path):
     a, _ = fake_run(tmp_path / "a")  # face 2's jaw is 25 px off in run a, not in run b
     b, _ = fake_run(tmp_path / "b", shift_jaw_of=4, seed=1)
     fa, fb = RunFaces.load(a.root), RunFaces.load(b.root)
-    scales, single = [], explorer.face_figure
-    monkeypatch.setattr(explorer, "face_figure", lambda *args, **kw: scales.append(kw["error_max"]) or single(*args, **kw))
-    compare_figure(fa, fb, fa.names[2])
+    fig = compare_figure(fa, fb, fa.names[2])
+    scales = [ax.collections[-1].norm.vmax for ax in fig.axes[:2]]
     assert scales[0] == scales[1] == pytest.approx(float(fa.point_errors(2).max()))
     assert scales[0] > 2 * float(fb.point_errors(fb.index(fa.names[2])).max())
-    fig = single(fa, 0, error_max=40.0)
-    assert fig.axes[0].collections[-1].norm.vmax == 40.0
+    assert face_figure(fa, 0, error_max=40.0).axes[0].collections[-1].norm.vmax == 40.0
+
+
+def _with_model(run, faces):
+    from lmkit.model import ModelInfo, build_model, save_model_file
+
+    save_model_file(build_model(194, False), ModelInfo(scheme="helen194", n_points=194, input_size=32, crop_size=300,
+                                                       forehead=1 / 3, padding=0.05, mean_shape=faces.true.mean(0).tolist(),
+                                                       dataset="x"), run.model_file)
+
+
+def test_the_explorer_driven_through_its_widgets(tmp_path):
+    """It opens on the worst face; the face stays selected across sorting and filtering while it is
+    listed; the rank box follows a face picked from the list; previous / next step through the
+    list; a rank outside the filter clears the filter and says so; the other run is picked from
+    the run folders beside it, and compare mode honours saliency."""
+    a, per = fake_run(tmp_path / "a")
+    fake_run(tmp_path / "b", shift_jaw_of=4, seed=1)
+    faces = RunFaces.load(a.root)
+    _with_model(a, faces)
+    _with_model(RunFolder(tmp_path / "b"), faces)
+    box = explore(a.root)
+    c, shown = box.controls, box.figures
+    worst = faces.names[faces.index(1)]
+    assert c["face"].value == worst and c["rank"].value == 1 and shown and len(shown[-1].axes) == 2
+    assert worst in c["groups"].value and "jaw" in c["groups"].value  # its errors by point group
+    c["sort"].value = "nme_jaw"  # the jaw-pushed face 2 is the worst jaw: still listed, still selected
+    assert c["face"].value == worst
+    second = [v for _, v in c["face"].options][1]
+    c["face"].value = second
+    assert c["rank"].value == faces.table.iloc[faces.index(second)]["rank"]  # the rank follows
+    c["next"].click()
+    assert c["face"].value == [v for _, v in c["face"].options][2]
+    c["previous"].click()
+    assert c["face"].value == second
+    c["minimum"].value = float(faces.table["nme_jaw"].max())  # only the worst jaw is left
+    assert [v for _, v in c["face"].options] == [faces.names[2]] and c["face"].value == faces.names[2]
+    hidden = next(r for r in range(1, 7) if faces.names[faces.index(r)] != faces.names[2])
+    c["rank"].value = hidden
+    assert c["minimum"].value == 0.0 and "the filter was cleared" in c["note"].value
+    assert c["face"].value == faces.names[faces.index(hidden)]
+    assert list(c["compare"].options) == ["(none)", "b"]  # the run folder beside it
+    c["compare"].value = "b"
+    assert len(shown[-1].axes) == 3  # both runs, one colour bar
+    c["saliency"].value = True
+    assert len(shown[-1].axes) == 3 + 2 + 2  # and each run's saliency with its bar
+    c["photo"].value = True  # synthetic faces: no original photo (None), which the output says
+    assert shown[-1] is None and len(shown) == 2
+
+
+def test_points_are_edged_and_the_legend_names_both_kinds(tmp_path):
+    run, _ = fake_run(tmp_path / "run")
+    ax = face_figure(RunFaces.load(run.root), 0).axes[0]
+    dots = ax.collections[-1]
+    assert dots.get_cmap().name == "cool" and dots.get_linewidths()[0] > 0  # bright points, dark edges
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["truth", "prediction (colour: its error)"]

@@ -386,3 +386,64 @@ def test_command_on_real_photos_with_dlib(trained, tmp_path):
     for p in photos:
         pts = read_pts(tmp_path / "o" / f"{p.stem}.pts")
         assert pts.shape == (194, 2) and np.isfinite(pts).all()
+
+
+def test_the_onnx_example_takes_a_photo_and_a_box_to_the_points_landmarker_gives(trained, photo, tmp_path):
+    """examples/onnx_landmarks.py (onnxruntime, numpy, pillow, the file's metadata only) agrees with
+    Landmarker without flip test and re-crops, from a detector's box and from a crop box."""
+    import importlib.util
+
+    ort = pytest.importorskip("onnxruntime")
+    run, _ = trained
+    calibrated = with_calibration(run, tmp_path)
+    onnx_file = export(calibrated, "onnx", tmp_path / "model.onnx")
+    spec = importlib.util.spec_from_file_location("onnx_landmarks", ROOT / "examples" / "onnx_landmarks.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    lm = Landmarker.load(calibrated, device="cpu", flip_test=False, recrop=0)
+    image = Image.fromarray(photo.image)
+    detector_box = (40.0, 60.0, 230.0, 250.0)
+    for box, kind in ((detector_box, "detector"), (crop_box(photo.landmarks, photo.image.shape[:2]), "crop")):
+        expected = lm.predict(photo.image, [box], box=kind)[0].points
+        got = example.landmarks(session, image, box, kind)
+        assert got.shape == (194, 2)
+        assert np.abs(got - expected).max() < 0.5, (kind, np.abs(got - expected).max())
+
+
+def test_a_landmarker_says_what_model_it_holds(trained):
+    run, _ = trained
+    text = repr(Landmarker.load(run.root, device="cpu"))
+    assert "helen194 scheme, 194 points, 32x32 input, regression head" in text
+    assert "recipe: loss mse" in text and "flip test off" in text and "0 re-crops" in text and "box calibration none" in text
+
+
+def test_predict_without_out_prints_one_photos_points_and_writes_beside_several(trained, photo, tmp_path, capsys):
+    import pandas as pd
+
+    run, _ = trained
+    calibrated = with_calibration(run, tmp_path, box=(0.0, 0.0, 1.0, 1.0))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(photo.image).save(photos / name)
+    boxes = tmp_path / "boxes.csv"
+    pd.DataFrame([{"photo": n, "x0": 20.0, "y0": 15.0, "x1": 260.0, "y1": 280.0} for n in ("a.png", "b.png")]).to_csv(
+        boxes, index=False)
+    assert main(["predict", str(calibrated), str(photos / "a.png"), "--boxes", str(boxes)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("photo,face,point,x,y") and len(out.splitlines()) == 1 + 194
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "b.png"]  # one photo: nothing written
+    assert main(["predict", str(calibrated), str(photos), "--boxes", str(boxes)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 2 * 194
+    assert sorted(p.name for p in photos.iterdir()) == ["a.landmarks.png", "a.png", "a.pts", "b.landmarks.png",
+                                                         "b.png", "b.pts"]
+
+
+def test_no_face_found_names_the_boxes_option(trained, tmp_path, capsys):
+    run, _ = trained
+    calibrated = with_calibration(run, tmp_path)
+    Image.fromarray(np.zeros((120, 100, 3), np.uint8)).save(tmp_path / "blank.png")
+    lm = Landmarker.load(calibrated, device="cpu", detector=lambda image: [])
+    result = predict_files(lm, [tmp_path / "blank.png"], tmp_path / "o", log=lambda _: None, progress=False)
+    assert result["processed"] == 0 and "--boxes" in result["failures"][0][1]

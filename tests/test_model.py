@@ -128,6 +128,17 @@ def test_bfloat16_on_a_cpu_without_it_is_flagged(tmp_path):
     (tmp_path / "bf16").write_text("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
     assert not cpu_has_bf16(str(tmp_path / "avx2")) and cpu_has_bf16(str(tmp_path / "bf16"))
     assert not cpu_has_bf16(str(tmp_path / "missing"))
-    assert DevicePlan.choose("cpu").autocast == "none"
+    assert DevicePlan.choose("cpu").autocast == ("bfloat16" if cpu_has_bf16() else "none")
     forced = DevicePlan.choose("cpu", autocast="bfloat16").describe()
     assert ("warning" in forced) == (not cpu_has_bf16())
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_picks_bfloat16_on_a_cpu_that_computes_it_and_says_so(monkeypatch, native):
+    from lmkit import placement
+
+    monkeypatch.setattr(placement, "cpu_has_bf16", lambda: native)
+    plan = placement.DevicePlan.choose("cpu")
+    assert plan.autocast == ("bfloat16" if native else "none")
+    assert ("computes bfloat16 natively" in plan.describe()) == native
+    assert placement.DevicePlan.choose("cpu", autocast="none").autocast == "none"  # float32 when asked

@@ -128,3 +128,38 @@ def test_the_heatmap_loss_adds_the_heatmaps_divergence_to_the_training_loss(data
     loss = float(loss)
     assert loss == pytest.approx(float(expected), rel=1e-4)
     assert loss > float(F.l1_loss(points, target)) + 1.0  # the divergence (> 0.2 nats at random init) is in it
+
+
+def test_a_finished_training_keeps_only_the_best_weights_unless_asked(tmp_path):
+    """The lean run folder: after the last epoch best.pt keeps the weights without the optimizer
+    state and last.pt / previous.pt go (resume then says how to keep them); with
+    train.keep_checkpoints they stay and the run resumes with more epochs."""
+    from lmkit import params as P
+    from lmkit.runfolder import RunFolder
+    from lmkit.train import load_checkpoint
+    from tests.study import steps
+
+    sizes = {}
+    for keep in (False, True):
+        run = RunFolder(tmp_path / f"keep-{keep}")
+        params = P.load(None, {"data.synthetic_train": 24, "data.synthetic_test": 4, "model.input_size": 32,
+                               "train.epochs": 2, "train.batch_size": 8, "train.epoch_multiplier": 1,
+                               "search.enabled": False, "train.keep_checkpoints": keep})
+        P.dump(params, run.params)
+        steps.prepare(run, params, log=lambda _: None)
+        steps.hpsearch(run, params, log=lambda _: None)
+        lines = []
+        steps.train(run, params, log=lines.append)
+        files = sorted(p.name for p in run.train_dir.glob("*.pt") if p.name != "model.pt")
+        best = load_checkpoint(run.best_checkpoint)
+        sizes[keep] = sum(p.stat().st_size for p in run.train_dir.glob("*.pt") if p.name != "model.pt")
+        more = P.merge(params, {"train.resume": True, "train.epochs": 3})
+        if keep:
+            assert files == ["best.pt", "last.pt", "previous.pt"] and "optimizer" in best
+            assert len(steps.train(run, more, log=lambda _: None)) == 3
+        else:
+            assert files == ["best.pt"] and "optimizer" not in best and best["model"]
+            assert any("removed last.pt and previous.pt" in line for line in lines)
+            with pytest.raises(FileNotFoundError, match="train.keep_checkpoints: true"):
+                steps.train(run, more, log=lambda _: None)
+    assert sizes[False] < sizes[True] / 4

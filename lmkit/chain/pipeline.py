@@ -322,11 +322,14 @@ def main(argv: list[str] | None = None) -> int:
                         description="Find the faces in each photo and their landmarks. Writes, per photo, "
                         "<stem>.pts (300-W format; more faces as <stem>_2.pts, ...) and <stem>.png (the photo "
                         "with boxes and points), and points.csv and failures.csv for all. A bad photo (unreadable, "
-                        "not an image, no face found) is listed with its reason and the batch goes on. Exit code: "
+                        "not an image, no face found) is listed with its reason and the batch goes on. Without --out, "
+                        "one photo's points go to standard output (CSV), and for several photos the .pts and "
+                        "<stem>.landmarks.png go next to each photo. Exit code: "
                         "0 when at least one photo was processed, 1 when none could be.")
     pr.add_argument("model", help="a run folder (its train/model.pt) or a model file")
     pr.add_argument("photos", nargs="+", help="photos and folders of photos (searched at any depth)")
-    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--out", help="output folder (default: one photo's points to standard output; for several, "
+                    "each photo's .pts and .landmarks.png next to it and all points to standard output)")
     pr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     pr.add_argument("--flip-test", choices=("model", "on", "off"), default="model",
                     help="average with the mirrored crop's prediction (default: as the model file says)")
@@ -424,7 +427,9 @@ def _predict(args) -> int:
             raise ValueError(f"{args.model}: this model has no box calibration ({lm.info.dataset}), so a face "
                              "detector's box cannot be turned into the crop it was trained on; give each face's crop "
                              "box with --boxes FILE.csv (columns photo,x0,y0,x1,y1, photo pixels)")
-        result = predict_files(lm, args.photos, args.out, boxes=boxes, box=args.box_kind)
+        log = print if args.out else (lambda m: print(m, file=sys.stderr))  # standard output holds the points
+        result = predict_files(lm, args.photos, args.out, boxes=boxes, box=args.box_kind, log=log,
+                               progress=bool(args.out))
     except (OSError, ValueError, RuntimeError) as err:
         print(f"lmkit predict: {err}", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ STAGES = (
     Stage("01_prepare", ("split", "cache/train/manifest.json", "cache/test/manifest.json"),
           ("prepare", "skipped", "split"), data_files=True),
     Stage("02_hpsearch", ("best_hparams",), ("trial", "search")),
-    Stage("03_train", ("history", "best_checkpoint"), ("epoch", "resume", "launch")),
+    Stage("03_train", ("history", "best_checkpoint"), ("epoch", "resume", "launch", "checkpoint")),
     Stage("04_evaluate", ("model_file", "metrics", "predictions"), ("calibration", "correction", "model_file", "evaluate")),
     Stage("05_figures", ("figures/*.png",), ()),
     Stage("06_ablation", ("ablation/ablation.csv",), ("variant",)),

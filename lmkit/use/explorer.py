@@ -1,7 +1,7 @@
-"""Explore a finished run's test faces: choose a face by name, by rank or by error; see its
-crop with the truth and the prediction, each point's error coloured by size, its MSE and NME,
-and its saliency on demand; sort and filter by a point group's error (jaw, eyes, mouth ...);
-compare two runs on the same face.
+"""Explore a finished run's test faces: choose a face by name, by rank, with previous / next or
+by error; see its crop with the truth and the prediction, each point's error coloured by size,
+its MSE and NME and its errors by point group; its saliency, its original photo with the face
+detector's box, and the same face in another run folder, on one colour scale.
 
 It reads only the run folder (``eval/predictions.npz``, the test cache, ``params.yaml``) and the
 model file. The logic lives here, where the tests reach it; ``explore(run)`` puts it behind
@@ -62,6 +62,12 @@ class RunFaces:
         return cls(run, names, test.images, p["true"], p["model__pred"], p["model__mse"], p[f"model__nme_{norm}"], norm,
                    M.to_photo(p["true"], boxes, size), M.to_photo(p["model__pred"], boxes, size),
                    scheme_for_points(p["true"].shape[1]))
+
+    @cached_property
+    def params(self) -> dict:
+        from .. import params as P
+
+        return P.load(self.run.params)
 
     @property
     def nme_label(self) -> str:
@@ -135,57 +141,133 @@ def group_indices(scheme: Scheme) -> dict[str, list[int]]:
     return out
 
 
+POINT_CMAP = "cool"  # cyan (small error) to magenta (large): bright on dark skin, edged in black on light
+
+
+def draw_face(ax, faces: RunFaces, i: int, error_max: float, title: str):
+    """Face ``i`` on ``ax``: its crop, the truth (green contours) and the prediction, each point
+    coloured by its error (px of the 256 frame) on the scale 0..``error_max``. Returns the points."""
+    from matplotlib.lines import Line2D
+
+    from ..figures import TRUE_COLOUR, draw_landmarks, show_image
+
+    show_image(ax, faces.images[i], title)
+    draw_landmarks(ax, faces.true[i], faces.scheme, TRUE_COLOUR, "truth", size=3)
+    dots = ax.scatter(*faces.pred[i].T, c=faces.point_errors(i), s=16, cmap=POINT_CMAP, vmin=0,
+                      vmax=max(error_max, 1e-6), edgecolors="black", linewidths=0.4, zorder=3)
+    handles = [Line2D([], [], color=TRUE_COLOUR, marker="o", markersize=3, label="truth"),
+               Line2D([], [], linestyle="", marker="o", markerfacecolor="white", markeredgecolor="black",
+                      markersize=5, label="prediction (colour: its error)")]
+    ax.legend(handles=handles, loc="lower left", fontsize=7)
+    return dots
+
+
+def _caption(faces: RunFaces, i: int, label: str | None = None) -> str:
+    row = faces.table.iloc[i]
+    return (f"{label + ': ' if label else ''}{faces.names[i]} (rank {row['rank']} of {len(faces.names)} by MSE)\n"
+            f"MSE {row['mse']:.1f} px² (256 frame), NME {row['nme']:.4f} ({faces.nme_label}, photo px)")
+
+
+def _draw_saliency(ax, faces: RunFaces, i: int, fig):
+    from ..figures import show_image
+
+    seen, sal = faces.saliency(i)
+    show_image(ax, seen, f"the network's {seen.shape[0]} px view and max_c |dL/dI|")
+    h, w = seen.shape[:2]
+    shown = ax.imshow(sal / (sal.max() + 1e-12), extent=(0, w, h, 0), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, label="|dL/dI| / its maximum")
+
+
 def face_figure(faces: RunFaces, i: int, saliency: bool = False, title: str | None = None,
                 error_max: float | None = None):
     """Face ``i``: its crop with the truth (green contours) and the prediction (points coloured
     by their error, px of the 256 frame, up to ``error_max``: by default this face's largest);
-    with ``saliency`` a second panel of dL/dI."""
+    with ``saliency`` a second panel of dL/dI on the network's view."""
     import matplotlib.pyplot as plt
 
-    from ..figures import TRUE_COLOUR, draw_landmarks, show_image
-
-    err = faces.point_errors(i)
     fig, axes = plt.subplots(1, 2 if saliency else 1, figsize=(11 if saliency else 6, 5.4), squeeze=False)
-    ax = axes[0, 0]
-    row = faces.table.iloc[i]
-    show_image(ax, faces.images[i], title or f"{faces.names[i]} (rank {row['rank']} of {len(faces.names)} by MSE)\n"
-               f"MSE {row['mse']:.1f} px², NME {row['nme']:.4f} ({faces.nme_label})")
-    draw_landmarks(ax, faces.true[i], faces.scheme, TRUE_COLOUR, "truth", size=3)
-    top = float(err.max()) if error_max is None else error_max
-    dots = ax.scatter(*faces.pred[i].T, c=err, s=14, cmap="plasma", vmin=0, vmax=max(top, 1e-6),
-                      label="prediction", zorder=3)
-    fig.colorbar(dots, ax=ax, fraction=0.046, pad=0.02, label="point error (px, 256 frame)")
-    ax.legend(loc="lower left", fontsize=7)
+    top = float(faces.point_errors(i).max()) if error_max is None else error_max
+    dots = draw_face(axes[0, 0], faces, i, top, title or _caption(faces, i))
+    fig.colorbar(dots, ax=axes[0, 0], fraction=0.046, pad=0.02, label="point error (px, 256 frame)")
     if saliency:
-        seen, sal = faces.saliency(i)
-        show_image(axes[0, 1], seen, "what the network saw, and max_c |dL/dI|")
-        h, w = seen.shape[:2]
-        shown = axes[0, 1].imshow(sal / (sal.max() + 1e-12), extent=(0, w, h, 0), cmap="inferno", alpha=0.6,
-                                  vmin=0, vmax=1)
-        fig.colorbar(shown, ax=axes[0, 1], fraction=0.046, pad=0.02, label="|dL/dI| / its maximum")
+        _draw_saliency(axes[0, 1], faces, i, fig)
     fig.tight_layout()
     return fig
 
 
-def compare_figure(a: RunFaces, b: RunFaces, name: str):
-    """The same test face as two runs predicted it, side by side, each in its own crop, the
-    point errors on one colour scale (the larger of the two faces' largest errors)."""
+def compare_figure(a: RunFaces, b: RunFaces, name: str, saliency: bool = False):
+    """The same test face as two runs predicted it, in one figure: each in its own crop, the point
+    errors on one colour scale (the larger of the two faces' largest errors) with one colour bar;
+    with ``saliency`` each run's dL/dI beneath its face."""
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(12, 5.4))
+    rows = 2 if saliency else 1
+    fig, axes = plt.subplots(rows, 2, figsize=(12, 5.6 * rows), squeeze=False)
     top = max(float(f.point_errors(f.index(name)).max()) for f in (a, b))
-    for k, (faces, label) in enumerate(((a, a.run.root.name), (b, b.run.root.name))):
+    for k, faces in enumerate((a, b)):
         i = faces.index(name)
-        row = faces.table.iloc[i]
-        single = face_figure(faces, i, title=f"{label}: {name}\nMSE {row['mse']:.1f} px², NME {row['nme']:.4f}",
-                             error_max=top)
-        single.canvas.draw()
-        ax = fig.add_subplot(1, 2, k + 1)
-        ax.imshow(np.asarray(single.canvas.buffer_rgba()))
-        ax.axis("off")
-        plt.close(single)
+        dots = draw_face(axes[0, k], faces, i, top, _caption(faces, i, faces.run.root.name))
+        if saliency:
+            _draw_saliency(axes[1, k], faces, i, fig)
+    fig.colorbar(dots, ax=list(axes[0]), fraction=0.03, pad=0.02, label="point error (px, 256 frame), both runs")
+    return fig
+
+
+def photo_figure(faces: RunFaces, i: int):
+    """Face ``i`` on its original photo: the annotation crop box (green), the face detector's box
+    (orange) and the points found from it (the run's end-to-end use), when the run has them."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    from ..figures import TRUE_COLOUR, show_image
+    from ..prepare import load_sources
+
+    sources, boxes = load_sources(faces.run.cache_dir(faces.params["data"]["cache_dir"]) / "test")
+    photo = Path(sources[i])
+    if not photo.is_file():
+        return None
+    p = np.load(faces.run.predictions)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    show_image(ax, np.asarray(Image.open(photo).convert("RGB")), f"{faces.names[i]}: the original photo")
+    x0, y0, x1, y1 = boxes[i]
+    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=TRUE_COLOUR, lw=1.5, label="annotation crop"))
+    if "model_detector__boxes" in p and np.isfinite(p["model_detector__boxes"][i]).all():
+        d0, e0, d1, e1 = p["model_detector__boxes"][i]
+        ax.add_patch(Rectangle((d0, e0), d1 - d0, e1 - e0, fill=False, color="orange", lw=1.5, label="face detector's box"))
+        pts = M.to_photo(p["model_detector__pred"][i : i + 1], boxes[i : i + 1], faces.crop_size)[0]
+        ax.scatter(*pts.T, s=8, c="orange", edgecolors="black", linewidths=0.3, label="points from the detector's box")
+    elif "model_detector__boxes" in p:
+        ax.set_title(ax.get_title() + " (the face detector found no face)")
+    ax.legend(loc="lower left", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def group_errors_html(faces: RunFaces, i: int) -> str:
+    """The face's error by point group beside the mean over all test faces (NME, photo pixels)."""
+    row = faces.table.iloc[i]
+    groups = [c for c in faces.table.columns if c.startswith("nme_")]
+    cells = "".join(f"<tr><td>{c[4:]}</td><td>{row[c]:.4f}</td><td>{faces.table[c].mean():.4f}</td></tr>"
+                    for c in groups)
+    return (f"<b>{faces.names[i]}</b>: NME by point group ({faces.nme_label}, photo px)<table><tr><th>group</th>"
+            f"<th>this face</th><th>all faces</th></tr>{cells}</table>")
+
+
+def run_folders_beside(run_dir: str | Path) -> list[Path]:
+    """The other finished run folders next to ``run_dir`` whose test faces are the same: the
+    runs the explorer can compare with."""
+    run = RunFolder(run_dir)
+    mine = list(np.load(run.predictions)["names"])
+    out = []
+    for folder in sorted(p for p in run.root.resolve().parent.iterdir() if p.is_dir() and p != run.root.resolve()):
+        other = RunFolder(folder)
+        try:
+            if other.predictions.exists() and list(np.load(other.predictions)["names"]) == mine:
+                out.append(folder)
+        except (OSError, ValueError, KeyError):
+            continue
+    return out
 
 
 def static_summary(faces: RunFaces, n: int = 10) -> str:
@@ -204,54 +286,101 @@ def static_summary(faces: RunFaces, n: int = 10) -> str:
 
 
 def explore(run_dir: str | Path, other: str | Path | None = None):
-    """The explorer as ipywidgets: a face by name or rank, sorted by any error column and
-    filtered to the faces above a group's error; saliency on demand; with ``other`` (a second
-    run folder) the same face as both runs predicted it."""
+    """The explorer as ipywidgets. It opens on the worst face by MSE; a face is chosen by name
+    (the list, sorted by any error column and filtered to the faces above a value), by rank or
+    with previous / next, and stays selected while it is listed. Beside it: its errors by point
+    group, its saliency on demand, its original photo with the face detector's box, and the same
+    face in another run folder (picked from those next to this one, or ``other``)."""
     import ipywidgets as w
     import matplotlib.pyplot as plt
     from IPython.display import display
 
     faces = RunFaces.load(run_dir)
-    second = RunFaces.load(other) if other else None
+    runs = {p.name: p for p in run_folders_beside(run_dir)}
+    if other:
+        runs.setdefault(Path(other).name, Path(other))
+    loaded: dict[str, RunFaces] = {}
     columns = list(faces.table.columns[2:])
     sort = w.Dropdown(options=columns, value="mse", description="sort by")
     worst = w.Checkbox(value=True, description="worst first")
     minimum = w.FloatText(value=0.0, description="at least", step=0.01)
     face = w.Dropdown(description="face")
     rank = w.BoundedIntText(value=1, min=1, max=len(faces.names), description="MSE rank")
+    back, forward = w.Button(description="previous"), w.Button(description="next")
     saliency = w.Checkbox(value=False, description="saliency")
-    compare = w.Checkbox(value=False, description=f"compare with {Path(other).name}" if other else "compare",
-                         disabled=second is None)
-    out, listing = w.Output(), w.Output()
+    photo = w.Checkbox(value=False, description="original photo")
+    compare = w.Dropdown(options=["(none)", *runs], value=Path(other).name if other else "(none)",
+                         description="compare with")
+    out, listing, note, groups = w.Output(), w.Output(), w.HTML(), w.HTML()
+    state = {"syncing": False}
+    figures: list = []  # what is shown now (the tests read it)
+
+    def listed() -> list[str]:
+        return [v for _, v in face.options]
 
     def refresh_list(*_):
         order = faces.filtered(sort.value, minimum.value, worst.value)
+        keep = face.value
+        state["syncing"] = True
         face.options = [(f"{r['face']}  ({sort.value} {r[sort.value]:.4g})", r["face"]) for _, r in order.iterrows()]
+        face.value = keep if keep in listed() else (listed()[0] if listed() else None)
+        state["syncing"] = False
         with listing:
             listing.clear_output(wait=True)
             print(f"{len(order)} of {len(faces.names)} faces with {sort.value} >= {minimum.value:g}")
             display(order.head(8).style.format(precision=4).hide(axis="index"))
+        show()
 
     def by_rank(*_):
+        if state["syncing"]:
+            return
         name = faces.names[faces.index(int(rank.value))]
-        if name not in [v for _, v in face.options]:
-            minimum.value = 0.0  # the face must be on the list to be shown
+        if name not in listed():
+            note.value = (f"rank {rank.value} ({name}) is not among the faces with {sort.value} >= "
+                          f"{minimum.value:g}: the filter was cleared to show it")
+            minimum.value = 0.0  # refreshes the list
         face.value = name
 
+    def step(k):
+        names = listed()
+        if face.value in names and names:
+            face.value = names[(names.index(face.value) + k) % len(names)]
+
     def show(*_):
-        if face.value is None:
+        if state["syncing"] or face.value is None:
             return
+        i = faces.index(face.value)
+        state["syncing"] = True
+        rank.value = int(faces.table.iloc[i]["rank"])  # the rank box follows a face picked from the list
+        state["syncing"] = False
+        groups.value = group_errors_html(faces, i)
+        if compare.value != "(none)" and compare.value not in loaded:
+            loaded[compare.value] = RunFaces.load(runs[compare.value])
+        figures[:] = [compare_figure(faces, loaded[compare.value], face.value, saliency.value)
+                      if compare.value != "(none)" else face_figure(faces, i, saliency.value)]
+        if photo.value:
+            figures.append(photo_figure(faces, i))
         with out:
             out.clear_output(wait=True)
-            fig = (compare_figure(faces, second, face.value) if compare.value and second is not None
-                   else face_figure(faces, faces.index(face.value), saliency.value))
-            plt.show(fig)
+            for fig in figures:
+                if fig is None:
+                    print("the original photo is not on this machine (synthetic faces have none)")
+                else:
+                    display(fig)
+                    plt.close(fig)
 
     for control in (sort, worst, minimum):
         control.observe(refresh_list, names="value")
     rank.observe(by_rank, names="value")
-    for control in (face, saliency, compare):
+    for control in (face, saliency, photo, compare):
         control.observe(show, names="value")
-    refresh_list()
-    show()
-    return w.VBox([w.HBox([sort, worst, minimum]), listing, w.HBox([face, rank, saliency, compare]), out])
+    back.on_click(lambda _: step(-1))
+    forward.on_click(lambda _: step(1))
+    refresh_list()  # opens on the worst face (the first of the list)
+    box = w.VBox([w.HBox([sort, worst, minimum]), listing, w.HBox([face, rank, back, forward]),
+                  w.HBox([saliency, photo, compare]), note, w.HBox([out, groups])])
+    box.controls = {"sort": sort, "worst": worst, "minimum": minimum, "face": face, "rank": rank, "previous": back,
+                    "next": forward, "saliency": saliency, "photo": photo, "compare": compare, "output": out,
+                    "note": note, "groups": groups}
+    box.figures = figures
+    return box

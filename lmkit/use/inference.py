@@ -92,6 +92,15 @@ class Landmarker:
         self.calibration = BoxCalibration.from_dict(info.box_calibration) if info.box_calibration else None
         self._detector, self.batch_size = detector, batch_size
 
+    def __repr__(self) -> str:
+        t = self.info.training
+        recipe = ", ".join(f"{k} {t[k]}" for k in ("loss", "optimizer", "schedule", "epochs") if k in t)
+        return (f"Landmarker({self.info.scheme} scheme, {self.info.n_points} points, {self.info.input_size}x"
+                f"{self.info.input_size} input, {self.info.head} head; recipe: {recipe or 'not recorded'}; flip test "
+                f"{'on' if self.flip_test else 'off'}, {self.recrop} re-crops, bias correction "
+                f"{'on' if self.info.correction is not None else 'off'}, box calibration "
+                f"{'fitted' if self.calibration else 'none'}; trained on {self.info.dataset}; device {self.device})")
+
     @classmethod
     def load(cls, run_or_model: str | Path, device="auto", detector: Callable | None = None,
              flip_test: bool | None = None, batch_size: int = 32, recrop: int | None = None) -> "Landmarker":
@@ -322,15 +331,19 @@ def _write_csv(rows: list, columns: Sequence[str], path: Path) -> None:
         writer.writerows(rows)
 
 
-def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir: str | Path, log=print,
-                  progress: bool = True, boxes: dict | None = None, box: str = "crop") -> dict:
+def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir: str | Path | None, log=print,
+                  progress: bool = True, boxes: dict | None = None, box: str = "crop", stdout=None) -> dict:
     """``lmkit predict``: for every photo, ``<stem>.pts`` (300-W format; more faces as
     ``<stem>_2.pts``, ...), ``<stem>.png`` (the photo with boxes and points); for all,
     ``points.csv`` and ``failures.csv``. A bad photo is listed with its reason and the batch
     goes on. Every file is written to a temporary name and renamed. With ``boxes`` ({photo
     file name: boxes}, ``read_boxes``) the faces are those boxes, of kind ``box`` ("crop": lmkit's
     crop convention; "detector": face detector boxes, through the model's calibration), and no
-    face detector runs."""
+    face detector runs.
+
+    Without ``out_dir`` the points go to ``stdout`` as CSV (``points.csv``'s columns) and, for more
+    than one photo, each photo's ``.pts`` and ``<stem>.landmarks.png`` are written next to it."""
+    import sys
     from collections import Counter
 
     from tqdm.auto import tqdm
@@ -339,14 +352,17 @@ def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir:
     from ..readers import write_pts
     from ..runfolder import atomic_write
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     photos, failures, ignored = collect_photos(inputs)
+    beside = out_dir is None
+    if not beside:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    files = not beside or len(photos) + len(failures) > 1  # one photo without --out: standard output only
     total = len(photos) + len(failures)
     stems: dict[str, Path] = {}
     rows, done, faces_total = [], 0, 0
     for photo in tqdm(photos, desc="photos", unit="photo", disable=not progress):
-        stem = photo.stem
+        stem = photo.stem if not beside else str(photo.with_suffix(""))
         if stem in stems:
             failures.append((str(photo), f"same name as {stems[stem]}: its outputs would overwrite that photo's"))
             continue
@@ -360,21 +376,33 @@ def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir:
             failures.append((str(photo), str(e).replace(f"{photo}: ", "")))
             continue
         if not faces:
-            failures.append((str(photo), f"no face found by the {getattr(landmarker.detector, 'name', 'detector')}"))
+            failures.append((str(photo), f"no face found by the {getattr(landmarker.detector, 'name', 'detector')} "
+                             "(give the face's box with --boxes FILE.csv: columns photo,x0,y0,x1,y1)"))
             continue
         stems[stem] = photo
+        folder, base = (photo.parent, photo.stem) if beside else (out_dir, stem)
         for k, face in enumerate(faces, start=1):
-            name = stem if k == 1 else f"{stem}_{k}"
-            write_pts(face.points, out_dir / f"{name}.pts")
-            box = face.box if face.box is not None else face.crop_box
-            rows += [(str(photo), k, j, float(x), float(y), *box) for j, (x, y) in enumerate(face.points)]
-        with atomic_write(out_dir / f"{stem}.png") as tmp:
-            annotated_photo(image, faces, landmarker.scheme).save(tmp, format="PNG")
+            if files:
+                write_pts(face.points, folder / f"{base if k == 1 else f'{base}_{k}'}.pts")
+            shown = face.box if face.box is not None else face.crop_box
+            rows += [(str(photo), k, j, float(x), float(y), *shown) for j, (x, y) in enumerate(face.points)]
+        if files:
+            with atomic_write(folder / f"{base}{'.landmarks' if beside else ''}.png") as tmp:
+                annotated_photo(image, faces, landmarker.scheme).save(tmp, format="PNG")
         done, faces_total = done + 1, faces_total + len(faces)
-    _write_csv(rows, ["photo", "face", "point", "x", "y", "box_x0", "box_y0", "box_x1", "box_y1"], out_dir / "points.csv")
-    _write_csv(failures, ["photo", "reason"], out_dir / "failures.csv")
-    log(f"{done} of {total} photos processed, "
-        f"{faces_total} faces -> {out_dir}")
+    columns = ["photo", "face", "point", "x", "y", "box_x0", "box_y0", "box_x1", "box_y1"]
+    if beside:
+        import csv
+
+        writer = csv.writer(stdout or sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        where = "next to each photo (.pts, .landmarks.png); points on standard output" if files else "standard output"
+    else:
+        _write_csv(rows, columns, out_dir / "points.csv")
+        _write_csv(failures, ["photo", "reason"], out_dir / "failures.csv")
+        where = str(out_dir)
+    log(f"{done} of {total} photos processed, {faces_total} faces -> {where}")
     if ignored:
         suffixes = Counter(f.suffix.lower() or "(none)" for f in ignored)
         log(f"ignored {len(ignored)} files in the folders that are not photos by their suffix: "
