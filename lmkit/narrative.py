@@ -57,8 +57,10 @@ def trained(history: pd.DataFrame) -> str:
             f"Validation was best at epoch {best_epoch} ({h.loc[best, 'val_mse']:.1f} px²); that model is kept. ")
     tail = h["val_mse"].iloc[max(0, n - max(3, n // 5)):]
     if best_epoch < n - max(2, n // 5):
+        scheduled = "lr" in h and h["lr"].nunique() > 1  # the rate already changed over the epochs
         text += (f"It stopped improving {plural(n - best_epoch, 'epoch')} before the end: more epochs would not help "
-                 "at this learning rate; a schedule or a lower rate might. ")
+                 + ("even as the learning rate fell (its schedule); more data, augmentation or weight decay might. "
+                    if scheduled else "at this learning rate; a schedule or a lower rate might. "))
     elif n > 2 and tail.iloc[-1] < tail.iloc[0]:
         text += "It was still improving at the end: more epochs would likely help. "
     gap = last["val_mse"] / max(last["train_mse"], 1e-12)

@@ -42,3 +42,16 @@ def test_the_best_third_of_three_trials_is_one_trial():
                         "lr": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]})
     assert "the best 2 trials of 6 used learning rates from 1.0e-03 to 2.0e-03" in searched(
         six, {"trial": 0, "lr": 1e-3, "weight_decay": 1e-4, "val_mse": 1.0})
+
+
+def test_an_early_best_epoch_under_a_schedule_does_not_suggest_a_schedule():
+    import pandas as pd
+
+    from lmkit.narrative import trained
+
+    val = [50, 40, 30, 31, 32, 33, 34, 35, 36, 37]
+    constant = pd.DataFrame({"epoch": range(1, 11), "train_mse": [60 - e for e in range(10)], "val_mse": val,
+                             "lr": [1e-3] * 10})
+    cosine = constant.assign(lr=[1e-3 * (10 - e) / 10 for e in range(10)])
+    assert "a schedule or a lower rate might" in trained(constant)
+    assert "a schedule" not in trained(cosine) and "as the learning rate fell" in trained(cosine)

@@ -176,3 +176,27 @@ def test_a_failing_notebook_stops_the_chain_naming_notebook_and_cell(tmp_path):
         run_chain("params/quick.yaml", ["data.source=300w", f"data.root={tmp_path}"], str(tmp_path / "bad"),
                   log=lambda _: None)
     assert not (tmp_path / "bad" / "notebooks" / "02_hpsearch.ipynb").exists()
+
+
+def test_after_a_notebook_ran_outside_lmkit_run_lmkit_report_rebuilds_figures_and_pages(tiny_run, tmp_path):
+    """The README's papermill example, then lmkit report: the figures and index.html come from
+    what the folder holds now, and the page names the stage changed outside lmkit run."""
+    from pathlib import Path
+
+    import papermill as pm
+
+    from lmkit.chain.pipeline import main
+
+    root = Path(__file__).resolve().parents[1]
+    run = copy_run(tiny_run, tmp_path / "tiny")
+    figure = next(run.figure(k) for k in FIGURES if run.figure(k).exists())
+    before = figure.stat().st_mtime_ns
+    pm.execute_notebook(str(root / "notebooks" / "04_evaluate.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                        parameters={"run_dir": str(run.root), "params_file": str(run.params), "flip_test": True},
+                        cwd=str(root), progress_bar=False)
+    assert json.loads(run.metrics.read_text())["flip_test"] is True
+    assert main(["report", str(run.root)]) == 0
+    assert figure.stat().st_mtime_ns != before
+    index = run.index.read_text()
+    assert "Changed outside <code>lmkit run</code>" in index and "04_evaluate" in index
+    assert main(["report", str(tmp_path / "nowhere")]) == 1

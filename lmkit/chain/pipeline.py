@@ -11,6 +11,7 @@ examples:
   lmkit export reports/helen68-best-cpu --format onnx --out model.onnx
   lmkit search-worker reports/paper                    one more worker for a shared search
   lmkit params params/helen194-best-cpu.yaml           the resolved params, and what differs from the study
+  lmkit report reports/quick                           after a notebook ran by hand: figures and pages again
   lmkit results reports/* --out RESULTS.md             the results page from run folders
 
 The notebooks run in the same Python environment as this command (a kernel spec pointing
@@ -208,6 +209,36 @@ def run_chain(params_file: str | None, overrides: list[str] | None = None, out: 
     return run
 
 
+def report(run_dir: str | Path, log=print) -> RunFolder:
+    """``lmkit report RUN``: rebuild a run folder's figures (05_figures) and pages from what it
+    holds now, running no other stage. After a notebook ran outside ``lmkit run`` (papermill,
+    JupyterLab), the folder's outputs differ from what ``run.json`` recorded: the stages whose
+    outputs, params or code changed are named in the log and on the page."""
+    run = RunFolder(run_dir)
+    for f in (run.params, run.metrics):
+        if not f.exists():
+            raise FileNotFoundError(f"{f}: missing; {run.root} is not a finished run (lmkit run it first)")
+    params = P.load(run.params)
+    info_file = run.path("run.json")
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    nb_dir = cells.notebooks_dir()
+    outside = {}
+    for name in NOTEBOOKS[:-1]:
+        why = reuse.changes(info.get("stages", {}).get(name), run, params, name, nb_dir / f"{name}.ipynb")
+        if why:
+            outside[name] = "; ".join(why[:3])
+            log(f"{name}: changed since lmkit run recorded it: {outside[name]}")
+    with run_lock(run, log):
+        _run_notebooks(run, params, ("05_figures",), True, log, index=False)
+        info = json.loads(info_file.read_text())
+        write_json({**info, "changed_outside": outside}, info_file)
+        from .report import write_index
+
+        write_index(run)
+    log(f"report: {run.index}")
+    return run
+
+
 def params_changes(before: dict, after: dict) -> list[str]:
     """``key: old -> new`` for every params key whose value differs between two params."""
     old, new = P.flatten(before), P.flatten(after)
@@ -352,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
                         "every key whose value differs from params/paper.yaml, the study's settings.")
     pp.add_argument("params", help="params file, e.g. params/helen194-best-cpu.yaml")
     pp.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    rp = sub.add_parser("report", help="rebuild a run's figures and report pages from what its folder holds "
+                        "(after a notebook ran outside lmkit run)")
+    rp.add_argument("run", help="the run folder")
     sub.add_parser("results", help="the results page (RESULTS.md) from run folders and the archive of earlier rows",
                    add_help=False)
     if argv is None:
@@ -369,6 +403,13 @@ def main(argv: list[str] | None = None) -> int:
         return _export(args)
     if args.command == "search-worker":
         return _search_worker(args)
+    if args.command == "report":
+        try:
+            report(args.run)
+        except (ChainError, P.ParamsError, FileNotFoundError, RunInUse) as e:
+            print(f"lmkit report: {e}", file=sys.stderr)
+            return 1
+        return 0
     try:
         t0 = time.perf_counter()
         notebooks = NOTEBOOKS if args.command == "run" else (ABLATION_NOTEBOOK,)

@@ -30,14 +30,15 @@ def metrics_table(metrics: dict):
     return pd.DataFrame(metrics["methods"]).T
 
 
-def _styled(methods: dict, caption: str):
+def _styled(methods: dict, caption: str, split: str = "test"):
     """Summary rows as the report shows them: labelled columns with their units, the report's
     number formats, a dash where a method has no value (a pandas Styler)."""
     import pandas as pd
 
     rows = pd.DataFrame(methods).T
-    formats = {_label(k): (lambda v, k=k: _fmt(None if pd.isna(v) else v, k)) for k in rows.columns}  # missing: a dash
-    return rows.rename(columns=_label).style.format(formats).set_caption(caption)
+    label = lambda k: _label(k, split)  # noqa: E731
+    formats = {label(k): (lambda v, k=k: _fmt(None if pd.isna(v) else v, k)) for k in rows.columns}  # missing: a dash
+    return rows.rename(columns=label).style.format(formats).set_caption(caption)
 
 
 def metrics_display(metrics: dict):
@@ -53,7 +54,8 @@ def validation_display(metrics: dict):
     if not v:
         return None
     return _styled(v["methods"], f"Validation split of {metrics['dataset']}: {v['faces']} images, without the bias "
-                   f"correction (it was fitted on them); MSE in {metrics['mse_unit']}, NME in {metrics.get('nme_frame')}")
+                   f"correction (it was fitted on them); MSE in {metrics['mse_unit']}, NME in {metrics.get('nme_frame')}",
+                   "validation")
 
 
 def protocol_table(metrics: dict):
@@ -74,9 +76,10 @@ def mse_beside_study(m: dict) -> list[dict]:
              "this run": round(m["best_val_mse"], 2)}]
 
 
-def _label(key: str) -> str:
+def _label(key: str, split: str = "test") -> str:
     stem, _, threshold = key.partition("@")
-    return f"{LABELS[stem]} @{threshold}" if threshold else LABELS[stem]
+    label = LABELS[stem].replace("test MSE", f"{split} MSE")
+    return f"{label} @{threshold}" if threshold else label
 
 
 def _fmt(v, key: str) -> str:
@@ -94,6 +97,16 @@ def _search(m: dict) -> str:
     return f"{plural(b.get('trials'), 'trial')} of {plural(b.get('epochs_per_trial'), 'epoch')}"
 
 
+def _optimizer(m: dict) -> str:
+    """The optimiser the run trained with (the model file's record), as its name is written."""
+    return {"adam": "Adam", "adamw": "AdamW"}.get(m.get("model_file", {}).get("optimizer"), "the optimiser's")
+
+
+def _source(hp: dict) -> str:
+    source = str(hp.get("source", ""))
+    return "fixed in the params; the search was off" if source.startswith("params") else f"chosen by {source}"
+
+
 def _view(m: dict) -> str:
     """Where the network looked, and whether its points were corrected, in words."""
     view = m.get("view", 1.0)
@@ -104,15 +117,22 @@ def _view(m: dict) -> str:
     return f"The network saw {looked}, cut around the {box}; {corrected}."
 
 
-def _table(methods: dict, caption: str) -> str:
+def _table(methods: dict, caption: str, split: str = "test") -> str:
+    """The methods' rows as tables narrow enough for the page: the MSE and times, then one table
+    per NME normalisation (inter-ocular, outer corners), each column labelled with the split."""
     keys = list(dict.fromkeys(k for row in methods.values() for k in row))
-    columns = [(k, _label(k)) for k in keys]
-    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in columns)
-    rows = []
-    for method, row in methods.items():
-        cells = "".join(f"<td>{_fmt(row.get(k), k)}</td>" for k, _ in columns)
-        rows.append(f"<tr><td>{html.escape(method)}</td>{cells}</tr>")
-    return f"<table><caption>{caption}</caption><tr><th>method</th>{head}</tr>{''.join(rows)}</table>"
+    parts = (("MSE (px², 256 frame) and time", [k for k in keys if "_io" not in k and "_oc" not in k]),
+             ("NME normalised by the eye centres (inter-ocular)", [k for k in keys if "_io" in k]),
+             ("NME normalised by the outer eye corners", [k for k in keys if "_oc" in k]))
+    tables = []
+    for what, part in parts:
+        if not part:
+            continue
+        head = "".join(f"<th>{html.escape(_label(k, split))}</th>" for k in part)
+        rows = "".join(f"<tr><td>{html.escape(method)}</td>" + "".join(f"<td>{_fmt(row.get(k), k)}</td>" for k in part)
+                       + "</tr>" for method, row in methods.items())
+        tables.append(f"<table><caption>{caption}: {what}</caption><tr><th>method</th>{head}</tr>{rows}</table>")
+    return "".join(tables)
 
 
 def metrics_html(m: dict) -> str:
@@ -126,8 +146,10 @@ def validation_html(m: dict) -> str:
         return ""
     return (f"<p>On the validation split ({v['faces']} faces of the training photos, never trained on), scored as the "
             "test split but without the bias correction, which was fitted on these faces. Recipes are compared on "
-            "these numbers; the test split is scored once per final candidate.</p>"
-            + _table(v["methods"], f"Validation split of {html.escape(m['dataset'])}: {v['faces']} images"))
+            "these numbers; the test split is scored once per final candidate. Its MSE differs from the best validation "
+            "MSE under \u201cData and budget\u201d: that one is the training loop's, at each epoch, without the flip test; "
+            "this table scores the model file as it is used (with the flip test when it is on).</p>"
+            + _table(v["methods"], f"Validation split of {html.escape(m['dataset'])}: {v['faces']} images", "validation"))
 
 
 def study_html(m: dict) -> str:
@@ -221,7 +243,8 @@ def write_index(run: RunFolder) -> None:
     for key, caption in FIGURES.items():
         if run.figure(key).exists():
             wide = " class='wide'" if key in ("fig5_best_worst", "fig6_saliency") else ""
-            figures.append(f"<figure{wide}><img src='figures/{key}.png' alt='{html.escape(caption)}'>"
+            figures.append(f"<figure{wide}><a href='figures/{key}.png' title='the full-size figure'>"
+                           f"<img src='figures/{key}.png' alt='{html.escape(caption)}'></a>"
                            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         else:
             figures.append(f"<p>{html.escape(caption)}: not produced in this run.</p>")
@@ -242,17 +265,23 @@ def write_index(run: RunFolder) -> None:
     commit = info.get("git_commit")
     reproduce = (f"git checkout {commit}\n" if commit else "") + \
         f"lmkit run {run.root / 'params.yaml'} --out {run.root}-again"
+    outside = info.get("changed_outside", {})
+    stale = "" if not outside else (
+        "<p class='warn'><b>Changed outside <code>lmkit run</code></b> since it recorded them: "
+        + "; ".join(f"{html.escape(k)} ({html.escape(v)})" for k, v in outside.items())
+        + ". <code>lmkit report</code> rebuilt the figures and this page from what the run folder holds now; the "
+        "notebook pages show the chain's own runs. <code>lmkit run</code> runs those stages again.</p>")
     body = f"""<!doctype html><html><head><meta charset='utf-8'><title>lmkit report: {html.escape(name)}</title>
 <style>{CSS}</style></head><body>
 <h1>Facial landmarks with ResNet18: run <code>{html.escape(name)}</code></h1>
-{warn}{worse}
+{warn}{worse}{stale}
 <p>Files: {links}</p>
 <div class='warn' style='background:#eef6ff;border-color:#7aa7d8'><b>Reproduce this run</b> (same params, seed and code):
 <pre>{html.escape(reproduce)}</pre></div>
 <h2>Data and budget</h2>
 <p>Data set: <b>{html.escape(m['dataset'])}</b>; scheme {m['scheme']}; {m['n_train']} training,
 {m['n_val']} validation ({m['split_protocol']} split), {m['n_test']} test images. Input {m['input_size']}x{m['input_size']},
-{plural(m['epochs'], 'epoch')}; search {_search(m)}; Adam learning rate {hp['lr']:.2e}, weight decay {hp['weight_decay']:.2e} ({html.escape(hp['source'])}).
+{plural(m['epochs'], 'epoch')}; search {_search(m)}; {_optimizer(m)} learning rate {hp['lr']:.2e}, weight decay {hp['weight_decay']:.2e} ({html.escape(_source(hp))}).
 Training took {m['train_seconds'] / 60:.1f} min. Best validation MSE {m['best_val_mse']:.2f} px² at epoch {m['best_epoch']} (study: {m['paper']['best_val_mse']:.2f},
 validated on augmented copies of training images).</p>
 {skipped_html(m)}
