@@ -203,8 +203,9 @@ def saliency_figure(images, maps, labels: list[str]) -> plt.Figure:
         h, w = img.shape[:2]
         shown = ax.imshow(m / (m.max() + 1e-12), extent=(0, w, h, 0), cmap="inferno", alpha=0.6, interpolation="bilinear",
                           vmin=0, vmax=1)
-    fig.suptitle("Gradient saliency max over channels of |dL/dI| (top: the 3 best, bottom: the 3 worst); each map "
-                 "divided by its own maximum", fontsize=10)
+    h, w = images[0].shape[:2] if len(images) else (0, 0)
+    fig.suptitle(f"Gradient saliency max over channels of |dL/dI| on the network's own {w}x{h} view of each crop "
+                 "(top: the 3 best, bottom: the 3 worst); each map divided by its own maximum", fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.92, 0.97), h_pad=2.0)
     if shown is not None:
         bar = fig.colorbar(shown, cax=fig.add_axes((0.93, 0.15, 0.015, 0.7)))
@@ -277,8 +278,10 @@ def report_figures(run, params: dict, gradient) -> dict:
     test, scheme, dataset = d.test, d.scheme, d.dataset
     p = np.load(run.predictions)
     six = np.concatenate([p["best"], p["worst"]])
+    norm, norm_label = ("oc", "outer eye corners") if "model__nme_oc" in p else ("io", "inter-ocular")  # the headline's
     labels = [f"{'best' if k < 3 else 'worst'} {k % 3 + 1}: {test.names[i]}\n"
-              f"MSE {p['model__mse'][i]:.1f} px², NME {p['model__nme_io'][i]:.3f}" for k, i in enumerate(six)]
+              f"MSE {p['model__mse'][i]:.1f} px², NME {p[f'model__nme_{norm}'][i]:.3f} ({norm_label})"
+              for k, i in enumerate(six)]
     device = pick_device(params["train"]["device"])
     model, info = load_model(run, params, device)
     size = info.input_size

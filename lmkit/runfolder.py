@@ -28,8 +28,9 @@ FIGURES = {
     "fig1_sample": "Fig. 1: a training sample with its landmarks",
     "fig3_loss": "Fig. 3: train and validation loss per epoch",
     "fig4_test_mse": "Fig. 4: distribution of per-image test MSE",
-    "fig5_best_worst": "Fig. 5: the 3 best and 3 worst test detections",
-    "fig6_saliency": "Fig. 6: gradient saliency dL/dI for those six",
+    "fig5_best_worst": "Fig. 5: the 3 best and 3 worst test detections (by MSE; NME over the outer eye corners "
+                       "where the scheme has them, else inter-ocular)",
+    "fig6_saliency": "Fig. 6: gradient saliency dL/dI for those six, on the network's own view (its input size)",
     "ced": "Cumulative error distribution (NME, inter-ocular)",
     "ced_oc": "Cumulative error distribution (NME, outer eye corners)",
     "photos": "The model end to end on original test photos: its face detector's box (blue), its points (red), the annotation (green)",
