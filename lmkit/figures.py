@@ -53,7 +53,8 @@ def scheme_figure(mean_shape: np.ndarray, scheme: Scheme, title: str) -> plt.Fig
     the mirror pairs of the corners named: which number is which point."""
     m = np.asarray(mean_shape, dtype=np.float64)
     size = 11 if scheme.n_points > 100 else 8
-    fig, ax = plt.subplots(figsize=(size, size))
+    span = np.ptp(m, axis=0) + 1e-9
+    fig, ax = plt.subplots(figsize=(size * span[0] / span[1] + 3.2, size))  # the face's own shape, and the legend
     colours = sns.color_palette("tab10", len(scheme.groups))
     centre = m.mean(0)
     for g, colour in zip(scheme.groups, colours):
@@ -69,8 +70,9 @@ def scheme_figure(mean_shape: np.ndarray, scheme: Scheme, title: str) -> plt.Fig
             continue
         out = np.array([x, y]) - centre
         out = out / (np.linalg.norm(out) + 1e-9)
-        ax.annotate(str(i), (x, y), xytext=(out[0] * 7, out[1] * 7), textcoords="offset points", fontsize=6,
-                    ha="center", va="center", color="#333")
+        away = 13 if i in scheme.outer_eye_corners else 7  # outside the corner's ring
+        ax.annotate(str(i), (x, y), xytext=(out[0] * away, out[1] * away), textcoords="offset points", fontsize=6,
+                    ha="center", va="center", color="#333", zorder=5)
     if scheme.outer_eye_corners:
         c = m[list(scheme.outer_eye_corners)]
         ax.scatter(c[:, 0], c[:, 1], s=160, facecolors="none", edgecolors="black", lw=1.2, zorder=4,
