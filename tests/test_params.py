@@ -126,7 +126,7 @@ def test_best_recipes_change_only_the_recipe():
     recipe = {"data.forehead", "model.input_size", "model.head", "model.head_init", "model.view",
               "model.bias_correction", "model.recrop", "eval.flip_test"}
     recipe_sections = ("train.", "search.")  # the recipe, its budget and its search (or fixed rate)
-    flat = lambda p: dict(_flat(p))  # noqa: E731
+    flat = P.flatten
     for study_file, best_file in (("paper", "paper-best"), ("helen194-cpu", "helen194-best-cpu"),
                                   ("helen68-cpu", "helen68-best-cpu")):
         study, best = flat(P.load(ROOT / "params" / f"{study_file}.yaml")), flat(P.load(ROOT / "params" / f"{best_file}.yaml"))
@@ -135,14 +135,6 @@ def test_best_recipes_change_only_the_recipe():
         assert "train.loss" in changed and "model.head" in changed
     paper = P.load(ROOT / "params" / "paper.yaml")
     assert paper["train"]["loss"] == "mse" and paper["train"]["flip"] == 0 and paper["train"]["schedule"] == "none"
-
-
-def _flat(d, prefix=""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _flat(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
 
 
 def test_environment_variable_in_a_path(tmp_path, monkeypatch):

@@ -18,13 +18,12 @@ from pathlib import Path
 import yaml
 
 from .. import params as P
+from ..evaluation import METHODS
 from ..runfolder import RunFolder, read_json, write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHIVE = ROOT / "docs" / "results"
 PARAMS = ROOT / "params"
-MODEL = "ResNet18 (this run)"
-OWN_BOX = "ResNet18, its detector box"
 # keys that say where the data lie, not what they are (the data files' digests are compared by the chain)
 WHERE = {"name", "data.root", "data.extra_train", "data.cache_dir"}
 
@@ -36,29 +35,19 @@ class ResultsError(ValueError):
     pass
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def keys_read(info: dict) -> dict:
     """Every params key a run's notebooks read, with its value (``run.json``'s stage records);
     a section read whole counts as each of its keys."""
     read = {}
     for stage in info.get("stages", {}).values():
         for k, v in (stage.get("params") or {}).items():
-            read.update(_flat(v, f"{k}.") if isinstance(v, dict) else {k: v})
+            read.update(P.flatten(v, f"{k}.") if isinstance(v, dict) else {k: v})
     if read.get("search.enabled") is False:  # a disabled search's budget decides nothing
         read = {k: v for k, v in read.items() if not k.startswith("search.") or k == "search.enabled"}
     return {k: v for k, v in read.items() if k not in WHERE and k.split(".")[-1] not in P.NOT_RESULTS}
 
 
-def reproduce(run: RunFolder, info: dict, params_dir: Path = PARAMS) -> str:
+def reproduce(run: RunFolder, info: dict, params_dir: Path = PARAMS, name: str | None = None) -> str:
     """The command that makes this run folder again: the shipped params file that differs from
     it in the fewest keys its notebooks read (at most three, given with ``-p``), else its own
     ``params.yaml`` at its commit."""
@@ -66,14 +55,15 @@ def reproduce(run: RunFolder, info: dict, params_dir: Path = PARAMS) -> str:
     best = None
     for file in sorted(params_dir.glob("*.yaml")):
         try:
-            candidate = _flat(P.load(file))
+            candidate = P.flatten(P.load(file))
         except (P.ParamsError, OSError):
             continue
         differ = {k: v for k, v in read.items() if candidate.get(k, object()) != v}
         if best is None or len(differ) < len(best[1]):
             best = (file, differ)
     commit = (info.get("git_commit") or "")[:7]
-    out = "" if run.root.name == P.load(run.params)["name"] else f" --out reports/{run.root.name}"
+    name = name or P.load(run.params)["name"]
+    out = "" if run.root.name == name else f" --out reports/{run.root.name}"
     if best is not None and len(best[1]) <= 3:
         file, differ = best
         over = "".join(f" -p {k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
@@ -106,7 +96,7 @@ def run_row(folder: str | Path, params_dir: Path = PARAMS) -> dict:
             raise ResultsError(f"{run.root}: not a finished run folder ({f.name} is missing)")
     params, info = P.load(run.params), read_json(run.path("run.json"), "lmkit run")
     m = read_json(run.metrics, "04_evaluate")
-    model, box = m["methods"].get(MODEL, {}), m["methods"].get(OWN_BOX, {})
+    model, box = m["methods"].get(METHODS["model"], {}), m["methods"].get(METHODS["model_detector"], {})
     return {"group": _group(params), "dataset": m.get("dataset", "?"), "run": params["name"],
             "folder": str(run.root), "comparable": bool(m.get("comparable_to_paper")),
             "test": {"mse": model.get("mse_mean"), "nme_oc": model.get("nme_oc_mean"),
@@ -117,7 +107,7 @@ def run_row(folder: str | Path, params_dir: Path = PARAMS) -> dict:
             "faces": {"test": m.get("n_test"), "val": m.get("n_val"), "train": m.get("n_train")},
             "chain_min": sum(info.get("timings_s", {}).values()) / 60,
             "host": _host(info), "commit": (info.get("git_commit") or "")[:7],
-            "command": reproduce(run, info, params_dir), "source": f"run folder `{run.root.name}`",
+            "command": reproduce(run, info, params_dir, params["name"]), "source": f"run folder `{run.root.name}`",
             "ablation": run.path("ablation", "ablation.csv") if run.path("ablation", "ablation.csv").exists() else None}
 
 
