@@ -148,7 +148,7 @@ def end_to_end(model: str | None, input_size: int, n: int, device) -> dict | Non
         lm = Landmarker.load(model, device=device)
     else:
         info = ModelInfo("ibug68", 68, input_size, 300, 1 / 3, 0.05, np.zeros((68, 2)).tolist(), "untrained",
-                         box_calibration={"detector": HogDetector.name, "box": [-0.03, -0.29, 1.07, 1.11], "faces": 0,
+                         box_calibration={"detector": HogDetector().name, "box": [-0.03, -0.29, 1.07, 1.11], "faces": 0,
                                           "photos": 0, "spread": [0, 0, 0, 0]})
         lm = Landmarker(build_model(68, False), info, device)
     lm.predict(photos[0], [(50, 50, 200, 200)])  # warm-up

@@ -14,12 +14,10 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
+from .modelinfo import IMAGENET_MEAN, IMAGENET_STD  # listed once, with the model file's facts
 from .params import DEFAULTS
 
 _STUDY = DEFAULTS["train"]  # the defaults are the params schema's, written once there
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

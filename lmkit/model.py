@@ -13,7 +13,7 @@ the lmkit version. Everything downstream of training reads these facts from it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from .augment import IMAGENET_MEAN, IMAGENET_STD, view_fraction
+from .modelinfo import MODEL_FORMAT, ModelInfo  # noqa: F401  (ModelInfo: also lmkit.model's)
 from .params import HEADS  # the head names, listed once (the params schema checks them first)
 
 REFERENCE_SIZE = 256  # the study's network input; MSE is reported in its pixels
@@ -231,61 +231,6 @@ def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.T
 
 
 # ------------------------------------------------------------------ the model file
-MODEL_FORMAT = "lmkit-model/1"
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a model file says about its weights: enough to use them on any photo."""
-    scheme: str  # landmark scheme (lmkit.schemes), e.g. ibug68
-    n_points: int
-    input_size: int  # network input side, pixels
-    crop_size: int  # side of the cached crop the network was trained on
-    forehead: float  # crop convention (prepare.annotation_box)
-    padding: float
-    mean_shape: list  # (K, 2) mean training shape, crop pixels
-    dataset: str  # what it was trained on
-    normalization: dict = field(default_factory=lambda: {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)})
-    box_calibration: dict | None = None  # detector.BoxCalibration.to_dict(), None when no face was found
-    flip_test: bool = False  # the run evaluated with the flip test
-    view: float = 1.0  # the network sees the centred square of this fraction of the crop (model.view)
-    correction: list | None = None  # (K, 2) mean validation error per point, pixels of the crop at 256x256,
-    #                                 subtracted from every prediction (model.bias_correction)
-    box: str = "landmarks"  # crop convention: the box before padding (prepare.annotation_box)
-    head: str = "regression"  # the network's head (LandmarkRegressor)
-    recrop: int = 0  # from a detector's box, cut the face out again from the points found, this many times
-    training: dict = field(default_factory=dict)  # recipe and provenance: loss, epochs, best epoch, params digest
-    lmkit_version: str = ""
-
-    # the params keys each fact answers to: a run that asks otherwise is refused
-    PARAMS = {"input_size": "model.input_size", "crop_size": "data.crop_size", "forehead": "data.forehead",
-              "padding": "data.padding", "box": "data.box", "head": "model.head"}
-    # every params key check_settings reads
-    SETTINGS = (*PARAMS.values(), "model.view", "train.crop_fraction", "train.scale", "model.bias_correction", "model.recrop")
-
-    def check_settings(self, settings: dict, source: str) -> None:
-        """Refuse settings ({dotted params key: value}, e.g. ``params.flatten(params)``: the keys
-        of ``PARAMS``, the view's and the bias correction's are read) that ask for another input size,
-        crop, view or correction than the model was trained with."""
-        wrong = []
-        for attr, key in self.PARAMS.items():
-            want, have = settings[key], getattr(self, attr)
-            if (abs(want - have) > 1e-9) if isinstance(have, float) else want != have:
-                wrong.append(f"{key} is {want!r} in the params but {have!r} in the model file")
-        view = view_fraction(settings["model.view"], settings["train.crop_fraction"], settings["train.scale"])
-        if abs(view - self.view) > 1e-9:
-            wrong.append(f"model.view is {settings['model.view']!r} in the params (the centre {view:.4g} of the crop) "
-                         f"but the model file sees the centre {self.view:.4g}")
-        if settings["model.bias_correction"] != (self.correction is not None):
-            wrong.append(f"model.bias_correction is {settings['model.bias_correction']!r} in the params but the "
-                         f"model file has {'a' if self.correction is not None else 'no'} correction")
-        if settings["model.recrop"] != self.recrop:
-            wrong.append(f"model.recrop is {settings['model.recrop']!r} in the params but {self.recrop!r} in the model file")
-        if wrong:
-            raise ValueError(f"{source}: the params do not describe this model: {'; '.join(wrong)}. "
-                             "Evaluate with the params it was trained with, or train again.")
-
-
 def save_model_file(model: LandmarkRegressor, info: ModelInfo, path: Path) -> Path:
     """Weights (float32, no optimizer state) and ``info``, written atomically."""
     from .runfolder import write_torch
@@ -314,8 +259,7 @@ def load_model_file(path: Path, device="cpu", settings: dict | None = None) -> t
         checkpoint = isinstance(blob, dict) and ("optimizer" in blob or {"model", "epoch", "history"} <= set(blob))
         hint = " (a training checkpoint? use the run's train/model.pt)" if checkpoint else ""
         raise ValueError(f"{path}: not an lmkit model file (format {found!r}, want {MODEL_FORMAT!r}){hint}")
-    known = {f for f in ModelInfo.__dataclass_fields__}
-    info = ModelInfo(**{k: v for k, v in blob["info"].items() if k in known})
+    info = ModelInfo.from_dict(blob["info"])
     if settings is not None:
         info.check_settings(settings, str(path))
     model = build_model(info.n_points, pretrained=False, head=info.head)

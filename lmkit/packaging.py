@@ -41,10 +41,10 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     if manifest["source"] == "synthetic":
         why = "synthetic faces: no face detector calibration (give crop boxes to predict)"
     else:
-        from .use.detector import HogDetector
+        from .use.detector import make_detector
 
         try:
-            detector = HogDetector()
+            detector = make_detector(params["model"]["detector"])
         except RuntimeError as e:
             why = f"no box calibration: {e}"
         else:

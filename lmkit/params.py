@@ -126,6 +126,11 @@ class Model(_Section):
     recrop: int = key(0, "from a face detector's box, cut the face out again from the points found (by the crop "
                       "convention of training) and predict again, this many times; written into the model file "
                       "(`lmkit predict`, the evaluation's detector rows)", ge=0, le=5)
+    detector: Literal["hog", "hog-coarse"] = key(
+        "hog-coarse", "the face detector the model file's box calibration is fitted for, and `lmkit predict` "
+        "uses: hog (dlib's HOG frontal-face detector, the photo upsampled once: faces down to about 40 px) or "
+        "hog-coarse (the same, first on the photo shrunk to 240 px without upsampling; the full search only "
+        "where that finds no face: several times faster on photos of one large face)")
 
 
 class Train(_Section):

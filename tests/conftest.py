@@ -29,6 +29,24 @@ def tiny_params():
     return P.load(None, TINY)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory):
+    """lmkit predict's ONNX copies of model files go to a temporary folder, never the user's cache
+    (subprocesses inherit the variable)."""
+    import os
+    import shutil
+
+    folder = tmp_path_factory.mktemp("lmkit-cache")
+    before = os.environ.get("LMKIT_CACHE")
+    os.environ["LMKIT_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("LMKIT_CACHE", None)
+    else:
+        os.environ["LMKIT_CACHE"] = before
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: runs whole chains or several trainings (make test-fast leaves it out)")
 

@@ -11,8 +11,9 @@ from PIL import Image
 
 from lmkit import params as P
 from tests.study import steps
-from lmkit.use.detector import BoxCalibration, to_units
-from lmkit.use.inference import Landmarker, as_rgb, export, predict_files, read_boxes
+from lmkit.use.detector import DETECTORS, BoxCalibration, HogDetector, hog_name, to_units
+from lmkit.use.export import export
+from lmkit.use.inference import Landmarker, as_rgb, predict_files, read_boxes
 from lmkit.model import load_model_file, predict, save_model_file
 from lmkit.chain.pipeline import main
 from lmkit.prepare import annotation_box, crop_and_resize, crop_box
@@ -44,10 +45,10 @@ def photo():
     return synthetic_entries(1, "test", 7)[0].load()
 
 
-def with_calibration(run, tmp_path, box=(-0.1, -0.3, 1.1, 1.1)):
+def with_calibration(run, tmp_path, box=(-0.1, -0.3, 1.1, 1.1), detector="dlib HOG frontal face detector"):
     """The run's model file with a box calibration, as real training photos would give."""
     model, info = load_model_file(run.model_file)
-    cal = BoxCalibration("fake detector", box, 10, 12, (0.0, 0.0, 0.0, 0.0)).to_dict()
+    cal = BoxCalibration(detector, box, 10, 12, (0.0, 0.0, 0.0, 0.0)).to_dict()
     return save_model_file(model, dataclasses.replace(info, box_calibration=cal), tmp_path / "model.pt")
 
 
@@ -78,11 +79,11 @@ def test_evaluation_refuses_params_that_describe_another_model(trained):
 def test_predict_on_a_photo_equals_the_model_on_its_annotation_crop(trained, photo):
     """Cutting the crop out of the photo and mapping back gives the evaluation's points."""
     run, _ = trained
-    lm = Landmarker.load(run.root, device="cpu")
+    lm = Landmarker.load(run.root, device="cpu", backend="torch")
     box = crop_box(photo.landmarks, photo.image.shape[:2])
     (face,) = lm.predict(photo.image, [box], box="crop")
     crop, _ = crop_and_resize(photo.image, photo.landmarks, box, 300)
-    in_crop = predict(lm.model, crop[None], 32)[0]
+    in_crop = predict(lm.network.model, crop[None], 32)[0]
     expected = in_crop * [(box[2] - box[0]) / 300, (box[3] - box[1]) / 300] + box[:2]
     np.testing.assert_allclose(face.points, expected, atol=1e-3)
     assert face.points.shape == (194, 2) and face.box is None
@@ -380,12 +381,46 @@ def test_command_on_real_photos_with_dlib(trained, tmp_path):
     """The real detector end to end: faces found on real photos, .pts read back."""
     pytest.importorskip("dlib")
     run, _ = trained
-    model_path = with_calibration(run, tmp_path)
+    model_path = with_calibration(run, tmp_path, detector=hog_name(**DETECTORS["hog-coarse"]))
     photos = sorted(SHARED.glob("*.jpg"))[:3]
     assert main(["predict", str(model_path), *map(str, photos), "--out", str(tmp_path / "o")]) == 0
     for p in photos:
         pts = read_pts(tmp_path / "o" / f"{p.stem}.pts")
         assert pts.shape == (194, 2) and np.isfinite(pts).all()
+
+
+def test_the_detector_is_the_one_the_calibration_was_fitted_for(trained, tmp_path, capsys):
+    """model.detector names the detector; the model file's calibration records its name and prediction
+    finds it again by it: a model calibrated by an earlier lmkit (plain HOG) keeps the plain HOG."""
+    pytest.importorskip("dlib")
+    run, _ = trained
+    for key, coarse in (("hog", None), ("hog-coarse", 240)):
+        lm = Landmarker.load(with_calibration(run, tmp_path, detector=hog_name(**DETECTORS[key])), backend="torch")
+        assert isinstance(lm.detector, HogDetector) and lm.detector.coarse_side == coarse
+    assert HogDetector().name == "dlib HOG frontal face detector"  # what earlier model files record
+    unknown = with_calibration(run, tmp_path, detector="some other detector")
+    assert main(["predict", str(unknown), str(sorted(SHARED.glob("*.jpg"))[0]), "--out", str(tmp_path / "o")]) == 1
+    said = capsys.readouterr().err
+    assert "'some other detector', a face detector this lmkit does not know" in said and "--boxes" in said
+
+
+def test_the_coarse_search_falls_back_to_the_full_search_where_it_finds_no_face():
+    """A face too small for the coarse search (under 80 px there) is found by the full search."""
+    pytest.importorskip("dlib")
+    photo = read_photo_with_face()
+    small = np.asarray(Image.fromarray(photo).resize((photo.shape[1] // 3, photo.shape[0] // 3)))
+    canvas = np.full((1200, 1200, 3), 90, np.uint8)
+    canvas[500:500 + small.shape[0], 500:500 + small.shape[1]] = small
+    full, coarse = HogDetector(), HogDetector(coarse_side=240)
+    assert coarse._search(canvas, 240, 0) == []  # not at the coarse size
+    assert len(full(canvas)) == 1 and coarse(canvas) == full(canvas)
+    assert len(coarse(photo)) == 1  # a large face: the coarse search alone
+
+
+def read_photo_with_face() -> np.ndarray:
+    from lmkit.readers import load_image
+
+    return load_image(sorted(SHARED.glob("*.jpg"))[0])
 
 
 def test_the_onnx_example_takes_a_photo_and_a_box_to_the_points_landmarker_gives(trained, photo, tmp_path):
@@ -411,9 +446,71 @@ def test_the_onnx_example_takes_a_photo_and_a_box_to_the_points_landmarker_gives
         assert np.abs(got - expected).max() < 0.5, (kind, np.abs(got - expected).max())
 
 
+def every_option(run, tmp_path):
+    """The run's model file with everything a photo goes through: a box calibration, a centred view,
+    a bias correction, the flip test and two re-crops."""
+    model, info = load_model_file(with_view(run, tmp_path))
+    cal = BoxCalibration("fake detector", (-0.1, -0.3, 1.1, 1.1), 10, 12, (0.0, 0.0, 0.0, 0.0)).to_dict()
+    info = dataclasses.replace(info, box_calibration=cal, flip_test=True, recrop=2)
+    return save_model_file(model, info, tmp_path / "every_option.pt")
+
+
+def test_the_onnx_runtime_backend_gives_the_pytorch_points(trained, photo, tmp_path):
+    """lmkit predict's network in ONNX Runtime (the model file's cached copy): the same crops, shrunk
+    as augment.to_float does, the same view, correction, flip test and re-crops: the same points."""
+    pytest.importorskip("onnxruntime")
+    run, _ = trained
+    path = every_option(run, tmp_path)
+    det_box = (40.0, 60.0, 230.0, 250.0)
+    by = {b: Landmarker.load(path, detector=lambda image: [det_box], backend=b) for b in ("torch", "onnx")}
+    assert "ONNX Runtime" in repr(by["onnx"]) and "PyTorch" in repr(by["torch"])
+    assert json.loads(by["onnx"].info.to_json()) == json.loads(by["torch"].info.to_json())  # the whole record
+    (a,), (b,) = by["torch"].detect(photo.image), by["onnx"].detect(photo.image)
+    assert a.crop_box == pytest.approx(b.crop_box, abs=1e-3)
+    np.testing.assert_allclose(b.points, a.points, atol=1e-3)
+    no_flip = Landmarker.load(path, detector=lambda image: [det_box], backend="onnx", flip_test=False)
+    assert np.abs(no_flip.detect(photo.image)[0].points - b.points).max() > 1e-2  # the flip test did something
+
+
+def test_the_onnx_copy_is_written_once_per_model_file_and_never_stale(trained, photo, tmp_path, onnx_cache):
+    pytest.importorskip("onnxruntime")
+    from lmkit.use.inference import onnx_copy
+
+    run, _ = trained
+    path = with_calibration(run, tmp_path, box=(-0.123, -0.3, 1.1, 1.1))  # a model file no other test wrote
+    said = []
+    first = onnx_copy(path, log=said.append)
+    assert first.parent == onnx_cache and len(said) == 1 and "writing its ONNX copy" in said[0]
+    stamp = first.stat().st_mtime_ns
+    assert onnx_copy(path, log=said.append) == first and first.stat().st_mtime_ns == stamp and len(said) == 1
+    box = crop_box(photo.landmarks, photo.image.shape[:2])
+    before = Landmarker.load(path, backend="onnx").predict(photo.image, [box], box="crop")[0].points
+    model, info = load_model_file(path)  # the same path, other weights: another copy, other points
+    with torch.no_grad():
+        model.backbone.fc.bias.add_(0.05)  # every point moves by 0.05 of the input's half-width
+    save_model_file(model, info, path)
+    assert onnx_copy(path) != first
+    after = Landmarker.load(path, backend="onnx").predict(photo.image, [box], box="crop")[0].points
+    expected = Landmarker.load(path, backend="torch").predict(photo.image, [box], box="crop")[0].points
+    np.testing.assert_allclose(after, expected, atol=1e-3)
+    assert np.abs(after - before).max() > 0.1
+
+
+def test_backend_choices_are_checked(trained, tmp_path):
+    run, _ = trained
+    with pytest.raises(ValueError, match="backend must be one of auto, onnx, torch"):
+        Landmarker.load(run.root, backend="tensorrt")
+    with pytest.raises(ValueError, match="backend onnx runs on the CPU"):
+        Landmarker.load(run.root, backend="onnx", device="cuda")
+    user_export = export(run.root, "onnx", tmp_path / "user.onnx")  # uint8 crops at the input size: not a copy
+    with pytest.raises(ValueError, match="takes uint8 crops"):
+        Landmarker.load(user_export, backend="onnx")
+
+
 def test_a_landmarker_says_what_model_it_holds(trained):
     run, _ = trained
-    text = repr(Landmarker.load(run.root, device="cpu"))
+    text = repr(Landmarker.load(run.root, device="cpu", backend="torch"))
+    assert "PyTorch on cpu" in text
     assert "helen194 scheme, 194 points, 32x32 input, regression head" in text
     assert "recipe: loss mse" in text and "flip test off" in text and "0 re-crops" in text and "box calibration none" in text
 

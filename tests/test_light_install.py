@@ -48,3 +48,26 @@ def test_predict_and_export_import_none_of_the_report_packages(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "light ok" in done.stdout
     assert (tmp_path / "o" / "p.pts").exists() and (tmp_path / "o" / "points.csv").exists()
+
+
+# the same photo again in a fresh interpreter, now that the model file's ONNX copy is cached: no PyTorch
+NO_TORCH_RUN = textwrap.dedent('''
+    import sys, pathlib
+    from lmkit.chain.pipeline import main
+    out = pathlib.Path(sys.argv[1])
+    assert main(["predict", str(out / "m.pt"), str(out / "p.jpg"), "--out", str(out / "again"),
+                 "--boxes", str(out / "boxes.csv")]) == 0
+    loaded = {"torch", "torchvision"} & set(m.split(".")[0] for m in sys.modules)
+    assert not loaded, f"imported {sorted(loaded)}"
+    print("no torch ok")
+''')
+
+
+def test_predict_with_the_onnx_copy_cached_does_not_import_torch(tmp_path):
+    for code, said in ((LIGHT_RUN.format(blocked=set(REPORT)), "light ok"), (NO_TORCH_RUN, "no torch ok")):
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                              timeout=300, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert said in done.stdout
+    first, again = ((tmp_path / d / "p.pts").read_text() for d in ("o", "again"))
+    assert first == again  # the copy the first run wrote, read back: the same points

@@ -57,7 +57,7 @@ def test_soft_argmax_finds_a_peaked_heatmap_and_reaches_past_the_edges():
 def test_the_heatmap_head_outputs_coordinates_and_round_trips_through_the_model_file(tmp_path, head, cells):
     import numpy as np
 
-    from lmkit.use.inference import export
+    from lmkit.use.export import export
     from lmkit.model import ModelInfo, load_model_file, save_model_file
 
     model = build_model(5, pretrained=False, head=head).eval()

@@ -60,7 +60,7 @@ def this_python_kernel():
     spec = folder / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--IPKernelApp.log_level=ERROR"],
+        "argv": [sys.executable, "-m", "lmkit.chain.kernel", "-f", "{connection_file}", "--IPKernelApp.log_level=ERROR"],
         "display_name": "lmkit (this Python)", "language": "python"}))
     try:
         with environ("JUPYTER_PATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("JUPYTER_PATH")]))):
@@ -361,7 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("photos", nargs="+", help="photos and folders of photos (searched at any depth)")
     pr.add_argument("--out", help="output folder (default: one photo's points to standard output; for several, "
                     "each photo's .pts and .landmarks.png next to it and all points to standard output)")
-    pr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    pr.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                    help="onnx: the network in ONNX Runtime on the CPU, from an ONNX copy of the model file cached on "
+                    "first use ($LMKIT_CACHE, else ~/.cache/lmkit); torch: in PyTorch on --device; auto (default): "
+                    "onnx when onnxruntime is installed and --device is not cuda")
+    pr.add_argument("--device", default="auto", help="for --backend torch: auto (CUDA when present), cpu, cuda, ...")
     pr.add_argument("--flip-test", choices=("model", "on", "off"), default="model",
                     help="average with the mirrored crop's prediction (default: as the model file says)")
     pr.add_argument("--recrop", type=int, metavar="N", help="from the face detector's box, cut the face out again "
@@ -462,13 +466,16 @@ def _predict(args) -> int:
 
     try:
         flip = {"model": None, "on": True, "off": False}[args.flip_test]
-        lm = Landmarker.load(args.model, device=args.device, flip_test=flip, recrop=args.recrop)
+        log = print if args.out else (lambda m: print(m, file=sys.stderr))  # standard output holds the points
+        lm = Landmarker.load(args.model, device=args.device, flip_test=flip, recrop=args.recrop, backend=args.backend,
+                             log=log)
         boxes = read_boxes(args.boxes) if args.boxes else None
         if lm.info.box_calibration is None and (boxes is None or args.box_kind == "detector"):
             raise ValueError(f"{args.model}: this model has no box calibration ({lm.info.dataset}), so a face "
                              "detector's box cannot be turned into the crop it was trained on; give each face's crop "
                              "box with --boxes FILE.csv (columns photo,x0,y0,x1,y1, photo pixels)")
-        log = print if args.out else (lambda m: print(m, file=sys.stderr))  # standard output holds the points
+        if boxes is None:
+            lm.detector  # the face detector the model asks for, found before any photo: one clear error, not one per photo
         result = predict_files(lm, args.photos, args.out, boxes=boxes, box=args.box_kind, log=log,
                                progress=bool(args.out))
     except (OSError, ValueError, RuntimeError) as err:
@@ -478,7 +485,7 @@ def _predict(args) -> int:
 
 
 def _export(args) -> int:
-    from ..use.inference import export
+    from ..use.export import export
 
     try:
         out = export(args.model, args.format, args.out)

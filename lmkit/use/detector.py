@@ -22,6 +22,9 @@ import numpy as np
 from ..prepare import annotation_box
 
 HOG_NAME = "dlib HOG frontal face detector"
+# model.detector's choices: HogDetector's settings (each detector's name says them; a model file's box
+# calibration records the name, and the detector is found again by it)
+DETECTORS = {"hog": {}, "hog-coarse": {"coarse_side": 240}}
 
 
 def iou(a, b) -> float:
@@ -41,31 +44,68 @@ def best_match(boxes, target, min_iou: float = 0.2):
     return best if iou(best, target) > min_iou else None
 
 
+def make_detector(key: str) -> "HogDetector":
+    """The detector of a ``model.detector`` value."""
+    if key not in DETECTORS:
+        raise ValueError(f"model.detector: must be one of {', '.join(DETECTORS)}, got {key!r}")
+    return HogDetector(**DETECTORS[key])
+
+
+def detector_named(name: str) -> "HogDetector":
+    """The detector a box calibration was fitted for, by the name it recorded."""
+    for key, settings in DETECTORS.items():
+        if hog_name(**settings) == name:
+            return make_detector(key)
+    raise ValueError(f"the model file's box calibration was fitted for {name!r}, a face detector this lmkit does not "
+                     f"know (it knows {', '.join(hog_name(**s) for s in DETECTORS.values())}): give the detector "
+                     "yourself (Landmarker.load(..., detector=...)) or face boxes (lmkit predict --boxes)")
+
+
+def hog_name(upsample: int = 1, max_side: int = 1200, coarse_side: int | None = None) -> str:
+    """A HogDetector's name: the default settings keep the plain name that earlier model files record."""
+    extra = ([f"upsampled {upsample}x"] if upsample != 1 else []) + ([f"at most {max_side} px"] if max_side != 1200 else [])
+    extra += [f"coarse first at {coarse_side} px"] if coarse_side else []
+    return HOG_NAME + (f" ({', '.join(extra)})" if extra else "")
+
+
 class HogDetector:
     """dlib's HOG frontal-face detector. Photos are upsampled once (``upsample``) so faces
     down to about 40 pixels are found; photos larger than ``max_side`` are searched at a
-    reduced size (the boxes are scaled back), which keeps the time per photo bounded."""
+    reduced size (the boxes are scaled back), which keeps the time per photo bounded.
 
-    name = HOG_NAME
+    ``coarse_side``: first search the photo shrunk to this longest side without upsampling (faces
+    from about 80/``coarse_side`` of the photo's side up), and only when no face is found there, the
+    full search: several times faster on photos of one large face, the same faces on the rest."""
 
-    def __init__(self, upsample: int = 1, max_side: int = 1200):
+    def __init__(self, upsample: int = 1, max_side: int = 1200, coarse_side: int | None = None):
         try:
             import dlib
         except ImportError:
             raise RuntimeError("the face detector needs dlib: pip install dlib-bin (installed by `make setup`)") from None
-        self.upsample, self.max_side = upsample, max_side
+        self.upsample, self.max_side, self.coarse_side = upsample, max_side, coarse_side
+        self.name = hog_name(upsample, max_side, coarse_side)
         self._detector = dlib.get_frontal_face_detector()
+
+    def __repr__(self) -> str:
+        return f"HogDetector({self.name})"
 
     def __call__(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
         """Face boxes in ``image`` (H, W, 3) uint8 RGB, most confident first."""
+        if self.coarse_side:
+            found = self._search(image, self.coarse_side, 0)
+            if found:
+                return found
+        return self._search(image, self.max_side, self.upsample)
+
+    def _search(self, image: np.ndarray, side: int, upsample: int) -> list[tuple[float, float, float, float]]:
         scale = 1.0
-        if max(image.shape[:2]) > self.max_side:
+        if max(image.shape[:2]) > side:
             from PIL import Image
 
-            scale = self.max_side / max(image.shape[:2])
+            scale = side / max(image.shape[:2])
             size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
             image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-        rects, scores, _ = self._detector.run(np.ascontiguousarray(image), self.upsample, 0.0)
+        rects, scores, _ = self._detector.run(np.ascontiguousarray(image), upsample, 0.0)
         order = np.argsort(scores)[::-1]
         # dlib's rectangles hold inclusive pixel indices: right + 1 is the box's right edge
         return [tuple(float(v) / scale for v in (rects[i].left(), rects[i].top(), rects[i].right() + 1,

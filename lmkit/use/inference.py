@@ -15,17 +15,19 @@ calibration) comes from the model file, never from params.
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
-
-import warnings
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
-from .detector import BoxCalibration, HogDetector
-from ..model import ModelInfo, load_model_file, pick_device, predict
+
+from .detector import BoxCalibration, HogDetector, detector_named
+from ..modelinfo import ModelInfo
 from ..prepare import clip_box, crop_box, crop_image, crop_to_photo
 from ..schemes import SCHEMES, Scheme, check_mirror
 
@@ -75,13 +77,125 @@ def as_rgb(image) -> np.ndarray:
     raise ValueError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
 
 
+BACKENDS = ("auto", "onnx", "torch")
+
+
+class TorchNetwork:
+    """The model file's network in PyTorch (``model.predict``: the evaluation's own path)."""
+
+    name = "PyTorch"
+
+    def __init__(self, model, info: ModelInfo, device="auto", batch_size: int = 32):
+        import torch
+
+        from ..model import pick_device
+
+        self.device = pick_device(device) if isinstance(device, str) else torch.device(device)
+        self.model, self.info, self.batch_size = model.to(self.device).eval(), info, batch_size
+        self.crop_size = info.crop_size  # crops are cut at the size the network was trained on
+
+    def __call__(self, crops: np.ndarray, mirror: tuple[int, ...] | None) -> np.ndarray:
+        """Points (N, K, 2) in pixels of the uint8 crops (N, S, S, 3); ``mirror``: the flip test's map."""
+        from ..model import predict
+
+        return predict(self.model, crops, self.info.input_size, self.batch_size, self.device, flip_mirror=mirror,
+                       view=self.info.view, correction=self.info.correction)
+
+
+class OnnxNetwork:
+    """The same network in ONNX Runtime on the CPU, from the model file's cached ONNX copy
+    (``onnx_copy``): no PyTorch import, and faster per face on a CPU. The crops are cut and shrunk
+    exactly as for PyTorch (``augment.to_float``'s area averaging, here in NumPy); resampling to the
+    input size, the view, the normalisation and the bias correction are in the copy. Its points
+    agree with ``TorchNetwork``'s to float rounding (tests/test_inference.py)."""
+
+    name = "ONNX Runtime"
+
+    def __init__(self, path: str | Path, batch_size: int = 32):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # its warnings about unused initialisers are not the user's
+        self.path, self.batch_size = Path(path), batch_size
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "model_info" not in meta:
+            raise ValueError(f"{path}: its metadata has no model_info (written by an older lmkit?): export it again")
+        self.info = ModelInfo.from_dict(json.loads(meta["model_info"]))
+        if self.session.get_inputs()[0].type != "tensor(float)":
+            raise ValueError(f"{path}: takes uint8 crops (a file from lmkit export); lmkit predict reads run folders, "
+                             "model files and its own ONNX copies")
+        self.crop_size = self.info.crop_size
+        s = self.info.input_size
+        self._shrink = _area_matrix(self.crop_size, math.ceil(1.5 * s)) if self.crop_size > 1.5 * s else None
+        self.device = "cpu"
+
+    def __call__(self, crops: np.ndarray, mirror: tuple[int, ...] | None) -> np.ndarray:
+        x = crops.astype(np.float32) / np.float32(255)
+        if self._shrink is not None:  # augment.to_float: area averaging to ceil(1.5 S)
+            x = np.einsum("oi,bijc,pj->bopc", self._shrink, x, self._shrink, optimize=True).astype(np.float32)
+        n = len(x)
+        if mirror is not None:
+            x = np.concatenate([x, x[:, :, ::-1]])
+        x = np.ascontiguousarray(x)
+        out = np.concatenate([self.session.run(None, {"crops": x[i: i + self.batch_size]})[0]
+                              for i in range(0, len(x), self.batch_size)]).astype(np.float64)
+        s = self.info.input_size  # the copy's points are in pixels of the crop at S x S
+        if mirror is not None:  # model.predict's flip test: average before the correction is taken off
+            c = np.asarray(self.info.correction) * (s / 256) if self.info.correction is not None else 0.0
+            straight, flipped = out[:n] + c, (out[n:] + c)[:, list(mirror)]
+            flipped[..., 0] = s - flipped[..., 0]
+            out = (straight + flipped) / 2 - c
+        return out * (crops.shape[1] / s)
+
+
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) averaging weights of adaptive average pooling (``F.interpolate(mode="area")``)."""
+    m = np.zeros((n_out, n_in), np.float64)
+    for i in range(n_out):
+        lo, hi = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+def cache_dir() -> Path:
+    """Where ONNX copies of model files are kept: ``$LMKIT_CACHE``, else ``$XDG_CACHE_HOME/lmkit``,
+    else ``~/.cache/lmkit``."""
+    if os.environ.get("LMKIT_CACHE"):
+        return Path(os.environ["LMKIT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lmkit"
+
+
+def onnx_copy(model_path: str | Path, log=None) -> Path:
+    """The model file's ONNX copy for ``OnnxNetwork``, named by the SHA-1 of the model file and of the
+    export's source (an edited model file or export code gets a new copy, never a stale one);
+    written on first use (a few seconds, with PyTorch)."""
+    from ..digests import file_sha1
+
+    code = hashlib.sha1((Path(__file__).parent / "export.py").read_bytes()).hexdigest()[:8]
+    out = cache_dir() / f"{file_sha1(Path(model_path))[:16]}-{code}.onnx"
+    if not out.exists():
+        from .export import export
+
+        if log:
+            log(f"first use of {model_path}: writing its ONNX copy to {out} (once; later runs start faster)")
+        export(model_path, "onnx", out, extra={"copy_of": str(Path(model_path).resolve())}, resample=True)
+    return out
+
+
+def onnx_runtime_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
 class Landmarker:
     """A trained model with everything needed to find landmarks on photos."""
 
-    def __init__(self, model: torch.nn.Module, info: ModelInfo, device="auto", detector: Callable | None = None,
+    def __init__(self, model, info: ModelInfo, device="auto", detector: Callable | None = None,
                  flip_test: bool | None = None, batch_size: int = 32, recrop: int | None = None):
-        self.device = pick_device(device) if isinstance(device, str) else torch.device(device)
-        self.model, self.info = model.to(self.device).eval(), info
+        """``model``: the PyTorch network, or a network object (``TorchNetwork``, ``OnnxNetwork``)."""
+        self.network = model if isinstance(model, (TorchNetwork, OnnxNetwork)) else \
+            TorchNetwork(model, info, device, batch_size)
+        self.info, self.device = info, self.network.device
         self.scheme: Scheme = SCHEMES[info.scheme]
         self.flip_test = info.flip_test if flip_test is None else flip_test
         self.recrop = info.recrop if recrop is None else int(recrop)
@@ -99,21 +213,42 @@ class Landmarker:
                 f"{self.info.input_size} input, {self.info.head} head; recipe: {recipe or 'not recorded'}; flip test "
                 f"{'on' if self.flip_test else 'off'}, {self.recrop} re-crops, bias correction "
                 f"{'on' if self.info.correction is not None else 'off'}, box calibration "
-                f"{'fitted' if self.calibration else 'none'}; trained on {self.info.dataset}; device {self.device})")
+                f"{'fitted' if self.calibration else 'none'}; trained on {self.info.dataset}; "
+                f"{self.network.name} on {self.device})")
 
     @classmethod
     def load(cls, run_or_model: str | Path, device="auto", detector: Callable | None = None,
-             flip_test: bool | None = None, batch_size: int = 32, recrop: int | None = None) -> "Landmarker":
+             flip_test: bool | None = None, batch_size: int = 32, recrop: int | None = None,
+             backend: str = "auto", log=None) -> "Landmarker":
         """From a run folder or a model file. ``detector``: a callable image -> boxes
-        (default: dlib's HOG detector, the one the calibration was fitted for). ``flip_test``
-        and ``recrop``: None takes the model file's."""
-        model, info = load_model_file(model_file(run_or_model))
+        (default: the one the box calibration was fitted for, ``model.detector``). ``flip_test``
+        and ``recrop``: None takes the model file's. ``backend``: ``onnx`` runs the network in ONNX
+        Runtime on the CPU from the model file's cached copy (``onnx_copy``), ``torch`` in PyTorch on
+        ``device``; ``auto``: ONNX Runtime when it is installed and no GPU is asked for (``device``
+        ``cuda``), else PyTorch. ``log``: told when an ONNX copy is written."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        path = model_file(run_or_model)
+        if backend == "auto":
+            backend = "onnx" if onnx_runtime_available() and not str(device).startswith("cuda") else "torch"
+        if backend == "onnx":
+            if str(device).startswith("cuda"):
+                raise ValueError("backend onnx runs on the CPU: use backend torch for device cuda")
+            network = OnnxNetwork(path if path.suffix == ".onnx" else onnx_copy(path, log), batch_size)
+            return cls(network, network.info, detector=detector, flip_test=flip_test, batch_size=batch_size,
+                       recrop=recrop)
+        if path.suffix == ".onnx":
+            raise ValueError(f"{path}: an ONNX copy runs with backend onnx, not torch")
+        from ..model import load_model_file
+
+        model, info = load_model_file(path)
         return cls(model, info, device, detector, flip_test, batch_size, recrop)
 
     @property
     def detector(self) -> Callable:
+        """The face detector given, else the one the box calibration was fitted for (``model.detector``)."""
         if self._detector is None:
-            self._detector = HogDetector()
+            self._detector = detector_named(self.calibration.detector) if self.calibration else HogDetector()
         return self._detector
 
     def find_faces(self, image) -> list[tuple[float, float, float, float]]:
@@ -168,109 +303,20 @@ class Landmarker:
 
     def _points(self, rgbs: list[np.ndarray], faces: list[tuple]) -> list[np.ndarray]:
         """Each face's points (K, 2) in photo pixels, cut out of its photo by its crop box."""
-        crops = np.stack([crop_image(rgbs[n], c, self.info.crop_size) for n, _, c in faces])
-        return [crop_to_photo(c, self.info.crop_size)(p) for (_, _, c), p in zip(faces, self.predict_crops(crops))]
+        size = self.info.crop_size
+        crops = np.stack([crop_image(rgbs[n], c, size) for n, _, c in faces])
+        return [crop_to_photo(c, size)(p) for (_, _, c), p in zip(faces, self.predict_crops(crops))]
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """Points (N, K, 2) in crop pixels for uint8 crops (N, S, S, 3) of the model's crop size."""
         if crops.ndim != 4 or crops.shape[1:] != (self.info.crop_size, self.info.crop_size, 3):
             raise ValueError(f"crops must be (N, {self.info.crop_size}, {self.info.crop_size}, 3), got {crops.shape}")
-        mirror = self.scheme.mirror if self.flip_test else None
-        return predict(self.model, crops, self.info.input_size, self.batch_size, self.device, flip_mirror=mirror,
-                       view=self.info.view, correction=self.info.correction)
+        return self.network(crops, self.scheme.mirror if self.flip_test else None)
 
     def _need_calibration(self) -> None:
         if self.calibration is None:
             raise ValueError("this model file has no box calibration (its face detector found no training face, "
                              "e.g. on synthetic faces): give crop boxes with predict(image, boxes, box='crop')")
-
-
-# ------------------------------------------------------------------ export
-class CropNet(torch.nn.Module):
-    """The network for export: uint8 RGB crops (B, S, S, 3) at the model's input size in,
-    points (B, K, 2) in pixels of those crops out; the [0, 1] scaling, the model's view (its
-    centred part of the crop, resampled as ``predict`` does), the ImageNet normalisation and the
-    bias correction are inside. (Resize your crop box to S x S first; the model file says S.)
-    The flip test is not: it is two passes, averaged."""
-
-    def __init__(self, model: torch.nn.Module, info: ModelInfo):
-        super().__init__()
-        from ..augment import _normalizer, resize_warps
-        from ..model import REFERENCE_SIZE
-
-        self.model = model.float().eval()
-        norm, s = info.normalization, info.input_size
-        self.register_buffer("mean", torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1))
-        self.view = info.view != 1.0
-        m = resize_warps(1, s, s, view=info.view)[0]  # output pixels -> input pixels
-        theta = _normalizer(s, torch.float64, "cpu") @ m @ torch.linalg.inv(_normalizer(s, torch.float64, "cpu"))
-        grid = torch.nn.functional.affine_grid(theta[None, :2].float(), [1, 3, s, s], align_corners=False)
-        self.register_buffer("grid", grid)
-        # points: 256-frame network output -> input pixels of the view -> pixels of the crop, minus the correction
-        self.register_buffer("linear", (m[:2, :2].T * (s / REFERENCE_SIZE)).float())
-        shift = m[:2, 2].float()
-        if info.correction is not None:
-            shift = shift - torch.tensor(info.correction, dtype=torch.float32) * (s / REFERENCE_SIZE)
-        self.register_buffer("shift", shift.expand(info.n_points, 2).clone())
-
-    def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        x = crops.permute(0, 3, 1, 2).float() / 255.0
-        if self.view:
-            x = torch.nn.functional.grid_sample(x, self.grid.expand(x.shape[0], -1, -1, -1), mode="bilinear",
-                                                padding_mode="zeros", align_corners=False)
-        return self.model((x - self.mean) / self.std) @ self.linear + self.shift
-
-
-EXPORT_FORMATS = ("torchscript", "onnx")
-
-
-def export(run_or_model: str | Path, fmt: str, out: str | Path) -> Path:
-    """Write the network as TorchScript (``torch.jit.load``) or ONNX (onnxruntime), batch size
-    free, atomically. Returns the file."""
-    from ..runfolder import atomic_write
-
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
-    model, info = load_model_file(model_file(run_or_model))
-    net = CropNet(model.to(memory_format=torch.contiguous_format), info).eval()
-    example = torch.zeros(2, info.input_size, info.input_size, 3, dtype=torch.uint8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    about = export_metadata(info)
-    with torch.no_grad(), atomic_write(out) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit is marked deprecated in torch >= 2.10; it still works
-        if fmt == "torchscript":
-            torch.jit.save(torch.jit.trace(net, example), str(tmp),
-                           _extra_files={"lmkit.json": json.dumps(about)})
-        else:
-            torch.onnx.export(net, (example,), str(tmp), input_names=["crops"], output_names=["points"],
-                              dynamic_axes={"crops": {0: "batch"}, "points": {0: "batch"}}, dynamo=False,
-                              opset_version=17)
-            import onnx
-
-            graph = onnx.load(str(tmp))
-            for key, value in about.items():
-                graph.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
-            onnx.save(graph, str(tmp))
-    return out
-
-
-def export_metadata(info: ModelInfo) -> dict:
-    """What an exported file says about itself (ONNX ``metadata_props``, TorchScript's extra
-    file ``lmkit.json``): the scheme, the input, the crop convention and where the weights came
-    from; the per-point arrays (mean shape, correction) stay in the model file."""
-    import lmkit
-
-    return {"producer": f"lmkit {lmkit.__version__}", "scheme": info.scheme, "n_points": info.n_points,
-            "input": f"uint8 RGB crops (batch, {info.input_size}, {info.input_size}, 3)",
-            "output": f"points (batch, {info.n_points}, 2) in pixels of those crops",
-            "input_size": info.input_size, "crop_size": info.crop_size, "crop_box": info.box,
-            "forehead": info.forehead, "padding": info.padding, "view": info.view, "head": info.head,
-            "bias_correction": info.correction is not None, "flip_test_in_model_file": info.flip_test,
-            "recrop_in_model_file": info.recrop,
-            "box_calibration": info.box_calibration, "dataset": info.dataset,
-            "training": {k: v for k, v in info.training.items() if isinstance(v, (int, float, str))}}
 
 
 # ------------------------------------------------------------------ lmkit predict
