@@ -5,10 +5,11 @@
 Per photo (read from disk, faces found, landmarks; the mean over the photos after one warm-up
 photo, one process, nothing else running):
 
-- lmkit as ``lmkit predict`` runs it (the model file's flip test and re-crops), with each
-  backend (ONNX Runtime, PyTorch) and each face detector (``lmkit.use.detector.DETECTORS``);
+- lmkit as ``lmkit predict`` runs it (the model file's face detector, flip test and re-crops),
+  with each backend (ONNX Runtime, PyTorch);
 - dlib as its examples run it: ``get_frontal_face_detector()(image, 1)`` (HOG, upsampled once)
   and the 68-point shape predictor (ERT, ``face_recognition_models``) on every face found;
+- each face detector of ``model.detector`` alone;
 
 with the annotated faces each detector found (its box overlapping the annotation's by IoU > 0.3).
 Then the wall time of ``lmkit predict RUN PHOTO`` in a fresh process: the first use (which writes
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,10 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from lmkit.readers import load_image, read_pts
-from lmkit.use.detector import DETECTORS, best_match
+from lmkit.use.detector import DETECTORS, best_match, make_detector
 from lmkit.use.inference import Landmarker, model_file
 from lmkit.use.peers import _model_file as dlib_model_file
 
@@ -54,14 +52,24 @@ def per_photo(photos: list[Path], find) -> tuple[float, int]:
 
 
 def lmkit_rows(run: str, photos: list[Path]) -> list[dict]:
+    """``lmkit predict``'s work per photo with each backend, the model's own face detector."""
     rows = []
     for backend in ("onnx", "torch"):
-        for name, make in DETECTORS.items():
-            lm = Landmarker.load(run, backend=backend, detector=make(), log=print)
-            ms, found = per_photo(photos, lambda p: [f.box for f in lm.detect(load_image(p))])
-            rows.append({"who": "lmkit", "network": lm.network.name, "detector": name, "ms_per_photo": ms,
-                         "faces_found": found, "points": lm.info.n_points, "flip_test": lm.flip_test,
-                         "recrop": lm.recrop})
+        lm = Landmarker.load(run, backend=backend, log=print)
+        ms, found = per_photo(photos, lambda p: [f.box for f in lm.detect(load_image(p))])
+        rows.append({"who": "lmkit", "network": lm.network.name, "detector": lm.detector.name, "ms_per_photo": ms,
+                     "faces_found": found, "points": lm.info.n_points, "flip_test": lm.flip_test, "recrop": lm.recrop})
+    return rows
+
+
+def detector_rows(photos: list[Path]) -> list[dict]:
+    """Each face detector of ``model.detector`` alone (photo read from disk and searched)."""
+    rows = []
+    for key in DETECTORS:
+        detector = make_detector(key)
+        ms, found = per_photo(photos, lambda p: detector(load_image(p)))
+        rows.append({"who": "detector", "network": "-", "detector": f"{key}: {detector.name}", "ms_per_photo": ms,
+                     "faces_found": found})
     return rows
 
 
@@ -116,13 +124,16 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{args.photos}: no .jpg photos")
     rows = lmkit_rows(args.run, photos)
     peer = dlib_row(photos)
-    rows += [peer] if peer else []
+    rows += ([peer] if peer else []) + detector_rows(photos)
     wall = one_photo_wall(args.run, photos[0])
-    host = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    from lmkit.chain.pipeline import host as describe_host
+
+    h = describe_host()
+    host = f"{h['cpu']}, {h['cores']} cores, {h['isa']}"
     print(f"\n{len(photos)} photos of {args.photos} (one face annotated in each); {host}")
-    print(f"{'':6} {'network':34} {'detector':34} {'ms/photo':>9} {'faces found':>12}")
+    print(f"{'':8} {'network':32} {'face detector':62} {'ms/photo':>9} {'faces found':>12}")
     for r in rows:
-        print(f"{r['who']:6} {r['network']:34} {r['detector']:34} {r['ms_per_photo']:9.1f} "
+        print(f"{r['who']:8} {r['network']:32} {r['detector']:62} {r['ms_per_photo']:9.1f} "
               f"{r['faces_found']:>7} / {len(photos)}")
     if peer:
         best = min((r for r in rows if r["who"] == "lmkit"), key=lambda r: r["ms_per_photo"])

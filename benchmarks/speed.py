@@ -1,7 +1,7 @@
 """Speed benchmark: is the data path ever the bottleneck?
 
     python -m benchmarks.speed [--sizes 256 128] [--batches 32 64] [--autocasts none bfloat16] [--json FILE]
-    python -m benchmarks.speed --sizes 96 --batches 32 --head heatmap --heatmap-loss 100 [--compile] --no-end-to-end
+    python -m benchmarks.speed --sizes 96 --batches 32 --head heatmap --heatmap-loss 100 [--compile]
 
 On the current device (CUDA when present), for every input size and batch size:
   (a) model-only training step, images/s, on random tensors already on the device;
@@ -11,10 +11,8 @@ On the current device (CUDA when present), for every input size and batch size:
   (c) inference images/s, as evaluation runs it;
 and once: (d) preparation images/s (decode, crop, resize, cache) on real photos from
 ../shared/data (or $LMKIT_DATA) when present, else on synthetic faces; (e) peak resident
-memory of the process after training; (f) end-to-end prediction on real test photos, as
-``lmkit predict`` runs it: photos/s with face detection, ms per face for the landmarks alone
-(crop, network, mapping back), beside dlib's HOG detector and its 68-point shape predictor
-on the same photos. Prints a table with the ratio (b)/(a), writes JSON.
+memory of the process after training. Prints a table with the ratio (b)/(a), writes JSON.
+Prediction on photos, beside dlib: ``python -m benchmarks.predict``.
 
 ``--head``, ``--heatmap-loss`` and ``--compile`` measure (a) and (b) for another head, with the DSNT
 regulariser, or with ``torch.compile`` (compiled in the untimed warm-up steps).
@@ -131,54 +129,6 @@ def preparation(tmp: Path, n: int = 200) -> tuple[float, str, object]:
     return n / (time.perf_counter() - t0), what, load_cache(tmp / "cache")
 
 
-def end_to_end(model: str | None, input_size: int, n: int, device) -> dict | None:
-    """(f) on up to ``n`` photos of helen68/testset; ``model`` a run or model file, else an
-    untrained ResNet18 (speed does not depend on the weights) with a typical box calibration."""
-    folder = data_folder()
-    if folder is None:
-        return None
-    from lmkit.use.detector import HogDetector
-    from lmkit.use.inference import Landmarker
-    from lmkit.model import ModelInfo
-    from lmkit.use.peers import DlibPeer, peer_unavailable
-    from lmkit.readers import load_image
-
-    photos = [load_image(p) for p in sorted((folder.parent / "testset").glob("*.jpg"))[:n]]
-    if model:
-        lm = Landmarker.load(model, device=device)
-    else:
-        info = ModelInfo("ibug68", 68, input_size, 300, 1 / 3, 0.05, np.zeros((68, 2)).tolist(), "untrained",
-                         box_calibration={"detector": HogDetector().name, "box": [-0.03, -0.29, 1.07, 1.11], "faces": 0,
-                                          "photos": 0, "spread": [0, 0, 0, 0]})
-        lm = Landmarker(build_model(68, False), info, device)
-    lm.predict(photos[0], [(50, 50, 200, 200)])  # warm-up
-    t0 = time.perf_counter()
-    found = [lm.detect(p) for p in photos]
-    with_detection = time.perf_counter() - t0
-    boxes = [[f.box for f in faces] for faces in found]
-    n_faces = sum(map(len, boxes))
-    t0 = time.perf_counter()
-    lm.predict_many(list(zip(photos, boxes)))
-    landmarks_only = time.perf_counter() - t0
-    detector = HogDetector()
-    t0 = time.perf_counter()
-    for p in photos:
-        detector(p)
-    hog = time.perf_counter() - t0
-    row = {"photos": len(photos), "faces": n_faces, "input_size": lm.info.input_size,
-           "photos_per_s_with_detection": len(photos) / with_detection,
-           "ms_per_face_landmarks_only": 1000 * landmarks_only / max(1, n_faces),
-           "dlib_hog_ms_per_photo": 1000 * hog / len(photos), "model": model or "untrained (speed only)"}
-    if peer_unavailable(68) is None:
-        peer = DlibPeer()
-        t0 = time.perf_counter()
-        for p, bs in zip(photos, boxes):
-            for b in bs:
-                peer.predict(p, b)
-        row["dlib_shape_predictor_ms_per_face"] = 1000 * (time.perf_counter() - t0) / max(1, n_faces)
-    return row
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 128])
@@ -190,10 +140,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--head", default="regression", help="model.head of the trained network")
     ap.add_argument("--heatmap-loss", type=float, default=0.0, help="train.heatmap_loss (heatmap heads)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (model.compile)")
-    ap.add_argument("--no-end-to-end", action="store_true", help="skip (f)")
     ap.add_argument("--json", default="reports/benchmark.json")
-    ap.add_argument("--model", help="(f) with this run folder or model file (default: an untrained ResNet18)")
-    ap.add_argument("--photos", type=int, default=60, help="(f) test photos")
     args = ap.parse_args(argv)
     device = pick_device(args.device)
     torch.manual_seed(0)
@@ -212,15 +159,13 @@ def main(argv=None) -> dict:
                     print(f"  {size}x{size} batch {batch} autocast {plan.autocast} head {args.head}"
                           f"{' compiled' if args.compile else ''}: model-only {a:.1f}, real loop "
                           f"{b:.1f} img/s (ratio {b / a:.3f}), inference {c:.1f} img/s", flush=True)
-    e2e = None if args.no_end_to_end else end_to_end(args.model, 128, args.photos, device)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     result = {"device": device_name, "machine": platform.platform(), "torch": torch.__version__,
               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "threads": torch.get_num_threads(), "steps": args.steps, "rounds": args.rounds, "head": args.head,
               "heatmap_loss": args.heatmap_loss, "compile": args.compile, "rows": rows,
-              "preparation_images_per_s": prep_rate, "preparation_data": prep_what, "peak_rss_mib": peak_mib,
-              "end_to_end": e2e}
+              "preparation_images_per_s": prep_rate, "preparation_data": prep_what, "peak_rss_mib": peak_mib}
     print(f"\ndevice: {device_name} ({torch.backends.cpu.get_cpu_capability()}); torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"{'input':>9} {'batch':>5} {'autocast':>8} {'(a) model-only':>15} {'(b) real loop':>14} {'(b)/(a)':>8} {'(c) inference':>14}")
@@ -229,17 +174,6 @@ def main(argv=None) -> dict:
               f" {r['ratio']:>8.3f} {r['inference']:>10.1f} img/s")
     print(f"(d) preparation: {prep_rate:.1f} images/s on {prep_what}")
     print(f"(e) peak resident memory: {peak_mib:.0f} MiB")
-    if args.no_end_to_end:
-        print("(f) end-to-end prediction: skipped (--no-end-to-end)")
-    elif e2e is None:
-        print("(f) end-to-end prediction: no real photos found (../shared/data or $LMKIT_DATA)")
-    else:
-        print(f"(f) end to end on {e2e['photos']} real photos ({e2e['faces']} faces, {e2e['input_size']} px, "
-              f"{e2e['model']}): {e2e['photos_per_s_with_detection']:.1f} photos/s with detection, "
-              f"{e2e['ms_per_face_landmarks_only']:.1f} ms per face for the landmarks alone; dlib: HOG detector "
-              f"{e2e['dlib_hog_ms_per_photo']:.0f} ms per photo"
-              + (f", shape predictor {e2e['dlib_shape_predictor_ms_per_face']:.1f} ms per face"
-                 if "dlib_shape_predictor_ms_per_face" in e2e else ""))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_name(f".{out.name}.tmp")

@@ -544,3 +544,27 @@ def test_no_face_found_names_the_boxes_option(trained, tmp_path, capsys):
     lm = Landmarker.load(calibrated, device="cpu", detector=lambda image: [])
     result = predict_files(lm, [tmp_path / "blank.png"], tmp_path / "o", log=lambda _: None, progress=False)
     assert result["processed"] == 0 and "--boxes" in result["failures"][0][1]
+
+
+@pytest.mark.slow
+def test_the_predict_benchmark_times_lmkit_and_dlib_on_the_same_photos(trained, tmp_path):
+    """benchmarks/predict.py in one run: lmkit with both backends, dlib's HOG + ERT, each detector
+    alone, the faces each found, and lmkit predict on one photo in a fresh process."""
+    pytest.importorskip("dlib")
+    from benchmarks import predict as bench
+    from lmkit.use.peers import peer_unavailable
+
+    run, _ = trained
+    model = with_calibration(run, tmp_path, detector=hog_name(**DETECTORS["hog-coarse"]))
+    result = bench.main([str(model), "--photos", str(SHARED), "--n", "3", "--json", str(tmp_path / "b.json")])
+    rows = {(r["who"], r["network"]): r for r in result["rows"]}
+    assert {("lmkit", "ONNX Runtime"), ("lmkit", "PyTorch")} <= set(rows)
+    assert [r["detector"].split(":")[0] for r in result["rows"] if r["who"] == "detector"] == list(DETECTORS)
+    for r in result["rows"]:
+        assert r["ms_per_photo"] > 0 and 0 <= r["faces_found"] <= 3
+    assert rows[("lmkit", "ONNX Runtime")]["faces_found"] == 3  # these photos' faces are large and frontal
+    if peer_unavailable(68) is None:
+        assert any(r["who"] == "dlib" for r in result["rows"])
+    wall = result["one_photo"]
+    assert wall["first_use_s"] > 0 and len(wall["runs_s"]) == 3
+    assert json.loads((tmp_path / "b.json").read_text())["photos"] == 3

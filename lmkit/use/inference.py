@@ -116,6 +116,9 @@ class OnnxNetwork:
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # its warnings about unused initialisers are not the user's
+        # no busy-waiting between runs: the face detector and the crops run on the same cores in between
+        # (with it, 20.8 ms per face with the flip test instead of 12.5, on a 2-core host)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path, self.batch_size = Path(path), batch_size
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
