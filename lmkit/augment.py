@@ -183,16 +183,18 @@ def to_source(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
 
 
 def random_intensity(images: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Each image times a random factor in ``aug.intensity``, clipped to [0, 1]: in place (``make_batch``
+    hands it the warp's fresh output; no copy in the training loop's data path)."""
     lo, hi = aug.intensity
     f = lo + (hi - lo) * torch.rand(images.shape[0], generator=generator)
-    return (images * f.to(images.device, images.dtype).view(-1, 1, 1, 1)).clamp_(0, 1)
+    return images.mul_(f.to(images.device, images.dtype).view(-1, 1, 1, 1)).clamp_(0, 1)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """ImageNet mean/std normalization of (B, 3, S, S) images in [0, 1]."""
+    """ImageNet mean/std normalization of (B, 3, S, S) images in [0, 1], in place."""
     mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images - mean) / std
+    return images.sub_(mean).div_(std)
 
 
 def make_batch(images: torch.Tensor, landmarks: torch.Tensor, out_size: int, aug: Augment | None = None,

@@ -212,7 +212,9 @@ class Batches:
             for i in range(len(self)):
                 yield self._make(i)
             return
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        # on a CPU the worker takes one thread for its ops (a thread-local setting), the model keeps all
+        initializer = (lambda: torch.set_num_threads(1)) if self.device.type == "cpu" else None
+        with ThreadPoolExecutor(max_workers=1, initializer=initializer) as pool:
             pending = pool.submit(self._make, 0)
             for i in range(len(self)):
                 batch = pending.result()
