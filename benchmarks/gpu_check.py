@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         from benchmarks import speed
 
         speed_args = ["--sizes", "256", "--batches", "64"] if gpu else \
-            ["--sizes", "64", "--batches", "16", "--steps", "2", "--rounds", "1", "--photos", "4"]
+            ["--sizes", "64", "--batches", "16", "--steps", "2", "--rounds", "1"]
         try:
             result = speed.main(speed_args + ["--json", str(Path(args.out) / "benchmark.json")])
             summary["ratio_b_over_a"] = min(r["ratio"] for r in result["rows"])

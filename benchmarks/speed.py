@@ -59,9 +59,10 @@ def _timed(step, steps: int, batch: int, device) -> float:
 
 
 def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device, plan=None, head: str = "regression",
-                   heatmap_loss: float = 0.0, compile: bool = False) -> tuple[float, float]:
+                   heatmap_loss: float = 0.0, compile: bool = False) -> tuple[float, float, float, tuple]:
     """(a) model-only and (b) real-loop images/s on the same model and optimizer, measured in
-    alternating rounds (medians), so that drift of the machine hits both alike. ``head``,
+    alternating rounds (medians), so that drift of the machine hits both alike; and (b)/(a): the
+    median of each round's ratio, with the lowest and highest (how far the machine's noise reaches). ``head``,
     ``heatmap_loss`` and ``compile`` as model.head, train.heatmap_loss and model.compile; a
     compiled model is compiled during the warm-up steps, which are not timed."""
     model = build_model(cache.landmarks.shape[1], pretrained=False, head=head).to(device).train()
@@ -98,7 +99,8 @@ def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device
     for _ in range(rounds):
         a.append(_timed(model_step, steps, batch, device))
         b.append(_timed(real_step, steps, batch, device))
-    return float(np.median(a)), float(np.median(b))
+    ratios = np.asarray(b) / np.asarray(a)  # each round's pair, measured back to back
+    return float(np.median(a)), float(np.median(b)), float(np.median(ratios)), (float(ratios.min()), float(ratios.max()))
 
 
 def inference(cache, size: int, batch: int, device) -> float:
@@ -134,7 +136,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 128])
     ap.add_argument("--batches", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--steps", type=int, default=4, help="timed steps per round and measurement")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of (a) and (b); medians are reported")
+    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds of (a) and (b); medians are reported "
+                    "(a 2-core host varied by +-10% from round to round)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--autocasts", nargs="+", default=["auto"], help="train.autocast values to measure")
     ap.add_argument("--head", default="regression", help="model.head of the trained network")
@@ -151,14 +154,15 @@ def main(argv=None) -> dict:
             for batch in args.batches:
                 for autocast in args.autocasts:
                     plan = DevicePlan.choose(device, autocast=autocast)
-                    a, b = training_rates(cache, size, batch, args.steps, args.rounds, device, plan, args.head,
-                                          args.heatmap_loss, args.compile)
+                    a, b, ratio, spread = training_rates(cache, size, batch, args.steps, args.rounds, device, plan,
+                                                         args.head, args.heatmap_loss, args.compile)
                     c = inference(cache, size, batch, device)
                     rows.append({"size": size, "batch": batch, "autocast": plan.autocast, "model_only": a,
-                                 "real_loop": b, "ratio": b / a, "inference": c})
+                                 "real_loop": b, "ratio": ratio, "ratio_range": spread, "inference": c})
                     print(f"  {size}x{size} batch {batch} autocast {plan.autocast} head {args.head}"
                           f"{' compiled' if args.compile else ''}: model-only {a:.1f}, real loop "
-                          f"{b:.1f} img/s (ratio {b / a:.3f}), inference {c:.1f} img/s", flush=True)
+                          f"{b:.1f} img/s (ratio {ratio:.3f}, rounds {spread[0]:.3f}-{spread[1]:.3f}), "
+                          f"inference {c:.1f} img/s", flush=True)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     result = {"device": device_name, "machine": platform.platform(), "torch": torch.__version__,
@@ -168,10 +172,11 @@ def main(argv=None) -> dict:
               "preparation_images_per_s": prep_rate, "preparation_data": prep_what, "peak_rss_mib": peak_mib}
     print(f"\ndevice: {device_name} ({torch.backends.cpu.get_cpu_capability()}); torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'input':>9} {'batch':>5} {'autocast':>8} {'(a) model-only':>15} {'(b) real loop':>14} {'(b)/(a)':>8} {'(c) inference':>14}")
+    print(f"{'input':>9} {'batch':>5} {'autocast':>8} {'(a) model-only':>15} {'(b) real loop':>14} {'(b)/(a)':>8} "
+          f"{'rounds':>12} {'(c) inference':>14}")
     for r in rows:
         print(f"{r['size']:>4}x{r['size']:<4} {r['batch']:>5} {r['autocast']:>8} {r['model_only']:>11.1f} img/s {r['real_loop']:>10.1f} img/s"
-              f" {r['ratio']:>8.3f} {r['inference']:>10.1f} img/s")
+              f" {r['ratio']:>8.3f} {r['ratio_range'][0]:>5.3f}-{r['ratio_range'][1]:.3f} {r['inference']:>10.1f} img/s")
     print(f"(d) preparation: {prep_rate:.1f} images/s on {prep_what}")
     print(f"(e) peak resident memory: {peak_mib:.0f} MiB")
     out = Path(args.json)
