@@ -137,7 +137,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--batches", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--steps", type=int, default=4, help="timed steps per round and measurement")
     ap.add_argument("--rounds", type=int, default=7, help="alternating rounds of (a) and (b); medians are reported "
-                    "(a 2-core host varied by +-10% from round to round)")
+                    "(a 2-core host varied by +-10%% from round to round)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--autocasts", nargs="+", default=["auto"], help="train.autocast values to measure")
     ap.add_argument("--head", default="regression", help="model.head of the trained network")
