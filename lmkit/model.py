@@ -21,10 +21,9 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from .modelinfo import MODEL_FORMAT, ModelInfo  # noqa: F401  (ModelInfo: also lmkit.model's)
+from .modelinfo import MODEL_FORMAT, REFERENCE_SIZE, ModelInfo  # noqa: F401  (also lmkit.model's names)
 from .params import HEADS  # the head names, listed once (the params schema checks them first)
 
-REFERENCE_SIZE = 256  # the study's network input; MSE is reported in its pixels
 
 WEIGHTS_HELP = (
     "ImageNet weights for ResNet18 could not be loaded ({error}). Either give this machine "

@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 MODEL_FORMAT = "lmkit-model/1"
+REFERENCE_SIZE = 256  # the study's network input; points come out, and MSE is reported, in its pixels
 # ImageNet's channel statistics, as torchvision's pretrained weights expect (augment.normalize uses them)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

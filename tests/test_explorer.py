@@ -139,8 +139,12 @@ def test_the_explorer_driven_through_its_widgets(tmp_path):
     assert len(shown[-1].axes) == 3  # both runs, one colour bar
     c["saliency"].value = True
     assert len(shown[-1].axes) == 3 + 2 + 2  # and each run's saliency with its bar
+    (picture,) = c["output"].children  # what the browser shows: the last figure as a PNG image widget
+    assert picture.format == "png" and picture.value[:8] == b"\x89PNG\r\n\x1a\n"
     c["photo"].value = True  # synthetic faces: no original photo (None), which the output says
     assert shown[-1] is None and len(shown) == 2
+    assert "original photo is not on this machine" in c["output"].children[1].value
+    assert "6 of 6 faces with nme_jaw" in c["listing"].value and worst in c["listing"].value  # the list, a table
 
 
 def test_points_are_edged_and_the_legend_names_both_kinds(tmp_path):

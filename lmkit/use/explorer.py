@@ -285,6 +285,18 @@ def static_summary(faces: RunFaces, n: int = 10) -> str:
             f"test faces by MSE (px² of the 256 frame):</p><table><tr>{head}</tr>{body}</table>")
 
 
+def png(fig) -> bytes:
+    """The figure as PNG bytes, at the inline backend's size; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def explore(run_dir: str | Path, other: str | Path | None = None):
     """The explorer as ipywidgets. It opens on the worst face by MSE; a face is chosen by name
     (the list, sorted by any error column and filtered to the faces above a value), by rank or
@@ -292,8 +304,6 @@ def explore(run_dir: str | Path, other: str | Path | None = None):
     group, its saliency on demand, its original photo with the face detector's box, and the same
     face in another run folder (picked from those next to this one, or ``other``)."""
     import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
     faces = RunFaces.load(run_dir)
     runs = {p.name: p for p in run_folders_beside(run_dir)}
@@ -311,7 +321,10 @@ def explore(run_dir: str | Path, other: str | Path | None = None):
     photo = w.Checkbox(value=False, description="original photo")
     compare = w.Dropdown(options=["(none)", *runs], value=Path(other).name if other else "(none)",
                          description="compare with")
-    out, listing, note, groups = w.Output(), w.Output(), w.HTML(), w.HTML()
+    # figures as PNG image widgets and the list as HTML: set, never cleared and appended, so what the
+    # browser shows is always the last picture whole (an Output widget cleared from a click's callback
+    # showed a clipped sliver of the figure in JupyterLab 4)
+    out, listing, note, groups = w.VBox(), w.HTML(), w.HTML(), w.HTML()
     state = {"syncing": False}
     figures: list = []  # what is shown now (the tests read it)
 
@@ -325,10 +338,8 @@ def explore(run_dir: str | Path, other: str | Path | None = None):
         face.options = [(f"{r['face']}  ({sort.value} {r[sort.value]:.4g})", r["face"]) for _, r in order.iterrows()]
         face.value = keep if keep in listed() else (listed()[0] if listed() else None)
         state["syncing"] = False
-        with listing:
-            listing.clear_output(wait=True)
-            print(f"{len(order)} of {len(faces.names)} faces with {sort.value} >= {minimum.value:g}")
-            display(order.head(8).style.format(precision=4).hide(axis="index"))
+        listing.value = (f"<p>{len(order)} of {len(faces.names)} faces with {sort.value} &ge; {minimum.value:g}</p>"
+                         + order.head(8).style.format(precision=4).hide(axis="index").to_html())
         show()
 
     def by_rank(*_):
@@ -360,14 +371,8 @@ def explore(run_dir: str | Path, other: str | Path | None = None):
                       if compare.value != "(none)" else face_figure(faces, i, saliency.value)]
         if photo.value:
             figures.append(photo_figure(faces, i))
-        with out:
-            out.clear_output(wait=True)
-            for fig in figures:
-                if fig is None:
-                    print("the original photo is not on this machine (synthetic faces have none)")
-                else:
-                    display(fig)
-                    plt.close(fig)
+        out.children = [w.HTML("the original photo is not on this machine (synthetic faces have none)")
+                        if fig is None else w.Image(value=png(fig), format="png") for fig in figures]
 
     for control in (sort, worst, minimum):
         control.observe(refresh_list, names="value")
@@ -381,6 +386,6 @@ def explore(run_dir: str | Path, other: str | Path | None = None):
                   w.HBox([saliency, photo, compare]), note, w.HBox([out, groups])])
     box.controls = {"sort": sort, "worst": worst, "minimum": minimum, "face": face, "rank": rank, "previous": back,
                     "next": forward, "saliency": saliency, "photo": photo, "compare": compare, "output": out,
-                    "note": note, "groups": groups}
+                    "listing": listing, "note": note, "groups": groups}
     box.figures = figures
     return box

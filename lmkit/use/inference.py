@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .detector import BoxCalibration, HogDetector, detector_named
-from ..modelinfo import ModelInfo
+from ..modelinfo import REFERENCE_SIZE, ModelInfo
 from ..prepare import clip_box, crop_box, crop_image, crop_to_photo
 from ..schemes import SCHEMES, Scheme, check_mirror
 
@@ -145,7 +145,7 @@ class OnnxNetwork:
                               for i in range(0, len(x), self.batch_size)]).astype(np.float64)
         s = self.info.input_size  # the copy's points are in pixels of the crop at S x S
         if mirror is not None:  # model.predict's flip test: average before the correction is taken off
-            c = np.asarray(self.info.correction) * (s / 256) if self.info.correction is not None else 0.0
+            c = np.asarray(self.info.correction) * (s / REFERENCE_SIZE) if self.info.correction is not None else 0.0
             straight, flipped = out[:n] + c, (out[n:] + c)[:, list(mirror)]
             flipped[..., 0] = s - flipped[..., 0]
             out = (straight + flipped) / 2 - c
