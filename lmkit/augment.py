@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from .modelinfo import IMAGENET_MEAN, IMAGENET_STD  # listed once, with the model file's facts
+from .modelinfo import IMAGENET_MEAN, IMAGENET_STD, view_fraction  # noqa: F401  (listed once, with the model file's facts)
 from .params import DEFAULTS
 
 _STUDY = DEFAULTS["train"]  # the defaults are the params schema's, written once there
@@ -104,17 +104,6 @@ def compose_warps(angle: torch.Tensor, offset: torch.Tensor, crop_fraction: floa
     rot[:, 1, 2] = h - sin * h - cos * h
     resize = torch.diag(torch.tensor([src_size / out_size, src_size / out_size, 1.0], dtype=torch.float64))
     return resize @ rot @ crop @ mirror
-
-
-def view_fraction(view: str, crop_fraction: float, scale) -> float:
-    """The side of the crop the network sees at evaluation, as a fraction of the crop
-    (``model.view``): 1 for ``whole``; for ``train-mean`` the mean training crop, ``crop_fraction``
-    x the mean of the box jitter's ``scale`` range (per-edge jitter is centred: no change)."""
-    if view == "whole":
-        return 1.0
-    if view == "train-mean":
-        return float(crop_fraction * (scale[0] + scale[1]) / 2)
-    raise ValueError(f"model.view: must be 'whole' or 'train-mean', got {view!r}")
 
 
 def resize_warps(batch: int, src_size: int, out_size: int, device="cpu", view: float = 1.0) -> torch.Tensor:

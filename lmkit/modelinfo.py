@@ -15,6 +15,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def view_fraction(view: str, crop_fraction: float, scale) -> float:
+    """The side of the crop the network sees at evaluation, as a fraction of the crop
+    (``model.view``): 1 for ``whole``; for ``train-mean`` the mean training crop, ``crop_fraction``
+    x the mean of the box jitter's ``scale`` range (per-edge jitter is centred: no change)."""
+    if view == "whole":
+        return 1.0
+    if view == "train-mean":
+        return float(crop_fraction * (scale[0] + scale[1]) / 2)
+    raise ValueError(f"model.view: must be 'whole' or 'train-mean', got {view!r}")
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a model file says about its weights: enough to use them on any photo."""
@@ -53,8 +64,6 @@ class ModelInfo:
             want, have = settings[key], getattr(self, attr)
             if (abs(want - have) > 1e-9) if isinstance(have, float) else want != have:
                 wrong.append(f"{key} is {want!r} in the params but {have!r} in the model file")
-        from .augment import view_fraction
-
         view = view_fraction(settings["model.view"], settings["train.crop_fraction"], settings["train.scale"])
         if abs(view - self.view) > 1e-9:
             wrong.append(f"model.view is {settings['model.view']!r} in the params (the centre {view:.4g} of the crop) "

@@ -72,6 +72,20 @@ class RunFolder:
         return Path(shared) if shared else self.path("data")
 
 
+def model_file(run_or_model: str | Path) -> Path:
+    """``train/model.pt`` of a run folder, or the file itself."""
+    p = Path(run_or_model)
+    if p.is_dir():
+        f = RunFolder(p).model_file
+        if not f.exists():
+            raise FileNotFoundError(f"{p}: no model file train/model.pt in this run folder (train it with notebook "
+                                    "03_train)")
+        return f
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: neither a run folder nor a model file")
+    return p
+
+
 @contextmanager
 def atomic_write(path: Path):
     """Yield a temporary path beside ``path`` (same suffix) to write to; on success it is

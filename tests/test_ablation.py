@@ -72,7 +72,8 @@ def test_ablation_rows_are_params_files_with_seeds(tmp_path):
 RUN_KEYS = {"model.input_size", "model.pretrained", "model.head_init", "model.compile", "train.epochs",
             "train.batch_size", "train.lr", "train.weight_decay", "train.epoch_multiplier", "train.device",
             "train.resident", "train.prefetch", "train.autocast", "train.channels_last", "train.processes",
-            "train.resume", "train.keep_checkpoints", "eval.thresholds", "eval.ced_max", "eval.detector_box"}
+            "train.resume", "train.keep_checkpoints", "eval.thresholds", "eval.ced_max", "eval.detector_box",
+            "model.detector"}  # the detector rows' face detector: the run's (the ablation scores annotation crops)
 
 
 def test_the_study_row_pins_every_recipe_key_to_the_studys_value():

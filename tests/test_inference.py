@@ -389,6 +389,7 @@ def test_command_on_real_photos_with_dlib(trained, tmp_path):
         assert pts.shape == (194, 2) and np.isfinite(pts).all()
 
 
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (real photos) is not beside the checkout")
 def test_the_detector_is_the_one_the_calibration_was_fitted_for(trained, tmp_path, capsys):
     """model.detector names the detector; the model file's calibration records its name and prediction
     finds it again by it: a model calibrated by an earlier lmkit (plain HOG) keeps the plain HOG."""
@@ -404,6 +405,7 @@ def test_the_detector_is_the_one_the_calibration_was_fitted_for(trained, tmp_pat
     assert "'some other detector', a face detector this lmkit does not know" in said and "--boxes" in said
 
 
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (real photos) is not beside the checkout")
 def test_the_coarse_search_falls_back_to_the_full_search_where_it_finds_no_face():
     """A face too small for the coarse search (under 80 px there) is found by the full search."""
     pytest.importorskip("dlib")
@@ -547,6 +549,7 @@ def test_no_face_found_names_the_boxes_option(trained, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (real photos) is not beside the checkout")
 def test_the_predict_benchmark_times_lmkit_and_dlib_on_the_same_photos(trained, tmp_path):
     """benchmarks/predict.py in one run: lmkit with both backends, dlib's HOG + ERT, each detector
     alone, the faces each found, and lmkit predict on one photo in a fresh process."""

@@ -70,8 +70,7 @@ def export(run_or_model: str | Path, fmt: str, out: str | Path, extra: dict | No
     """Write the network as TorchScript (``torch.jit.load``) or ONNX (onnxruntime), batch size
     free, atomically. ``extra``: more metadata (str values); ``resample``: ``CropNet``'s (ONNX only).
     Returns the file."""
-    from ..runfolder import atomic_write
-    from .inference import model_file
+    from ..runfolder import atomic_write, model_file
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")

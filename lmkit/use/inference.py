@@ -29,9 +29,8 @@ import numpy as np
 from .detector import BoxCalibration, HogDetector, detector_named
 from ..modelinfo import REFERENCE_SIZE, ModelInfo
 from ..prepare import clip_box, crop_box, crop_image, crop_to_photo
+from ..runfolder import model_file  # noqa: F401  (a run folder's model file, or the file itself)
 from ..schemes import SCHEMES, Scheme, check_mirror
-
-MODEL_FILE = Path("train") / "model.pt"  # inside a run folder
 
 
 @dataclass
@@ -41,19 +40,6 @@ class Face:
     box: tuple[float, float, float, float] | None
     crop_box: tuple[float, float, float, float]
     points: np.ndarray
-
-
-def model_file(run_or_model: str | Path) -> Path:
-    """``train/model.pt`` of a run folder, or the file itself."""
-    p = Path(run_or_model)
-    if p.is_dir():
-        f = p / MODEL_FILE
-        if not f.exists():
-            raise FileNotFoundError(f"{p}: no model file {MODEL_FILE} in this run folder (train it with notebook 03_train)")
-        return f
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: neither a run folder nor a model file")
-    return p
 
 
 def as_rgb(image) -> np.ndarray:
