@@ -498,6 +498,19 @@ def test_the_onnx_copy_is_written_once_per_model_file_and_never_stale(trained, p
     assert np.abs(after - before).max() > 0.1
 
 
+def test_a_cache_folder_it_cannot_write_leaves_auto_in_pytorch(trained, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    run, _ = trained
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("LMKIT_CACHE", str(blocked))
+    said = []
+    lm = Landmarker.load(with_calibration(run, tmp_path, box=(-0.2, -0.3, 1.1, 1.1)), log=said.append)
+    assert lm.network.name == "PyTorch" and "no ONNX copy" in said[-1]
+    with pytest.raises(OSError):
+        Landmarker.load(run.root, backend="onnx")
+
+
 def test_backend_choices_are_checked(trained, tmp_path):
     run, _ = trained
     with pytest.raises(ValueError, match="backend must be one of auto, onnx, torch"):

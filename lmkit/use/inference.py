@@ -218,14 +218,22 @@ class Landmarker:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         path = model_file(run_or_model)
+        chosen = backend
         if backend == "auto":
-            backend = "onnx" if onnx_runtime_available() and not str(device).startswith("cuda") else "torch"
-        if backend == "onnx":
+            chosen = "onnx" if onnx_runtime_available() and not str(device).startswith("cuda") else "torch"
+        if chosen == "onnx":
             if str(device).startswith("cuda"):
                 raise ValueError("backend onnx runs on the CPU: use backend torch for device cuda")
-            network = OnnxNetwork(path if path.suffix == ".onnx" else onnx_copy(path, log), batch_size)
-            return cls(network, network.info, detector=detector, flip_test=flip_test, batch_size=batch_size,
-                       recrop=recrop)
+            try:
+                copy = path if path.suffix == ".onnx" else onnx_copy(path, log)
+            except OSError as e:  # a cache folder it cannot write: auto goes on in PyTorch, onnx says why
+                if backend == "onnx":
+                    raise
+                (log or (lambda _: None))(f"no ONNX copy ({e}); the network runs in PyTorch")
+            else:
+                network = OnnxNetwork(copy, batch_size)
+                return cls(network, network.info, detector=detector, flip_test=flip_test, batch_size=batch_size,
+                           recrop=recrop)
         if path.suffix == ".onnx":
             raise ValueError(f"{path}: an ONNX copy runs with backend onnx, not torch")
         from ..model import load_model_file
