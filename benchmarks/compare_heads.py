@@ -24,7 +24,7 @@ from lmkit import metrics as M
 from lmkit import params as P
 from lmkit import cells
 from lmkit.data import load_data, prepare_run
-from lmkit.augment import view_fraction
+from lmkit.modelinfo import view_fraction
 from lmkit.model import REFERENCE_SIZE, pick_device, predict
 from lmkit.prepare import load_sources
 from lmkit.runfolder import RunFolder

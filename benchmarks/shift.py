@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 from lmkit import params as P
 from lmkit.data import load_data
-from lmkit.augment import view_fraction
+from lmkit.modelinfo import view_fraction
 from lmkit.model import REFERENCE_SIZE, build_model, load_model_file, predict
 from lmkit.runfolder import RunFolder
 from lmkit.train import TrainConfig, load_checkpoint

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from .modelinfo import IMAGENET_MEAN, IMAGENET_STD, view_fraction  # noqa: F401  (listed once, with the model file's facts)
+from .modelinfo import IMAGENET_MEAN, IMAGENET_STD  # listed once, with the model file's facts
 from .params import DEFAULTS
 
 _STUDY = DEFAULTS["train"]  # the defaults are the params schema's, written once there

@@ -11,7 +11,7 @@ import torch
 
 from . import metrics as M
 from .params import NOT_RESULTS
-from .augment import view_fraction
+from .modelinfo import view_fraction
 from .data import load_data
 from .digests import digest
 from .model import ModelInfo, build_model, fit_correction, load_model_file, save_model_file

@@ -96,6 +96,7 @@ class Data(_Section):
 
 
 HEADS = ("regression", "heatmap", "heatmap-s4")  # model.head's choices, read by lmkit.model too
+DETECTORS = ("hog", "hog-coarse")  # model.detector's choices, read by lmkit.use.detector too
 # train keys that do not change what is trained: where and how it runs (the device plan: autocast
 # changes the last digits, as another device does), and whether it continues a checkpoint. Read
 # by the chain's reuse, the search study's name and the model file's record of its recipe.
@@ -126,7 +127,7 @@ class Model(_Section):
     recrop: int = key(0, "from a face detector's box, cut the face out again from the points found (by the crop "
                       "convention of training) and predict again, this many times; written into the model file "
                       "(`lmkit predict`, the evaluation's detector rows)", ge=0, le=5)
-    detector: Literal["hog", "hog-coarse"] = key(
+    detector: Literal[DETECTORS] = key(
         "hog-coarse", "the face detector the model file's box calibration is fitted for, and `lmkit predict` "
         "uses: hog (dlib's HOG frontal-face detector, the photo upsampled once: faces down to about 40 px) or "
         "hog-coarse (the same, first on the photo shrunk to 240 px without upsampling; the full search only "

@@ -24,7 +24,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .augment import Augment, _frozen, make_batch, view_fraction
+from .augment import Augment, _frozen, make_batch
+from .modelinfo import view_fraction
 from .model import REFERENCE_SIZE, predict
 from .params import DEFAULTS
 from .placement import DevicePlan, place_training_set

@@ -33,17 +33,12 @@ def tiny_params():
 def onnx_cache(tmp_path_factory):
     """lmkit predict's ONNX copies of model files go to a temporary folder, never the user's cache
     (subprocesses inherit the variable)."""
-    import os
     import shutil
 
     folder = tmp_path_factory.mktemp("lmkit-cache")
-    before = os.environ.get("LMKIT_CACHE")
-    os.environ["LMKIT_CACHE"] = str(folder)
-    yield folder
-    if before is None:
-        os.environ.pop("LMKIT_CACHE", None)
-    else:
-        os.environ["LMKIT_CACHE"] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LMKIT_CACHE", str(folder))
+        yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
 
