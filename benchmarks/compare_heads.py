@@ -19,23 +19,23 @@ from pathlib import Path
 
 import numpy as np
 
-from lmkit import evaluation as E
-from lmkit import metrics as M
-from lmkit import params as P
-from lmkit import cells
-from lmkit.data import load_data, prepare_run
-from lmkit.modelinfo import view_fraction
-from lmkit.model import REFERENCE_SIZE, pick_device, predict
-from lmkit.prepare import load_sources
-from lmkit.runfolder import RunFolder
-from lmkit.train import TrainConfig, fit, load_checkpoint, model_options, new_model
+from lmkit.report import evaluation as E
+from lmkit.study import metrics as M
+from lmkit.run import params as P
+from lmkit.study import cells
+from lmkit.data.faces import load_data, prepare_run
+from lmkit.study.modelinfo import view_fraction
+from lmkit.study.model import REFERENCE_SIZE, pick_device, predict
+from lmkit.data.prepare import load_sources
+from lmkit.run.folder import RunFolder
+from lmkit.train.loop import TrainConfig, fit, load_checkpoint, model_options, new_model
 
 STUDY = cells.study("03_train")  # the notebook's network, loss and step, as saved
 
 
 def validation_scores(model, d, params, boxes) -> dict:
     """NMEs (photo pixels) and MSE (256 frame) of ``model`` on the run's validation faces, scored
-    as evaluation scores the test faces (``lmkit.evaluation.score``)."""
+    as evaluation scores the test faces (``lmkit.report.evaluation.score``)."""
     t = params["train"]
     view = view_fraction(params["model"]["view"], t["crop_fraction"], t["scale"])
     images, true = d.val[0], np.asarray(d.val[1], dtype=np.float64)

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lmkit.readers import load_image, read_pts
+from lmkit.data.readers import load_image, read_pts
 from lmkit.use.detector import DETECTORS, best_match, make_detector
 from lmkit.use.inference import Landmarker, model_file
 from lmkit.use.peers import _model_file as dlib_model_file

@@ -16,12 +16,12 @@ import argparse
 import dataclasses
 
 import numpy as np
-from lmkit import params as P
-from lmkit.data import load_data
-from lmkit.modelinfo import view_fraction
-from lmkit.model import REFERENCE_SIZE, build_model, load_model_file, predict
-from lmkit.runfolder import RunFolder
-from lmkit.train import TrainConfig, load_checkpoint
+from lmkit.run import params as P
+from lmkit.data.faces import load_data
+from lmkit.study.modelinfo import view_fraction
+from lmkit.study.model import REFERENCE_SIZE, build_model, load_model_file, predict
+from lmkit.run.folder import RunFolder
+from lmkit.train.loop import TrainConfig, load_checkpoint
 
 
 def training_residuals(model, images, landmarks, cfg: TrainConfig, flip: float) -> np.ndarray:

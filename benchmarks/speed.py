@@ -6,7 +6,7 @@
 On the current device (CUDA when present), for every input size and batch size:
   (a) model-only training step, images/s, on random tensors already on the device;
   (b) the real training loop, images/s: cache (memory map), gather, augmentation,
-      normalization, loss, optimizer, exactly as lmkit.train.fit runs it;
+      normalization, loss, optimizer, exactly as lmkit.train.loop.fit runs it;
   (a) and (b) use the same model and alternate over rounds; medians are reported;
   (c) inference images/s, as evaluation runs it;
 and once: (d) preparation images/s (decode, crop, resize, cache) on real photos from
@@ -33,15 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmkit.augment import Augment
-from lmkit.placement import DevicePlan, cuda_switches, place_training_set
-from lmkit.model import build_model, pick_device, predict
-from lmkit.prepare import load_cache, write_cache
-from lmkit.readers import read_300w_folder
-from lmkit.synthetic import synthetic_faces
-from lmkit import cells
-from lmkit.model import REFERENCE_SIZE
-from lmkit.train import Batches, ScaledOptimizer, TrainConfig, TrainingNetwork, epoch_order, training_network
+from lmkit.study.augment import Augment
+from lmkit.train.devices import DevicePlan, cuda_switches, place_training_set
+from lmkit.study.model import build_model, pick_device, predict
+from lmkit.data.prepare import load_cache, write_cache
+from lmkit.data.readers import read_300w_folder
+from lmkit.data.synthetic import synthetic_faces
+from lmkit.study import cells
+from lmkit.study.model import REFERENCE_SIZE
+from lmkit.train.loop import Batches, ScaledOptimizer, TrainConfig, TrainingNetwork, epoch_order, training_network
 
 
 def sync(device):
@@ -73,7 +73,7 @@ def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device
     net, _ = training_network(model, cfg, plan)  # layout and torch.compile as fit() applies them
     x = plan.layout(torch.randn(batch, 3, size, size, device=device))
     y = torch.rand(batch, cache.landmarks.shape[1], 2, device=device) * size
-    # the real loop, placed as fit() places it (lmkit.placement)
+    # the real loop, placed as fit() places it (lmkit.train.devices)
     cuda_switches(device)
     images, landmarks = place_training_set(cache.images, cache.landmarks, size, plan)
     order, g = epoch_order(len(cache), cfg, 1)

@@ -24,7 +24,7 @@ TINY = {"data.synthetic_train": 40, "data.synthetic_test": 12, "model.input_size
 
 @pytest.fixture
 def tiny_params():
-    from lmkit import params as P
+    from lmkit.run import params as P
 
     return P.load(None, TINY)
 
@@ -92,7 +92,7 @@ def copy_run(run, dest):
     """A copy of a finished run folder that a test may change (params.yaml's paths follow)."""
     import shutil
 
-    from lmkit.runfolder import RunFolder
+    from lmkit.run.folder import RunFolder
 
     shutil.copytree(run.root, dest)
     params = dest / "params.yaml"

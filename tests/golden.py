@@ -21,11 +21,11 @@ CHANGES = {"data.synthetic_train": 24, "data.synthetic_test": 4, "model.input_si
 
 def golden_run(tmp: Path, changes: dict | None = None) -> dict:
     """The recorded run; ``changes`` (params) for a variant of it, e.g. another device plan."""
-    from lmkit import metrics as M
-    from lmkit import params as P
-    from lmkit.prepare import prepare, split_train_val
-    from lmkit.schemes import HELEN194
-    from lmkit.train import TrainConfig, fit, model_options, new_model
+    from lmkit.study import metrics as M
+    from lmkit.run import params as P
+    from lmkit.data.prepare import prepare, split_train_val
+    from lmkit.study.schemes import HELEN194
+    from lmkit.train.loop import TrainConfig, fit, model_options, new_model
     from tests.study import STUDY
 
     p = P.load(None, CHANGES | (changes or {}))

@@ -4,20 +4,20 @@ notebooks call, for tests that need one stage's outputs without a kernel (the ch
 the notebooks themselves)."""
 from types import SimpleNamespace
 
-from lmkit import cells
+from lmkit.study import cells
 
 STUDY = cells.study("03_train")
 
 
 def _prepare(run, params, log=print):
-    from lmkit.data import prepare_run
+    from lmkit.data.faces import prepare_run
 
     return prepare_run(run, params, log)
 
 
 def _hpsearch(run, params, log=print):
-    from lmkit.data import load_data
-    from lmkit.search import search_run
+    from lmkit.data.faces import load_data
+    from lmkit.train.search import search_run
 
     objective = cells.study("02_hpsearch").make_objective(params, load_data(run, params)) if params["search"]["enabled"] else None
     return search_run(run, params, objective, log)
@@ -25,8 +25,8 @@ def _hpsearch(run, params, log=print):
 
 def _train(run, params, log=print):
     """03 then the model file (04's first cell)."""
-    from lmkit.packaging import package_model
-    from lmkit.train import fit_run
+    from lmkit.use.packaging import package_model
+    from lmkit.train.loop import fit_run
 
     if params["train"]["processes"] > 1:  # as 03's training cell
         from lmkit.chain.launch import train_in_processes
@@ -39,7 +39,7 @@ def _train(run, params, log=print):
 
 
 def _evaluate(run, params, log=print, peers=True):
-    from lmkit.evaluation import evaluate_run
+    from lmkit.report.evaluation import evaluate_run
 
     return evaluate_run(run, params, log, peers)
 
@@ -47,10 +47,10 @@ def _evaluate(run, params, log=print, peers=True):
 def _lazy():
     from lmkit.chain import open_run
     from lmkit.chain.ablation import ablation
-    from lmkit.data import load_data
-    from lmkit.packaging import load_model, package_model
-    from lmkit.evaluation import METHODS
-    from lmkit.search import search_worker, study_name
+    from lmkit.data.faces import load_data
+    from lmkit.use.packaging import load_model, package_model
+    from lmkit.report.evaluation import METHODS
+    from lmkit.train.search import search_worker, study_name
 
     return dict(open_run=open_run, ablation=ablation, load_data=load_data, load_model=load_model,
                 package_model=package_model, METHODS=METHODS, search_worker=search_worker, study_name=study_name)

@@ -3,9 +3,9 @@ run's params, every row runs once per seed, and nothing is trained twice."""
 import pytest
 import pandas as pd
 
-from lmkit import params as P
+from lmkit.run import params as P
 from tests.study import steps
-from lmkit.runfolder import RunFolder
+from lmkit.run.folder import RunFolder
 from lmkit.chain.ablation import ablation_variants
 
 from .conftest import TINY
@@ -81,7 +81,7 @@ def test_the_study_row_pins_every_recipe_key_to_the_studys_value():
     default) or be named here as one the run supplies: the study row stays the study's recipe."""
     from pathlib import Path
 
-    from lmkit import params as P
+    from lmkit.run import params as P
 
     root = Path(__file__).resolve().parents[1] / "params" / "ablation"
     pinned = P.flatten(P.read_changes(root / "1-study.yaml"))

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmkit.augment import IMAGENET_MEAN, IMAGENET_STD, Augment, make_batch, random_warps, resize_warps, warp
-from lmkit.modelinfo import view_fraction
+from lmkit.study.augment import IMAGENET_MEAN, IMAGENET_STD, Augment, make_batch, random_warps, resize_warps, warp
+from lmkit.study.modelinfo import view_fraction
 from tests.blobs import blob_image, find_dot
 
 PTS = np.array([[60, 70], [230, 80], [150, 150], [90, 230], [220, 220]], np.float32)

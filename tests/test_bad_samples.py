@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lmkit.prepare import write_cache
-from lmkit.readers import entries_300w_folder, load_image, read_300w_folder, read_helen
+from lmkit.data.prepare import write_cache
+from lmkit.data.readers import entries_300w_folder, load_image, read_300w_folder, read_helen
 from tests.conftest import random_landmarks, write_image
 
 
@@ -123,8 +123,8 @@ def test_exif_orientation_is_not_applied(tmp_path):
 
 
 def test_helen_name_in_both_train_and_test_lists(tmp_path):
-    from lmkit import params as P
-    from lmkit.prepare import prepare
+    from lmkit.run import params as P
+    from lmkit.data.prepare import prepare
 
     for i, n in enumerate(["a", "b", "c"]):
         write_image(tmp_path / "helen_1" / f"{n}.jpg", seed=i)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from lmkit.chain.pipeline import run_chain
-from lmkit.runfolder import RunFolder
+from lmkit.run.folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 from tests.conftest import SMALL as TINY
@@ -108,9 +108,9 @@ def test_an_edit_of_a_module_under_lmkit_runs_the_stages_that_imported_it(copy):
         _chain(out, nb, logs)
     finally:
         losses.write_text(text)
-    # 03's study cells import lmkit.losses; with the search off, 02 never ran them, and 01 never imports it
+    # 03's study cells import lmkit.study.losses; with the search off, 02 never ran them, and 01 never imports it
     assert _ran(logs) == ["03_train", "04_evaluate", "05_figures"]
-    assert any(line.startswith("03_train: running it again:") and "lmkit/losses.py: changed" in line for line in logs)
+    assert any(line.startswith("03_train: running it again:") and "lmkit/study/losses.py: changed" in line for line in logs)
 
 
 @pytest.mark.slow

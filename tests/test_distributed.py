@@ -7,10 +7,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lmkit import metrics as M
-from lmkit import params as P
-from lmkit.prepare import prepare, split_train_val
-from lmkit.train import TrainConfig, fit, model_options, new_model, shard
+from lmkit.study import metrics as M
+from lmkit.run import params as P
+from lmkit.data.prepare import prepare, split_train_val
+from lmkit.train.loop import TrainConfig, fit, model_options, new_model, shard
 from tests.study import STUDY
 
 pytestmark = pytest.mark.slow  # whole chains or several processes
@@ -65,7 +65,7 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
 
 def test_training_step_launches_torchrun_with_processes(tmp_path):
     from tests.study import steps
-    from lmkit.runfolder import RunFolder
+    from lmkit.run.folder import RunFolder
 
     run = RunFolder(tmp_path / "run")
     params = P.load(None, CHANGES | {"train.processes": 2, "train.epochs": 1, "search.enabled": False})
@@ -94,7 +94,7 @@ def test_two_nodes_through_torchruns_rendezvous(tmp_path):
     import sys
 
     from tests.study import steps
-    from lmkit.runfolder import RunFolder
+    from lmkit.run.folder import RunFolder
 
     run = RunFolder(tmp_path / "run")
     params = P.load(None, CHANGES | {"train.processes": 2, "train.epochs": 2, "search.enabled": False})

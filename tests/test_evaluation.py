@@ -1,12 +1,12 @@
-"""The jobs of evaluation (lmkit.evaluation) on their own."""
+"""The jobs of evaluation (lmkit.report.evaluation) on their own."""
 import numpy as np
 import torch
 
-from lmkit import evaluation as E
-from lmkit import metrics as M
-from lmkit.model import ModelInfo, build_model, predict
-from lmkit.schemes import scheme_for_points
-from lmkit.data import Faces
+from lmkit.report import evaluation as E
+from lmkit.study import metrics as M
+from lmkit.study.model import ModelInfo, build_model, predict
+from lmkit.study.schemes import scheme_for_points
+from lmkit.data.faces import Faces
 
 
 def _model_and_faces(n=6, size=64):

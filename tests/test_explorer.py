@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from lmkit import params as P
-from lmkit import metrics as M
-from lmkit.use.explorer import RunFaces, compare_figure, explore, face_figure, group_indices, static_summary
-from lmkit.prepare import load_sources, write_cache
-from lmkit.runfolder import RunFolder
-from lmkit.schemes import HELEN194
-from lmkit.synthetic import synthetic_entries
+from lmkit.run import params as P
+from lmkit.study import metrics as M
+from lmkit.report.explorer import RunFaces, compare_figure, explore, face_figure, group_indices, static_summary
+from lmkit.data.prepare import load_sources, write_cache
+from lmkit.run.folder import RunFolder
+from lmkit.study.schemes import HELEN194
+from lmkit.data.synthetic import synthetic_entries
 
 
 def fake_run(root, shift_jaw_of=2, seed=0):
@@ -47,7 +47,7 @@ def test_faces_are_ranked_as_fig5_and_grouped_by_part(tmp_path):
 
 
 def test_point_errors_colour_the_face_and_saliency_comes_on_demand(tmp_path):
-    from lmkit.model import ModelInfo, build_model, save_model_file
+    from lmkit.study.model import ModelInfo, build_model, save_model_file
 
     run, _ = fake_run(tmp_path / "run")
     faces = RunFaces.load(run.root)
@@ -97,7 +97,7 @@ def test_two_runs_on_one_face_share_one_error_scale(tmp_path):
 
 
 def _with_model(run, faces):
-    from lmkit.model import ModelInfo, build_model, save_model_file
+    from lmkit.study.model import ModelInfo, build_model, save_model_file
 
     save_model_file(build_model(194, False), ModelInfo(scheme="helen194", n_points=194, input_size=32, crop_size=300,
                                                        forehead=1 / 3, padding=0.05, mean_shape=faces.true.mean(0).tolist(),

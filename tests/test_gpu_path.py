@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from lmkit import params as P
+from lmkit.run import params as P
 from tests.study import steps
-from lmkit.placement import DevicePlan, cuda_switches, place_training_set, process_group_backend
-from lmkit.runfolder import RunFolder
+from lmkit.train.devices import DevicePlan, cuda_switches, place_training_set, process_group_backend
+from lmkit.run.folder import RunFolder
 from tests.conftest import TINY
 from tests.golden import golden_run
 
@@ -24,7 +24,7 @@ TOLERANCE = {"train_mse": 0.10, "val_mse": 0.25}
 
 def test_auto_picks_todays_choices_and_each_can_be_forced():
     cpu, cuda = DevicePlan.choose("cpu"), DevicePlan.choose("cuda:0")  # choosing needs no GPU
-    from lmkit.placement import cpu_has_bf16
+    from lmkit.train.devices import cpu_has_bf16
 
     native = "bfloat16" if cpu_has_bf16() else "none"  # bfloat16 where this CPU computes it
     assert (cpu.resident, cpu.prefetch, cpu.autocast, cpu.channels_last) == (False, False, native, True)
@@ -57,8 +57,8 @@ def test_the_gpu_path_forced_on_the_cpu_trains_like_the_float32_golden_run(tmp_p
 
 
 def test_a_model_trained_on_the_gpu_path_evaluates_explains_and_resumes_in_float32(tmp_path):
-    from lmkit import cells
-    from lmkit.saliency import saliency_maps
+    from lmkit.study import cells
+    from lmkit.study.saliency import saliency_maps
 
     run = RunFolder(tmp_path / "run")
     params = P.load(None, TINY | GPU_PATH | {"search.enabled": False, "eval.detector_box": False,
@@ -87,9 +87,9 @@ def test_a_model_trained_on_the_gpu_path_evaluates_explains_and_resumes_in_float
 
 
 def test_float16_trains_with_a_gradient_scaler(tmp_path):
-    from lmkit import metrics as M
-    from lmkit.prepare import prepare, split_train_val
-    from lmkit.train import TrainConfig, fit, model_options, new_model
+    from lmkit.study import metrics as M
+    from lmkit.data.prepare import prepare, split_train_val
+    from lmkit.train.loop import TrainConfig, fit, model_options, new_model
     from tests.study import STUDY
 
     p = P.load(None, TINY | {"train.autocast": "float16", "train.epochs": 2})
@@ -115,7 +115,7 @@ def test_cuda_only_switches_are_reached_with_fakes(monkeypatch):
 def test_a_torchrun_worker_on_a_gpu_machine_uses_nccl_and_its_local_gpu(tmp_path, monkeypatch):
     import torch.distributed as dist
 
-    from lmkit.chain import distributed
+    from lmkit.train import distributed
 
     run = RunFolder(tmp_path / "run")
     P.dump(P.load(None, TINY), run.params)
@@ -126,7 +126,7 @@ def test_a_torchrun_worker_on_a_gpu_machine_uses_nccl_and_its_local_gpu(tmp_path
     monkeypatch.setattr(dist, "init_process_group", lambda backend: seen.setdefault("backend", backend))
     monkeypatch.setattr(dist, "get_rank", lambda: 0)
     monkeypatch.setattr(dist, "destroy_process_group", lambda: None)
-    from lmkit import train
+    from lmkit.train import loop as train
 
     monkeypatch.setattr(train, "fit_run", lambda run, params, build, step, log: seen.setdefault("device", params["train"]["device"]))
     assert distributed.main([str(run.root)]) == 0

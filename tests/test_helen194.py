@@ -5,12 +5,12 @@ quirks and bad cases, and the study's crop."""
 import numpy as np
 import pytest
 
-from lmkit import metrics as M
-from lmkit import params as P
-from lmkit.prepare import annotation_box, crop_box, prepare, write_cache
-from lmkit.readers import entries_helen, helen_inventory
-from lmkit.schemes import HELEN194, Scheme, check_mirror
-from lmkit.synthetic import synthetic_faces
+from lmkit.study import metrics as M
+from lmkit.run import params as P
+from lmkit.data.prepare import annotation_box, crop_box, prepare, write_cache
+from lmkit.data.readers import entries_helen, helen_inventory
+from lmkit.study.schemes import HELEN194, Scheme, check_mirror
+from lmkit.data.synthetic import synthetic_faces
 
 from tests.conftest import write_image
 

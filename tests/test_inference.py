@@ -9,18 +9,18 @@ import pytest
 import torch
 from PIL import Image
 
-from lmkit import params as P
+from lmkit.run import params as P
 from tests.study import steps
 from lmkit.use.detector import DETECTORS, BoxCalibration, HogDetector, hog_name, to_units
 from lmkit.use.export import export
 from lmkit.use.inference import Landmarker, as_rgb, predict_files, read_boxes
-from lmkit.model import load_model_file, predict, save_model_file
-from lmkit.chain.pipeline import main
-from lmkit.prepare import annotation_box, crop_and_resize, crop_box
-from lmkit.readers import read_pts
-from lmkit.runfolder import RunFolder
-from lmkit.schemes import HELEN194, check_mirror
-from lmkit.synthetic import synthetic_entries
+from lmkit.study.model import load_model_file, predict, save_model_file
+from lmkit.cli import main
+from lmkit.data.prepare import annotation_box, crop_and_resize, crop_box
+from lmkit.data.readers import read_pts
+from lmkit.run.folder import RunFolder
+from lmkit.study.schemes import HELEN194, check_mirror
+from lmkit.data.synthetic import synthetic_entries
 
 from tests.conftest import TINY
 
@@ -420,7 +420,7 @@ def test_the_coarse_search_falls_back_to_the_full_search_where_it_finds_no_face(
 
 
 def read_photo_with_face() -> np.ndarray:
-    from lmkit.readers import load_image
+    from lmkit.data.readers import load_image
 
     return load_image(sorted(SHARED.glob("*.jpg"))[0])
 

@@ -24,9 +24,9 @@ LIGHT_RUN = textwrap.dedent('''
     import sys
     import numpy as np, pathlib
     from PIL import Image
-    from lmkit.model import ModelInfo, build_model, save_model_file
+    from lmkit.study.model import ModelInfo, build_model, save_model_file
     from lmkit.use.inference import Landmarker
-    from lmkit.chain.pipeline import main
+    from lmkit.cli import main
     out = pathlib.Path(sys.argv[1])
     save_model_file(build_model(194, False), ModelInfo(scheme="helen194", n_points=194, input_size=32, crop_size=300,
                     forehead=1 / 3, padding=0.05, mean_shape=[[150.0, 150.0]] * 194, dataset="x"), out / "m.pt")
@@ -53,7 +53,7 @@ def test_predict_and_export_import_none_of_the_report_packages(tmp_path):
 # the same photo again in a fresh interpreter, now that the model file's ONNX copy is cached: no PyTorch
 NO_TORCH_RUN = textwrap.dedent('''
     import sys, pathlib
-    from lmkit.chain.pipeline import main
+    from lmkit.cli import main
     out = pathlib.Path(sys.argv[1])
     assert main(["predict", str(out / "m.pt"), str(out / "p.jpg"), "--out", str(out / "again"),
                  "--boxes", str(out / "boxes.csv")]) == 0

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lmkit.losses import landmark_loss, wing_loss
+from lmkit.study.losses import landmark_loss, wing_loss
 
 
 def test_wing_loss_against_hand_computed_values():
@@ -32,8 +32,8 @@ def test_mse_and_l1_and_unknown():
 
 
 def test_the_heatmap_divergence_is_zero_on_the_target_gaussian_and_grows_away_from_it():
-    from lmkit.losses import heatmap_divergence
-    from lmkit.model import cell_centres
+    from lmkit.study.losses import heatmap_divergence
+    from lmkit.study.model import cell_centres
 
     cells = 12
     c = cell_centres(cells, torch.zeros(1))
@@ -52,7 +52,7 @@ def test_the_heatmap_divergence_is_zero_on_the_target_gaussian_and_grows_away_fr
 
 
 def test_the_heatmap_loss_needs_a_heatmap_head():
-    from lmkit import params as P
+    from lmkit.run import params as P
 
     with pytest.raises(P.ParamsError, match="train.heatmap_loss: the regression head has no heatmaps"):
         P.load(None, {"train.heatmap_loss": 10.0})

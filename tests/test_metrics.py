@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from lmkit import metrics as M
-from lmkit.schemes import IBUG68
+from lmkit.study import metrics as M
+from lmkit.study.schemes import IBUG68
 
 
 def test_mse_is_mean_over_points_and_coordinates():
@@ -51,9 +51,9 @@ def test_mean_shape_and_best_worst():
 def test_nme_in_photo_pixels_undoes_the_crops_stretch():
     """A face whose crop box is twice as tall as wide: in the square crop its eyes are closer
     and its vertical errors smaller; mapped back to the photo, the NME is the photo's."""
-    from lmkit.metrics import nme_per_image, summarize, to_photo
-    from lmkit.prepare import crop_to_photo
-    from lmkit.schemes import IBUG68
+    from lmkit.study.metrics import nme_per_image, summarize, to_photo
+    from lmkit.data.prepare import crop_to_photo
+    from lmkit.study.schemes import IBUG68
 
     rng = np.random.default_rng(0)
     true = rng.uniform(20, 80, (3, 68, 2))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lmkit.model import REFERENCE_SIZE, build_model, predict
+from lmkit.study.model import REFERENCE_SIZE, build_model, predict
 
 
 def test_output_is_k_points_in_reference_pixels():
@@ -40,7 +40,7 @@ def test_pretrained_without_weights_says_how_to_fix(monkeypatch, tmp_path):
 
 
 def test_soft_argmax_finds_a_peaked_heatmap_and_reaches_past_the_edges():
-    from lmkit.model import HEATMAP_REACH, soft_argmax
+    from lmkit.study.model import HEATMAP_REACH, soft_argmax
 
     h = torch.full((1, 3, 8, 10), -50.0)
     h[0, 0, 2, 7] = 50.0  # one cell: its centre
@@ -58,7 +58,7 @@ def test_the_heatmap_head_outputs_coordinates_and_round_trips_through_the_model_
     import numpy as np
 
     from lmkit.use.export import export
-    from lmkit.model import ModelInfo, load_model_file, save_model_file
+    from lmkit.study.model import ModelInfo, load_model_file, save_model_file
 
     model = build_model(5, pretrained=False, head=head).eval()
     x = torch.randn(2, 3, 64, 64)
@@ -78,13 +78,13 @@ def test_the_heatmap_head_outputs_coordinates_and_round_trips_through_the_model_
     export(path, "onnx", tmp_path / "m.onnx")
     crops = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
     got = onnx.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"crops": crops})[0]
-    from lmkit.model import predict
+    from lmkit.study.model import predict
 
     np.testing.assert_allclose(got, predict(again, crops, 64), atol=1e-2)
 
 
 def test_a_heatmap_head_cannot_start_at_the_mean_shape():
-    from lmkit import params as P
+    from lmkit.run import params as P
 
     with pytest.raises(P.ParamsError, match="model.head_init: mean_shape starts the regression head only"):
         P.load(None, {"model.head": "heatmap", "model.head_init": "mean_shape"})
@@ -122,7 +122,7 @@ def test_resnet18_is_mirror_symmetric_only_at_32k_plus_1_pixels(size, symmetric,
 
 
 def test_bfloat16_on_a_cpu_without_it_is_flagged(tmp_path):
-    from lmkit.placement import DevicePlan, cpu_has_bf16
+    from lmkit.train.devices import DevicePlan, cpu_has_bf16
 
     (tmp_path / "avx2").write_text("flags\t\t: fpu sse avx2 avx512f\n")
     (tmp_path / "bf16").write_text("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
@@ -135,7 +135,7 @@ def test_bfloat16_on_a_cpu_without_it_is_flagged(tmp_path):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_picks_bfloat16_on_a_cpu_that_computes_it_and_says_so(monkeypatch, native):
-    from lmkit import placement
+    from lmkit.train import devices as placement
 
     monkeypatch.setattr(placement, "cpu_has_bf16", lambda: native)
     plan = placement.DevicePlan.choose("cpu")

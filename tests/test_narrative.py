@@ -2,8 +2,8 @@
 import numpy as np
 import pandas as pd
 
-from lmkit import metrics as M
-from lmkit.narrative import evaluated, searched
+from lmkit.study import metrics as M
+from lmkit.report.narrative import evaluated, searched
 
 
 def _metrics(dataset="synthetic faces (lmkit built-in, seed 0)"):
@@ -47,7 +47,7 @@ def test_the_best_third_of_three_trials_is_one_trial():
 def test_an_early_best_epoch_under_a_schedule_does_not_suggest_a_schedule():
     import pandas as pd
 
-    from lmkit.narrative import trained
+    from lmkit.report.narrative import trained
 
     val = [50, 40, 30, 31, 32, 33, 34, 35, 36, 37]
     constant = pd.DataFrame({"epoch": range(1, 11), "train_mse": [60 - e for e in range(10)], "val_mse": val,

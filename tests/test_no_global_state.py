@@ -5,8 +5,8 @@ import importlib
 import optuna
 import torch
 
-from lmkit import params as P
-from lmkit.runfolder import RunFolder
+from lmkit.run import params as P
+from lmkit.run.folder import RunFolder
 
 
 def test_asking_for_paths_creates_no_folder(tmp_path):
@@ -17,7 +17,7 @@ def test_asking_for_paths_creates_no_folder(tmp_path):
 
 
 def test_a_new_model_leaves_torchs_random_state_alone():
-    from lmkit.train import new_model
+    from lmkit.train.loop import new_model
     from tests.study import STUDY
 
     torch.manual_seed(123)
@@ -30,7 +30,7 @@ def test_a_new_model_leaves_torchs_random_state_alone():
 
 
 def test_optuna_verbosity_is_left_as_the_caller_set_it(tmp_path):
-    from lmkit import search
+    from lmkit.train import search
 
     optuna.logging.set_verbosity(optuna.logging.DEBUG)
     importlib.reload(search)

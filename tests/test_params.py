@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmkit import params as P
+from lmkit.run import params as P
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,8 +66,8 @@ def test_overrides_and_yaml_floats(tmp_path):
 
 
 def test_the_docs_table_is_the_schemas():
-    """Every key is described once, in lmkit.params.Params; docs/params.md shows exactly that
-    (regenerate it with python -m lmkit.params --docs)."""
+    """Every key is described once, in lmkit.run.params.Params; docs/params.md shows exactly that
+    (regenerate it with python -m lmkit.run.params --docs)."""
     assert set(P.flatten(P.DEFAULTS)) == set(P.DOCS) == set(P.FIELDS)
     assert all(doc and len(doc) > 10 for doc in P.DOCS.values())
     assert P.markdown_table() in (ROOT / "docs" / "params.md").read_text()
@@ -79,9 +79,9 @@ def test_defaults_are_the_schemas_everywhere():
     import dataclasses
     import inspect
 
-    from lmkit.augment import Augment
-    from lmkit.prepare import annotation_box, write_cache
-    from lmkit.train import TrainConfig
+    from lmkit.study.augment import Augment
+    from lmkit.data.prepare import annotation_box, write_cache
+    from lmkit.train.loop import TrainConfig
 
     flat = P.flatten(P.DEFAULTS)
     checked = 0
@@ -151,7 +151,7 @@ def test_environment_variable_in_a_path(tmp_path, monkeypatch):
 
 
 def test_lmkit_params_prints_the_resolved_params_and_the_differences_from_the_study(capsys):
-    from lmkit.chain.pipeline import main
+    from lmkit.cli import main
 
     assert main(["params", "params/helen194-best-cpu.yaml"]) == 0
     out = capsys.readouterr().out

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lmkit.chain.pipeline import NOTEBOOKS, ChainError, run_chain
-from lmkit.runfolder import FIGURES
+from lmkit.run.folder import FIGURES
 
 from tests.conftest import TINY, TINY_CONSOLE as CONSOLE, copy_run
 
@@ -68,9 +68,9 @@ def test_the_index_page_shows_params_links_caveats_and_how_to_reproduce(tiny_run
 def test_on_helen194_the_protocol_table_stands_directly_above_the_two_mses(tiny_run):
     """The comparison with the study, generated from the run's params and manifests: every
     aspect with the study's value and the run's, then the study's MSEs beside the run's."""
-    from lmkit import params as P
-    from lmkit.protocol import compare
-    from lmkit.chain.report import study_html
+    from lmkit.run import params as P
+    from lmkit.report.protocol import compare
+    from lmkit.report.page import study_html
 
     m = json.loads(tiny_run.metrics.read_text())
     params = P.load(None, {"data.source": "helen", "data.root": "/x/helen194", "data.box": "study", "data.padding": 5})
@@ -89,8 +89,8 @@ def test_on_helen194_the_protocol_table_stands_directly_above_the_two_mses(tiny_
 def test_a_model_worse_than_the_mean_shape_is_flagged(tiny_run, tmp_path):
     import shutil
 
-    from lmkit.chain.report import write_index
-    from lmkit.runfolder import RunFolder
+    from lmkit.report.page import write_index
+    from lmkit.run.folder import RunFolder
 
     copy = RunFolder(tmp_path / "copy")
     shutil.copytree(tiny_run.root, copy.root, ignore=shutil.ignore_patterns("*.npy", "*.pt"))
@@ -185,7 +185,7 @@ def test_after_a_notebook_ran_outside_lmkit_run_lmkit_report_rebuilds_figures_an
 
     import papermill as pm
 
-    from lmkit.chain.pipeline import main
+    from lmkit.cli import main
 
     root = Path(__file__).resolve().parents[1]
     run = copy_run(tiny_run, tmp_path / "tiny")

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from lmkit.prepare import annotation_box, crop_and_resize, crop_box, load_cache, prepare, split_train_val, write_cache
-from lmkit.readers import Sample
-from lmkit.schemes import HELEN194
-from lmkit.synthetic import synthetic_entries
+from lmkit.data.prepare import annotation_box, crop_and_resize, crop_box, load_cache, prepare, split_train_val, write_cache
+from lmkit.data.readers import Sample
+from lmkit.study.schemes import HELEN194
+from lmkit.data.synthetic import synthetic_entries
 from tests.blobs import blob_image, find_dot
 
 

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lmkit.augment import compose_warps, warp
-from lmkit.prepare import crop_and_resize, crop_box
-from lmkit.readers import read_helen_annotation, read_pts
+from lmkit.study.augment import compose_warps, warp
+from lmkit.data.prepare import crop_and_resize, crop_box
+from lmkit.data.readers import read_helen_annotation, read_pts
 
 coords = arrays(np.float32, st.tuples(st.integers(1, 80), st.just(2)),
                 elements=st.floats(-5000, 5000, allow_nan=False, width=32))

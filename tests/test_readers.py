@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lmkit.readers import read_300w, read_helen, read_pts
+from lmkit.data.readers import read_300w, read_helen, read_pts
 from tests.conftest import random_landmarks, write_image
 
 
@@ -80,8 +80,8 @@ def test_helen_name_without_annotation_is_an_error(tmp_path):
 
 
 def test_two_images_for_one_annotation_are_refused_and_unannotated_images_listed(tmp_path):
-    from lmkit.prepare import write_cache
-    from lmkit.readers import entries_300w_folder, write_pts
+    from lmkit.data.prepare import write_cache
+    from lmkit.data.readers import entries_300w_folder, write_pts
 
     from tests.conftest import random_landmarks, write_image
 

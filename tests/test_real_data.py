@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmkit.readers import read_300w, read_300w_folder
+from lmkit.data.readers import read_300w, read_300w_folder
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "helen68" / "testset").is_dir(), reason=f"real data not found at {DATA}")
@@ -30,7 +30,7 @@ def test_read_real_afw_folder_without_split_folders():
 def test_dlib_peer_on_a_real_face():
     pytest.importorskip("dlib", reason="dlib not installed (pip install -e '.[peers]')")
     from lmkit.use.peers import peer_unavailable, run_dlib
-    from lmkit.prepare import crop_and_resize, crop_box
+    from lmkit.data.prepare import crop_and_resize, crop_box
 
     if peer_unavailable(68):
         pytest.skip(peer_unavailable(68))
@@ -56,10 +56,10 @@ def test_the_helen194_scheme_fits_the_real_release():
     """The groups, outer eye corners and mirror map, derived from the real annotations, still fit
     them: the worst mirrored pair lands within 0.09 inter-ocular distances (0.061 measured, the
     brows' outer ends, in the study's crop)."""
-    from lmkit import metrics as M
-    from lmkit.prepare import write_cache
-    from lmkit.readers import entries_helen, helen_inventory
-    from lmkit.schemes import HELEN194, mirror_errors
+    from lmkit.study import metrics as M
+    from lmkit.data.prepare import write_cache
+    from lmkit.data.readers import entries_helen, helen_inventory
+    from lmkit.study.schemes import HELEN194, mirror_errors
 
     entries = entries_helen(DATA / "helen194", "train")[:300]
     cache = write_cache(entries, Path(__import__("tempfile").mkdtemp()) / "c", {"source": "helen"}, padding=5, box="study")

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmkit import params as P
+from lmkit.run import params as P
 from lmkit.chain.pipeline import ChainError, preflight, run_chain
-from lmkit.prepare import prepare
-from lmkit.readers import write_pts
+from lmkit.data.prepare import prepare
+from lmkit.data.readers import write_pts
 from lmkit.chain.lock import RunInUse, check_not_in_use, run_lock
-from lmkit.runfolder import RunFolder
+from lmkit.run.folder import RunFolder
 
 from tests.conftest import random_landmarks, write_image
 
@@ -85,7 +85,7 @@ def test_force_really_prepares_again(tmp_path):
 HOLD = """
 import sys, time
 from lmkit.chain.lock import run_lock
-from lmkit.runfolder import RunFolder
+from lmkit.run.folder import RunFolder
 with run_lock(RunFolder(sys.argv[1]), log=lambda _: None):
     print("held", flush=True)
     time.sleep(120)
@@ -113,7 +113,7 @@ def test_a_second_chain_on_the_same_folder_is_refused_and_a_killed_holder_taken_
 
 
 def test_resume_with_other_settings_is_refused_naming_each_key(tmp_path):
-    from lmkit.train import TrainConfig, fit, model_options, new_model
+    from lmkit.train.loop import TrainConfig, fit, model_options, new_model
     from tests.study import STUDY
 
     rng = np.random.default_rng(0)
@@ -189,7 +189,7 @@ def test_a_notebook_run_by_hand_with_other_params_is_not_reused(tmp_path):
 
 
 def test_more_epochs_keep_the_search_study():
-    from lmkit.search import study_name
+    from lmkit.train.search import study_name
 
     base = P.load(None)
     assert study_name(P.load(None, ["train.epochs=7"])) == study_name(base)  # its finished trials are reused
@@ -200,7 +200,7 @@ def test_more_epochs_keep_the_search_study():
 def test_a_last_batch_of_one_image_is_left_out():
     import torch
 
-    from lmkit.train import Batches, TrainConfig
+    from lmkit.train.loop import Batches, TrainConfig
 
     cfg = TrainConfig(batch_size=8, input_size=32)
     images = np.zeros((9, 40, 40, 3), np.uint8)
@@ -250,7 +250,7 @@ def test_a_photo_added_after_a_finished_run_is_used_by_the_next_run(tmp_path):
     logs.clear()
     run_chain(None, tiny, str(out), log=logs.append, notebooks=("01_prepare", "02_hpsearch"))
     assert not any("reusing the earlier output" in line for line in logs)
-    from lmkit.prepare import load_cache
+    from lmkit.data.prepare import load_cache
 
     assert "train6" in load_cache(out / "data" / "train").names
     (root / "trainset" / "train6.pts").unlink()  # and removed again

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from lmkit import params as P
-from lmkit.chain import results as R
+from lmkit.run import params as P
+from lmkit.report import results as R
 
 from tests.conftest import TINY, copy_run
 
@@ -79,7 +79,7 @@ def test_an_ablation_in_a_run_folder_gets_its_table(tiny_chain, tmp_path):
 
 @pytest.mark.slow
 def test_lmkit_results_writes_the_page_and_names_what_it_skips(tiny_chain, tmp_path, capsys):
-    from lmkit.chain.pipeline import main
+    from lmkit.cli import main
 
     (tmp_path / "unfinished").mkdir()
     out = tmp_path / "RESULTS.md"
@@ -125,12 +125,12 @@ def test_every_decimal_number_in_the_readme_is_on_the_results_page():
 def test_the_readme_is_short_and_points_only_at_params_files_that_exist():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 400
-    from lmkit.chain import pipeline
+    from lmkit import cli
 
-    for text in (readme, pipeline.__doc__):
+    for text in (readme, cli.__doc__):
         for name in re.findall(r"params/([\w-]+\.yaml)", text):
             assert (ROOT / "params" / name).exists(), name
-    assert "params/helen194-best-cpu.yaml" in pipeline.__doc__ and "reports/helen68-best-cpu" in pipeline.__doc__
+    assert "params/helen194-best-cpu.yaml" in cli.__doc__ and "reports/helen68-best-cpu" in cli.__doc__
 
 
 def test_few_params_files_each_readable_alone():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lmkit.chain.pipeline import run_chain
-from lmkit.runfolder import RunFolder
+from lmkit.run.folder import RunFolder
 
 from tests.conftest import SMALL as TINY
 

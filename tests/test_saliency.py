@@ -1,7 +1,7 @@
 import torch
 import torch.nn as nn
 
-from lmkit.cells import study
+from lmkit.study.cells import study
 
 
 class Tiny(nn.Module):

@@ -1,6 +1,6 @@
 import pytest
 
-from lmkit.schemes import SCHEMES, scheme_for_points
+from lmkit.study.schemes import SCHEMES, scheme_for_points
 
 
 @pytest.mark.parametrize("scheme", SCHEMES.values(), ids=lambda s: s.name)
@@ -32,7 +32,7 @@ def test_helen194_mirror_map_matches_a_symmetric_face():
     """A frontal synthetic face, mirrored and renumbered, is the same face."""
     import numpy as np
 
-    from lmkit.synthetic import _face_shape
+    from lmkit.data.synthetic import _face_shape
 
     pts = _face_shape(np.random.default_rng(0))[:, :2]
     mirrored = pts[list(SCHEMES["helen194"].mirror)] * [-1, 1]
@@ -45,7 +45,7 @@ def test_ibug68_mirror_map_on_real_faces():
 
     import numpy as np
 
-    from lmkit.readers import read_pts
+    from lmkit.data.readers import read_pts
 
     folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "helen68" / "trainset"
     files = sorted(folder.glob("*.pts"))[:200] if folder.is_dir() else []

@@ -1,6 +1,6 @@
 import math
 
-from lmkit.search import default_storage, run_search, trials_table
+from lmkit.train.search import default_storage, run_search, trials_table
 
 
 def test_random_log_search_finds_the_minimum_and_resumes(tmp_path):
@@ -38,8 +38,8 @@ def test_log_uniform_sampling_spreads_over_decades(tmp_path):
 
 
 def test_study_name_changes_with_what_trials_depend_on():
-    from lmkit import params as P
-    from lmkit.search import study_name
+    from lmkit.run import params as P
+    from lmkit.train.search import study_name
     from tests.conftest import TINY
 
     base = study_name(P.load(None, TINY))
@@ -52,7 +52,7 @@ def test_study_name_changes_with_what_trials_depend_on():
 def test_an_interrupted_trial_runs_again_with_its_values_and_none_twice(tmp_path):
     from optuna.trial import TrialState
 
-    from lmkit.search import open_study
+    from lmkit.train.search import open_study
 
     storage = default_storage(tmp_path)
     calls = []

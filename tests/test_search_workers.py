@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from lmkit import params as P
+from lmkit.run import params as P
 from tests.study import steps
-from lmkit.runfolder import RunFolder
-from lmkit.search import open_study
+from lmkit.run.folder import RunFolder
+from lmkit.train.search import open_study
 
 from .conftest import TINY
 
@@ -70,7 +70,7 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
     P.dump(params, run.params)
     steps.prepare(run, params, log=lambda _: None)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, "-m", "lmkit.chain.pipeline", "search-worker", str(run.root)],
+    workers = [subprocess.Popen([sys.executable, "-m", "lmkit.cli", "search-worker", str(run.root)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
                for _ in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
@@ -90,7 +90,7 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
     steps.hpsearch(run, params, log=lines.append)
     assert not any(line.startswith("trial ") for line in lines)
     assert P.load(run.params)["search"]["storage"] == postgres_url
-    from lmkit.runfolder import read_json
+    from lmkit.run.folder import read_json
 
     assert read_json(run.best_hparams, "")["trial"] == study.best_trial.number
 

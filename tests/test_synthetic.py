@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lmkit.synthetic import synthetic_faces
+from lmkit.data.synthetic import synthetic_faces
 
 
 def test_deterministic_per_seed_and_split():

@@ -3,15 +3,15 @@ import pandas as pd
 import pytest
 import torch
 
-from lmkit import metrics as M
-from lmkit.prepare import prepare, split_train_val
-from lmkit.train import TrainConfig, fit, load_checkpoint, model_options, new_model
+from lmkit.study import metrics as M
+from lmkit.data.prepare import prepare, split_train_val
+from lmkit.train.loop import TrainConfig, fit, load_checkpoint, model_options, new_model
 from tests.study import STUDY
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from lmkit import params as P
+    from lmkit.run import params as P
 
     p = P.load(None, {"data.synthetic_train": 60, "data.synthetic_test": 4, "model.input_size": 32,
                       "model.head_init": "mean_shape", "train.batch_size": 16, "train.epoch_multiplier": 1})
@@ -63,7 +63,7 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_a_huge_learning_rate_stops_at_the_first_non_finite_loss(data, tmp_path):
-    from lmkit.train import Diverged
+    from lmkit.train.loop import Diverged
 
     p, train, val = data
     huge = TrainConfig.from_params(p, "cpu", epochs=3, lr=1e12, weight_decay=0.0)
@@ -73,7 +73,7 @@ def test_a_huge_learning_rate_stops_at_the_first_non_finite_loss(data, tmp_path)
 
 
 def test_divergence_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
-    import lmkit.train as T
+    import lmkit.train.loop as T
 
     p, train, val = data
     cfg = TrainConfig.from_params(p, "cpu", epochs=3, lr=1e-3, weight_decay=0.0)
@@ -107,9 +107,9 @@ def test_the_heatmap_loss_adds_the_heatmaps_divergence_to_the_training_loss(data
 
     import torch.nn.functional as F
 
-    from lmkit.losses import heatmap_divergence
-    from lmkit.model import REFERENCE_SIZE
-    from lmkit.train import TrainingNetwork
+    from lmkit.study.losses import heatmap_divergence
+    from lmkit.study.model import REFERENCE_SIZE
+    from lmkit.train.loop import TrainingNetwork
 
     p, train, _ = data
     cfg = replace(TrainConfig.from_params(p, "cpu", lr=1e-3, weight_decay=0.0), loss="l1", heatmap_loss=5.0,
@@ -135,9 +135,9 @@ def test_a_finished_training_keeps_only_the_best_weights_unless_asked(tmp_path):
     """The lean run folder: after the last epoch best.pt keeps the weights without the optimizer
     state and last.pt / previous.pt go (resume then says how to keep them); with
     train.keep_checkpoints they stay and the run resumes with more epochs."""
-    from lmkit import params as P
-    from lmkit.runfolder import RunFolder
-    from lmkit.train import load_checkpoint
+    from lmkit.run import params as P
+    from lmkit.run.folder import RunFolder
+    from lmkit.train.loop import load_checkpoint
     from tests.study import steps
 
     sizes = {}

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import figures
-from .. import params as P
-from ..data import load_data
-from ..progress import emit, quiet
-from ..runfolder import RunFolder, read_json, write_csv, write_json
-from . import reuse
+from lmkit.report import figures
+from lmkit.run import params as P
+from lmkit.data.faces import load_data
+from lmkit.run.progress import emit, quiet
+from lmkit.run.folder import RunFolder, read_json, write_csv, write_json
+from lmkit.chain import reuse
 
 
 def ablation_variants(params: dict) -> list[Path]:
@@ -48,9 +48,9 @@ def ablation(run: RunFolder, params: dict, log=print, quiet_notebooks: bool = Tr
     Returns the table (also ``ablation/ablation.csv``): per variant the mean, lowest and highest
     of each test metric over the seeds, the best validation MSE and the training minutes;
     ``ablation/runs.csv`` has one line per sub-run."""
-    from ..cells import notebook_file
-    from .report import METHODS
-    from .pipeline import run_stages
+    from lmkit.study.cells import notebook_file
+    from lmkit.report.page import METHODS
+    from lmkit.chain.pipeline import run_stages
 
     hp = read_json(run.best_hparams, "02_hpsearch")
     a = params["ablation"]

@@ -8,8 +8,8 @@ With ``train.processes: N`` the training notebook launches (``lmkit.chain.launch
 and waits for it. On several machines, run the same module under torchrun on each one
 (``--nnodes``, ``--node_rank``, ``--rdzv-endpoint``; the run folder on shared storage).
 Each process trains with notebook 03's study cells as saved (its network, loss and training step,
-``lmkit.cells.study``; ``$LMKIT_NOTEBOOKS`` names the notebooks folder, as ``lmkit run`` sets it).
-What each process trains on is said once, in ``lmkit.train.fit``. NCCL on GPUs, gloo on CPU.
+``lmkit.study.cells.study``; ``$LMKIT_NOTEBOOKS`` names the notebooks folder, as ``lmkit run`` sets it).
+What each process trains on is said once, in ``lmkit.train.loop.fit``. NCCL on GPUs, gloo on CPU.
 """
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ import torch.distributed as dist
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .. import params as P
-    from ..cells import study
-    from ..placement import process_group_backend
-    from ..progress import quiet
-    from ..runfolder import RunFolder
-    from ..train import fit_run
+    from lmkit.run import params as P
+    from lmkit.study.cells import study
+    from lmkit.train.devices import process_group_backend
+    from lmkit.run.progress import quiet
+    from lmkit.run.folder import RunFolder
+    from lmkit.train.loop import fit_run
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:

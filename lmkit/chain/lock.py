@@ -9,7 +9,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from ..runfolder import RunFolder, write_json
+from lmkit.run.folder import RunFolder, write_json
 
 LOCK_ENV = "LMKIT_RUN_LOCK"  # set by `lmkit run` for its own notebooks: the folder it holds
 

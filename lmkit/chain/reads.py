@@ -4,7 +4,7 @@ when all of it is unchanged (``lmkit.chain.reuse``):
 - every params key a cell read, with its value (``RecordingParams``): a cell may read any key,
   and the record covers exactly those it did;
 - every lmkit module the kernel imported, with a digest of its source file;
-- the tagged study cells of another notebook it executed (``lmkit.cells.study``).
+- the tagged study cells of another notebook it executed (``lmkit.study.cells.study``).
 
 ``open_run`` (the first code cell of every notebook) starts the record; it is written to
 ``reads/<stage>.json`` of the run folder after every cell (IPython's ``post_run_cell``), and at
@@ -16,7 +16,7 @@ import atexit
 import sys
 from pathlib import Path
 
-from ..digests import file_sha1
+from lmkit.run.digests import file_sha1
 
 WHOLE = "*"  # a record entry for "the whole params": something iterated over all of them
 
@@ -95,7 +95,7 @@ def package_root() -> Path:
 
 def imported_modules() -> dict[str, str]:
     """Every lmkit module imported in this process: its file (relative to the project root,
-    e.g. ``lmkit/losses.py``) and the digest of its source."""
+    e.g. ``lmkit/study/losses.py``) and the digest of its source."""
     root = package_root().parent
     out = {}
     for name, module in list(sys.modules.items()):
@@ -119,13 +119,13 @@ class Recorder:
         return RecordingParams(values, self.seen)
 
     def snapshot(self) -> dict:
-        from ..cells import loaded
+        from lmkit.study.cells import loaded
 
         return {"params": dict(sorted(self.seen.items())), "modules": dict(sorted(imported_modules().items())),
                 "cells": loaded()}
 
     def flush(self, *_) -> None:
-        from ..runfolder import write_json
+        from lmkit.run.folder import write_json
 
         record = self.snapshot()
         if record != self._written:

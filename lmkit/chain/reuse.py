@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import params as P
-from ..cells import STUDY_TAG, code_digest, notebooks_dir
-from ..digests import data_files, outputs_digest
-from ..runfolder import read_json
-from . import stages as S
-from .reads import WHOLE, file_digest, package_root
+from lmkit.run import params as P
+from lmkit.study.cells import STUDY_TAG, code_digest, notebooks_dir
+from lmkit.run.digests import data_files, outputs_digest
+from lmkit.run.folder import read_json
+from lmkit.chain import stages as S
+from lmkit.chain.reads import WHOLE, file_digest, package_root
 
 _MISSING = "<missing>"
 

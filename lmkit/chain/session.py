@@ -4,10 +4,10 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from .. import params as P
-from ..runfolder import RunFolder
-from .lock import check_not_in_use
-from . import reads
+from lmkit.run import params as P
+from lmkit.run.folder import RunFolder
+from lmkit.chain.lock import check_not_in_use
+from lmkit.chain import reads
 
 
 def project_root(start: Path | None = None) -> Path:

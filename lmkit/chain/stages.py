@@ -8,14 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import params as P
+from lmkit.run import params as P
 
 
 @dataclass(frozen=True)
 class Stage:
     notebook: str  # notebooks/<notebook>.ipynb, and the stage's name
     outputs: tuple[str, ...]  # the files it writes (RunFolder attributes or paths; see ``outputs``)
-    progress: tuple[str, ...]  # the kinds of progress event it reports (lmkit.progress)
+    progress: tuple[str, ...]  # the kinds of progress event it reports (lmkit.run.progress)
     data_files: bool = False  # its result depends on the data files too (digests.data_files)
 
 
@@ -31,7 +31,7 @@ STAGES = (
 BY_NAME = {s.notebook: s for s in STAGES}
 CHAIN = tuple(s.notebook for s in STAGES)
 NOTEBOOKS = CHAIN[:5]  # what lmkit run runs; the ablation is lmkit ablate
-NOT_RESULTS = {"train": P.NOT_RESULTS}  # keys whose values change no result (lmkit.params says which)
+NOT_RESULTS = {"train": P.NOT_RESULTS}  # keys whose values change no result (lmkit.run.params says which)
 NOT_COMPARED = ("name",)  # read anywhere, compared nowhere: the run's name changes no result
 
 

@@ -19,14 +19,14 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..params import DETECTORS as CHOICES
-from ..prepare import annotation_box
+from lmkit.run.params import DETECTORS as CHOICES
+from lmkit.data.prepare import annotation_box
 
 HOG_NAME = "dlib HOG frontal face detector"
 # model.detector's choices (named once, in the params schema): HogDetector's settings (each detector's
 # name says them; a model file's box calibration records the name, and the detector is found again by it)
 DETECTORS = {"hog": {}, "hog-coarse": {"coarse_side": 240}}
-assert tuple(DETECTORS) == CHOICES, "lmkit.params.DETECTORS and these settings name the same detectors"
+assert tuple(DETECTORS) == CHOICES, "lmkit.run.params.DETECTORS and these settings name the same detectors"
 
 
 def iou(a, b) -> float:

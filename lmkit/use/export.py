@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ..model import REFERENCE_SIZE, load_model_file
-from ..modelinfo import ModelInfo
+from lmkit.study.model import REFERENCE_SIZE, load_model_file
+from lmkit.study.modelinfo import ModelInfo
 
 EXPORT_FORMATS = ("torchscript", "onnx")
 
@@ -38,7 +38,7 @@ class CropNet(torch.nn.Module):
         ``augment.to_float`` gives, so that its points are the PyTorch model's."""
         super().__init__()
         self.resample = resample
-        from ..augment import _normalizer, resize_warps
+        from lmkit.study.augment import _normalizer, resize_warps
 
         self.model = model.float().eval()
         norm, s = info.normalization, info.input_size
@@ -70,7 +70,7 @@ def export(run_or_model: str | Path, fmt: str, out: str | Path, extra: dict | No
     """Write the network as TorchScript (``torch.jit.load``) or ONNX (onnxruntime), batch size
     free, atomically. ``extra``: more metadata (str values); ``resample``: ``CropNet``'s (ONNX only).
     Returns the file."""
-    from ..runfolder import atomic_write, model_file
+    from lmkit.run.folder import atomic_write, model_file
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")

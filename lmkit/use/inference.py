@@ -26,11 +26,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .detector import BoxCalibration, HogDetector, detector_named
-from ..modelinfo import REFERENCE_SIZE, ModelInfo
-from ..prepare import clip_box, crop_box, crop_image, crop_to_photo
-from ..runfolder import model_file  # noqa: F401  (a run folder's model file, or the file itself)
-from ..schemes import SCHEMES, Scheme, check_mirror
+from lmkit.use.detector import BoxCalibration, HogDetector, detector_named
+from lmkit.study.modelinfo import REFERENCE_SIZE, ModelInfo
+from lmkit.data.prepare import clip_box, crop_box, crop_image, crop_to_photo
+from lmkit.run.folder import model_file  # noqa: F401  (a run folder's model file, or the file itself)
+from lmkit.study.schemes import SCHEMES, Scheme, check_mirror
 
 
 @dataclass
@@ -47,7 +47,7 @@ def as_rgb(image) -> np.ndarray:
     uint8, as (H, W, 3) uint8 RGB."""
     from PIL import Image
 
-    from ..readers import load_image
+    from lmkit.data.readers import load_image
 
     if isinstance(image, (str, Path)):
         return load_image(Path(image))
@@ -74,7 +74,7 @@ class TorchNetwork:
     def __init__(self, model, info: ModelInfo, device="auto", batch_size: int = 32):
         import torch
 
-        from ..model import pick_device
+        from lmkit.study.model import pick_device
 
         self.device = pick_device(device) if isinstance(device, str) else torch.device(device)
         self.model, self.info, self.batch_size = model.to(self.device).eval(), info, batch_size
@@ -82,7 +82,7 @@ class TorchNetwork:
 
     def __call__(self, crops: np.ndarray, mirror: tuple[int, ...] | None) -> np.ndarray:
         """Points (N, K, 2) in pixels of the uint8 crops (N, S, S, 3); ``mirror``: the flip test's map."""
-        from ..model import predict
+        from lmkit.study.model import predict
 
         return predict(self.model, crops, self.info.input_size, self.batch_size, self.device, flip_mirror=mirror,
                        view=self.info.view, correction=self.info.correction)
@@ -159,12 +159,12 @@ def onnx_copy(model_path: str | Path, log=None) -> Path:
     """The model file's ONNX copy for ``OnnxNetwork``, named by the SHA-1 of the model file and of the
     export's source (an edited model file or export code gets a new copy, never a stale one);
     written on first use (a few seconds, with PyTorch)."""
-    from ..digests import file_sha1
+    from lmkit.run.digests import file_sha1
 
     code = hashlib.sha1((Path(__file__).parent / "export.py").read_bytes()).hexdigest()[:8]
     out = cache_dir() / f"{file_sha1(Path(model_path))[:16]}-{code}.onnx"
     if not out.exists():
-        from .export import export
+        from lmkit.use.export import export
 
         if log:
             log(f"first use of {model_path}: writing its ONNX copy to {out} (once; later runs start faster)")
@@ -236,7 +236,7 @@ class Landmarker:
                            recrop=recrop)
         if path.suffix == ".onnx":
             raise ValueError(f"{path}: an ONNX copy runs with backend onnx, not torch")
-        from ..model import load_model_file
+        from lmkit.study.model import load_model_file
 
         model, info = load_model_file(path)
         return cls(model, info, device, detector, flip_test, batch_size, recrop)
@@ -366,7 +366,7 @@ def read_boxes(path: str | Path) -> dict[str, list[tuple[float, float, float, fl
 def _write_csv(rows: list, columns: Sequence[str], path: Path) -> None:
     import csv
 
-    from ..runfolder import atomic_write
+    from lmkit.run.folder import atomic_write
 
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
@@ -391,9 +391,9 @@ def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir:
 
     from tqdm.auto import tqdm
 
-    from ..drawing import annotated_photo
-    from ..readers import write_pts
-    from ..runfolder import atomic_write
+    from lmkit.use.drawing import annotated_photo
+    from lmkit.data.readers import write_pts
+    from lmkit.run.folder import atomic_write
 
     photos, failures, ignored = collect_photos(inputs)
     beside = out_dir is None

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .detector import best_match
-from ..prepare import crop_to_photo
-from ..readers import load_image
+from lmkit.use.detector import best_match
+from lmkit.data.prepare import crop_to_photo
+from lmkit.data.readers import load_image
 
 
 def _model_file() -> Path | None:
@@ -46,7 +46,7 @@ class DlibPeer:
     def __init__(self):
         import dlib
 
-        from .detector import HogDetector
+        from lmkit.use.detector import HogDetector
 
         self._dlib = dlib
         self.detector = HogDetector()  # the same detector lmkit predict uses

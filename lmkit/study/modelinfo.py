@@ -1,6 +1,6 @@
 """What a model file says about its weights (``ModelInfo``): the landmark scheme, the input
 size, the crop convention, the normalisation, the mean shape, the box calibration, the recipe.
-Plain data, no PyTorch: a copy of it travels in the model file (``lmkit.model``) and in the
+Plain data, no PyTorch: a copy of it travels in the model file (``lmkit.study.model``) and in the
 metadata of its ONNX copy (``lmkit.use.export``), so a photo can be read without importing torch.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def view_fraction(view: str, crop_fraction: float, scale) -> float:
 @dataclass(frozen=True)
 class ModelInfo:
     """What a model file says about its weights: enough to use them on any photo."""
-    scheme: str  # landmark scheme (lmkit.schemes), e.g. ibug68
+    scheme: str  # landmark scheme (lmkit.study.schemes), e.g. ibug68
     n_points: int
     input_size: int  # network input side, pixels
     crop_size: int  # side of the cached crop the network was trained on

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import metrics as M
-from ..model import REFERENCE_SIZE
-from ..runfolder import RunFolder
-from ..schemes import Scheme, scheme_for_points
+from lmkit.study import metrics as M
+from lmkit.study.model import REFERENCE_SIZE
+from lmkit.run.folder import RunFolder
+from lmkit.study.schemes import Scheme, scheme_for_points
 
 MOUTH = ("outer_lips", "inner_lips")
 
@@ -43,8 +43,8 @@ class RunFaces:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "RunFaces":
-        from .. import params as P
-        from ..prepare import load_cache, load_sources
+        from lmkit.run import params as P
+        from lmkit.data.prepare import load_cache, load_sources
 
         run = RunFolder(run_dir)
         if not run.predictions.exists():
@@ -65,7 +65,7 @@ class RunFaces:
 
     @cached_property
     def params(self) -> dict:
-        from .. import params as P
+        from lmkit.run import params as P
 
         return P.load(self.run.params)
 
@@ -120,9 +120,9 @@ class RunFaces:
     def saliency(self, i: int, gradient=None) -> tuple[np.ndarray, np.ndarray]:
         """The network's input for face ``i`` and its saliency max_c |dL/dI| (the model file's
         view), computed by ``gradient``: notebook 05's ``saliency`` cell (as saved, when not given)."""
-        from ..cells import study
-        from ..model import load_model_file
-        from ..saliency import network_inputs, saliency_maps
+        from lmkit.study.cells import study
+        from lmkit.study.model import load_model_file
+        from lmkit.study.saliency import network_inputs, saliency_maps
 
         gradient = gradient or study("05_figures").saliency
         model, info = load_model_file(self.run.model_file)
@@ -149,7 +149,7 @@ def draw_face(ax, faces: RunFaces, i: int, error_max: float, title: str):
     coloured by its error (px of the 256 frame) on the scale 0..``error_max``. Returns the points."""
     from matplotlib.lines import Line2D
 
-    from ..figures import TRUE_COLOUR, draw_landmarks, show_image
+    from lmkit.report.figures import TRUE_COLOUR, draw_landmarks, show_image
 
     show_image(ax, faces.images[i], title)
     draw_landmarks(ax, faces.true[i], faces.scheme, TRUE_COLOUR, "truth", size=3)
@@ -169,7 +169,7 @@ def _caption(faces: RunFaces, i: int, label: str | None = None) -> str:
 
 
 def _draw_saliency(ax, faces: RunFaces, i: int, fig):
-    from ..figures import show_image
+    from lmkit.report.figures import show_image
 
     seen, sal = faces.saliency(i)
     show_image(ax, seen, f"the network's {seen.shape[0]} px view and max_c |dL/dI|")
@@ -220,8 +220,8 @@ def photo_figure(faces: RunFaces, i: int):
     from matplotlib.patches import Rectangle
     from PIL import Image
 
-    from ..figures import TRUE_COLOUR, show_image
-    from ..prepare import load_sources
+    from lmkit.report.figures import TRUE_COLOUR, show_image
+    from lmkit.data.prepare import load_sources
 
     sources, boxes = load_sources(faces.run.cache_dir(faces.params["data"]["cache_dir"]) / "test")
     photo = Path(sources[i])

@@ -115,7 +115,7 @@ def read_pts(path: Path) -> np.ndarray:
 
 def write_pts(points: np.ndarray, path: Path) -> None:
     """Write (K, 2) points as a 300-W ``.pts`` file (read back by ``read_pts``), atomically."""
-    from .runfolder import write_text
+    from lmkit.run.folder import write_text
 
     rows = "\n".join(f"{x:.3f} {y:.3f}" for x, y in np.asarray(points, dtype=np.float64))
     write_text(f"version: 1\nn_points: {len(points)}\n{{\n{rows}\n}}\n", Path(path))

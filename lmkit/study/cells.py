@@ -29,7 +29,7 @@ def notebooks_dir() -> Path:
     itself when it holds the notebooks (a kernel in JupyterLab); else those of the source checkout."""
     here = Path.cwd()
     for candidate in ([Path(os.environ[ENV])] if os.environ.get(ENV) else []) + [
-            here / "notebooks", here, Path(__file__).resolve().parents[1] / "notebooks"]:
+            here / "notebooks", here, Path(__file__).resolve().parents[2] / "notebooks"]:
         if (candidate / f"{STUDY_NOTEBOOK}.ipynb").exists():
             return candidate
     raise FileNotFoundError(f"cannot find the notebooks folder (with {STUDY_NOTEBOOK}.ipynb); run from the "

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .augment import make_batch, resize_warps, warp
-from .model import REFERENCE_SIZE, to_tensor
+from lmkit.study.augment import make_batch, resize_warps, warp
+from lmkit.study.model import REFERENCE_SIZE, to_tensor
 
 
 def saliency_maps(gradient, model, images, landmarks, input_size: int, device="cpu", view: float = 1.0) -> np.ndarray:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from .. import params as P
-from ..evaluation import METHODS
-from ..runfolder import RunFolder, read_json, write_text
+from lmkit.run import params as P
+from lmkit.report.evaluation import METHODS
+from lmkit.run.folder import RunFolder, read_json, write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHIVE = ROOT / "docs" / "results"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import html
 import json
 
-from ..evaluation import METHODS, PAPER, nme_by_method  # noqa: F401 (04 reads them as report.*)
-from ..narrative import plural
-from ..runfolder import FIGURES, RunFolder, write_text
+from lmkit.report.evaluation import METHODS, PAPER, nme_by_method  # noqa: F401 (04 reads them as report.*)
+from lmkit.report.narrative import plural
+from lmkit.run.folder import FIGURES, RunFolder, write_text
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:.85em}caption{text-align:left;font-weight:bold;padding:4px 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -59,7 +59,7 @@ def validation_display(metrics: dict):
 
 
 def protocol_table(metrics: dict):
-    """The run's protocol beside the study's, aspect by aspect (``lmkit.protocol``), and under
+    """The run's protocol beside the study's, aspect by aspect (``lmkit.report.protocol``), and under
     it the two MSEs, as tables for a notebook."""
     import pandas as pd
 
@@ -157,7 +157,7 @@ def study_html(m: dict) -> str:
     study's and the run's value of every aspect that moves the MSE), and directly under it the
     study's test and validation MSE beside the run's. On other data: one reference line,
     outside the results table."""
-    from ..protocol import summary
+    from lmkit.report.protocol import summary
 
     paper = m["paper"]
     if not m["comparable_to_paper"] or "protocol" not in m:

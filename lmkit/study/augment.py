@@ -14,8 +14,8 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from .modelinfo import IMAGENET_MEAN, IMAGENET_STD  # listed once, with the model file's facts
-from .params import DEFAULTS
+from lmkit.study.modelinfo import IMAGENET_MEAN, IMAGENET_STD  # listed once, with the model file's facts
+from lmkit.run.params import DEFAULTS
 
 _STUDY = DEFAULTS["train"]  # the defaults are the params schema's, written once there
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .augment import preshrunk
-from .model import to_tensor
+from lmkit.study.augment import preshrunk
+from lmkit.study.model import to_tensor
 
 AUTOCAST = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .schemes import Scheme
+from lmkit.study.schemes import Scheme
 
-from .drawing import BOX_COLOUR, PRED_COLOUR, TRUE_COLOUR  # noqa: F401 (one place for the colours)
+from lmkit.use.drawing import BOX_COLOUR, PRED_COLOUR, TRUE_COLOUR  # noqa: F401 (one place for the colours)
 
 
 def show_image(ax, image: np.ndarray, title: str | None = None) -> None:
@@ -111,7 +111,7 @@ def loss_figure(history: pd.DataFrame, dataset: str, reference: dict | None = No
 
 def samples_figure(split, n: int = 4) -> plt.Figure:
     """The first ``n`` prepared faces of a split with their landmarks, by scheme group."""
-    from .schemes import scheme_for_points
+    from lmkit.study.schemes import scheme_for_points
 
     scheme = scheme_for_points(split.landmarks.shape[1])
     fig, axes = plt.subplots(1, n, figsize=(3.5 * n, 3.8))
@@ -217,9 +217,9 @@ def saliency_figure(images, maps, labels: list[str]) -> plt.Figure:
 
 def ced_figure(nmes: dict[str, np.ndarray], max_error: float, dataset: str, norm_label: str = "inter-ocular",
                frame: str = "points in pixels of the original photo") -> plt.Figure:
-    """The cumulative error distribution of each method's per-face NME (``lmkit.evaluation.score``
+    """The cumulative error distribution of each method's per-face NME (``lmkit.report.evaluation.score``
     computes them with the points mapped back to the photo, the field's convention)."""
-    from .metrics import ced
+    from lmkit.study.metrics import ced
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, nme in nmes.items():
@@ -256,7 +256,7 @@ def search_figure(trials: pd.DataFrame) -> plt.Figure:
 
 
 def save(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
-    from .runfolder import atomic_write
+    from lmkit.run.folder import atomic_write
 
     with atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=dpi)
@@ -268,12 +268,12 @@ def report_figures(run, params: dict, gradient) -> dict:
     saliency is ``gradient(model, x, target)``: notebook 05's ``saliency``."""
     import pandas as pd
 
-    from . import metrics as M
-    from .data import comparable_to_paper, load_data
-    from .model import pick_device
-    from .packaging import load_model
-    from .evaluation import PAPER, nme_by_method
-    from .saliency import network_inputs, saliency_maps
+    from lmkit.study import metrics as M
+    from lmkit.data.faces import comparable_to_paper, load_data
+    from lmkit.study.model import pick_device
+    from lmkit.use.packaging import load_model
+    from lmkit.report.evaluation import PAPER, nme_by_method
+    from lmkit.study.saliency import network_inputs, saliency_maps
 
     figures = sys.modules[__name__]
     d = load_data(run, params)
@@ -317,8 +317,8 @@ def report_figures(run, params: dict, gradient) -> dict:
 def run_photos_figure(p, run, params: dict, scheme, crop_size: int):
     """The model end to end on three original test photos (the detector's box, the points),
     at the 10th, 50th and 90th percentile of its detector-box NME."""
-    from .prepare import crop_to_photo, load_sources
-    from .readers import load_image
+    from lmkit.data.prepare import crop_to_photo, load_sources
+    from lmkit.data.readers import load_image
 
     sources, crop_boxes = load_sources(run.cache_dir(params["data"]["cache_dir"]) / "test")
     nme = p["model_detector__nme_io"]

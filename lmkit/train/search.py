@@ -22,7 +22,7 @@ import pandas as pd
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from .progress import emit
+from lmkit.run.progress import emit
 
 
 @contextmanager
@@ -192,7 +192,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
 def study_name(params: dict) -> str:
     """``search.study_name`` plus a digest of everything a trial's result depends on, so a
     study is resumed only by a search that would have produced the same trials."""
-    from .digests import digest, study_inputs
+    from lmkit.run.digests import digest, study_inputs
 
     return f"{params['search']['study_name']}-{digest(study_inputs(params), 8)}"
 
@@ -202,7 +202,7 @@ def search_run(run, params: dict, objective: Callable[[float, float], float], lo
     """The run's search with ``objective(lr, weight_decay) -> validation MSE`` (notebook 02's),
     or, with ``search.enabled: false``, the params' own rate and decay. Writes ``trials.csv``
     and ``best_hparams.json``; returns the trials (None without a search)."""
-    from .runfolder import write_csv, write_json
+    from lmkit.run.folder import write_csv, write_json
 
     s = params["search"]
     if not s["enabled"]:
@@ -229,9 +229,9 @@ def search_worker(run, log=print):
     workers reach) with notebook 02's objective (its cells tagged ``study``) until the study has
     ``search.trials`` complete, then logs the winner. It writes nothing in the run folder and
     takes no lock: the chain's 02_hpsearch, which may be running at the same time, writes the results."""
-    from . import cells
-    from . import params as P
-    from .data import load_data
+    from lmkit.study import cells
+    from lmkit.run import params as P
+    from lmkit.data.faces import load_data
 
     if not run.root.is_dir() or not run.params.exists():
         raise FileNotFoundError(f"{run.root / 'params.yaml'}: missing; start the run first (lmkit run ... --out {run.root})")

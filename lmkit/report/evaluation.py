@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics as M
-from .model import REFERENCE_SIZE, ModelInfo, predict
-from .prepare import crop_to_photo
+from lmkit.study import metrics as M
+from lmkit.study.model import REFERENCE_SIZE, ModelInfo, predict
+from lmkit.data.prepare import crop_to_photo
 
 # the study's published numbers, and the methods an evaluation scores (their display names)
 PAPER = {"test_mse": 27.84, "best_val_mse": 8.00, "dataset": "Helen (2,000 train / 330 test, 194 points)"}
@@ -65,8 +65,8 @@ def detector_predictions(landmarker, sources: list[str], crop_boxes: np.ndarray,
     """The model end to end on each face's original photo: its detector's box (the one
     overlapping the annotated face, as for dlib), points mapped into the face's crop frame.
     A face the detector misses gets NaN points (a failure in the CED)."""
-    from .use.detector import best_match
-    from .readers import load_image
+    from lmkit.use.detector import best_match
+    from lmkit.data.readers import load_image
 
     n = len(sources)
     pred = np.full(true_crop.shape, np.nan)
@@ -113,7 +113,7 @@ def validation_scores(model, info: ModelInfo, faces, sources: list[str], crop_bo
     preds = {"model": crop_predictions(model, info, faces.images, batch_size, device, mirror, correction=False)[0]}
     status = detector_unavailable(detector_box, info, manifest)
     if status is None:
-        from .use.inference import Landmarker
+        from lmkit.use.inference import Landmarker
 
         plain = dataclasses.replace(info, correction=None)
         found = detector_predictions(Landmarker(model, plain, device, flip_test=flip_test), sources, crop_boxes, true)
@@ -127,17 +127,17 @@ def validation_scores(model, info: ModelInfo, faces, sources: list[str], crop_bo
 def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
     """Test metrics of the model (on annotation crops and from its own detector's box), the
     mean-shape baseline and (68 points, dlib installed) the dlib peer, each a job of
-    ``lmkit.evaluation``; the same two uses of the model on the validation faces, to choose
+    ``lmkit.report.evaluation``; the same two uses of the model on the validation faces, to choose
     recipes by; per-face arrays to ``eval/predictions.npz``, the summary to ``metrics.json``."""
-    from . import metrics as M
-    from .data import check_flips, comparable_to_paper, load_data
-    from .model import pick_device
-    from .packaging import load_model
-    from .use.peers import peer_unavailable, run_dlib
-    from .progress import emit
-    from .prepare import load_sources
-    from .protocol import compare as compare_protocol
-    from .runfolder import atomic_write, read_json, write_json
+    from lmkit.study import metrics as M
+    from lmkit.data.faces import check_flips, comparable_to_paper, load_data
+    from lmkit.study.model import pick_device
+    from lmkit.use.packaging import load_model
+    from lmkit.use.peers import peer_unavailable, run_dlib
+    from lmkit.run.progress import emit
+    from lmkit.data.prepare import load_sources
+    from lmkit.report.protocol import compare as compare_protocol
+    from lmkit.run.folder import atomic_write, read_json, write_json
     import pandas as pd
 
     E = sys.modules[__name__]
@@ -158,7 +158,7 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
     sources, crop_boxes = load_sources(cache / "test")  # each test face's photo and crop box
     detector_status = E.detector_unavailable(params["eval"]["detector_box"], info, test.manifest)
     if detector_status is None:
-        from .use.inference import Landmarker
+        from lmkit.use.inference import Landmarker
 
         found = E.detector_predictions(Landmarker(model, info, device, flip_test=flip_test), sources, crop_boxes, true)
         preds["model_detector"], seconds["model_detector"] = found["pred"], found["seconds_per_face"]

@@ -20,12 +20,12 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from .params import DEFAULTS
-from .digests import files_digest
-from .progress import emit
-from .readers import Entry, NotAnnotated, Sample, entries_300w, entries_300w_folder, entries_helen, helen_inventory
-from .schemes import scheme_for_points
-from .synthetic import synthetic_entries
+from lmkit.run.params import DEFAULTS
+from lmkit.run.digests import files_digest
+from lmkit.run.progress import emit
+from lmkit.data.readers import Entry, NotAnnotated, Sample, entries_300w, entries_300w_folder, entries_helen, helen_inventory
+from lmkit.study.schemes import scheme_for_points
+from lmkit.data.synthetic import synthetic_entries
 
 
 _DATA = DEFAULTS["data"]  # the crop convention's defaults are the params schema's

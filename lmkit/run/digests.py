@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .params import NOT_RESULTS
+from lmkit.run.params import NOT_RESULTS
 
 # model keys that act only when the model file is written, not on what is trained
 _PACKAGING = ("bias_correction", "recrop")

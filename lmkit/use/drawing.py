@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .schemes import Scheme
+from lmkit.study.schemes import Scheme
 
 TRUE_COLOUR, PRED_COLOUR, BOX_COLOUR = "#22c55e", "#ef4444", "#3b82f6"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .narrative import plural
+from lmkit.report.narrative import plural
 
 STUDY_CROP_PADDING = 5  # photo pixels (crop_face.py)
 STUDY_FACE_PIXELS = 500  # about how tall a face is in Helen's original photos

@@ -15,8 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .model import cell_centres
-from .params import DEFAULTS
+from lmkit.study.model import cell_centres
+from lmkit.run.params import DEFAULTS
 
 WING = tuple(DEFAULTS["train"]["wing"])  # width and curvature, pixels of the 256x256 frame (Feng et al.: 10, 2)
 

@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from .modelinfo import MODEL_FORMAT, REFERENCE_SIZE, ModelInfo  # noqa: F401  (also lmkit.model's names)
-from .params import HEADS  # the head names, listed once (the params schema checks them first)
+from lmkit.study.modelinfo import MODEL_FORMAT, REFERENCE_SIZE, ModelInfo  # noqa: F401  (also lmkit.study.model's names)
+from lmkit.run.params import HEADS  # the head names, listed once (the params schema checks them first)
 
 
 WEIGHTS_HELP = (
@@ -187,7 +187,7 @@ def predict(model: nn.Module, images, input_size: int, batch_size: int = 64, dev
     square of this fraction of each crop (``model.view``). ``correction`` (K, 2), in pixels of
     the crop at 256x256: subtracted from every prediction (``model.bias_correction``).
     """
-    from .augment import make_batch, to_source
+    from lmkit.study.augment import make_batch, to_source
 
     device = torch.device(device)
     model.eval()
@@ -232,7 +232,7 @@ def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.T
 # ------------------------------------------------------------------ the model file
 def save_model_file(model: LandmarkRegressor, info: ModelInfo, path: Path) -> Path:
     """Weights (float32, no optimizer state) and ``info``, written atomically."""
-    from .runfolder import write_torch
+    from lmkit.run.folder import write_torch
 
     if model.n_points != info.n_points:
         raise ValueError(f"model has {model.n_points} points, its info says {info.n_points}")

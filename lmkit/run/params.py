@@ -2,7 +2,7 @@
 ``-p key=value`` overrides, validation.
 
 ``Params`` below is the only description of the keys: the defaults (``DEFAULTS``), the docs
-(``DOCS``), validation and the table in docs/params.md (``python -m lmkit.params --docs``) all come
+(``DOCS``), validation and the table in docs/params.md (``python -m lmkit.run.params --docs``) all come
 from it. A params file only lists what it changes, from the defaults or from the file its
 ``base:`` key names. Relative paths in a file are relative to that file's folder; in an
 override, relative to the current folder. Loading refuses unknown keys (with a
@@ -95,7 +95,7 @@ class Data(_Section):
         "with its reason in the manifest and the report")
 
 
-HEADS = ("regression", "heatmap", "heatmap-s4")  # model.head's choices, read by lmkit.model too
+HEADS = ("regression", "heatmap", "heatmap-s4")  # model.head's choices, read by lmkit.study.model too
 DETECTORS = ("hog", "hog-coarse")  # model.detector's choices, read by lmkit.use.detector too
 # train keys that do not change what is trained: where and how it runs (the device plan: autocast
 # changes the last digits, as another device does), and whether it continues a checkpoint. Read
@@ -479,19 +479,19 @@ def merge(params: dict, changes: dict) -> dict:
 
 
 def dump(params: dict, path: Path) -> None:
-    from .runfolder import write_text
+    from lmkit.run.folder import write_text
 
     write_text(yaml.safe_dump(params, sort_keys=False), path)
 
 
-if __name__ == "__main__":  # python -m lmkit.params [--docs]: print the params table, or rewrite docs/params.md's
+if __name__ == "__main__":  # python -m lmkit.run.params [--docs]: print the params table, or rewrite docs/params.md's
     import sys
 
     table = markdown_table()
     if "--docs" not in sys.argv:
         print(table, end="")
     else:
-        readme = Path(__file__).resolve().parents[1] / "docs" / "params.md"
+        readme = Path(__file__).resolve().parents[2] / "docs" / "params.md"
         text = readme.read_text()
         start = text.index("| key | default | meaning |")
         end = text.index("\n\n", start) + 1

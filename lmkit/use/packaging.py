@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import metrics as M
-from .params import NOT_RESULTS
-from .modelinfo import view_fraction
-from .data import load_data
-from .digests import digest
-from .model import ModelInfo, build_model, fit_correction, load_model_file, save_model_file
-from .prepare import crop_to_photo
-from .progress import emit
-from .runfolder import RunFolder, read_json, write_json
-from .train import load_checkpoint
+from lmkit.study import metrics as M
+from lmkit.run.params import NOT_RESULTS
+from lmkit.study.modelinfo import view_fraction
+from lmkit.data.faces import load_data
+from lmkit.run.digests import digest
+from lmkit.study.model import ModelInfo, build_model, fit_correction, load_model_file, save_model_file
+from lmkit.data.prepare import crop_to_photo
+from lmkit.run.progress import emit
+from lmkit.run.folder import RunFolder, read_json, write_json
+from lmkit.train.loop import load_checkpoint
 
 # the train keys the model file's record of its recipe leaves out: where and how it ran, and what
 # it records otherwise (epochs run, the search's learning rate and decay)
@@ -41,7 +41,7 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     if manifest["source"] == "synthetic":
         why = "synthetic faces: no face detector calibration (give crop boxes to predict)"
     else:
-        from .use.detector import make_detector
+        from lmkit.use.detector import make_detector
 
         try:
             detector = make_detector(params["model"]["detector"])
@@ -81,9 +81,9 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
     """The detector's box calibration, fitted on the run's training photos. It depends on the
     data and the detector only, so it is kept beside the train cache (``box_calibration.json``)
     and reused by every run and ablation variant with the same training photos."""
-    from .use.detector import calibrate
-    from .prepare import load_sources
-    from .readers import load_image
+    from lmkit.use.detector import calibrate
+    from lmkit.data.prepare import load_sources
+    from lmkit.data.readers import load_image
 
     cache = run.cache_dir(params["data"]["cache_dir"]) / "train"
     manifest, indices = d.train_set.manifest, d.train[0].indices

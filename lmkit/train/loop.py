@@ -24,20 +24,20 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .augment import Augment, _frozen, make_batch
-from .modelinfo import view_fraction
-from .model import REFERENCE_SIZE, predict
-from .params import DEFAULTS
-from .placement import DevicePlan, place_training_set
-from .progress import emit, quiet
-from .runfolder import write_csv, write_torch
+from lmkit.study.augment import Augment, _frozen, make_batch
+from lmkit.study.modelinfo import view_fraction
+from lmkit.study.model import REFERENCE_SIZE, predict
+from lmkit.run.params import DEFAULTS
+from lmkit.train.devices import DevicePlan, place_training_set
+from lmkit.run.progress import emit, quiet
+from lmkit.run.folder import write_csv, write_torch
 
 _T = DEFAULTS["train"]
 
 
 @dataclass
 class TrainConfig:
-    """One training run's settings; the defaults are the params schema's (``lmkit.params``)."""
+    """One training run's settings; the defaults are the params schema's (``lmkit.run.params``)."""
     epochs: int = _T["epochs"]
     batch_size: int = _T["batch_size"]
     lr: float = _T["lr"]
@@ -56,7 +56,7 @@ class TrainConfig:
     warmup: int = _T["warmup"]  # epochs of linear warm-up
     optimizer: str = _T["optimizer"]
     compile: bool = DEFAULTS["model"]["compile"]  # torch.compile the model (worth it on a GPU for long runs)
-    # the device plan (lmkit.placement): "auto" is what lmkit picks for the device
+    # the device plan (lmkit.train.devices): "auto" is what lmkit picks for the device
     resident: str | bool = _T["resident"]
     prefetch: str | bool = _T["prefetch"]
     autocast: str = _T["autocast"]
@@ -461,12 +461,12 @@ def fit_run(run, params: dict, build, step, log=print) -> pd.DataFrame:
     """Notebook 03's training of a run: its prepared data and the search's rate and decay, a new
     network from ``build``, ``fit`` with ``step`` into ``train/`` (history, checkpoints). What one
     process runs; with ``train.processes`` > 1, 03 launches that many (``lmkit.chain.launch``),
-    each of which runs this with the study cells of 03 as saved (``lmkit.cells.study``)."""
-    from . import metrics as M
-    from .data import check_flips, load_data
-    from .model import pick_device
-    from .placement import cuda_switches
-    from .runfolder import read_json
+    each of which runs this with the study cells of 03 as saved (``lmkit.study.cells.study``)."""
+    from lmkit.study import metrics as M
+    from lmkit.data.faces import check_flips, load_data
+    from lmkit.study.model import pick_device
+    from lmkit.train.devices import cuda_switches
+    from lmkit.run.folder import read_json
 
     d = load_data(run, params)
     hp = read_json(run.best_hparams, "02_hpsearch")
@@ -510,8 +510,8 @@ def finish_checkpoints(folder: Path, keep: bool = False, log=print) -> None:
 def preview_batch(images, landmarks, cfg: TrainConfig, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Faces as the network will see them in training: one augmented draw of each (uint8
     (N, S, S, 3), points in input pixels), for notebook 03's picture."""
-    from .augment import IMAGENET_MEAN, IMAGENET_STD
-    from .model import to_tensor
+    from lmkit.study.augment import IMAGENET_MEAN, IMAGENET_STD
+    from lmkit.study.model import to_tensor
 
     g = torch.Generator().manual_seed(seed)
     x, y = make_batch(to_tensor(images), to_tensor(landmarks), cfg.input_size, cfg.augment, g)

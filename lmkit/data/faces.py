@@ -8,10 +8,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .prepare import PreparedSet, Subset, load_cache, prepare as prepare_caches, split_train_val
-from .progress import emit
-from .runfolder import RunFolder, read_json, write_json
-from .schemes import Scheme, check_mirror, scheme_for_points
+from lmkit.data.prepare import PreparedSet, Subset, load_cache, prepare as prepare_caches, split_train_val
+from lmkit.run.progress import emit
+from lmkit.run.folder import RunFolder, read_json, write_json
+from lmkit.study.schemes import Scheme, check_mirror, scheme_for_points
 
 
 def comparable_to_paper(d: "RunData") -> bool:

@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .readers import Entry, Sample
+from lmkit.data.readers import Entry, Sample
 
 SIZE = 300
 _SUPER = 2  # draw at 2x, then box-filter down: smooth edges, exact sub-pixel geometry

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .schemes import Scheme
+from lmkit.study.schemes import Scheme
 
 
 def mse_per_image(pred: np.ndarray, true: np.ndarray, scale: float = 1.0) -> np.ndarray:
