@@ -26,9 +26,10 @@ test: setup
 test-fast: setup
 	$(VENV)/bin/python -m pytest -q -m "not slow"
 
-# the results page from every run folder in reports/ and the archive in docs/results/
+# the results page from docs/results/ (the same bytes from any clean checkout); a run folder's row
+# to add there: lmkit results --rows reports/NAME; a preview with your run folders: lmkit results reports/*/
 results: setup
-	$(VENV)/bin/lmkit results $(wildcard reports/*/) --out RESULTS.md
+	$(VENV)/bin/lmkit results --out RESULTS.md
 
 # JupyterLab at the repository root: notebooks/, params/ and reports/ all reachable
 lab: setup

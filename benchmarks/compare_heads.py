@@ -28,7 +28,9 @@ from lmkit.study.modelinfo import view_fraction
 from lmkit.study.model import REFERENCE_SIZE, pick_device, predict
 from lmkit.data.prepare import load_sources
 from lmkit.run.folder import RunFolder
-from lmkit.train.loop import TrainConfig, fit, load_checkpoint, model_options, new_model
+from lmkit.train.config import TrainConfig, model_options, new_model
+from lmkit.train.loop import fit
+from lmkit.train.checkpoints import load_checkpoint
 
 STUDY = cells.study("03_train")  # the notebook's network, loss and step, as saved
 

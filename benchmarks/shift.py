@@ -21,7 +21,8 @@ from lmkit.data.faces import load_data
 from lmkit.study.modelinfo import view_fraction
 from lmkit.study.model import REFERENCE_SIZE, build_model, load_model_file, predict
 from lmkit.run.folder import RunFolder
-from lmkit.train.loop import TrainConfig, load_checkpoint
+from lmkit.train.config import TrainConfig
+from lmkit.train.checkpoints import load_checkpoint
 
 
 def training_residuals(model, images, landmarks, cfg: TrainConfig, flip: float) -> np.ndarray:

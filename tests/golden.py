@@ -25,7 +25,8 @@ def golden_run(tmp: Path, changes: dict | None = None) -> dict:
     from lmkit.run import params as P
     from lmkit.data.prepare import prepare, split_train_val
     from lmkit.study.schemes import HELEN194
-    from lmkit.train.loop import TrainConfig, fit, model_options, new_model
+    from lmkit.train.config import TrainConfig, model_options, new_model
+    from lmkit.train.loop import fit
     from tests.study import STUDY
 
     p = P.load(None, CHANGES | (changes or {}))

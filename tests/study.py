@@ -26,7 +26,7 @@ def _hpsearch(run, params, log=print):
 def _train(run, params, log=print):
     """03 then the model file (04's first cell)."""
     from lmkit.use.packaging import package_model
-    from lmkit.train.loop import fit_run
+    from lmkit.chain.training import fit_run
 
     if params["train"]["processes"] > 1:  # as 03's training cell
         from lmkit.chain.launch import train_in_processes

@@ -10,7 +10,9 @@ import torch.multiprocessing as mp
 from lmkit.study import metrics as M
 from lmkit.run import params as P
 from lmkit.data.prepare import prepare, split_train_val
-from lmkit.train.loop import TrainConfig, fit, model_options, new_model, shard
+from lmkit.train.config import TrainConfig, model_options, new_model
+from lmkit.train.loop import fit
+from lmkit.train.ddp import shard
 from tests.study import STUDY
 
 pytestmark = pytest.mark.slow  # whole chains or several processes

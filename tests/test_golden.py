@@ -29,7 +29,8 @@ def test_prefetching_gives_the_same_batches():
     """The background thread must not change the batches nor their random draws."""
     import torch
 
-    from lmkit.train.loop import Batches, TrainConfig, epoch_order
+    from lmkit.train.batches import Batches, epoch_order
+    from lmkit.train.config import TrainConfig
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (10, 60, 60, 3), dtype=np.uint8)

@@ -89,7 +89,8 @@ def test_a_model_trained_on_the_gpu_path_evaluates_explains_and_resumes_in_float
 def test_float16_trains_with_a_gradient_scaler(tmp_path):
     from lmkit.study import metrics as M
     from lmkit.data.prepare import prepare, split_train_val
-    from lmkit.train.loop import TrainConfig, fit, model_options, new_model
+    from lmkit.train.config import TrainConfig, model_options, new_model
+    from lmkit.train.loop import fit
     from tests.study import STUDY
 
     p = P.load(None, TINY | {"train.autocast": "float16", "train.epochs": 2})
@@ -115,7 +116,7 @@ def test_cuda_only_switches_are_reached_with_fakes(monkeypatch):
 def test_a_torchrun_worker_on_a_gpu_machine_uses_nccl_and_its_local_gpu(tmp_path, monkeypatch):
     import torch.distributed as dist
 
-    from lmkit.train import distributed
+    from lmkit.chain import distributed
 
     run = RunFolder(tmp_path / "run")
     P.dump(P.load(None, TINY), run.params)
@@ -126,9 +127,9 @@ def test_a_torchrun_worker_on_a_gpu_machine_uses_nccl_and_its_local_gpu(tmp_path
     monkeypatch.setattr(dist, "init_process_group", lambda backend: seen.setdefault("backend", backend))
     monkeypatch.setattr(dist, "get_rank", lambda: 0)
     monkeypatch.setattr(dist, "destroy_process_group", lambda: None)
-    from lmkit.train import loop as train
+    from lmkit.chain import training
 
-    monkeypatch.setattr(train, "fit_run", lambda run, params, build, step, log: seen.setdefault("device", params["train"]["device"]))
+    monkeypatch.setattr(training, "fit_run", lambda run, params, build, step, log: seen.setdefault("device", params["train"]["device"]))
     assert distributed.main([str(run.root)]) == 0
     assert seen == {"gpu": 1, "backend": "nccl", "device": "cuda:1"}
 

@@ -14,7 +14,7 @@ import torch
 from lmkit.run import params as P
 from tests.study import steps
 from lmkit.run.folder import RunFolder
-from lmkit.train.loop import load_checkpoint
+from lmkit.train.checkpoints import load_checkpoint
 
 CHANGES = {"data.synthetic_train": 40, "data.synthetic_test": 4, "model.input_size": 32,
            "model.head_init": "mean_shape", "train.epochs": 4, "train.batch_size": 8, "train.epoch_multiplier": 3,

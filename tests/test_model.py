@@ -142,3 +142,29 @@ def test_auto_picks_bfloat16_on_a_cpu_that_computes_it_and_says_so(monkeypatch, 
     assert plan.autocast == ("bfloat16" if native else "none")
     assert ("computes bfloat16 natively" in plan.describe()) == native
     assert placement.DevicePlan.choose("cpu", autocast="none").autocast == "none"  # float32 when asked
+
+
+def test_a_saved_resnet18_state_dict_is_the_backbones_start(tmp_path):
+    """model.pretrained: PATH loads a torchvision ResNet18 state dict (its fc left out) into the
+    backbone of either head; a file of another network is refused, naming the file and keys."""
+    import torchvision
+
+    from lmkit.study.model import LandmarkRegressor, load_backbone
+
+    torch.manual_seed(3)
+    donor = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(donor.state_dict(), path)
+    for head in ("regression", "heatmap"):
+        net = LandmarkRegressor(5, str(path), head)
+        assert torch.equal(net.backbone.layer3[0].conv1.weight, donor.layer3[0].conv1.weight)
+        assert torch.equal(net.backbone.bn1.running_var, donor.bn1.running_var)
+    wrapped = tmp_path / "wrapped.pt"  # a pretraining stage's file: {"state_dict": {"backbone.<key>": ...}}
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in donor.state_dict().items()}}, wrapped)
+    assert torch.equal(load_backbone(torchvision.models.resnet18(weights=None), wrapped).conv1.weight, donor.conv1.weight)
+    other = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), other)
+    with pytest.raises(RuntimeError, match=r"resnet34\.pth: not a torchvision ResNet18 state dict: not in ResNet18: layer1\.2"):
+        LandmarkRegressor(5, str(other))
+    with pytest.raises(FileNotFoundError, match="model.pretrained: .*nowhere.pth: no such file"):
+        LandmarkRegressor(5, str(tmp_path / "nowhere.pth"))

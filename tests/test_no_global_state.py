@@ -17,7 +17,7 @@ def test_asking_for_paths_creates_no_folder(tmp_path):
 
 
 def test_a_new_model_leaves_torchs_random_state_alone():
-    from lmkit.train.loop import new_model
+    from lmkit.train.config import new_model
     from tests.study import STUDY
 
     torch.manual_seed(123)

@@ -81,7 +81,7 @@ def test_defaults_are_the_schemas_everywhere():
 
     from lmkit.study.augment import Augment
     from lmkit.data.prepare import annotation_box, write_cache
-    from lmkit.train.loop import TrainConfig
+    from lmkit.train.config import TrainConfig
 
     flat = P.flatten(P.DEFAULTS)
     checked = 0

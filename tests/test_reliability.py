@@ -113,7 +113,8 @@ def test_a_second_chain_on_the_same_folder_is_refused_and_a_killed_holder_taken_
 
 
 def test_resume_with_other_settings_is_refused_naming_each_key(tmp_path):
-    from lmkit.train.loop import TrainConfig, fit, model_options, new_model
+    from lmkit.train.config import TrainConfig, model_options, new_model
+    from lmkit.train.loop import fit
     from tests.study import STUDY
 
     rng = np.random.default_rng(0)
@@ -200,7 +201,8 @@ def test_more_epochs_keep_the_search_study():
 def test_a_last_batch_of_one_image_is_left_out():
     import torch
 
-    from lmkit.train.loop import Batches, TrainConfig
+    from lmkit.train.batches import Batches
+    from lmkit.train.config import TrainConfig
 
     cfg = TrainConfig(batch_size=8, input_size=32)
     images = np.zeros((9, 40, 40, 3), np.uint8)

@@ -147,3 +147,24 @@ def test_few_params_files_each_readable_alone():
             base = yaml.safe_load((f.parent / base).read_text()).get("base")
         assert depth <= 2, f"{f.name}: base: chain {depth} deep"
         P.load(f)  # valid
+
+
+def test_make_results_rebuilds_the_committed_page_to_the_byte():
+    """RESULTS.md is made from what a checkout holds (docs/results/), nothing else: no run folder,
+    no date, so `make results` on any clean checkout gives the committed bytes."""
+    from lmkit.report.results import render
+
+    assert render([], command="lmkit results") == (ROOT / "RESULTS.md").read_text(), "RESULTS.md: run make results"
+
+
+def test_a_run_folders_row_goes_into_the_archive_with_its_commit_and_host(tmp_path):
+    """lmkit results --rows prints what archive.yaml keeps of a run folder, commit and host included."""
+    from lmkit.report.results import archive_row
+
+    row = {"group": "helen194", "run": "r", "folder": str(tmp_path / "r"), "commit": "abc1234", "host": "Some CPU",
+           "chain_min": 12.345, "test": {"mse": 27.123, "nme_oc": 0.043149, "nme_io": None},
+           "own_box": None, "val": {"mse": 26.25}, "command": "lmkit run params/x.yaml"}
+    kept = archive_row(row)
+    assert kept["commit"] == "abc1234" and kept["host"] == "Some CPU" and kept["chain_min"] == 12.3
+    assert kept["test"] == {"mse": 27.1, "nme_oc": 0.0431} and "own_box" not in kept
+    assert kept["command"] == "git checkout abc1234 && lmkit run params/x.yaml"

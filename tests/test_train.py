@@ -5,7 +5,9 @@ import torch
 
 from lmkit.study import metrics as M
 from lmkit.data.prepare import prepare, split_train_val
-from lmkit.train.loop import TrainConfig, fit, load_checkpoint, model_options, new_model
+from lmkit.train.config import TrainConfig, model_options, new_model
+from lmkit.train.loop import fit
+from lmkit.train.checkpoints import load_checkpoint
 from tests.study import STUDY
 
 
@@ -109,7 +111,7 @@ def test_the_heatmap_loss_adds_the_heatmaps_divergence_to_the_training_loss(data
 
     from lmkit.study.losses import heatmap_divergence
     from lmkit.study.model import REFERENCE_SIZE
-    from lmkit.train.loop import TrainingNetwork
+    from lmkit.train.devices import TrainingNetwork
 
     p, train, _ = data
     cfg = replace(TrainConfig.from_params(p, "cpu", lr=1e-3, weight_decay=0.0), loss="l1", heatmap_loss=5.0,
@@ -137,7 +139,7 @@ def test_a_finished_training_keeps_only_the_best_weights_unless_asked(tmp_path):
     train.keep_checkpoints they stay and the run resumes with more epochs."""
     from lmkit.run import params as P
     from lmkit.run.folder import RunFolder
-    from lmkit.train.loop import load_checkpoint
+    from lmkit.train.checkpoints import load_checkpoint
     from tests.study import steps
 
     sizes = {}

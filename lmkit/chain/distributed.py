@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from lmkit.train.devices import process_group_backend
     from lmkit.run.progress import quiet
     from lmkit.run.folder import RunFolder
-    from lmkit.train.loop import fit_run
+    from lmkit.chain.training import fit_run
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:

@@ -1,5 +1,5 @@
 """Start data-parallel training of a run on this machine: ``torchrun`` with N processes,
-each running ``lmkit.chain.distributed`` (which trains through ``lmkit.train.loop.fit_run`` with
+each running ``lmkit.chain.distributed`` (which trains through ``lmkit.chain.training.fit_run`` with
 notebook 03's study cells)."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from lmkit.run.progress import emit
 
 def train_in_processes(run, params: dict, build, step, log=print):
     """Notebook 03's training in ``train.processes`` processes on this machine (``torchrun``), each
-    running ``lmkit.train.loop.fit_run`` with 03's study cells as saved; refused when ``build`` or
+    running ``lmkit.chain.training.fit_run`` with 03's study cells as saved; refused when ``build`` or
     ``step`` (this kernel's) differ from the saved cells. Returns the history."""
     import pandas as pd
 

@@ -151,7 +151,10 @@ def preflight(params: dict, run: RunFolder) -> None:
 
         if not torch.cuda.is_available():
             raise ChainError(f"train.device: {device} asked for, but this machine has no CUDA device (use auto or cpu)")
-    if params["model"]["pretrained"]:
+    if isinstance(params["model"]["pretrained"], str) and not Path(params["model"]["pretrained"]).is_file():
+        raise ChainError(f"model.pretrained: {params['model']['pretrained']}: no such file (a saved ResNet18 state "
+                         "dict, or true for torchvision's ImageNet weights)")
+    if params["model"]["pretrained"] is True:
         from lmkit.study.model import imagenet_weights
 
         try:

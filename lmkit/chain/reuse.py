@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lmkit.run import params as P
 from lmkit.study.cells import STUDY_TAG, code_digest, notebooks_dir
-from lmkit.run.digests import data_files, outputs_digest
+from lmkit.run.digests import data_files, file_sha1, outputs_digest
 from lmkit.run.folder import read_json
 from lmkit.chain import stages as S
 from lmkit.chain.reads import WHOLE, file_digest, package_root
@@ -27,7 +27,15 @@ def _ignored(key: str) -> bool:
     return key in S.NOT_COMPARED or name in S.NOT_RESULTS.get(section, ())
 
 
+def _weights_file(value):
+    """``model.pretrained`` as compared: a weights file by its contents, not only its name."""
+    return {"file": value, "sha1": file_sha1(Path(value)) if Path(value).is_file() else _MISSING} \
+        if isinstance(value, str) else value
+
+
 def _value(params: dict, key: str):
+    if key == "model.pretrained":
+        return _weights_file(params["model"]["pretrained"])
     if key == WHOLE:
         return _comparable({k: v for k, v in params.items()})
     flat = P.flatten(params)
@@ -44,7 +52,8 @@ def _value(params: dict, key: str):
 def _comparable(value, key: str = "") -> dict:
     """A section (or the whole params) without the keys that are not compared."""
     prefix = f"{key}." if key and key != WHOLE else ""
-    return {k: v for k, v in P.flatten(value).items() if not _ignored(prefix + k)}
+    return {k: _weights_file(v) if prefix + k == "model.pretrained" else v
+            for k, v in P.flatten(value).items() if not _ignored(prefix + k)}
 
 
 def upstream(run, params: dict, name: str) -> str | None:

@@ -22,14 +22,6 @@ LABELS = {"mse_mean": "test MSE, mean (px²)", "mse_median": "test MSE, median (
           "seconds_per_face": "time per face (s)"}
 
 
-def metrics_table(metrics: dict):
-    """The summary rows of every evaluated method, as a table (the study's numbers are not a
-    row of it: see ``protocol_table``)."""
-    import pandas as pd
-
-    return pd.DataFrame(metrics["methods"]).T
-
-
 def _styled(methods: dict, caption: str, split: str = "test"):
     """Summary rows as the report shows them: labelled columns with their units, the report's
     number formats, a dash where a method has no value (a pandas Styler)."""

@@ -24,6 +24,14 @@ def _row(aspect: str, study: str, run: str, same: bool | None) -> dict:
     return {"aspect": aspect, "study": study, "run": run, "same": same}
 
 
+def _weights(m: dict) -> str:
+    if m["pretrained"] is True:
+        return "ImageNet (torchvision)"
+    if m["pretrained"]:
+        return f"a saved ResNet18 state dict ({Path(m['pretrained']).name})"
+    return f"random ({'head at the mean shape' if m['head_init'] == 'mean_shape' else 'torchvision init'})"
+
+
 def compare(params: dict, train_manifest: dict, test_manifest: dict, n_train: int, n_val: int, n_test: int) -> list[dict]:
     """One row per aspect: ``aspect``, ``study``, ``run`` (in words) and ``same`` (True, False,
     or None where the study's own value is only approximately known)."""
@@ -66,9 +74,7 @@ def compare(params: dict, train_manifest: dict, test_manifest: dict, n_train: in
         _row("training photos", "2,000 (Helen's training split)",
              f"{photos:,}" + (f" ({n_train} trained on, {n_val} held out for validation)" if d["split"] == "clean" else ""),
              photos == 2000),
-        _row("weights at the start", "ImageNet (torchvision)", "ImageNet (torchvision)" if m["pretrained"]
-             else f"random ({'head at the mean shape' if m['head_init'] == 'mean_shape' else 'torchvision init'})",
-             m["pretrained"]),
+        _row("weights at the start", "ImageNet (torchvision)", _weights(m), m["pretrained"] is True),
         _row("network input", "256x256", f"{m['input_size']}x{m['input_size']} (MSE reported in pixels of 256x256)",
              m["input_size"] == 256),
         _row("epochs", "100", str(t["epochs"]), t["epochs"] == 100),

@@ -106,8 +106,10 @@ NOT_RESULTS = ("device", "resume", "resident", "prefetch", "autocast", "channels
 class Model(_Section):
     input_size: Annotated[int, AfterValidator(_input_size)] = key(
         256, "network input side in pixels (study: 256); metrics are always reported in pixels of 256x256")
-    pretrained: bool = key(False, "start from torchvision's ImageNet weights (needs the network or the file in "
-                           "torchvision's cache)")
+    pretrained: bool | str = key(
+        False, "the backbone's start: false (random), true (torchvision's ImageNet weights: needs the network or "
+        "the file in torchvision's cache) or the path of a saved torchvision ResNet18 state dict (torchvision's "
+        "`resnet18-f37072fd.pth` offline, or a pretraining stage's backbone); its `fc` layer is not used", path=True)
     head: Literal[HEADS] = key(
         "regression", "regression (the study: global pooling and a linear layer), heatmap (integral regression: "
         "one heatmap per point at stride 8 from layers 2-4, a soft-argmax to coordinates) or heatmap-s4 (the same "

@@ -40,10 +40,10 @@ class Augment:
     @classmethod
     def from_train(cls, train: dict, mirror=()) -> "Augment":
         """From the params' ``train`` section, each field by its key's name."""
-        return cls(**{f.name: _frozen(train[f.name]) for f in fields(cls) if f.name != "mirror"}, mirror=tuple(mirror))
+        return cls(**{f.name: frozen(train[f.name]) for f in fields(cls) if f.name != "mirror"}, mirror=tuple(mirror))
 
 
-def _frozen(value):
+def frozen(value):
     return tuple(value) if isinstance(value, list) else value
 
 

@@ -42,7 +42,8 @@ class LandmarkRegressor(nn.Module):
     - ``heatmap-s4``: the same pyramid taken one level further down, onto layer 1 (stride 4:
       24x24 cells at 96 px instead of 12x12)."""
 
-    def __init__(self, n_points: int, pretrained: bool = False, head: str = "regression", backbone: nn.Module | None = None):
+    def __init__(self, n_points: int, pretrained: bool | str = False, head: str = "regression",
+                 backbone: nn.Module | None = None):
         """``backbone``: a ResNet18 whose last layer already regresses the 2K coordinates (as
         notebook 03 builds it); else one is built here (the way a model file is read back)."""
         super().__init__()
@@ -55,7 +56,9 @@ class LandmarkRegressor(nn.Module):
                                  "outputs (x and y of every point)")
             self.backbone = backbone
             return
-        self.backbone = torchvision.models.resnet18(weights=imagenet_weights() if pretrained else None)
+        self.backbone = torchvision.models.resnet18(weights=imagenet_weights() if pretrained is True else None)
+        if isinstance(pretrained, str):
+            load_backbone(self.backbone, pretrained)
         if head == "regression":
             self.backbone.fc = nn.Linear(self.backbone.fc.in_features, 2 * n_points)
         else:
@@ -155,7 +158,43 @@ def imagenet_weights():
     return weights
 
 
-def build_model(n_points: int, pretrained: bool, channels_last: bool = True, head: str = "regression") -> LandmarkRegressor:
+def load_backbone(resnet: nn.Module, path: str | Path) -> nn.Module:
+    """Load a saved torchvision ResNet18 state dict into ``resnet`` (``model.pretrained: PATH``):
+    torchvision's own file (``resnet18-f37072fd.pth``, the study's ImageNet start, offline), or a
+    backbone an earlier stage wrote (``{"state_dict": ...}``, keys possibly under ``backbone.``
+    or ``module.``). Every layer but the last (``fc``, which the head replaces) must be in the
+    file with its shape; anything else is an error naming the file and the keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.pretrained: {path}: no such file (a saved ResNet18 state dict, or true for "
+                                "torchvision's ImageNet weights)")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"model.pretrained: {path}: not a PyTorch state dict ({type(e).__name__}: {e})") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(saved, dict) and isinstance(saved.get(wrapper), dict):
+            saved = saved[wrapper]
+    if not isinstance(saved, dict):
+        raise RuntimeError(f"model.pretrained: {path}: holds a {type(saved).__name__}, not a state dict")
+    for prefix in ("module.", "backbone."):
+        if saved and all(k.startswith(prefix) for k in saved):
+            saved = {k[len(prefix):]: v for k, v in saved.items()}
+    own = {k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
+    kept = {k: v for k, v in saved.items() if not k.startswith("fc.")}
+    missing, unknown = sorted(set(own) - set(kept)), sorted(set(kept) - set(own))
+    wrong = [f"{k} {tuple(kept[k].shape)} (ResNet18: {tuple(v.shape)})" for k, v in own.items()
+             if k in kept and kept[k].shape != v.shape]
+    if missing or unknown or wrong:
+        raise RuntimeError(f"model.pretrained: {path}: not a torchvision ResNet18 state dict: "
+                           + "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                                       for what, keys in (("missing", missing), ("not in ResNet18", unknown),
+                                                          ("other shapes", wrong)) if keys))
+    resnet.load_state_dict(kept, strict=False)
+    return resnet
+
+
+def build_model(n_points: int, pretrained: bool | str, channels_last: bool = True, head: str = "regression") -> LandmarkRegressor:
     model = LandmarkRegressor(n_points, pretrained, head)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from lmkit.study.augment import preshrunk
+from lmkit.run.progress import emit, quiet
 from lmkit.study.model import to_tensor
 
 AUTOCAST = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -104,3 +105,68 @@ def cuda_switches(device) -> None:
 def process_group_backend(cuda: bool) -> str:
     """NCCL between GPUs, gloo on CPUs."""
     return "nccl" if cuda else "gloo"
+
+
+class TrainingNetwork(torch.nn.Module):
+    """What a training step calls as ``net``: the model in the device plan's memory layout, its
+    forward under the plan's autocast with float32 outputs, and, with float16, the gradients that
+    flow back from its outputs scaled by the gradient scaler (what ``GradScaler.scale(loss)``
+    does), so that a step written as plain ``loss.backward(); optimizer.step()`` is right on
+    every plan. ``optimizer.step()`` then unscales, and skips a step whose gradients overflowed."""
+
+    def __init__(self, net, plan: DevicePlan, scaler=None):
+        super().__init__()
+        self.net, self.plan, self.scaler = net, plan, scaler
+
+    def forward(self, x: torch.Tensor, **kwargs):
+        with self.plan.autocast_context():
+            out = self.net(self.plan.layout(x), **kwargs)
+        out = tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
+        if self.scaler is not None and torch.is_grad_enabled():
+            scale = self.scaler.get_scale()
+            for o in out if isinstance(out, tuple) else (out,):
+                if o.requires_grad:
+                    o.register_hook(lambda g: g * scale)
+        return out
+
+
+class ScaledOptimizer:
+    """The optimizer a step sees under float16: ``step`` goes through the gradient scaler
+    (unscale, skip a step whose gradients overflowed, adjust the scale)."""
+
+    def __init__(self, opt, scaler, device):
+        self.opt, self.scaler = opt, scaler
+        scaler.scale(torch.ones((), device=device))  # the scaler makes its scale on its first use
+
+    def zero_grad(self, set_to_none: bool = True):
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+    @property
+    def param_groups(self):
+        return self.opt.param_groups
+
+
+def training_network(model, cfg, plan: DevicePlan, world: int = 1, log=quiet):
+    """The network the steps run: the model in the plan's memory layout, wrapped in
+    DistributedDataParallel when there are several processes (see ``fit``), compiled when
+    asked. Returns it and the per-process config (``cfg``, a ``TrainConfig``, with its share of
+    the batch)."""
+    if not plan.channels_last:
+        model.to(memory_format=torch.contiguous_format)
+    net, step_cfg = model, cfg
+    if world > 1:
+        from dataclasses import replace
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = torch.device(cfg.device)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        step_cfg = replace(cfg, batch_size=cfg.batch_size // world)
+        emit(log, "launch", f"data-parallel: world size {world}, {step_cfg.batch_size} of every {cfg.batch_size} images per process")
+    if cfg.compile:
+        net = torch.compile(net)
+    return net, step_cfg

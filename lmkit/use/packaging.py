@@ -18,7 +18,7 @@ from lmkit.study.model import ModelInfo, build_model, fit_correction, load_model
 from lmkit.data.prepare import crop_to_photo
 from lmkit.run.progress import emit
 from lmkit.run.folder import RunFolder, read_json, write_json
-from lmkit.train.loop import load_checkpoint
+from lmkit.train.checkpoints import load_checkpoint
 
 # the train keys the model file's record of its recipe leaves out: where and how it ran, and what
 # it records otherwise (epochs run, the search's learning rate and decay)
