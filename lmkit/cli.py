@@ -81,11 +81,13 @@ def parser() -> argparse.ArgumentParser:
                     help="average with the mirrored crop's prediction (default: as the model file says)")
     pr.add_argument("--recrop", type=int, metavar="N", help="from the face detector's box, cut the face out again "
                     "from the points found and predict again, N times (default: as the model file says)")
-    pr.add_argument("--boxes", metavar="CSV", help="the faces' boxes instead of the face detector: a CSV with columns "
-                    "photo,x0,y0,x1,y1 (photo pixels, one row per face); needed for a model without a box calibration "
-                    "(one trained on synthetic faces)")
-    pr.add_argument("--box-kind", choices=("crop", "detector"), default="crop",
-                    help="what --boxes holds: crop boxes in lmkit's convention (default) or face detector boxes")
+    pr.add_argument("--boxes", metavar="CSV", help="the faces' boxes instead of lmkit's face detector: a CSV with "
+                    "columns photo,x0,y0,x1,y1 (photo pixels, one row per face), by default another face detector's "
+                    "boxes (as face-alignment and mmpose take them), turned into crops by the model's box calibration")
+    pr.add_argument("--box-kind", choices=("detector", "crop"), default="detector",
+                    help="what --boxes holds: face detector boxes (default; the model file's box calibration makes "
+                    "them crops) or crop boxes in lmkit's convention (needed for a model without a calibration, "
+                    "one trained on synthetic faces)")
     e = sub.add_parser("export", help="write a trained run's network as TorchScript or ONNX",
                        description="The exported network takes uint8 RGB crops (B, S, S, 3) at the model's "
                        "input size S and returns points (B, K, 2) in pixels of those crops; the normalisation "
@@ -183,7 +185,7 @@ def _predict(args) -> int:
         if lm.info.box_calibration is None and (boxes is None or args.box_kind == "detector"):
             raise ValueError(f"{args.model}: this model has no box calibration ({lm.info.dataset}), so a face "
                              "detector's box cannot be turned into the crop it was trained on; give each face's crop "
-                             "box with --boxes FILE.csv (columns photo,x0,y0,x1,y1, photo pixels)")
+                             "box with --boxes FILE.csv --box-kind crop (columns photo,x0,y0,x1,y1, photo pixels)")
         if boxes is None:
             lm.detector  # the face detector the model asks for, found before any photo: one clear error, not one per photo
         result = predict_files(lm, args.photos, args.out, boxes=boxes, box=args.box_kind, log=log,

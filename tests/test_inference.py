@@ -1,5 +1,6 @@
 """A trained run as a landmark detector: the model file, Landmarker, lmkit predict, export."""
 import dataclasses
+import io
 import json
 import shutil
 from pathlib import Path
@@ -353,7 +354,8 @@ def test_command_exit_codes(trained, tmp_path, capsys):
 
 
 def test_a_model_without_calibration_predicts_photos_from_given_boxes(trained, photo, tmp_path):
-    """lmkit predict --boxes: crop boxes from a CSV, no face detector; a photo without a row is listed."""
+    """lmkit predict --boxes --box-kind crop: crop boxes from a CSV, no face detector; a photo without a row
+    is listed."""
     import pandas as pd
 
     run, _ = trained
@@ -365,7 +367,7 @@ def test_a_model_without_calibration_predicts_photos_from_given_boxes(trained, p
     pd.DataFrame([{"photo": "a.png", "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3]}]).to_csv(
         tmp_path / "boxes.csv", index=False)
     assert main(["predict", str(run.root), str(photos), "--out", str(tmp_path / "o"),
-                 "--boxes", str(tmp_path / "boxes.csv")]) == 0
+                 "--boxes", str(tmp_path / "boxes.csv"), "--box-kind", "crop"]) == 0
     lm = Landmarker.load(run.root, device="cpu")
     (face,) = lm.predict(photo.image, [box], box="crop")
     np.testing.assert_allclose(read_pts(tmp_path / "o" / "a.pts"), face.points, atol=1e-3)
@@ -446,6 +448,41 @@ def test_the_onnx_example_takes_a_photo_and_a_box_to_the_points_landmarker_gives
         got = example.landmarks(session, image, box, kind)
         assert got.shape == (194, 2)
         assert np.abs(got - expected).max() < 0.5, (kind, np.abs(got - expected).max())
+
+
+def test_a_supplied_box_is_a_face_detectors_box_in_the_cli_the_api_and_the_onnx_example(trained, photo, tmp_path,
+                                                                                         capsys):
+    """One meaning for a box a user supplies, by default: a face detector's box (as face-alignment's
+    detected_faces and mmpose's top-down API take them), turned into the model's crop by its box
+    calibration. lmkit predict --boxes, Landmarker.predict and examples/onnx_landmarks.py give the
+    same points for the same box; --box-kind crop changes them (the box is then the crop itself)."""
+    import importlib.util
+
+    import pandas as pd
+
+    ort = pytest.importorskip("onnxruntime")
+    run, _ = trained
+    calibrated = with_calibration(run, tmp_path)  # a calibration that moves the box: the kinds differ
+    box = (40.0, 60.0, 230.0, 250.0)
+    Image.fromarray(photo.image).save(tmp_path / "a.png")
+    pd.DataFrame([{"photo": "a.png", "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3]}]).to_csv(
+        tmp_path / "boxes.csv", index=False)
+    cli = {}
+    for extra in ([], ["--box-kind", "crop"]):
+        capsys.readouterr()
+        assert main(["predict", str(calibrated), str(tmp_path / "a.png"), "--boxes", str(tmp_path / "boxes.csv"),
+                     "--flip-test", "off", "--recrop", "0", "--backend", "torch", *extra]) == 0
+        rows = pd.read_csv(io.StringIO(capsys.readouterr().out))
+        cli[tuple(extra)] = rows[["x", "y"]].to_numpy()
+    api = Landmarker.load(calibrated, device="cpu", flip_test=False, recrop=0).predict(photo.image, [box])[0].points
+    spec = importlib.util.spec_from_file_location("onnx_landmarks", ROOT / "examples" / "onnx_landmarks.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    session = ort.InferenceSession(str(export(calibrated, "onnx", tmp_path / "m.onnx")), providers=["CPUExecutionProvider"])
+    onnx = example.landmarks(session, Image.fromarray(photo.image), box)
+    assert np.abs(cli[()] - api).max() < 1e-3
+    assert np.abs(onnx - api).max() < 0.5  # another runtime and resize: within half a photo pixel
+    assert np.abs(cli[("--box-kind", "crop")] - api).max() > 2  # the other kind is another crop
 
 
 def every_option(run, tmp_path):

@@ -33,7 +33,7 @@ LIGHT_RUN = textwrap.dedent('''
     Image.fromarray(np.full((120, 100, 3), 128, np.uint8)).save(out / "p.jpg")
     (out / "boxes.csv").write_text("photo,x0,y0,x1,y1\\np.jpg,10,10,90,110\\n")
     assert main(["predict", str(out / "m.pt"), str(out / "p.jpg"), "--out", str(out / "o"),
-                 "--boxes", str(out / "boxes.csv")]) == 0
+                 "--boxes", str(out / "boxes.csv"), "--box-kind", "crop"]) == 0
     assert main(["export", str(out / "m.pt"), "--format", "torchscript", "--out", str(out / "m.ts")]) == 0
     loaded = {blocked!r} & set(m.split(".")[0] for m in sys.modules)
     assert not loaded, f"imported {{sorted(loaded)}}"
@@ -56,7 +56,7 @@ NO_TORCH_RUN = textwrap.dedent('''
     from lmkit.cli import main
     out = pathlib.Path(sys.argv[1])
     assert main(["predict", str(out / "m.pt"), str(out / "p.jpg"), "--out", str(out / "again"),
-                 "--boxes", str(out / "boxes.csv")]) == 0
+                 "--boxes", str(out / "boxes.csv"), "--box-kind", "crop"]) == 0
     loaded = {"torch", "torchvision"} & set(m.split(".")[0] for m in sys.modules)
     assert not loaded, f"imported {sorted(loaded)}"
     print("no torch ok")

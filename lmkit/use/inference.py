@@ -375,7 +375,7 @@ def _write_csv(rows: list, columns: Sequence[str], path: Path) -> None:
 
 
 def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir: str | Path | None, log=print,
-                  progress: bool = True, boxes: dict | None = None, box: str = "crop", stdout=None) -> dict:
+                  progress: bool = True, boxes: dict | None = None, box: str = "detector", stdout=None) -> dict:
     """``lmkit predict``: for every photo, ``<stem>.pts`` (300-W format; more faces as
     ``<stem>_2.pts``, ...), ``<stem>.png`` (the photo with boxes and points); for all,
     ``points.csv`` and ``failures.csv``. A bad photo is listed with its reason and the batch
