@@ -26,10 +26,11 @@ test: setup
 test-fast: setup
 	$(VENV)/bin/python -m pytest -q -m "not slow"
 
-# the results page from docs/results/ (the same bytes from any clean checkout); a run folder's row
+# the results page and the README's headline table from docs/results/ (the same bytes from any clean
+# checkout); a run folder's row
 # to add there: lmkit results --rows reports/NAME; a preview with your run folders: lmkit results reports/*/
 results: setup
-	$(VENV)/bin/lmkit results --out RESULTS.md
+	$(VENV)/bin/lmkit results --out RESULTS.md --readme README.md
 
 # JupyterLab at the repository root: notebooks/, params/ and reports/ all reachable
 lab: setup

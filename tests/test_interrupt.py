@@ -19,7 +19,7 @@ from lmkit.train.checkpoints import load_checkpoint
 CHANGES = {"data.synthetic_train": 40, "data.synthetic_test": 4, "model.input_size": 32,
            "model.head_init": "mean_shape", "train.epochs": 4, "train.batch_size": 8, "train.epoch_multiplier": 3,
            "search.enabled": False, "train.keep_checkpoints": True}  # compared and resumed after finishing
-TRAIN = "import sys; from lmkit import params as P; from tests.study import steps; from lmkit.run.folder import RunFolder; " \
+TRAIN = "import sys; from lmkit.run import params as P; from tests.study import steps; from lmkit.run.folder import RunFolder; " \
         "run = RunFolder(sys.argv[1]); steps.train(run, P.load(run.params))"
 
 

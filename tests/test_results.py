@@ -168,3 +168,12 @@ def test_a_run_folders_row_goes_into_the_archive_with_its_commit_and_host(tmp_pa
     assert kept["commit"] == "abc1234" and kept["host"] == "Some CPU" and kept["chain_min"] == 12.3
     assert kept["test"] == {"mse": 27.1, "nme_oc": 0.0431} and "own_box" not in kept
     assert kept["command"] == "git checkout abc1234 && lmkit run params/x.yaml"
+
+
+def test_the_readmes_headline_table_is_made_from_the_archived_rows():
+    """README.md's headline numbers are the archive's rows marked readme, as `make results` writes
+    them: a number edited by hand in the README, or a row changed without make results, fails."""
+    readme = (ROOT / "README.md").read_text()
+    assert R.with_readme_table(readme, R.load_archive()) == readme, "README.md's headline table: run make results"
+    table = R.readme_table(R.load_archive())
+    assert "27.84" in table and "helen194-best-cpu" in table and table.count("\n") >= 4

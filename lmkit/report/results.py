@@ -202,6 +202,35 @@ def render(folders: list[str | Path], archive: Path = ARCHIVE, params_dir: Path 
     return "\n".join(out).rstrip() + "\n"
 
 
+README_BEGIN = "<!-- results: made by `make results` from the rows of docs/results/archive.yaml marked readme; edit those -->"
+README_END = "<!-- /results -->"
+
+
+def readme_table(data: dict) -> str:
+    """The README's headline table: the archive's rows marked ``readme`` (the study's published
+    row first), each with its unit, data set, minutes, host and commit as the results page has them."""
+    rows = sorted((r for r in data.get("rows", []) if r.get("readme")), key=lambda r: not r.get("source"))
+    out = ["| data set (test faces), start | run | test result | chain | host | commit |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        t, box = r["test"], r.get("own_box") or {}
+        result = [f"MSE {_num(t['mse'], '.1f')} px²"] if t.get("mse") is not None else []
+        result += [f"NME {_num(t[k], '.4f')} ({k[-2:]})" for k in ("nme_io", "nme_oc") if t.get(k) is not None]
+        if box.get("nme_oc") is not None:
+            result.append(f"NME {_num(box['nme_oc'], '.4f')} (oc) from its own face detector")
+        chain = "–" if r.get("chain_min") is None else f"{_num(r['chain_min'], '.1f')} min"
+        out.append(f"| {r['readme']} | `{r['run']}` | {'; '.join(result)} | {chain} | {r['host']} | "
+                   f"{r.get('source') or r['commit']} |")
+    return "\n".join(out)
+
+
+def with_readme_table(readme: str, data: dict) -> str:
+    """``readme`` with its headline table (between ``README_BEGIN`` and ``README_END``) made again."""
+    start, end = readme.find(README_BEGIN), readme.find(README_END)
+    if start < 0 or end < start:
+        raise ResultsError(f"README.md: no headline table between {README_BEGIN!r} and {README_END!r}")
+    return readme[:start] + README_BEGIN + "\n" + readme_table(data) + "\n" + readme[end:]
+
+
 def archive_row(row: dict, what: str = "") -> dict:
     """A run folder's row as ``docs/results/archive.yaml`` keeps it: its commit, host, numbers
     (rounded as the page shows them) and the command that makes it again at that commit."""
@@ -222,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="*", help="run folders (folders without eval/metrics.json are skipped, named)")
     parser.add_argument("--out", help="write the page here (default: standard output)")
     parser.add_argument("--archive", default=str(ARCHIVE), help="the archive: archive.yaml and sections/*.md")
+    parser.add_argument("--readme", help="also make the headline table of this README again (README.md)")
     parser.add_argument("--rows", action="store_true", help="print the run folders' rows as archive.yaml keeps "
                         "them (commit, host, numbers, command), to paste into docs/results/archive.yaml")
     args = parser.parse_args(argv)
@@ -246,6 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ResultsError, P.ParamsError, OSError) as e:
         print(f"lmkit results: {e}", file=sys.stderr)
         return 1
+    if args.readme:
+        try:
+            readme = with_readme_table(Path(args.readme).read_text(), load_archive(Path(args.archive)))
+        except (ResultsError, OSError) as e:
+            print(f"lmkit results: {e}", file=sys.stderr)
+            return 1
+        write_text(readme, Path(args.readme))
     if args.out:
         write_text(page, Path(args.out))
     else:
