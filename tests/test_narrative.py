@@ -55,3 +55,32 @@ def test_an_early_best_epoch_under_a_schedule_does_not_suggest_a_schedule():
     cosine = constant.assign(lr=[1e-3 * (10 - e) / 10 for e in range(10)])
     assert "a schedule or a lower rate might" in trained(constant)
     assert "a schedule" not in trained(cosine) and "as the learning rate fell" in trained(cosine)
+
+
+def test_the_trials_table_shows_a_small_weight_decay_in_scientific_notation():
+    """Notebook 02's trials: 1.13e-06 stays 1.13e-06 (pandas' default shows 0.000001), best first."""
+    import pandas as pd
+
+    from lmkit.report.page import trials_display
+
+    trials = pd.DataFrame({"number": [0, 1], "lr": [3.2e-4, 1.5e-3], "weight_decay": [1.13e-6, 2.5e-2],
+                           "val_mse": [41.5, 26.25], "state": ["COMPLETE"] * 2, "duration_s": [12.0, 13.0]})
+    html = trials_display(trials).to_html()
+    assert "1.13e-06" in html and "0.000001" not in html and "0.025" in html
+    assert html.index("26.25") < html.index("41.50")
+
+
+def test_the_validation_paragraph_says_the_two_mses_differ_only_when_they_do():
+    """The report's validation paragraph, checked against its own metrics: equal MSEs are not
+    called different, and different ones are named with both values."""
+    from lmkit.report.evaluation import METHODS
+    from lmkit.report.page import validation_html
+
+    def metrics(val_mse, best):
+        return {"dataset": "d", "best_val_mse": best,
+                "validation": {"faces": 10, "methods": {METHODS["model"]: {"mse_mean": val_mse}}}, "mse_unit": "px²"}
+
+    same = validation_html(metrics(24.6, 24.6001))
+    assert "differs" not in same and "24.60 px²" in same
+    other = validation_html(metrics(25.3, 24.6))
+    assert "differs" in other and "25.30 px²" in other and "24.60 px²" in other

@@ -87,3 +87,19 @@ def test_a_diverged_trial_is_pruned_and_replaced(tmp_path):
     assert sorted(table["state"]) == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
     assert any("diverged, pruned" in line for line in logs)
     assert study.best_value == min(c for i, c in enumerate(calls) if i != 1)
+
+
+def test_the_search_plot_spans_the_searched_ranges_not_only_the_trials():
+    """Three trials close together still show where they fell in search.lr_range x
+    search.weight_decay_range: the axes span both ranges."""
+    import pandas as pd
+
+    from lmkit.report.figures import plt, search_figure
+
+    trials = pd.DataFrame({"lr": [1e-3, 1.2e-3, 1.1e-3], "weight_decay": [1e-5, 2e-5, 1.5e-5],
+                           "val_mse": [30.0, 20.0, 25.0], "state": ["COMPLETE"] * 3})
+    fig = search_figure(trials, [1e-5, 1e-2], [1e-6, 1e-3])
+    ax = fig.axes[0]
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    plt.close(fig)
+    assert x0 <= 1e-5 and x1 >= 1e-2 and y0 <= 1e-6 and y1 >= 1e-3

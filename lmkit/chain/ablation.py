@@ -49,7 +49,7 @@ def ablation(run: RunFolder, params: dict, log=print, quiet_notebooks: bool = Tr
     of each test metric over the seeds, the best validation MSE and the training minutes;
     ``ablation/runs.csv`` has one line per sub-run."""
     from lmkit.study.cells import notebook_file
-    from lmkit.report.page import METHODS
+    from lmkit.report.evaluation import METHODS
     from lmkit.chain.pipeline import run_stages
 
     hp = read_json(run.best_hparams, "02_hpsearch")

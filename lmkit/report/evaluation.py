@@ -9,7 +9,6 @@ validation split can be scored the same way as the test split:
 """
 from __future__ import annotations
 
-import sys
 
 import dataclasses
 import time
@@ -140,8 +139,6 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
     from lmkit.run.folder import atomic_write, read_json, write_json
     import pandas as pd
 
-    E = sys.modules[__name__]
-
     d = load_data(run, params)
     test, scheme = d.test, d.scheme
     device = pick_device(params["train"]["device"])
@@ -152,19 +149,19 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
     check_flips(params, scheme, mean, flip_test)
     true = np.asarray(test.landmarks)
     preds, seconds = {}, {}
-    preds["model"], seconds["model"] = E.crop_predictions(model, info, test.images, batch, device, mirror)
+    preds["model"], seconds["model"] = crop_predictions(model, info, test.images, batch, device, mirror)
     extra_arrays = {}
     cache = run.cache_dir(params["data"]["cache_dir"])
     sources, crop_boxes = load_sources(cache / "test")  # each test face's photo and crop box
-    detector_status = E.detector_unavailable(params["eval"]["detector_box"], info, test.manifest)
+    detector_status = detector_unavailable(params["eval"]["detector_box"], info, test.manifest)
     if detector_status is None:
         from lmkit.use.inference import Landmarker
 
-        found = E.detector_predictions(Landmarker(model, info, device, flip_test=flip_test), sources, crop_boxes, true)
+        found = detector_predictions(Landmarker(model, info, device, flip_test=flip_test), sources, crop_boxes, true)
         preds["model_detector"], seconds["model_detector"] = found["pred"], found["seconds_per_face"]
         extra_arrays = {"model_detector__boxes": found["boxes"], "model_detector__crop_boxes": found["crop_boxes"]}
         detector_status = (f"run on the original photos; {found['detector']} found {int(np.isfinite(found['boxes'][:, 0]).sum())} "
-                           f"of {len(test)} faces; {E.recropped(info.recrop)}{found['seconds_per_photo'] * 1000:.0f} ms per "
+                           f"of {len(test)} faces; {recropped(info.recrop)}{found['seconds_per_photo'] * 1000:.0f} ms per "
                            "photo with detection")
     emit(log, "evaluate", f"ResNet18 with its detector box: {detector_status}")
     preds["mean_shape"] = np.broadcast_to(mean, true.shape)
@@ -179,11 +176,11 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
         if missed:
             peer_status += f": {', '.join(missed[:20])}"
     emit(log, "evaluate", f"dlib peer: {peer_status}")
-    arrays, scored = E.score(preds, true, crop_boxes, test.images.shape[1], scheme, tuple(params["eval"]["thresholds"]))
+    arrays, scored = score(preds, true, crop_boxes, test.images.shape[1], scheme, tuple(params["eval"]["thresholds"]))
     rows = {METHODS[key]: row | ({"seconds_per_face": seconds[key]} if key in seconds else {}) for key, row in scored.items()}
     val_sources, val_boxes = load_sources(cache / "train")
     vi = d.val[0].indices
-    validation = E.validation_scores(model, info, d.val, [val_sources[i] for i in vi], val_boxes[vi], scheme, batch,
+    validation = validation_scores(model, info, d.val, [val_sources[i] for i in vi], val_boxes[vi], scheme, batch,
                                      device, flip_test, params["eval"]["detector_box"], d.train_set.manifest)
     validation["methods"] = {METHODS[key]: row for key, row in validation["methods"].items()}
     for method, row in validation["methods"].items():

@@ -3,7 +3,6 @@
 (``extent=(0, W, H, 0)``), the convention of the landmarks."""
 from __future__ import annotations
 
-import sys
 
 from pathlib import Path
 
@@ -236,7 +235,10 @@ def ced_figure(nmes: dict[str, np.ndarray], max_error: float, dataset: str, norm
     return fig
 
 
-def search_figure(trials: pd.DataFrame) -> plt.Figure:
+def search_figure(trials: pd.DataFrame, lr_range=None, wd_range=None) -> plt.Figure:
+    """The search's trials over the ranges it drew from (``search.lr_range``,
+    ``search.weight_decay_range``: the axes span them, so a reader sees where in the searched
+    space the trials fell), coloured by their best validation MSE; the winner ringed."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     done = trials[trials["state"] == "COMPLETE"]
     sc = ax.scatter(done["lr"], done["weight_decay"], c=done["val_mse"], cmap="viridis_r", s=60,
@@ -247,8 +249,14 @@ def search_figure(trials: pd.DataFrame) -> plt.Figure:
         ax.legend()
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("weight decay")
+    for limits, set_lim in ((lr_range, ax.set_xlim), (wd_range, ax.set_ylim)):
+        if limits is not None:
+            lo, hi = sorted(float(v) for v in limits)
+            set_lim(lo / 1.25, hi * 1.25)  # the searched range and a margin for the markers
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=12))
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=12))
+    ax.set_xlabel("learning rate (searched: the axis)" if lr_range is not None else "learning rate")
+    ax.set_ylabel("weight decay (searched: the axis)" if wd_range is not None else "weight decay")
     fig.colorbar(sc, label="best validation MSE (px² of 256x256)")
     ax.set_title(f"Random search, {len(done)} trials", fontsize=10)
     fig.tight_layout()
@@ -274,8 +282,6 @@ def report_figures(run, params: dict, gradient) -> dict:
     from lmkit.use.packaging import load_model
     from lmkit.report.evaluation import PAPER, nme_by_method
     from lmkit.study.saliency import network_inputs, saliency_maps
-
-    figures = sys.modules[__name__]
     d = load_data(run, params)
     test, scheme, dataset = d.test, d.scheme, d.dataset
     p = np.load(run.predictions)
@@ -291,26 +297,26 @@ def report_figures(run, params: dict, gradient) -> dict:
     small = network_inputs(test.images[six], size, info.view)
     train_img, train_pts = d.train
     figs = {
-        "scheme": figures.scheme_figure(M.mean_shape(d.train[1]), scheme, f"mean training shape, {dataset}"),
-        "fig1_sample": figures.sample_figure(train_img[0], train_pts[0], scheme,
+        "scheme": scheme_figure(M.mean_shape(d.train[1]), scheme, f"mean training shape, {dataset}"),
+        "fig1_sample": sample_figure(train_img[0], train_pts[0], scheme,
                                        f"{dataset}\n{train_img.shape[1]}x{train_img.shape[2]} crop, {scheme.name}"),
-        "fig3_loss": figures.loss_figure(pd.read_csv(run.history), dataset, PAPER if comparable_to_paper(d) else None),
-        "fig4_test_mse": figures.mse_distribution_figure({"ResNet18": p["model__mse"], "mean shape": p["mean_shape__mse"]},
+        "fig3_loss": loss_figure(pd.read_csv(run.history), dataset, PAPER if comparable_to_paper(d) else None),
+        "fig4_test_mse": mse_distribution_figure({"ResNet18": p["model__mse"], "mean shape": p["mean_shape__mse"]},
                                                    dataset),
-        "fig5_best_worst": figures.detections_figure(test.images[six], p["true"][six], p["model__pred"][six], labels, scheme),
-        "fig6_saliency": figures.saliency_figure(small, maps, labels),
-        "ced": figures.ced_figure(nme_by_method(p, "io"), params["eval"]["ced_max"], dataset),
+        "fig5_best_worst": detections_figure(test.images[six], p["true"][six], p["model__pred"][six], labels, scheme),
+        "fig6_saliency": saliency_figure(small, maps, labels),
+        "ced": ced_figure(nme_by_method(p, "io"), params["eval"]["ced_max"], dataset),
     }
     if "model__nme_oc" in p:
-        figs["ced_oc"] = figures.ced_figure(nme_by_method(p, "oc"), params["eval"]["ced_max"], dataset, "outer eye corners")
+        figs["ced_oc"] = ced_figure(nme_by_method(p, "oc"), params["eval"]["ced_max"], dataset, "outer eye corners")
     if "model_detector__boxes" in p:
         figs["photos"] = run_photos_figure(p, run, params, scheme, test.images.shape[1])
     if run.trials.exists():
-        figs["search"] = figures.search_figure(pd.read_csv(run.trials))
+        figs["search"] = search_figure(pd.read_csv(run.trials), params["search"]["lr_range"], params["search"]["weight_decay_range"])
     paths = {}
     for key, fig in figs.items():
-        paths[key] = figures.save(fig, run.figure(key))
-        figures.plt.close(fig)
+        paths[key] = save(fig, run.figure(key))
+        plt.close(fig)
     return paths
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 
-from lmkit.report.evaluation import METHODS, PAPER, nme_by_method  # noqa: F401 (04 reads them as report.*)
+from lmkit.report.evaluation import METHODS
 from lmkit.report.narrative import plural
 from lmkit.run.folder import FIGURES, RunFolder, write_text
 
@@ -31,6 +31,15 @@ def _styled(methods: dict, caption: str, split: str = "test"):
     label = lambda k: _label(k, split)  # noqa: E731
     formats = {label(k): (lambda v, k=k: _fmt(None if pd.isna(v) else v, k)) for k in rows.columns}  # missing: a dash
     return rows.rename(columns=label).style.format(formats).set_caption(caption)
+
+
+def trials_display(trials):
+    """Notebook 02's trials, best first, the rates and decays in scientific notation (a weight
+    decay of 1.13e-06 is not 0.000001), the validation MSE in px² of the 256 frame."""
+    table = trials.sort_values("val_mse")
+    formats = {"lr": "{:.3g}", "weight_decay": "{:.3g}", "val_mse": "{:.2f}", "duration_s": "{:.0f}"}
+    return table.style.format({k: v for k, v in formats.items() if k in table}, na_rep="–").set_caption(
+        "Trials, best first: learning rate, weight decay, best validation MSE (px² of 256x256), seconds")
 
 
 def metrics_display(metrics: dict):
@@ -138,10 +147,23 @@ def validation_html(m: dict) -> str:
         return ""
     return (f"<p>On the validation split ({v['faces']} faces of the training photos, never trained on), scored as the "
             "test split but without the bias correction, which was fitted on these faces. Recipes are compared on "
-            "these numbers; the test split is scored once per final candidate. Its MSE differs from the best validation "
-            "MSE under \u201cData and budget\u201d: that one is the training loop's, at each epoch, without the flip test; "
-            "this table scores the model file as it is used (with the flip test when it is on).</p>"
+            "these numbers; the test split is scored once per final candidate. " + _two_validation_mses(m) + "</p>"
             + _table(v["methods"], f"Validation split of {html.escape(m['dataset'])}: {v['faces']} images", "validation"))
+
+
+def _two_validation_mses(m: dict) -> str:
+    """Why this table's validation MSE and the training loop's best one are two numbers, said only
+    when they differ (as rounded on the page)."""
+    row = m["validation"]["methods"].get(METHODS["model"], {})
+    mse, best = row.get("mse_mean"), m.get("best_val_mse")
+    if mse is None or best is None:
+        return ""
+    if f"{mse:.2f}" == f"{best:.2f}":
+        return (f"Its MSE ({mse:.2f} px²) is the best validation MSE under \u201cData and budget\u201d: the model "
+                "file is the training loop's best epoch, scored the same way.")
+    return (f"Its MSE ({mse:.2f} px²) differs from the best validation MSE under \u201cData and budget\u201d "
+            f"({best:.2f} px²): that one is the training loop's, at each epoch, without the flip test; this table "
+            "scores the model file as it is used (with the flip test when it is on).")
 
 
 def study_html(m: dict) -> str:
