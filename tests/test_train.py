@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lmkit.run import params as P
 from lmkit.study import metrics as M
 from lmkit.data.prepare import prepare, split_train_val
 from lmkit.train.config import TrainConfig, model_options, new_model
@@ -166,3 +167,28 @@ def test_a_finished_training_keeps_only_the_best_weights_unless_asked(tmp_path):
             with pytest.raises(FileNotFoundError, match="train.keep_checkpoints: true"):
                 steps.train(run, more, log=lambda _: None)
     assert sizes[False] < sizes[True] / 4
+
+
+def test_keep_last_makes_the_last_epoch_the_best_checkpoint(data, tmp_path):
+    """data.final (TrainConfig.keep_last): best.pt is the last epoch's weights even when that
+    epoch validated worse; without it, the lowest validation MSE's."""
+    p, train, val = data
+    calls = []
+
+    def spoiled_in_epoch_3(net, *args):  # 3 steps per epoch (48 images, batches of 16)
+        out = STUDY.train_step(net, *args)
+        calls.append(1)
+        if len(calls) > 6:
+            with torch.no_grad():
+                for w in net.parameters():
+                    w.add_(torch.randn_like(w) * 0.3)
+        return out
+
+    for final, expected in ((False, lambda h: int(h["epoch"][h["val_mse"].idxmin()])), (True, lambda h: 3)):
+        calls.clear()
+        cfg = TrainConfig.from_params(P.merge(p, {"data.final": final}), "cpu", epochs=3, lr=1e-3, weight_decay=0.0)
+        assert cfg.keep_last is final
+        out = tmp_path / str(final)
+        hist = fit(_model(p, train), *train, *val, cfg, out_dir=out, step=spoiled_in_epoch_3, log=lambda _: None)
+        assert hist["val_mse"].iloc[2] > hist["val_mse"].iloc[:2].min()  # the spoiled epoch validated worse
+        assert load_checkpoint(out / "best.pt")["epoch"] == expected(hist)

@@ -62,11 +62,14 @@ class RunData:
 
 
 def load_data(run: RunFolder, params: dict) -> RunData:
-    """Train / validation / test arrays of a prepared run."""
+    """Train / validation / test arrays of a prepared run; with ``data.final`` the training faces
+    are the training and validation faces together (the validation faces still listed as such)."""
     cache = run.cache_dir(params["data"]["cache_dir"])
     train, test = load_cache(cache / "train"), load_cache(cache / "test")
     split = read_json(run.split, "01_prepare")
     ti, vi = np.asarray(split["train"]), np.asarray(split["val"])
+    if params["data"]["final"]:  # the final model: every training photo trains; val is then not held out
+        ti = np.union1d(ti, vi)
     return RunData(Faces(Subset(train.images, ti), Subset(train.landmarks, ti)),
                    Faces(Subset(train.images, vi), Subset(train.landmarks, vi)),
                    test, train, scheme_for_points(train.landmarks.shape[1]), describe_dataset(train.manifest))

@@ -197,6 +197,7 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
         "nme_units": {k: v for k, v in M.NORMALISATIONS.items() if f"model__nme_{k}" in arrays},
         "best_val_mse": float(history["val_mse"].min()),
         "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),
+        "final": bool(params["data"]["final"]),  # trained on training + validation faces, the last epoch kept
         "hparams": read_json(run.best_hparams, "02_hpsearch"), "methods": rows, "validation": validation,
         "peer": peer_status,
         "detector_box": detector_status, "flip_test": flip_test, "view": info.view,

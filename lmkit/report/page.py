@@ -91,6 +91,19 @@ def _fmt(v, key: str) -> str:
     return f"{v:.2f}" if key.startswith("mse") else f"{v:.4f}" if key.startswith("nme") else f"{v:.3f}"
 
 
+def _best_validation(m: dict) -> str:
+    """The training loop's best validation MSE; beside the study's only where the data are the
+    study's; for a final model (``data.final``), what its validation faces are."""
+    if m.get("final"):
+        return (f"<b>Final model</b> (<code>data.final</code>): trained on the training and validation faces together "
+                f"({m['n_train']} faces) for {plural(m['epochs'], 'epoch')}, the last epoch kept; its validation "
+                f"numbers (best {m['best_val_mse']:.2f} px²) are on faces it trained on, not held out.")
+    line = f"Best validation MSE {m['best_val_mse']:.2f} px² at epoch {m['best_epoch']}"
+    if m.get("comparable_to_paper"):
+        line += f" (study: {m['paper']['best_val_mse']:.2f}, validated on augmented copies of training images)"
+    return line + "."
+
+
 def _search(m: dict) -> str:
     b = m.get("search_budget", {})
     if not b.get("enabled", True):
@@ -145,7 +158,8 @@ def validation_html(m: dict) -> str:
     v = m.get("validation")
     if not v:
         return ""
-    return (f"<p>On the validation split ({v['faces']} faces of the training photos, never trained on), scored as the "
+    held = "trained on too: a final model, <code>data.final</code>" if m.get("final") else "never trained on"
+    return (f"<p>On the validation split ({v['faces']} faces of the training photos, {held}), scored as the "
             "test split but without the bias correction, which was fitted on these faces. Recipes are compared on "
             "these numbers; the test split is scored once per final candidate. " + _two_validation_mses(m) + "</p>"
             + _table(v["methods"], f"Validation split of {html.escape(m['dataset'])}: {v['faces']} images", "validation"))
@@ -296,8 +310,7 @@ def write_index(run: RunFolder) -> None:
 <p>Data set: <b>{html.escape(m['dataset'])}</b>; scheme {m['scheme']}; {m['n_train']} training,
 {m['n_val']} validation ({m['split_protocol']} split), {m['n_test']} test images. Input {m['input_size']}x{m['input_size']},
 {plural(m['epochs'], 'epoch')}; search {_search(m)}; {_optimizer(m)} learning rate {hp['lr']:.2e}, weight decay {hp['weight_decay']:.2e} ({html.escape(_source(hp))}).
-Training took {m['train_seconds'] / 60:.1f} min. Best validation MSE {m['best_val_mse']:.2f} px² at epoch {m['best_epoch']} (study: {m['paper']['best_val_mse']:.2f},
-validated on augmented copies of training images).</p>
+Training took {m['train_seconds'] / 60:.1f} min. {_best_validation(m)}</p>
 {skipped_html(m)}
 <h2>Test metrics</h2>
 <p>MSE in {html.escape(m['mse_unit'])}, averaged over points and x, y (the study's unit).

@@ -88,6 +88,11 @@ class Data(_Section):
     split: Literal["clean", "paper"] = key(
         "clean", "clean: validation images never trained on; paper: the study's protocol (validation = augmented "
         "copies of training images)")
+    final: bool = key(False, "the final model, once a recipe is chosen on validation: train on the training and "
+                      "validation photos together for exactly `train.epochs` (the chosen run's), keep the last epoch "
+                      "(nothing is held out to pick one by); the test faces stay the test. The validation numbers "
+                      "and a bias correction (`model.bias_correction`) then come from faces the model trained on, "
+                      "and the report says so")
     cache_dir: str | None = key(None, "where prepared caches live (default `<run>/data`); share one across runs to "
                                 "prepare once", path=True)
     on_bad_sample: Literal["error", "skip"] = key(

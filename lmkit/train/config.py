@@ -29,6 +29,7 @@ class TrainConfig:
     val_view: float = 1.0  # validation sees the centred square of this fraction of each crop (model.view)
     augment: Augment = field(default_factory=Augment)
     study_validation: bool = False  # data.split: paper (the study's protocol): validation = augmented training copies
+    keep_last: bool = False  # data.final: the last epoch's weights are best.pt (nothing held out to choose by)
     seed: int = 0
     device: str = "cpu"
     loss: str = _T["loss"]
@@ -53,7 +54,8 @@ class TrainConfig:
                  if f.name in _T and f.name != "device" and f.name not in changes}
         cfg = cls(**named, input_size=p["model"]["input_size"], augment=Augment.from_train(t, mirror),
                   val_view=view_fraction(p["model"]["view"], t["crop_fraction"], t["scale"]),
-                  study_validation=p["data"]["split"] == "paper", seed=p["seed"], device=str(device),
+                  study_validation=p["data"]["split"] == "paper", keep_last=p["data"]["final"], seed=p["seed"],
+                  device=str(device),
                   compile=p["model"]["compile"])
         return replace(cfg, **changes)
 

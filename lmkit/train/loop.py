@@ -37,8 +37,9 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
     step (notebook 03's ``train_step``: one step on a batch of normalised images (B, 3, S, S) and
     targets (B, K, 2) in pixels of the 256 frame; returns its loss and the predicted points).
     Images are uint8 (N, S, S, 3) arrays (memory maps stay memory maps on the CPU), landmarks
-    (N, K, 2) in crop pixels. With ``out_dir``, history and checkpoints are written there and
-    ``resume`` goes on from its ``last.pt``. Returns the per-epoch history.
+    (N, K, 2) in crop pixels. With ``out_dir``, history and checkpoints are written there (``best.pt``
+    the lowest validation MSE's, or the last epoch's with ``cfg.keep_last``) and ``resume`` goes on
+    from its ``last.pt``. Returns the per-epoch history.
 
     In a ``torch.distributed`` process group each of the W processes trains on batch_size / W
     images of every step with its own augmentation draws, in DistributedDataParallel (gradients
@@ -83,7 +84,7 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
         history.append(row)
         emit(log, "epoch", _log_line(epoch, cfg.epochs, row), epochs=cfg.epochs, **row)
         if out_dir is not None and writer:
-            checkpoints.save_epoch(Path(out_dir), model, opt, scaler, cfg, history, best=val_mse < best)
+            checkpoints.save_epoch(Path(out_dir), model, opt, scaler, cfg, history, best=val_mse < best or cfg.keep_last)
         best = min(best, val_mse)
     return pd.DataFrame(history)
 
