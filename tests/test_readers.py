@@ -99,3 +99,30 @@ def test_two_images_for_one_annotation_are_refused_and_unannotated_images_listed
     assert split.names == ["a", "b"]
     assert [s["name"] for s in split.manifest["skipped"]] == ["dup"]
     assert split.manifest["unannotated"] == [str(tmp_path / "lonely.JPG")]
+
+
+def test_an_unannotated_photo_in_a_training_folder_is_said_on_the_console(tmp_path, monkeypatch):
+    """A photo without its .pts is listed in the manifest and said as a progress event (what lmkit
+    run's console shows), not only in the notebook's output."""
+    import json
+
+    from lmkit.data.prepare import prepare
+    from lmkit.data.readers import write_pts
+    from lmkit.run import params as P
+    from lmkit.run.progress import ENV
+
+    from tests.conftest import random_landmarks, write_image
+
+    for split, names in (("trainset", "ab"), ("testset", "cd")):
+        for name in names:
+            write_image(tmp_path / "data" / split / f"{name}.jpg")
+            write_pts(random_landmarks(68), tmp_path / "data" / split / f"{name}.pts")
+    write_image(tmp_path / "data" / "trainset" / "lonely.jpg")
+    events = tmp_path / "progress.jsonl"
+    monkeypatch.setenv(ENV, str(events))
+    said = []
+    prepare(P.load(None, {"data.source": "300w", "data.root": str(tmp_path / "data")})["data"], 0, tmp_path / "cache",
+            said.append)
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert any(e["kind"] == "skipped" and "1 images have no annotation" in e["message"] and "lonely.jpg" in e["message"]
+               for e in lines), lines

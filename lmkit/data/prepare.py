@@ -341,7 +341,8 @@ def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Prep
                 emit(log, "skipped", f"  skipped {bad['reason']}")
             unannotated = out[split].manifest.get("unannotated", [])
             if unannotated:
-                log(f"  {len(unannotated)} images have no annotation beside them and are not used, e.g. {unannotated[:3]}")
+                emit(log, "skipped", f"  {split}: {len(unannotated)} images have no annotation beside them and are not used, "
+                     f"e.g. {unannotated[:3]}")
     return out
 
 
