@@ -84,3 +84,21 @@ def test_the_validation_paragraph_says_the_two_mses_differ_only_when_they_do():
     assert "differs" not in same and "24.60 px²" in same
     other = validation_html(metrics(25.3, 24.6))
     assert "differs" in other and "25.30 px²" in other and "24.60 px²" in other
+
+
+def test_the_report_page_says_provenance_in_one_line_and_reproduces_without_absolute_paths(tmp_path, monkeypatch):
+    """The index's provenance opens on one line (commit, host, torch, minutes) with run.json folded
+    under it, and its "reproduce this run" box names the run folder relative to the checkout."""
+    import json
+
+    from lmkit.report.page import provenance_summary, repository_root
+    from lmkit.run.folder import RunFolder
+
+    info = {"git_commit": "0123456789abcdef", "host": {"cpu": "Some Xeon", "cores": 2},
+            "packages": {"torch": "2.14.1"}, "timings_s": {"a": 60.0, "b": 30.0}}
+    assert provenance_summary(info) == "commit 0123456; host Some Xeon; torch 2.14.1; chain 1.5 min"
+    checkout = tmp_path / "clone"
+    for d in ("params", "notebooks", "reports/r"):
+        (checkout / d).mkdir(parents=True)
+    assert repository_root(RunFolder(checkout / "reports" / "r")) == checkout.resolve()
+    assert json.dumps(info)  # what the folded block shows

@@ -205,9 +205,9 @@ def saliency_figure(images, maps, labels: list[str]) -> plt.Figure:
         shown = ax.imshow(m / (m.max() + 1e-12), extent=(0, w, h, 0), cmap="inferno", alpha=0.6, interpolation="bilinear",
                           vmin=0, vmax=1)
     h, w = images[0].shape[:2] if len(images) else (0, 0)
-    fig.suptitle(f"Gradient saliency max over channels of |dL/dI| on the network's own {w}x{h} view of each crop "
+    fig.suptitle(f"Gradient saliency: max over channels of |dL/dI| on the network's own {w}x{h} view of each crop\n"
                  "(top: the 3 best, bottom: the 3 worst); each map divided by its own maximum", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.92, 0.97), h_pad=2.0)
+    fig.tight_layout(rect=(0, 0, 0.92, 0.95), h_pad=2.0)
     if shown is not None:
         bar = fig.colorbar(shown, cax=fig.add_axes((0.93, 0.15, 0.015, 0.7)))
         bar.set_label("|dL/dI| / its maximum in the image")

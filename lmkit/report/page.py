@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import html
 import json
+import os
+from pathlib import Path
 
 from lmkit.report.evaluation import METHODS
 from lmkit.report.narrative import plural
 from lmkit.run.folder import FIGURES, RunFolder, write_text
 
+# figures shown across the page's width: the six faces, and the scheme (194 numbered points need it)
+WIDE_FIGURES = ("scheme", "fig5_best_worst", "fig6_saliency")
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:.85em}caption{text-align:left;font-weight:bold;padding:4px 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th:first-child,td:first-child{text-align:left}.warn{background:#fff4d6;border:1px solid #e0b000;padding:.6em 1em}
@@ -260,6 +264,28 @@ def skipped_html(m: dict) -> str:
     return out
 
 
+def repository_root(run: RunFolder) -> Path:
+    """The checkout a run folder lies in (the folder holding ``params/`` and ``notebooks/`` above
+    it), else the current folder."""
+    for parent in run.root.resolve().parents:
+        if (parent / "params").is_dir() and (parent / "notebooks").is_dir():
+            return parent
+    return Path.cwd()
+
+
+def provenance_summary(info: dict) -> str:
+    """One line of a run's record: its commit, host, torch and the chain's minutes."""
+    host = info.get("host") or {}
+    cpu = host.get("gpu") or host.get("cpu") if isinstance(host, dict) else None
+    versions = info.get("packages") or {}
+    minutes = sum((info.get("timings_s") or {}).values()) / 60
+    parts = [f"commit {str(info['git_commit'])[:7]}" if info.get("git_commit") else "commit not recorded",
+             f"host {cpu}" if cpu else "host not recorded",
+             f"torch {versions['torch']}" if versions.get("torch") else "",
+             f"chain {minutes:.1f} min" if minutes else ""]
+    return "; ".join(p for p in parts if p)
+
+
 def write_index(run: RunFolder) -> None:
     m = json.loads(run.metrics.read_text())
     info = json.loads(run.path("run.json").read_text()) if run.path("run.json").exists() else {}
@@ -270,7 +296,7 @@ def write_index(run: RunFolder) -> None:
     figures = []
     for key, caption in FIGURES.items():
         if run.figure(key).exists():
-            wide = " class='wide'" if key in ("fig5_best_worst", "fig6_saliency") else ""
+            wide = " class='wide'" if key in WIDE_FIGURES else ""
             figures.append(f"<figure{wide}><a href='figures/{key}.png' title='the full-size figure'>"
                            f"<img src='figures/{key}.png' alt='{html.escape(caption)}'></a>"
                            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
@@ -291,8 +317,10 @@ def write_index(run: RunFolder) -> None:
         ("run.json", "run.json (provenance)")) if run.root.joinpath(href).exists())
     params_text = run.params.read_text() if run.params.exists() else ""
     commit = info.get("git_commit")
+    # relative to the repository root (where lmkit run is run), never this machine's absolute paths
+    folder = Path(os.path.relpath(run.root.resolve(), repository_root(run)))
     reproduce = (f"git checkout {commit}\n" if commit else "") + \
-        f"lmkit run {run.root / 'params.yaml'} --out {run.root}-again"
+        f"lmkit run {folder / 'params.yaml'} --out {folder}-again"
     outside = info.get("changed_outside", {})
     stale = "" if not outside else (
         "<p class='warn'><b>Changed outside <code>lmkit run</code></b> since it recorded them: "
@@ -329,6 +357,6 @@ Flip test: {'on' if m.get('flip_test') else 'off'}. {_view(m)}</p>
 {''.join(figures)}
 <h2>Notebooks</h2><p>{notebooks}</p>
 <h2>Params</h2><details><summary><a href='params.yaml'>params.yaml</a> (click to show the resolved params)</summary><pre>{html.escape(params_text)}</pre></details>
-<h2>Provenance</h2><pre>{html.escape(json.dumps(info, indent=2))}</pre>
+<h2>Provenance</h2><details><summary>{html.escape(provenance_summary(info))} (click to show <a href='run.json'>run.json</a>)</summary><pre>{html.escape(json.dumps(info, indent=2))}</pre></details>
 </body></html>"""
     write_text(body, run.index)
