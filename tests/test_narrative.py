@@ -102,3 +102,15 @@ def test_the_report_page_says_provenance_in_one_line_and_reproduces_without_abso
         (checkout / d).mkdir(parents=True)
     assert repository_root(RunFolder(checkout / "reports" / "r")) == checkout.resolve()
     assert json.dumps(info)  # what the folded block shows
+
+
+def test_the_evaluation_reading_names_the_normalisation_of_each_nme_it_quotes():
+    """04's reading quotes each worst face's NME with its normalisation (Fig. 5 labels the same
+    faces with the outer-corner NME): a number never stands without it."""
+    from lmkit.report.narrative import evaluated
+
+    metrics = {"n_test": 3, "dataset": "d", "methods": {"ResNet18 (this run)": {"nme_oc_mean": 0.05, "mse_mean": 20.0}}}
+    mse, nme = np.array([10.0, 30.0, 20.0]), np.array([0.04, 0.093, 0.05])
+    text = evaluated(metrics, mse, nme, ["a", "b", "c"], norm="oc")
+    assert "NME 0.093 oc" in text and "NME 0.10 (outer eye corners)" in text and "inter-ocular" not in text
+    assert "NME 0.093 io" in evaluated(metrics, mse, nme, ["a", "b", "c"], norm="io")

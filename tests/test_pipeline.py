@@ -1,5 +1,6 @@
 """End to end: the whole chain through papermill on a tiny parameter set."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -200,3 +201,16 @@ def test_after_a_notebook_ran_outside_lmkit_run_lmkit_report_rebuilds_figures_an
     index = run.index.read_text()
     assert "Changed outside <code>lmkit run</code>" in index and "04_evaluate" in index
     assert main(["report", str(tmp_path / "nowhere")]) == 1
+
+
+def test_a_synthetic_runs_pages_name_its_frame_and_leave_the_study_out(tiny_run):
+    """On synthetic faces the NME is in pixels of the generated image (there is no photo), the
+    report's Data and budget has no study number beside a not-comparable run, and 04's reading
+    names the normalisation of the NME it quotes."""
+    metrics = json.loads(tiny_run.metrics.read_text())
+    assert metrics["nme_frame"] == "pixels of the generated synthetic image" and not metrics["comparable_to_paper"]
+    index = tiny_run.index.read_text()
+    budget = index[index.index("<h2>Data and budget</h2>"):index.index("<h2>Test metrics</h2>")]
+    assert "8.00" not in budget and "study:" not in budget
+    reading = tiny_run.path("notebooks", "04_evaluate.html").read_text()
+    assert re.search(r"NME 0\.\d{3} (oc|io)\)", reading)

@@ -21,6 +21,9 @@ from lmkit.study.model import REFERENCE_SIZE, ModelInfo, predict
 from lmkit.data.prepare import crop_to_photo
 
 # the study's published numbers, and the methods an evaluation scores (their display names)
+# what a face's NME is computed in: the points mapped back to the photo it came from (the field's
+# convention); a synthetic face's "photo" is the generated image itself
+NME_FRAMES = {False: "pixels of the original photo", True: "pixels of the generated synthetic image"}
 PAPER = {"test_mse": 27.84, "best_val_mse": 8.00, "dataset": "Helen (2,000 train / 330 test, 194 points)"}
 METHODS = {"model": "ResNet18 (this run)", "model_detector": "ResNet18, its detector box",
            "mean_shape": "mean shape (baseline)",
@@ -193,7 +196,7 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
         "dataset": d.dataset, "comparable_to_paper": comparable_to_paper(d), "scheme": scheme.name, "n_train": len(d.train[0]), "n_val": len(d.val[0]),
         "n_test": len(test), "split_protocol": params["data"]["split"], "input_size": params["model"]["input_size"],
         "epochs": int(history["epoch"].max()), "train_seconds": float(history["seconds"].sum()),
-        "mse_unit": "px² of the 256x256 network input", "nme_frame": "pixels of the original photo",
+        "mse_unit": "px² of the 256x256 network input", "nme_frame": NME_FRAMES[params["data"]["source"] == "synthetic"],
         "nme_units": {k: v for k, v in M.NORMALISATIONS.items() if f"model__nme_{k}" in arrays},
         "best_val_mse": float(history["val_mse"].min()),
         "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),

@@ -280,7 +280,7 @@ def report_figures(run, params: dict, gradient) -> dict:
     from lmkit.data.faces import comparable_to_paper, load_data
     from lmkit.study.model import pick_device
     from lmkit.use.packaging import load_model
-    from lmkit.report.evaluation import PAPER, nme_by_method
+    from lmkit.report.evaluation import NME_FRAMES, PAPER, nme_by_method
     from lmkit.study.saliency import network_inputs, saliency_maps
     d = load_data(run, params)
     test, scheme, dataset = d.test, d.scheme, d.dataset
@@ -296,6 +296,7 @@ def report_figures(run, params: dict, gradient) -> dict:
     maps = saliency_maps(gradient, model, test.images[six], test.landmarks[six], size, device, info.view)
     small = network_inputs(test.images[six], size, info.view)
     train_img, train_pts = d.train
+    frame = f"points in {NME_FRAMES[params['data']['source'] == 'synthetic']}"
     figs = {
         "scheme": scheme_figure(M.mean_shape(d.train[1]), scheme, f"mean training shape, {dataset}"),
         "fig1_sample": sample_figure(train_img[0], train_pts[0], scheme,
@@ -305,10 +306,11 @@ def report_figures(run, params: dict, gradient) -> dict:
                                                    dataset),
         "fig5_best_worst": detections_figure(test.images[six], p["true"][six], p["model__pred"][six], labels, scheme),
         "fig6_saliency": saliency_figure(small, maps, labels),
-        "ced": ced_figure(nme_by_method(p, "io"), params["eval"]["ced_max"], dataset),
+        "ced": ced_figure(nme_by_method(p, "io"), params["eval"]["ced_max"], dataset, frame=frame),
     }
     if "model__nme_oc" in p:
-        figs["ced_oc"] = ced_figure(nme_by_method(p, "oc"), params["eval"]["ced_max"], dataset, "outer eye corners")
+        figs["ced_oc"] = ced_figure(nme_by_method(p, "oc"), params["eval"]["ced_max"], dataset, "outer eye corners",
+                                    frame=frame)
     if "model_detector__boxes" in p:
         figs["photos"] = run_photos_figure(p, run, params, scheme, test.images.shape[1])
     if run.trials.exists():

@@ -74,10 +74,11 @@ def trained(history: pd.DataFrame) -> str:
 
 
 def evaluated(metrics: dict, mse: np.ndarray, nme: np.ndarray, names: list[str], threshold: float = 0.10,
-              synthetic: bool = False) -> str:
+              synthetic: bool = False, norm: str = "io") -> str:
     """The closing paragraph of 04: from the same arrays and the same ranking as the figures
     (the worst faces are Fig. 5's, ranked by MSE, the study's metric), with no cause named
-    that the data cannot have (no hands or hair on synthetic faces)."""
+    that the data cannot have (no hands or hair on synthetic faces). ``nme`` is each face's NME
+    over the normalisation ``norm`` (``io`` eye centres, ``oc`` outer eye corners), named with it."""
     model = metrics["methods"]["ResNet18 (this run)"]
     base = metrics["methods"].get("mean shape (baseline)", {})
     key = "nme_oc_mean" if "nme_oc_mean" in model else "nme_io_mean"
@@ -96,9 +97,10 @@ def evaluated(metrics: dict, mse: np.ndarray, nme: np.ndarray, names: list[str],
     causes = ("strong head turns, an unusual expression or lighting, or a face drawn much smaller or larger than "
               "the crop expects" if synthetic else
               "strong head turns, occlusion (hands, hair, glasses) or faces much smaller or larger than the crop expects")
-    text += (f"{plural(fails, 'face')} exceed{'s' if fails == 1 else ''} NME {threshold:.2f} (inter-ocular), the usual "
+    over = {"io": "eye centres", "oc": "outer eye corners"}[norm]
+    text += (f"{plural(fails, 'face')} exceed{'s' if fails == 1 else ''} NME {threshold:.2f} ({over}), the usual "
              f"failure threshold. The worst by MSE, as in Fig. 5 of notebook 05, are "
-             f"{', '.join(f'`{names[i]}` ({mse[i]:.1f} px², NME {nme[i]:.3f})' for i in order[:3])}; large errors "
+             f"{', '.join(f'`{names[i]}` ({mse[i]:.1f} px², NME {nme[i]:.3f} {norm})' for i in order[:3])}; large errors "
              f"usually come from {causes}. ")
     if metrics.get("comparable_to_paper"):
         text += (f"The study reports a test MSE of {metrics['paper']['test_mse']} px² on Helen; the protocol table "

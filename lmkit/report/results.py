@@ -107,7 +107,8 @@ def run_row(folder: str | Path, params_dir: Path = PARAMS) -> dict:
             "faces": {"test": m.get("n_test"), "val": m.get("n_val"), "train": m.get("n_train")},
             "chain_min": sum(info.get("timings_s", {}).values()) / 60,
             "host": _host(info), "commit": (info.get("git_commit") or "")[:7],
-            "command": reproduce(run, info, params_dir, params["name"]), "source": f"run folder `{run.root.name}`",
+            "command": reproduce(run, info, params_dir, params["name"]),
+            "source": f"run folder `{run.root.name}`, commit `{(info.get('git_commit') or 'not recorded')[:7]}`",
             "ablation": run.path("ablation", "ablation.csv") if run.path("ablation", "ablation.csv").exists() else None}
 
 
