@@ -25,7 +25,8 @@ from lmkit.run import params as P
 from lmkit.study import cells
 from lmkit.data.faces import load_data, prepare_run
 from lmkit.study.modelinfo import view_fraction
-from lmkit.study.model import REFERENCE_SIZE, pick_device, predict
+from lmkit.study.model import pick_device, predict
+from lmkit.study.modelinfo import REFERENCE_SIZE
 from lmkit.data.prepare import load_sources
 from lmkit.run.folder import RunFolder
 from lmkit.train.config import TrainConfig, model_options, new_model

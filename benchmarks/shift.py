@@ -19,7 +19,8 @@ import numpy as np
 from lmkit.run import params as P
 from lmkit.data.faces import load_data
 from lmkit.study.modelinfo import view_fraction
-from lmkit.study.model import REFERENCE_SIZE, build_model, load_model_file, predict
+from lmkit.study.model import build_model, load_model_file, predict
+from lmkit.study.modelinfo import REFERENCE_SIZE
 from lmkit.run.folder import RunFolder
 from lmkit.train.config import TrainConfig
 from lmkit.train.checkpoints import load_checkpoint

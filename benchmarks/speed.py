@@ -40,7 +40,7 @@ from lmkit.data.prepare import load_cache, write_cache
 from lmkit.data.readers import read_300w_folder
 from lmkit.data.synthetic import synthetic_faces
 from lmkit.study import cells
-from lmkit.study.model import REFERENCE_SIZE
+from lmkit.study.modelinfo import REFERENCE_SIZE
 from lmkit.train.batches import Batches, epoch_order
 from lmkit.train.devices import ScaledOptimizer, TrainingNetwork, training_network
 from lmkit.train.config import TrainConfig

@@ -49,7 +49,7 @@ def _lazy():
     from lmkit.chain.ablation import ablation
     from lmkit.data.faces import load_data
     from lmkit.use.packaging import load_model, package_model
-    from lmkit.report.evaluation import METHODS
+    from lmkit.report.predictions import METHODS
     from lmkit.train.search import search_worker, study_name
 
     return dict(open_run=open_run, ablation=ablation, load_data=load_data, load_model=load_model,

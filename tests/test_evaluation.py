@@ -4,7 +4,8 @@ import torch
 
 from lmkit.report import evaluation as E
 from lmkit.study import metrics as M
-from lmkit.study.model import ModelInfo, build_model, predict
+from lmkit.study.model import build_model, predict
+from lmkit.study.modelinfo import ModelInfo
 from lmkit.study.schemes import scheme_for_points
 from lmkit.data.faces import Faces
 

@@ -47,7 +47,8 @@ def test_faces_are_ranked_as_fig5_and_grouped_by_part(tmp_path):
 
 
 def test_point_errors_colour_the_face_and_saliency_comes_on_demand(tmp_path):
-    from lmkit.study.model import ModelInfo, build_model, save_model_file
+    from lmkit.study.model import build_model, save_model_file
+    from lmkit.study.modelinfo import ModelInfo
 
     run, _ = fake_run(tmp_path / "run")
     faces = RunFaces.load(run.root)
@@ -97,7 +98,8 @@ def test_two_runs_on_one_face_share_one_error_scale(tmp_path):
 
 
 def _with_model(run, faces):
-    from lmkit.study.model import ModelInfo, build_model, save_model_file
+    from lmkit.study.model import build_model, save_model_file
+    from lmkit.study.modelinfo import ModelInfo
 
     save_model_file(build_model(194, False), ModelInfo(scheme="helen194", n_points=194, input_size=32, crop_size=300,
                                                        forehead=1 / 3, padding=0.05, mean_shape=faces.true.mean(0).tolist(),

@@ -24,7 +24,8 @@ LIGHT_RUN = textwrap.dedent('''
     import sys
     import numpy as np, pathlib
     from PIL import Image
-    from lmkit.study.model import ModelInfo, build_model, save_model_file
+    from lmkit.study.model import build_model, save_model_file
+    from lmkit.study.modelinfo import ModelInfo
     from lmkit.use.inference import Landmarker
     from lmkit.cli import main
     out = pathlib.Path(sys.argv[1])

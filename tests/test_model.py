@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from lmkit.study.model import REFERENCE_SIZE, build_model, predict
+from lmkit.study.model import build_model, predict
+from lmkit.study.modelinfo import REFERENCE_SIZE
 
 
 def test_output_is_k_points_in_reference_pixels():
@@ -58,7 +59,8 @@ def test_the_heatmap_head_outputs_coordinates_and_round_trips_through_the_model_
     import numpy as np
 
     from lmkit.use.export import export
-    from lmkit.study.model import ModelInfo, load_model_file, save_model_file
+    from lmkit.study.model import load_model_file, save_model_file
+    from lmkit.study.modelinfo import ModelInfo
 
     model = build_model(5, pretrained=False, head=head).eval()
     x = torch.randn(2, 3, 64, 64)

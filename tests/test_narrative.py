@@ -73,7 +73,7 @@ def test_the_trials_table_shows_a_small_weight_decay_in_scientific_notation():
 def test_the_validation_paragraph_says_the_two_mses_differ_only_when_they_do():
     """The report's validation paragraph, checked against its own metrics: equal MSEs are not
     called different, and different ones are named with both values."""
-    from lmkit.report.evaluation import METHODS
+    from lmkit.report.predictions import METHODS
     from lmkit.report.page import validation_html
 
     def metrics(val_mse, best):

@@ -111,7 +111,7 @@ def test_the_heatmap_loss_adds_the_heatmaps_divergence_to_the_training_loss(data
     import torch.nn.functional as F
 
     from lmkit.study.losses import heatmap_divergence
-    from lmkit.study.model import REFERENCE_SIZE
+    from lmkit.study.modelinfo import REFERENCE_SIZE
     from lmkit.train.devices import TrainingNetwork
 
     p, train, _ = data

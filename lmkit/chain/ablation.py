@@ -17,6 +17,7 @@ from lmkit.report import figures
 from lmkit.run import params as P
 from lmkit.data.faces import load_data
 from lmkit.run.progress import emit, quiet
+from lmkit.report.predictions import Predictions
 from lmkit.run.folder import RunFolder, read_json, write_csv, write_json
 from lmkit.chain import reuse
 
@@ -49,7 +50,7 @@ def ablation(run: RunFolder, params: dict, log=print, quiet_notebooks: bool = Tr
     of each test metric over the seeds, the best validation MSE and the training minutes;
     ``ablation/runs.csv`` has one line per sub-run."""
     from lmkit.study.cells import notebook_file
-    from lmkit.report.evaluation import METHODS
+    from lmkit.report.predictions import METHODS
     from lmkit.chain.pipeline import run_stages
 
     hp = read_json(run.best_hparams, "02_hpsearch")
@@ -92,7 +93,7 @@ def ablation(run: RunFolder, params: dict, log=print, quiet_notebooks: bool = Tr
             row = m["methods"][METHODS["model"]]
             lines.append({"variant": label, "file": file.name, "seed": seed, **row, "best_val_mse": m["best_val_mse"],
                           "train_minutes": m["train_seconds"] / 60})
-            nmes.setdefault(label, []).append(np.load(sub.predictions)["model__nme_io"])
+            nmes.setdefault(label, []).append(Predictions.load(sub.predictions).nme("model", "io"))
             emit(log, "variant", f"    seed {seed}: test {nme_key} {row[nme_key]:.4f}, MSE {row['mse_mean']:.2f} px², "
                  f"best val MSE {m['best_val_mse']:.2f} px², {m['train_seconds'] / 60:.1f} min")
     runs = pd.DataFrame(lines)

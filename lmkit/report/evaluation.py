@@ -17,23 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from lmkit.study import metrics as M
-from lmkit.study.model import REFERENCE_SIZE, ModelInfo, predict
+from lmkit.study.model import predict
+from lmkit.study.modelinfo import ModelInfo, REFERENCE_SIZE
 from lmkit.data.prepare import crop_to_photo
+from lmkit.report.predictions import METHODS, Predictions
 
-# the study's published numbers, and the methods an evaluation scores (their display names)
 # what a face's NME is computed in: the points mapped back to the photo it came from (the field's
 # convention); a synthetic face's "photo" is the generated image itself
 NME_FRAMES = {False: "pixels of the original photo", True: "pixels of the generated synthetic image"}
+# the study's published numbers
 PAPER = {"test_mse": 27.84, "best_val_mse": 8.00, "dataset": "Helen (2,000 train / 330 test, 194 points)"}
-METHODS = {"model": "ResNet18 (this run)", "model_detector": "ResNet18, its detector box",
-           "mean_shape": "mean shape (baseline)",
-           "dlib_hog": "dlib ERT, its HOG detector box", "dlib_annotation": "dlib ERT, box from the annotations"}
-
-
-def nme_by_method(predictions, norm: str = "io") -> dict:
-    """Per-image NMEs of every evaluated method, by display name (for CED curves)."""
-    return {name: predictions[f"{key}__nme_{norm}"] for key, name in METHODS.items()
-            if f"{key}__nme_{norm}" in predictions}
 
 
 def crop_predictions(model, info: ModelInfo, images, batch_size: int, device, mirror: tuple[int, ...] | None,
@@ -92,15 +85,16 @@ def detector_predictions(landmarker, sources: list[str], crop_boxes: np.ndarray,
 
 def score(preds: dict[str, np.ndarray], true: np.ndarray, crop_boxes: np.ndarray, crop_size: int, scheme,
           thresholds=(0.08, 0.10)) -> tuple[dict, dict]:
-    """Per-face arrays (``<method>__mse`` ...) and a summary row per method: the MSE in the
-    study's unit (px² of the 256 frame), NMEs, AUCs and failure rates in photo pixels."""
+    """Per-face arrays of each method (``{"model": {"pred": ..., "mse": ..., "nme_io": ...}}``, as
+    ``Predictions`` keeps them) and a summary row per method: the MSE in the study's unit (px² of the
+    256 frame), NMEs, AUCs and failure rates in photo pixels."""
     true_photo = M.to_photo(true, crop_boxes, crop_size)
     arrays, rows = {}, {}
     for key, pred in preds.items():
         per, row = M.summarize(pred, true, scheme, REFERENCE_SIZE / crop_size, thresholds,
                                photo=(M.to_photo(pred, crop_boxes, crop_size), true_photo))
         rows[key] = row
-        arrays.update({f"{key}__{k}": v for k, v in per.items()} | {f"{key}__pred": pred})
+        arrays[key] = {**per, "pred": pred}
     return arrays, rows
 
 
@@ -139,7 +133,7 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
     from lmkit.run.progress import emit
     from lmkit.data.prepare import load_sources
     from lmkit.report.protocol import compare as compare_protocol
-    from lmkit.run.folder import atomic_write, read_json, write_json
+    from lmkit.run.folder import read_json, write_json
     import pandas as pd
 
     d = load_data(run, params)
@@ -162,7 +156,7 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
 
         found = detector_predictions(Landmarker(model, info, device, flip_test=flip_test), sources, crop_boxes, true)
         preds["model_detector"], seconds["model_detector"] = found["pred"], found["seconds_per_face"]
-        extra_arrays = {"model_detector__boxes": found["boxes"], "model_detector__crop_boxes": found["crop_boxes"]}
+        extra_arrays = {"model_detector": {"boxes": found["boxes"], "crop_boxes": found["crop_boxes"]}}
         detector_status = (f"run on the original photos; {found['detector']} found {int(np.isfinite(found['boxes'][:, 0]).sum())} "
                            f"of {len(test)} faces; {recropped(info.recrop)}{found['seconds_per_photo'] * 1000:.0f} ms per "
                            "photo with detection")
@@ -190,14 +184,14 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
         if "nme_oc_mean" in row:
             emit(log, "evaluate", f"validation ({validation['faces']} faces, no bias correction), {method}: NME outer "
                  f"corners {row['nme_oc_mean']:.4f}", split="validation", method=method, nme_oc=row["nme_oc_mean"])
-    best, worst = M.best_and_worst(arrays["model__mse"])
+    best, worst = M.best_and_worst(arrays["model"]["mse"])
     history = pd.read_csv(run.history)
     metrics = {
         "dataset": d.dataset, "comparable_to_paper": comparable_to_paper(d), "scheme": scheme.name, "n_train": len(d.train[0]), "n_val": len(d.val[0]),
         "n_test": len(test), "split_protocol": params["data"]["split"], "input_size": params["model"]["input_size"],
         "epochs": int(history["epoch"].max()), "train_seconds": float(history["seconds"].sum()),
         "mse_unit": "px² of the 256x256 network input", "nme_frame": NME_FRAMES[params["data"]["source"] == "synthetic"],
-        "nme_units": {k: v for k, v in M.NORMALISATIONS.items() if f"model__nme_{k}" in arrays},
+        "nme_units": {k: v for k, v in M.NORMALISATIONS.items() if f"nme_{k}" in arrays["model"]},
         "best_val_mse": float(history["val_mse"].min()),
         "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),
         "final": bool(params["data"]["final"]),  # trained on training + validation faces, the last epoch kept
@@ -213,7 +207,6 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
         "protocol": compare_protocol(params, d.train_set.manifest, test.manifest, len(d.train[0]), len(d.val[0]), len(test)),
         "crop_margin": d.train_set.manifest.get("margin"),
     }
-    with atomic_write(run.predictions) as tmp:
-        np.savez(tmp, true=true, names=np.array(test.names), best=best, worst=worst, **arrays, **extra_arrays)
+    Predictions.from_scores(true, test.names, best, worst, arrays, extra_arrays).save(run.predictions)
     write_json(metrics, run.metrics)
     return metrics

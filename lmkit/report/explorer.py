@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from lmkit.study import metrics as M
-from lmkit.study.model import REFERENCE_SIZE
+from lmkit.study.modelinfo import REFERENCE_SIZE
+from lmkit.report.predictions import Predictions
 from lmkit.run.folder import RunFolder
 from lmkit.study.schemes import Scheme, scheme_for_points
 
@@ -49,19 +50,18 @@ class RunFaces:
         run = RunFolder(run_dir)
         if not run.predictions.exists():
             raise FileNotFoundError(f"{run.predictions}: missing; run notebook 04_evaluate first")
-        p = np.load(run.predictions)
+        p = Predictions.load(run.predictions)
         cache = run.cache_dir(P.load(run.params)["data"]["cache_dir"]) / "test"
         test = load_cache(cache)
-        names = [str(n) for n in p["names"]]
+        names = p.names
         if names != list(test.names):
             raise ValueError(f"{run.predictions}: its faces are not those of the test cache {cache} (prepared again "
                              "since?); run 04_evaluate again")
         _, boxes = load_sources(cache)
-        norm = "oc" if "model__nme_oc" in p else "io"
-        size = test.images.shape[1]
-        return cls(run, names, test.images, p["true"], p["model__pred"], p["model__mse"], p[f"model__nme_{norm}"], norm,
-                   M.to_photo(p["true"], boxes, size), M.to_photo(p["model__pred"], boxes, size),
-                   scheme_for_points(p["true"].shape[1]))
+        norm, size = p.headline_norm, test.images.shape[1]
+        return cls(run, names, test.images, p.true, p.pred(), p.mse(), p.nme("model", norm), norm,
+                   M.to_photo(p.true, boxes, size), M.to_photo(p.pred(), boxes, size),
+                   scheme_for_points(p.true.shape[1]))
 
     @cached_property
     def params(self) -> dict:
@@ -227,17 +227,18 @@ def photo_figure(faces: RunFaces, i: int):
     photo = Path(sources[i])
     if not photo.is_file():
         return None
-    p = np.load(faces.run.predictions)
+    p = Predictions.load(faces.run.predictions)
     fig, ax = plt.subplots(figsize=(7, 6))
     show_image(ax, np.asarray(Image.open(photo).convert("RGB")), f"{faces.names[i]}: the original photo")
     x0, y0, x1, y1 = boxes[i]
     ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=TRUE_COLOUR, lw=1.5, label="annotation crop"))
-    if "model_detector__boxes" in p and np.isfinite(p["model_detector__boxes"][i]).all():
-        d0, e0, d1, e1 = p["model_detector__boxes"][i]
+    detected = p.has("model_detector")
+    if detected and np.isfinite(p.boxes("model_detector")[i]).all():
+        d0, e0, d1, e1 = p.boxes("model_detector")[i]
         ax.add_patch(Rectangle((d0, e0), d1 - d0, e1 - e0, fill=False, color="orange", lw=1.5, label="face detector's box"))
-        pts = M.to_photo(p["model_detector__pred"][i : i + 1], boxes[i : i + 1], faces.crop_size)[0]
+        pts = M.to_photo(p.pred("model_detector")[i : i + 1], boxes[i : i + 1], faces.crop_size)[0]
         ax.scatter(*pts.T, s=8, c="orange", edgecolors="black", linewidths=0.3, label="points from the detector's box")
-    elif "model_detector__boxes" in p:
+    elif detected:
         ax.set_title(ax.get_title() + " (the face detector found no face)")
     ax.legend(loc="lower left", fontsize=7)
     fig.tight_layout()
@@ -258,12 +259,12 @@ def run_folders_beside(run_dir: str | Path) -> list[Path]:
     """The other finished run folders next to ``run_dir`` whose test faces are the same: the
     runs the explorer can compare with."""
     run = RunFolder(run_dir)
-    mine = list(np.load(run.predictions)["names"])
+    mine = Predictions.load(run.predictions).names
     out = []
     for folder in sorted(p for p in run.root.resolve().parent.iterdir() if p.is_dir() and p != run.root.resolve()):
         other = RunFolder(folder)
         try:
-            if other.predictions.exists() and list(np.load(other.predictions)["names"]) == mine:
+            if other.predictions.exists() and Predictions.load(other.predictions).names == mine:
                 out.append(folder)
         except (OSError, ValueError, KeyError):
             continue

@@ -280,15 +280,17 @@ def report_figures(run, params: dict, gradient) -> dict:
     from lmkit.data.faces import comparable_to_paper, load_data
     from lmkit.study.model import pick_device
     from lmkit.use.packaging import load_model
-    from lmkit.report.evaluation import NME_FRAMES, PAPER, nme_by_method
+    from lmkit.report.evaluation import NME_FRAMES, PAPER
+    from lmkit.report.predictions import Predictions
     from lmkit.study.saliency import network_inputs, saliency_maps
     d = load_data(run, params)
     test, scheme, dataset = d.test, d.scheme, d.dataset
-    p = np.load(run.predictions)
-    six = np.concatenate([p["best"], p["worst"]])
-    norm, norm_label = ("oc", "outer eye corners") if "model__nme_oc" in p else ("io", "inter-ocular")  # the headline's
+    p = Predictions.load(run.predictions)
+    six = np.concatenate([p.best, p.worst])
+    norm = p.headline_norm
+    norm_label = {"oc": "outer eye corners", "io": "inter-ocular"}[norm]
     labels = [f"{'best' if k < 3 else 'worst'} {k % 3 + 1}: {test.names[i]}\n"
-              f"MSE {p['model__mse'][i]:.1f} px², NME {p[f'model__nme_{norm}'][i]:.3f} ({norm_label})"
+              f"MSE {p.mse()[i]:.1f} px², NME {p.nme('model', norm)[i]:.3f} ({norm_label})"
               for k, i in enumerate(six)]
     device = pick_device(params["train"]["device"])
     model, info = load_model(run, params, device)
@@ -302,16 +304,16 @@ def report_figures(run, params: dict, gradient) -> dict:
         "fig1_sample": sample_figure(train_img[0], train_pts[0], scheme,
                                        f"{dataset}\n{train_img.shape[1]}x{train_img.shape[2]} crop, {scheme.name}"),
         "fig3_loss": loss_figure(pd.read_csv(run.history), dataset, PAPER if comparable_to_paper(d) else None),
-        "fig4_test_mse": mse_distribution_figure({"ResNet18": p["model__mse"], "mean shape": p["mean_shape__mse"]},
+        "fig4_test_mse": mse_distribution_figure({"ResNet18": p.mse(), "mean shape": p.mse("mean_shape")},
                                                    dataset),
-        "fig5_best_worst": detections_figure(test.images[six], p["true"][six], p["model__pred"][six], labels, scheme),
+        "fig5_best_worst": detections_figure(test.images[six], p.true[six], p.pred()[six], labels, scheme),
         "fig6_saliency": saliency_figure(small, maps, labels),
-        "ced": ced_figure(nme_by_method(p, "io"), params["eval"]["ced_max"], dataset, frame=frame),
+        "ced": ced_figure(p.nme_by_method("io"), params["eval"]["ced_max"], dataset, frame=frame),
     }
-    if "model__nme_oc" in p:
-        figs["ced_oc"] = ced_figure(nme_by_method(p, "oc"), params["eval"]["ced_max"], dataset, "outer eye corners",
+    if p.has("model", "oc"):
+        figs["ced_oc"] = ced_figure(p.nme_by_method("oc"), params["eval"]["ced_max"], dataset, "outer eye corners",
                                     frame=frame)
-    if "model_detector__boxes" in p:
+    if p.has("model_detector"):
         figs["photos"] = run_photos_figure(p, run, params, scheme, test.images.shape[1])
     if run.trials.exists():
         figs["search"] = search_figure(pd.read_csv(run.trials), params["search"]["lr_range"], params["search"]["weight_decay_range"])
@@ -324,18 +326,18 @@ def report_figures(run, params: dict, gradient) -> dict:
 
 def run_photos_figure(p, run, params: dict, scheme, crop_size: int):
     """The model end to end on three original test photos (the detector's box, the points),
-    at the 10th, 50th and 90th percentile of its detector-box NME."""
+    at the 10th, 50th and 90th percentile of its detector-box NME (``p``: the run's ``Predictions``)."""
     from lmkit.data.prepare import crop_to_photo, load_sources
     from lmkit.data.readers import load_image
 
     sources, crop_boxes = load_sources(run.cache_dir(params["data"]["cache_dir"]) / "test")
-    nme = p["model_detector__nme_io"]
+    nme = p.nme("model_detector", "io")
     found = np.where(np.isfinite(nme))[0]
     ranked = found[np.argsort(nme[found], kind="stable")]
     pick = [ranked[int(q * (len(ranked) - 1))] for q in (0.1, 0.5, 0.9)] if len(ranked) else []
     shown = []
     for i in pick:
         to_photo = crop_to_photo(crop_boxes[i], crop_size)
-        shown.append((load_image(Path(sources[i])), p["model_detector__boxes"][i], to_photo(p["model_detector__pred"][i]),
-                      to_photo(p["true"][i]), f"{Path(sources[i]).name}: NME {nme[i]:.3f} (inter-ocular)"))
+        shown.append((load_image(Path(sources[i])), p.boxes("model_detector")[i], to_photo(p.pred("model_detector")[i]),
+                      to_photo(p.true[i]), f"{Path(sources[i]).name}: NME {nme[i]:.3f} (inter-ocular)"))
     return photos_figure(shown, scheme)

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from lmkit.report.evaluation import METHODS
+from lmkit.report.predictions import METHODS
 from lmkit.report.narrative import plural
 from lmkit.run.folder import FIGURES, RunFolder, write_text
 

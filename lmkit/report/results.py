@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from lmkit.run import params as P
-from lmkit.report.evaluation import METHODS
+from lmkit.report.predictions import METHODS
 from lmkit.run.folder import RunFolder, read_json, write_text
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from lmkit.study.modelinfo import MODEL_FORMAT, REFERENCE_SIZE, ModelInfo  # noqa: F401  (also lmkit.study.model's names)
+from lmkit.study.modelinfo import MODEL_FORMAT, REFERENCE_SIZE, ModelInfo
 from lmkit.run.params import HEADS  # the head names, listed once (the params schema checks them first)
 
 

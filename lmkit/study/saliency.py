@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from lmkit.study.augment import make_batch, resize_warps, warp
-from lmkit.study.model import REFERENCE_SIZE, to_tensor
+from lmkit.study.model import to_tensor
+from lmkit.study.modelinfo import REFERENCE_SIZE
 
 
 def saliency_maps(gradient, model, images, landmarks, input_size: int, device="cpu", view: float = 1.0) -> np.ndarray:

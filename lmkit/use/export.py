@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from lmkit.study.model import REFERENCE_SIZE, load_model_file
+from lmkit.study.model import load_model_file
+from lmkit.study.modelinfo import REFERENCE_SIZE
 from lmkit.study.modelinfo import ModelInfo
 
 EXPORT_FORMATS = ("torchscript", "onnx")

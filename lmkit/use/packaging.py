@@ -14,7 +14,8 @@ from lmkit.run.params import NOT_RESULTS
 from lmkit.study.modelinfo import view_fraction
 from lmkit.data.faces import load_data
 from lmkit.run.digests import digest
-from lmkit.study.model import ModelInfo, build_model, fit_correction, load_model_file, save_model_file
+from lmkit.study.model import build_model, fit_correction, load_model_file, save_model_file
+from lmkit.study.modelinfo import ModelInfo
 from lmkit.data.prepare import crop_to_photo
 from lmkit.run.progress import emit
 from lmkit.run.folder import RunFolder, read_json, write_json
