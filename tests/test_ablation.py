@@ -92,3 +92,20 @@ def test_the_study_row_pins_every_recipe_key_to_the_studys_value():
     later = [P.flatten(P.read_changes(f, own=True)) for f in sorted(root.glob("*.yaml"))[1:]]
     # later rows change recipe keys only (a heatmap head cannot start at the mean shape: its row says so)
     assert all(set(c) - {"name"} - ({"model.head_init"} if "model.head" in c else set()) <= recipe for c in later)
+
+
+def test_shipped_rows_are_one_file_variants_of_the_study_and_name_what_each_adds():
+    """mmpose's _base_ one deep: every row names 1-study.yaml as its base and lists all its changes
+    from it; the table's "its changes" are still what a row adds to the row above."""
+    import yaml
+
+    from lmkit.chain.ablation import row_changes
+
+    shipped = ablation_variants(P.load(None))
+    for f in shipped[1:]:
+        assert yaml.safe_load(f.read_text())["base"] == "1-study.yaml", f.name
+    labels = row_changes(shipped)
+    assert labels["+ cosine schedule"] == "train.schedule=cosine"
+    assert labels["+ heatmap regulariser"] == "train.heatmap_loss=100.0"
+    assert labels["+ heatmap head"] == "model.head=heatmap, model.head_init=default"
+    assert "train.loss=mse" in labels["study recipe"]

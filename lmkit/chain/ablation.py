@@ -34,6 +34,18 @@ def ablation_variants(params: dict) -> list[Path]:
     return files
 
 
+def row_changes(files: list[Path]) -> dict[str, str]:
+    """Each row's label and what it adds to the row above it (the ablation table's "its changes"):
+    every file is a one-file variant of the study's recipe, its changes cumulative."""
+    labels, before = {}, {}
+    for file in files:
+        changes = P.read_changes(file)
+        label = changes.pop("name", file.stem)
+        labels[label] = ", ".join(f"{k}={v}" for k, v in changes.items() if before.get(k) != v) or "-"
+        before = changes
+    return labels
+
+
 def _same_training(earlier: RunFolder, sub: RunFolder, params: dict, notebook: Path) -> bool:
     """Whether ``earlier``'s 03_train ran exactly what ``sub``'s would run: its record checked
     against ``sub``'s params, code and inputs."""
@@ -58,14 +70,15 @@ def ablation(run: RunFolder, params: dict, log=print, quiet_notebooks: bool = Tr
     budget = {"train.epochs": a["epochs"]} if a["epochs"] else {}
     base = {"data.cache_dir": str(run.cache_dir(params["data"]["cache_dir"])), "eval.detector_box": False,
             "train.resume": False, **budget}
-    lines, trained, nmes, labels = [], [], {}, {}
+    lines, trained, nmes = [], [], {}
     d = load_data(run, params)
     nme_key = "nme_oc_mean" if d.scheme.outer_eye_corners else "nme_io_mean"
     train_nb = notebook_file("03_train")
-    for file in ablation_variants(params):
+    files = ablation_variants(params)
+    labels = row_changes(files)
+    for file in files:
         changes = P.read_changes(file)
         label = changes.pop("name", file.stem)
-        labels[label] = ", ".join(f"{k}={v}" for k, v in P.read_changes(file, own=True).items() if k != "name") or "-"
         slug = re.sub(r"[^a-z0-9]+", "-", file.stem.lower()).strip("-")
         emit(log, "variant", f"--- {label} ({file.name})")
         for seed in a["seeds"]:
