@@ -41,7 +41,7 @@ def validation_scores(model, d, params, boxes) -> dict:
     as evaluation scores the test faces (``lmkit.report.evaluation.score``)."""
     t = params["train"]
     view = view_fraction(params["model"]["view"], t["crop_fraction"], t["scale"])
-    images, true = d.val[0], np.asarray(d.val[1], dtype=np.float64)
+    images, true = d.val.images, np.asarray(d.val.landmarks, dtype=np.float64)
     pred = predict(model, images, params["model"]["input_size"], t["batch_size"], "cpu",
                    flip_mirror=d.scheme.mirror if params["eval"]["flip_test"] else None, view=view)
     _, rows = E.score({"model": pred}, true, boxes, images.shape[1], d.scheme)
@@ -81,13 +81,13 @@ def compare(args, base: dict, work: Path) -> list[dict]:
     prepare_run(run, base, log=lambda _: None)
     d = load_data(run, base)
     _, all_boxes = load_sources(run.cache_dir(base["data"]["cache_dir"]) / "train")
-    boxes = all_boxes[d.val[0].indices]
+    boxes = all_boxes[d.val.images.indices]
     rows = []
     for head in args.heads:
         for seed in args.seeds:
             params = P.merge(base, {"model.head": head, "seed": seed, "train.epochs": args.epochs,
                                     **({"model.head_init": "default"} if head != "regression" else {})})
-            mean = M.mean_shape(d.train[1])
+            mean = M.mean_shape(d.train.landmarks)
             model = new_model(STUDY.build_network, d.scheme.n_points, mean, seed, "cpu", **model_options(params))
             cfg = TrainConfig.from_params(params, pick_device("cpu"), d.scheme.mirror, lr=args.lr,
                                           weight_decay=args.weight_decay)

@@ -30,7 +30,7 @@ from pathlib import Path
 from lmkit.data.readers import load_image, read_pts
 from lmkit.use.detector import DETECTORS, best_match, make_detector
 from lmkit.use.inference import Landmarker, model_file
-from lmkit.use.peers import _model_file as dlib_model_file
+from lmkit.use.peers import dlib_model_file
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "helen68" / "testset"
 

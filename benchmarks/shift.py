@@ -59,14 +59,14 @@ def main(argv=None) -> None:
         model, info = load_model_file(run.model_file, "cpu")
         view, flip_test = info.view, info.flip_test
     cfg = TrainConfig.from_params(params, "cpu", d.scheme.mirror)
-    n = min(args.faces, len(d.train[0]))
-    images, landmarks = d.train[0][:n], np.asarray(d.train[1][:n])
+    n = min(args.faces, len(d.train.images))
+    images, landmarks = d.train.images[:n], np.asarray(d.train.landmarks[:n])
     for flip, what in ((0.0, "as trained"), (1.0, "mirrored")):
         x, y = training_residuals(model, images, landmarks, cfg, flip)
         print(f"{n} training faces, {what}: mean error {x:+.2f}, {y:+.2f} px (x, y; 256 frame)")
-    pred = predict(model, d.val[0], cfg.input_size, 32, "cpu", flip_mirror=d.scheme.mirror if flip_test else None,
+    pred = predict(model, d.val.images, cfg.input_size, 32, "cpu", flip_mirror=d.scheme.mirror if flip_test else None,
                    view=view)
-    err = (pred - np.asarray(d.val[1], np.float64)) * (REFERENCE_SIZE / d.val[0].shape[1])
+    err = (pred - np.asarray(d.val.landmarks, np.float64)) * (REFERENCE_SIZE / d.val.images.shape[1])
     print(f"{len(err)} validation faces (flip test {'on' if flip_test else 'off'}, no bias correction): mean error "
           f"{err[..., 0].mean():+.2f}, {err[..., 1].mean():+.2f} px")
 

@@ -1,4 +1,4 @@
-"""Issue 31: the study's code lives in the notebooks' cells, and no edit is ever ignored. After a
+"""The study's code lives in the notebooks' cells, and no edit is ever ignored. After a
 finished chain, an edit of a code cell, of a module under lmkit or a new cell runs the stages it
 touches again, naming the file; a markdown edit runs nothing. What 03's cells define is what
 trains, in lmkit run and in several processes."""
@@ -192,7 +192,7 @@ def _edit_loss_cell(nb: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("edit", ["03 study cell", "module", "05 new cell"])
 def test_after_a_code_edit_the_run_folder_holds_what_a_fresh_run_writes(copy, tmp_path, edit):
-    """Reuse equals a fresh run for code edits too (issue 31, extending test_reuse_property)."""
+    """Reuse equals a fresh run for code edits too (extending test_reuse_property)."""
     from tests.test_reuse_property import _result, _same
 
     out, nb = copy

@@ -296,11 +296,11 @@ def test_bias_correction_is_each_points_mean_validation_error(trained, tmp_path)
     model, info = load_model_file(copy.model_file, settings=P.flatten(wanted))
     assert info.view == pytest.approx(245 / 256)
     d = steps.load_data(copy, wanted)
-    before = predict(model, d.val[0], 32, view=info.view)
-    error = (before - np.asarray(d.val[1])).mean(0) * 256 / 300
+    before = predict(model, d.val.images, 32, view=info.view)
+    error = (before - np.asarray(d.val.landmarks)).mean(0) * 256 / 300
     np.testing.assert_allclose(info.correction, error, atol=1e-3)
-    after = predict(model, d.val[0], 32, view=info.view, correction=info.correction)
-    assert np.abs((after - np.asarray(d.val[1])).mean(0)).max() < 1e-2  # no mean error left on validation
+    after = predict(model, d.val.images, 32, view=info.view, correction=info.correction)
+    assert np.abs((after - np.asarray(d.val.landmarks)).mean(0)).max() < 1e-2  # no mean error left on validation
     with pytest.raises(ValueError, match=r"model.view is 'whole' in the params.*the centre 0.957"):
         steps.evaluate(copy, P.merge(wanted, {"model.view": "whole"}), log=lambda _: None)
     with pytest.raises(ValueError, match=r"model.bias_correction is False in the params but the model file has a "):

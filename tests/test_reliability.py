@@ -241,7 +241,7 @@ def test_caches_are_readable_by_the_group(tmp_path):
 
 @pytest.mark.slow
 def test_a_photo_added_after_a_finished_run_is_used_by_the_next_run(tmp_path):
-    """Issue 23's first case: the chain's reuse asks the data files too, not only the params."""
+    """The chain's reuse asks the data files too, not only the params."""
     root = _300w(tmp_path / "data", n_train=6, n_test=2)
     tiny = [f"data.root={root}", "data.source=300w", "model.input_size=32", "train.batch_size=2", "train.epochs=1",
             "search.enabled=false", "eval.detector_box=false", "data.val_fraction=0.34"]
@@ -264,7 +264,7 @@ def test_a_photo_added_after_a_finished_run_is_used_by_the_next_run(tmp_path):
 
 @pytest.mark.slow
 def test_the_flip_test_changed_after_a_run_with_the_bias_correction_packages_the_model_again(tmp_path):
-    """Issue 23's second case: the bias correction is fitted with the flip test, and the model
+    """The bias correction is fitted with the flip test, and the model
     file records it, so changing eval.flip_test writes the model file again (a fresh run's, in
     04), from the same trained weights: 03 never reads the flip test and is reused."""
     import torch
@@ -317,7 +317,7 @@ def test_keys_that_act_only_on_the_model_file_never_train_the_weights_again(smal
 
 @pytest.mark.slow
 def test_a_chain_after_a_notebook_run_by_hand_says_what_it_undoes(tmp_path):
-    """Issue 22: the next lmkit run names the knob the hand-run notebook had set, and why it
+    """The next lmkit run names the knob the hand-run notebook had set, and why it
     runs that notebook again, instead of undoing it silently."""
     from tests.study import steps
 

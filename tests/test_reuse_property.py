@@ -1,4 +1,4 @@
-"""Reuse equals a fresh run (issue 23): after a finished run, a changed params key re-runs what
+"""Reuse equals a fresh run: after a finished run, a changed params key re-runs what
 it must, and the run folder then holds what a fresh run with those params writes. One key per
 stage, and keys that more than one stage reads."""
 import json

@@ -32,9 +32,9 @@ def test_helen194_mirror_map_matches_a_symmetric_face():
     """A frontal synthetic face, mirrored and renumbered, is the same face."""
     import numpy as np
 
-    from lmkit.data.synthetic import _face_shape
+    from lmkit.data.synthetic import face_shape
 
-    pts = _face_shape(np.random.default_rng(0))[:, :2]
+    pts = face_shape(np.random.default_rng(0))[:, :2]
     mirrored = pts[list(SCHEMES["helen194"].mirror)] * [-1, 1]
     np.testing.assert_allclose(mirrored, pts, atol=1e-9)
 

@@ -27,7 +27,7 @@ def _u(rng, lo, hi):
     return float(rng.uniform(lo, hi))
 
 
-def _face_shape(rng) -> np.ndarray:
+def face_shape(rng) -> np.ndarray:
     """194 landmarks in face coordinates (face half-width 1, y down), helen194 order,
     plus the depth of each point (for the yaw), as a (194, 3) array."""
     w = _u(rng, 0.9, 1.1)
@@ -107,7 +107,7 @@ def _colour(rng, lo=0, hi=255):
 
 def draw_face(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic photo (300, 300, 3) uint8 and its (194, 2) float32 landmarks."""
-    shape3 = _face_shape(rng)
+    shape3 = face_shape(rng)
     yaw, angle = np.radians(_u(rng, -25, 25)), np.radians(_u(rng, -30, 30))
     scale = _u(rng, 42, 75)
     centre = rng.uniform(SIZE * 0.35, SIZE * 0.65, 2)

@@ -140,7 +140,7 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
     test, scheme = d.test, d.scheme
     device = pick_device(params["train"]["device"])
     model, info = load_model(run, params, device)
-    mean = M.mean_shape(d.train[1])
+    mean = M.mean_shape(d.train.landmarks)
     flip_test, batch = params["eval"]["flip_test"], params["train"]["batch_size"]
     mirror = scheme.mirror if flip_test else None
     check_flips(params, scheme, mean, flip_test)
@@ -176,7 +176,7 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
     arrays, scored = score(preds, true, crop_boxes, test.images.shape[1], scheme, tuple(params["eval"]["thresholds"]))
     rows = {METHODS[key]: row | ({"seconds_per_face": seconds[key]} if key in seconds else {}) for key, row in scored.items()}
     val_sources, val_boxes = load_sources(cache / "train")
-    vi = d.val[0].indices
+    vi = d.val.images.indices
     validation = validation_scores(model, info, d.val, [val_sources[i] for i in vi], val_boxes[vi], scheme, batch,
                                      device, flip_test, params["eval"]["detector_box"], d.train_set.manifest)
     validation["methods"] = {METHODS[key]: row for key, row in validation["methods"].items()}
@@ -187,7 +187,7 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
     best, worst = M.best_and_worst(arrays["model"]["mse"])
     history = pd.read_csv(run.history)
     metrics = {
-        "dataset": d.dataset, "comparable_to_paper": comparable_to_paper(d), "scheme": scheme.name, "n_train": len(d.train[0]), "n_val": len(d.val[0]),
+        "dataset": d.dataset, "comparable_to_paper": comparable_to_paper(d), "scheme": scheme.name, "n_train": len(d.train.images), "n_val": len(d.val.images),
         "n_test": len(test), "split_protocol": params["data"]["split"], "input_size": params["model"]["input_size"],
         "epochs": int(history["epoch"].max()), "train_seconds": float(history["seconds"].sum()),
         "mse_unit": "px² of the 256x256 network input", "nme_frame": NME_FRAMES[params["data"]["source"] == "synthetic"],
@@ -204,7 +204,7 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
         "unannotated": {"train": d.train_set.manifest.get("unannotated", []),
                         "test": test.manifest.get("unannotated", [])},
         "best": [test.names[i] for i in best], "worst": [test.names[i] for i in worst], "paper": PAPER,
-        "protocol": compare_protocol(params, d.train_set.manifest, test.manifest, len(d.train[0]), len(d.val[0]), len(test)),
+        "protocol": compare_protocol(params, d.train_set.manifest, test.manifest, len(d.train.images), len(d.val.images), len(test)),
         "crop_margin": d.train_set.manifest.get("margin"),
     }
     Predictions.from_scores(true, test.names, best, worst, arrays, extra_arrays).save(run.predictions)

@@ -300,7 +300,7 @@ def report_figures(run, params: dict, gradient) -> dict:
     train_img, train_pts = d.train
     frame = f"points in {NME_FRAMES[params['data']['source'] == 'synthetic']}"
     figs = {
-        "scheme": scheme_figure(M.mean_shape(d.train[1]), scheme, f"mean training shape, {dataset}"),
+        "scheme": scheme_figure(M.mean_shape(d.train.landmarks), scheme, f"mean training shape, {dataset}"),
         "fig1_sample": sample_figure(train_img[0], train_pts[0], scheme,
                                        f"{dataset}\n{train_img.shape[1]}x{train_img.shape[2]} crop, {scheme.name}"),
         "fig3_loss": loss_figure(pd.read_csv(run.history), dataset, PAPER if comparable_to_paper(d) else None),

@@ -47,7 +47,7 @@ def frozen(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-def _normalizer(size: float, dtype, device) -> torch.Tensor:
+def pixel_normalizer(size: float, dtype, device) -> torch.Tensor:
     """Pixel coordinates -> grid_sample's [-1, 1] (align_corners=False)."""
     return torch.tensor([[2 / size, 0, -1], [0, 2 / size, -1], [0, 0, 1]], dtype=dtype, device=device)
 
@@ -156,8 +156,8 @@ def warp(images: torch.Tensor, landmarks: torch.Tensor, matrices: torch.Tensor, 
         x, b, h = images, images.shape[0], images.shape[-1]
     src_size = src_size or h  # the grid is normalized: a shrunk copy samples the same points
     m64 = matrices.to(torch.float64)
-    theta = _normalizer(src_size, torch.float64, m64.device) @ m64 @ torch.linalg.inv(
-        _normalizer(out_size, torch.float64, m64.device))
+    theta = pixel_normalizer(src_size, torch.float64, m64.device) @ m64 @ torch.linalg.inv(
+        pixel_normalizer(out_size, torch.float64, m64.device))
     grid = F.affine_grid(theta[:, :2].to(x.dtype), [b, 3, out_size, out_size], align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     pts = torch.cat([landmarks.to(torch.float64), torch.ones_like(landmarks[..., :1], dtype=torch.float64)], -1)

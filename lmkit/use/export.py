@@ -39,7 +39,7 @@ class CropNet(torch.nn.Module):
         ``augment.to_float`` gives, so that its points are the PyTorch model's."""
         super().__init__()
         self.resample = resample
-        from lmkit.study.augment import _normalizer, resize_warps
+        from lmkit.study.augment import pixel_normalizer, resize_warps
 
         self.model = model.float().eval()
         norm, s = info.normalization, info.input_size
@@ -47,7 +47,7 @@ class CropNet(torch.nn.Module):
         self.register_buffer("std", torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1))
         self.view = info.view != 1.0
         m = resize_warps(1, s, s, view=info.view)[0]  # output pixels -> input pixels
-        theta = _normalizer(s, torch.float64, "cpu") @ m @ torch.linalg.inv(_normalizer(s, torch.float64, "cpu"))
+        theta = pixel_normalizer(s, torch.float64, "cpu") @ m @ torch.linalg.inv(pixel_normalizer(s, torch.float64, "cpu"))
         grid = torch.nn.functional.affine_grid(theta[None, :2].float(), [1, 3, s, s], align_corners=False)
         self.register_buffer("grid", grid)
         # points: 256-frame network output -> input pixels of the view -> pixels of the crop, minus the correction

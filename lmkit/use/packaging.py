@@ -57,16 +57,16 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
     correction = None
     if params["model"]["bias_correction"]:
         flip_test = params["eval"]["flip_test"]
-        correction = fit_correction(model, d.val[0], d.val[1], params["model"]["input_size"], t["batch_size"],
+        correction = fit_correction(model, d.val.images, d.val.landmarks, params["model"]["input_size"], t["batch_size"],
                                     flip_mirror=scheme.mirror if flip_test else None, view=view)
-        emit(log, "correction", f"bias correction fitted on {len(d.val[0])} validation faces: mean |error| per point "
+        emit(log, "correction", f"bias correction fitted on {len(d.val.images)} validation faces: mean |error| per point "
             f"{np.linalg.norm(correction, axis=1).mean():.2f} px of the 256 frame, overall "
             f"({correction[:, 0].mean():+.2f}, {correction[:, 1].mean():+.2f}) px in x, y")
     info = ModelInfo(
         scheme=scheme.name, n_points=scheme.n_points, input_size=params["model"]["input_size"],
         crop_size=manifest["crop_size"], forehead=manifest["forehead"], padding=manifest["padding"],
         box=manifest["box"], head=params["model"]["head"],
-        mean_shape=M.mean_shape(d.train[1]).tolist(), dataset=d.dataset, box_calibration=calibration,
+        mean_shape=M.mean_shape(d.train.landmarks).tolist(), dataset=d.dataset, box_calibration=calibration,
         flip_test=params["eval"]["flip_test"], lmkit_version=lmkit.__version__, view=view,
         recrop=params["model"]["recrop"],
         correction=None if correction is None else correction.round(4).tolist(),
@@ -87,7 +87,7 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
     from lmkit.data.readers import load_image
 
     cache = run.cache_dir(params["data"]["cache_dir"]) / "train"
-    manifest, indices = d.train_set.manifest, d.train[0].indices
+    manifest, indices = d.train_set.manifest, d.train.images.indices
     box = manifest["box"]
     key = digest([detector.name, manifest.get("files"), manifest["forehead"], manifest["padding"],
                   manifest["crop_size"], indices.tolist()] + ([box] if box != "landmarks" else []), 16)

@@ -23,7 +23,7 @@ from lmkit.data.prepare import crop_to_photo
 from lmkit.data.readers import load_image
 
 
-def _model_file() -> Path | None:
+def dlib_model_file() -> Path | None:
     spec = importlib.util.find_spec("face_recognition_models")  # its __init__ needs pkg_resources: don't import
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -37,7 +37,7 @@ def peer_unavailable(n_points: int) -> str | None:
         return f"dlib's predictor has 68 points; this data set has {n_points}"
     if importlib.util.find_spec("dlib") is None:
         return "dlib is not installed (pip install -e '.[peers]')"
-    if _model_file() is None:
+    if dlib_model_file() is None:
         return "face_recognition_models (dlib's 68-point model file) is not installed"
     return None
 
@@ -50,7 +50,7 @@ class DlibPeer:
 
         self._dlib = dlib
         self.detector = HogDetector()  # the same detector lmkit predict uses
-        self.predictor = dlib.shape_predictor(str(_model_file()))
+        self.predictor = dlib.shape_predictor(str(dlib_model_file()))
 
     def predict(self, image: np.ndarray, box) -> np.ndarray:
         """68 points (pixel-corner coordinates) in ``box`` = (x0, y0, x1, y1)."""
