@@ -100,7 +100,7 @@ def test_a_new_cell_in_05_runs_05_and_the_cell_runs(copy):
 @pytest.mark.slow
 def test_an_edit_of_a_module_under_lmkit_runs_the_stages_that_imported_it(copy):
     out, nb = copy
-    losses = ROOT / "lmkit" / "losses.py"
+    losses = ROOT / "lmkit" / "study" / "losses.py"
     text = losses.read_text()
     try:
         losses.write_text(text + "\n# an edit\n")
@@ -196,7 +196,7 @@ def test_after_a_code_edit_the_run_folder_holds_what_a_fresh_run_writes(copy, tm
     from tests.test_reuse_property import _result, _same
 
     out, nb = copy
-    module = ROOT / "lmkit" / "metrics.py"
+    module = ROOT / "lmkit" / "study" / "metrics.py"
     text = module.read_text()
     fresh = tmp_path / "fresh"
     try:

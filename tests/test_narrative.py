@@ -101,6 +101,7 @@ def test_the_report_page_says_provenance_in_one_line_and_reproduces_without_abso
     for d in ("params", "notebooks", "reports/r"):
         (checkout / d).mkdir(parents=True)
     assert repository_root(RunFolder(checkout / "reports" / "r")) == checkout.resolve()
+    assert repository_root(RunFolder(tmp_path / "elsewhere")) is None
     assert json.dumps(info)  # what the folded block shows
 
 

@@ -264,13 +264,13 @@ def skipped_html(m: dict) -> str:
     return out
 
 
-def repository_root(run: RunFolder) -> Path:
+def repository_root(run: RunFolder) -> Path | None:
     """The checkout a run folder lies in (the folder holding ``params/`` and ``notebooks/`` above
-    it), else the current folder."""
+    it); None for a run folder outside any checkout."""
     for parent in run.root.resolve().parents:
         if (parent / "params").is_dir() and (parent / "notebooks").is_dir():
             return parent
-    return Path.cwd()
+    return None
 
 
 def provenance_summary(info: dict) -> str:
@@ -318,7 +318,8 @@ def write_index(run: RunFolder) -> None:
     params_text = run.params.read_text() if run.params.exists() else ""
     commit = info.get("git_commit")
     # relative to the repository root (where lmkit run is run), never this machine's absolute paths
-    folder = Path(os.path.relpath(run.root.resolve(), repository_root(run)))
+    root = repository_root(run)  # a folder outside any checkout is named as the user put it
+    folder = Path(os.path.relpath(run.root.resolve(), root)) if root else run.root
     reproduce = (f"git checkout {commit}\n" if commit else "") + \
         f"lmkit run {folder / 'params.yaml'} --out {folder}-again"
     outside = info.get("changed_outside", {})
