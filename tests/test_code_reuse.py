@@ -145,7 +145,11 @@ def test_03_builds_resnet18_defines_the_step_and_back_propagates():
     study = [c for c in cells if "study" in c["metadata"].get("tags", [])]
     assert "torchvision.models.resnet18(" in code and "resnet.fc = nn.Linear(" in code
     assert "def landmark_loss(" in code and "def train_step(" in code and "loss.backward()" in code
-    assert len(study) == 3
+    assert len(study) == 4  # the network, the loss, the step, and what the better recipes add to them
+    paper = "".join("".join(c["source"]) for c in study[:3])
+    for branch in ("head !=", "cfg.loss", "heatmap"):  # the study cells hold the study's recipe only
+        assert branch not in paper, branch
+    assert "recipes.beyond_the_study(build_network, landmark_loss, train_step)" in "".join(study[3]["source"])
 
 
 @pytest.mark.slow
