@@ -161,3 +161,15 @@ def test_lmkit_params_prints_the_resolved_params_and_the_differences_from_the_st
     assert "#   train.loss: 'mse' -> 'l1'" in diff and "#   model.pretrained: True -> False" in diff
     assert "data.box" not in diff and "data.root" not in diff  # the study's crop; where the data lie
     assert main(["params", "params/nothing.yaml"]) == 1
+
+
+def test_every_p_option_of_the_lmkit_command_says_what_it_does():
+    """-p has its help text in every sub-command that takes it (lmkit run, ablate, params)."""
+    from lmkit.cli import parser
+
+    sub = next(a for a in parser()._actions if a.dest == "command")
+    with_p = {name: p for name, p in sub.choices.items() if any("-p" in a.option_strings for a in p._actions)}
+    assert set(with_p) >= {"run", "ablate", "params"}
+    for name, p in with_p.items():
+        (opt,) = [a for a in p._actions if "-p" in a.option_strings]
+        assert opt.help and "override one param" in opt.help, name
