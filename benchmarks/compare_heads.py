@@ -39,11 +39,11 @@ STUDY = cells.study("03_train")  # the notebook's network, loss and step, as sav
 def validation_scores(model, d, params, boxes) -> dict:
     """NMEs (photo pixels) and MSE (256 frame) of ``model`` on the run's validation faces, scored
     as evaluation scores the test faces (``lmkit.report.evaluation.score``)."""
-    t = params["train"]
-    view = view_fraction(params["model"]["view"], t["crop_fraction"], t["scale"])
+    t = params.train
+    view = view_fraction(params.model.view, t.crop_fraction, t.scale)
     images, true = d.val.images, np.asarray(d.val.landmarks, dtype=np.float64)
-    pred = predict(model, images, params["model"]["input_size"], t["batch_size"], "cpu",
-                   flip_mirror=d.scheme.mirror if params["eval"]["flip_test"] else None, view=view)
+    pred = predict(model, images, params.model.input_size, t.batch_size, "cpu",
+                   flip_mirror=d.scheme.mirror if params.eval.flip_test else None, view=view)
     _, rows = E.score({"model": pred}, true, boxes, images.shape[1], d.scheme)
     row = rows["model"]
     row["mean_error_px"] = ((pred - true) * REFERENCE_SIZE / images.shape[1]).mean((0, 1)).round(3).tolist()  # the constant shift
@@ -80,7 +80,7 @@ def compare(args, base: dict, work: Path) -> list[dict]:
     run = RunFolder(work / "run")
     prepare_run(run, base, log=lambda _: None)
     d = load_data(run, base)
-    _, all_boxes = load_sources(run.cache_dir(base["data"]["cache_dir"]) / "train")
+    _, all_boxes = load_sources(run.cache_dir(base.data.cache_dir) / "train")
     boxes = all_boxes[d.val.images.indices]
     rows = []
     for head in args.heads:

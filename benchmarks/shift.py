@@ -50,11 +50,11 @@ def main(argv=None) -> None:
         params = P.load(run.params, args.overrides)
     d = load_data(run, params)
     if args.checkpoint:
-        model = build_model(d.scheme.n_points, False, head=params["model"]["head"])
+        model = build_model(d.scheme.n_points, False, head=params.model.head)
         model.load_state_dict(load_checkpoint(args.checkpoint)["model"])
-        t = params["train"]
-        view = view_fraction(params["model"]["view"], t["crop_fraction"], t["scale"])
-        flip_test = params["eval"]["flip_test"]
+        t = params.train
+        view = view_fraction(params.model.view, t.crop_fraction, t.scale)
+        flip_test = params.eval.flip_test
     else:
         model, info = load_model_file(run.model_file, "cpu")
         view, flip_test = info.view, info.flip_test

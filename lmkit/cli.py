@@ -153,7 +153,7 @@ def _params(args) -> int:
     except (P.ParamsError, FileNotFoundError) as e:
         print(f"lmkit params: {e}", file=sys.stderr)
         return 1
-    print(yaml.safe_dump(params, sort_keys=False, allow_unicode=True).rstrip())
+    print(yaml.safe_dump(params.model_dump(), sort_keys=False, allow_unicode=True).rstrip())
     ignore = {"name", "data.root"}  # where the data lie is not a difference of protocol
     changes = [c for c in params_changes(study, params) if c.split(":")[0] not in ignore]
     print(f"\n# differs from the study's settings ({STUDY_PARAMS.name}) in {len(changes)} keys (study -> this file):")

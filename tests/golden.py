@@ -30,7 +30,7 @@ def golden_run(tmp: Path, changes: dict | None = None) -> dict:
     from tests.study import STUDY
 
     p = P.load(None, CHANGES | (changes or {}))
-    tr = prepare(p["data"], 0, tmp, lambda _: None)["train"]
+    tr = prepare(p.data, 0, tmp, lambda _: None)["train"]
     s = split_train_val(len(tr), 0.25, 0)
     train = (tr.images[s["train"]], tr.landmarks[s["train"]])
     val = (tr.images[s["val"]], tr.landmarks[s["val"]])

@@ -19,7 +19,7 @@ def _hpsearch(run, params, log=print):
     from lmkit.data.faces import load_data
     from lmkit.train.search import search_run
 
-    objective = cells.study("02_hpsearch").make_objective(params, load_data(run, params)) if params["search"]["enabled"] else None
+    objective = cells.study("02_hpsearch").make_objective(params, load_data(run, params)) if params.search.enabled else None
     return search_run(run, params, objective, log)
 
 
@@ -28,7 +28,7 @@ def _train(run, params, log=print):
     from lmkit.use.packaging import package_model
     from lmkit.chain.training import fit_run
 
-    if params["train"]["processes"] > 1:  # as 03's training cell
+    if params.train.processes > 1:  # as 03's training cell
         from lmkit.chain.launch import train_in_processes
 
         history = train_in_processes(run, params, STUDY.build_network, STUDY.train_step, log)

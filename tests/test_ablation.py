@@ -40,9 +40,9 @@ def test_ablation_rows_are_params_files_with_seeds(tmp_path):
     assert list(table["variant"]) == ["study recipe", "+ flip test", "+ correction"] and list(table["seeds"]) == [2, 2, 2]
     assert table.loc[1, "changes"] == "eval.flip_test=True"
     sub = P.load(run.root / "ablation" / "a" / "seed0" / "params.yaml")
-    assert (sub["train"]["loss"], sub["train"]["schedule"], sub["train"]["epochs"], sub["seed"]) == ("mse", "none", 1, 0)
-    assert (sub["model"]["view"], sub["model"]["bias_correction"]) == ("whole", False)
-    assert P.load(run.root / "ablation" / "a" / "seed1" / "params.yaml")["seed"] == 1
+    assert (sub.train.loss, sub.train.schedule, sub.train.epochs, sub.seed) == ("mse", "none", 1, 0)
+    assert (sub.model.view, sub.model.bias_correction) == ("whole", False)
+    assert P.load(run.root / "ablation" / "a" / "seed1" / "params.yaml").seed == 1
     runs = pd.read_csv(run.root / "ablation" / "runs.csv")
     assert len(runs) == 6
     study_rows = runs[runs["variant"] == "study recipe"]

@@ -133,10 +133,10 @@ def test_helen_name_in_both_train_and_test_lists(tmp_path):
         (tmp_path / "annotation" / f"{i}.txt").write_text(f"{n}\n{body}\n")
     (tmp_path / "trainnames.txt").write_text("a\nb\n")
     (tmp_path / "testnames.txt").write_text("b\nc\n")
-    data = P.load(None, {"data.source": "helen", "data.root": str(tmp_path)})["data"]
+    data = P.load(None, {"data.source": "helen", "data.root": str(tmp_path)}).data
     with pytest.raises(ValueError, match=r"1 names are in both the train and the test split, e.g. \['b'\]"):
         prepare(data, 0, tmp_path / "cache", lambda _: None)
-    out = prepare(data | {"on_bad_sample": "skip"}, 0, tmp_path / "cache", lambda _: None)
+    out = prepare(data.model_copy(update={"on_bad_sample": "skip"}), 0, tmp_path / "cache", lambda _: None)
     assert out["train"].names == ["a"] and out["test"].names == ["b", "c"]
     assert "also in the test split" in out["train"].manifest["skipped"][0]["reason"]
     assert list(read_helen(tmp_path, "test"))[0].name == "b"

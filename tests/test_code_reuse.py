@@ -116,7 +116,7 @@ def test_an_edit_of_a_module_under_lmkit_runs_the_stages_that_imported_it(copy):
 @pytest.mark.slow
 def test_a_new_cell_reading_any_params_key_runs_and_that_key_is_then_compared(copy):
     out, nb = copy
-    _edit(nb / "03_train.ipynb", lambda cells: cells.append(_code_cell('print("ced_max", params["eval"]["ced_max"])')))
+    _edit(nb / "03_train.ipynb", lambda cells: cells.append(_code_cell('print("ced_max", params.eval.ced_max)')))
     logs = []
     _chain(out, nb, logs)
     assert "03_train" in _ran(logs)

@@ -24,7 +24,7 @@ CHANGES = {"data.synthetic_train": 40, "data.synthetic_test": 4, "model.input_si
 
 def _data(cache):
     p = P.load(None, CHANGES)
-    tr = prepare(p["data"], 0, cache, lambda _: None)["train"]
+    tr = prepare(p.data, 0, cache, lambda _: None)["train"]
     s = split_train_val(len(tr), 0.2, 0)
     return p, (tr.images[s["train"]], tr.landmarks[s["train"]]), (tr.images[s["val"]], tr.landmarks[s["val"]])
 

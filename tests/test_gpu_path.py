@@ -78,12 +78,12 @@ def test_a_model_trained_on_the_gpu_path_evaluates_explains_and_resumes_in_float
     assert np.isfinite(maps).all() and maps.max() > 0
     # resume with a CPU plan in float32 (memory map, no thread)
     float32 = P.merge(params, {"train.resident": "auto", "train.prefetch": "auto", "train.autocast": "none",
-                               "train.resume": True, "train.epochs": params["train"]["epochs"] + 1})
+                               "train.resume": True, "train.epochs": params.train.epochs + 1})
     lines.clear()
     history = steps.train(run, float32, log=lines.append)
     assert any("resuming from" in line for line in lines)
     assert any("autocast none" in line for line in lines)
-    assert len(history) == params["train"]["epochs"] + 1 and np.isfinite(history["train_mse"]).all()
+    assert len(history) == params.train.epochs + 1 and np.isfinite(history["train_mse"]).all()
 
 
 def test_float16_trains_with_a_gradient_scaler(tmp_path):
@@ -94,7 +94,7 @@ def test_float16_trains_with_a_gradient_scaler(tmp_path):
     from tests.study import STUDY
 
     p = P.load(None, TINY | {"train.autocast": "float16", "train.epochs": 2})
-    tr = prepare(p["data"], 0, tmp_path / "cache", lambda _: None)["train"]
+    tr = prepare(p.data, 0, tmp_path / "cache", lambda _: None)["train"]
     s = split_train_val(len(tr), 0.25, 0)
     model = new_model(STUDY.build_network, 194, M.mean_shape(tr.landmarks[s["train"]]), 0, "cpu", **model_options(p))
     hist = fit(model, tr.images[s["train"]], tr.landmarks[s["train"]], tr.images[s["val"]], tr.landmarks[s["val"]],
@@ -129,7 +129,7 @@ def test_a_torchrun_worker_on_a_gpu_machine_uses_nccl_and_its_local_gpu(tmp_path
     monkeypatch.setattr(dist, "destroy_process_group", lambda: None)
     from lmkit.chain import training
 
-    monkeypatch.setattr(training, "fit_run", lambda run, params, build, step, log: seen.setdefault("device", params["train"]["device"]))
+    monkeypatch.setattr(training, "fit_run", lambda run, params, build, step, log: seen.setdefault("device", params.train.device))
     assert distributed.main([str(run.root)]) == 0
     assert seen == {"gpu": 1, "backend": "nccl", "device": "cuda:1"}
 
@@ -147,4 +147,4 @@ def test_the_gpu_check_runs_on_a_cpu_labelled_as_such(tmp_path, capsys):
     assert set(summary["minutes"]) == {"01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures"}
     assert summary["ratio_b_over_a"] > 0 and np.isfinite(summary["test_mse_px2"])
     params = P.load(tmp_path / "check" / "params.yaml")
-    assert params["data"]["source"] == "synthetic" and params["model"]["input_size"] == 64
+    assert params.data.source == "synthetic" and params.model.input_size == 64

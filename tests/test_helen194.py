@@ -78,11 +78,11 @@ def test_crlf_line_ends_and_trailing_blanks_are_read(tmp_path):
 def test_a_listed_face_without_its_photo_is_an_error_or_a_listed_skip(tmp_path):
     root, names = write_helen(tmp_path / "helen")
     (root / "helen_1" / f"{names['train'][2]}.jpg").unlink()
-    data = P.load(None, {"data.source": "helen", "data.root": str(root)})["data"]
+    data = P.load(None, {"data.source": "helen", "data.root": str(root)}).data
     with pytest.raises(FileNotFoundError, match=rf"trainnames.txt: the photo of '{names['train'][2]}'"):
         prepare(data, 0, tmp_path / "cache", lambda _: None)
     logs = []
-    skip = P.merge({"data": data}, {"data.on_bad_sample": "skip"})["data"]
+    skip = data.model_copy(update={"on_bad_sample": "skip"})
     train = prepare(skip, 0, tmp_path / "cache2", logs.append)["train"]
     assert len(train) == len(names["train"]) - 1
     assert [s["name"] for s in train.manifest["skipped"]] == [names["train"][2]]
@@ -160,4 +160,4 @@ def test_the_study_crop_records_its_margin_as_a_share_of_the_face(tmp_path):
 def test_study_box_needs_whole_pixels_of_padding():
     with pytest.raises(P.ParamsError, match="data.padding: with data.box study it is whole pixels"):
         P.load(None, {"data.box": "study"})  # 0.05 of the box is not a number of pixels
-    assert P.load(None, {"data.box": "study", "data.padding": 5})["data"]["padding"] == 5
+    assert P.load(None, {"data.box": "study", "data.padding": 5}).data.padding == 5

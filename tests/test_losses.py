@@ -56,4 +56,4 @@ def test_the_heatmap_loss_needs_a_heatmap_head():
 
     with pytest.raises(P.ParamsError, match="train.heatmap_loss: the regression head has no heatmaps"):
         P.load(None, {"train.heatmap_loss": 10.0})
-    assert P.load(None, {"train.heatmap_loss": 10.0, "model.head": "heatmap-s4"})["train"]["heatmap_loss"] == 10.0
+    assert P.load(None, {"train.heatmap_loss": 10.0, "model.head": "heatmap-s4"}).train.heatmap_loss == 10.0

@@ -12,7 +12,7 @@ from lmkit.run.folder import RunFolder
 def test_asking_for_paths_creates_no_folder(tmp_path):
     run = RunFolder(tmp_path / "run")
     assert not run.trials.exists() and not run.train_dir.exists() and not run.figure("fig1_sample").exists()
-    assert not run.cache_dir(P.load(None)["data"]["cache_dir"]).exists()
+    assert not run.cache_dir(P.load(None).data.cache_dir).exists()
     assert not (tmp_path / "run").exists()
 
 

@@ -11,15 +11,15 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "params").glob("*.yaml")))
 def test_shipped_params_files_load(name):
     p = P.load(ROOT / "params" / name)
-    assert p["train"]["epochs"] > 0
+    assert p.train.epochs > 0
 
 
 def test_paper_params_are_the_studys_settings():
     p = P.load(ROOT / "params" / "paper.yaml")
-    assert p["data"]["source"] == "helen" and p["data"]["crop_size"] == 300
-    assert p["model"]["input_size"] == 256 and p["model"]["pretrained"] is True
-    assert p["train"]["batch_size"] == 64 and p["train"]["epochs"] == 100 and p["train"]["epoch_multiplier"] == 4
-    assert p["search"]["epochs_per_trial"] == 10 and p["train"]["crop_fraction"] == pytest.approx(245 / 256)
+    assert p.data.source == "helen" and p.data.crop_size == 300
+    assert p.model.input_size == 256 and p.model.pretrained is True
+    assert p.train.batch_size == 64 and p.train.epochs == 100 and p.train.epoch_multiplier == 4
+    assert p.search.epochs_per_trial == 10 and p.train.crop_fraction == pytest.approx(245 / 256)
 
 
 def test_unknown_key_gets_a_did_you_mean(tmp_path):
@@ -60,9 +60,9 @@ def test_overrides_and_yaml_floats(tmp_path):
     f = tmp_path / "p.yaml"
     f.write_text("train:\n  lr: 1e-3\n  intensity: [0.5, 2]\ndata:\n  root: ../data\n")
     p = P.load(f, ["train.epochs=3", "search.enabled=false"])
-    assert p["train"]["lr"] == 1e-3 and p["train"]["intensity"] == [0.5, 2.0]
-    assert p["train"]["epochs"] == 3 and p["search"]["enabled"] is False
-    assert p["data"]["root"] == str((tmp_path.parent / "data").resolve())  # relative to the file
+    assert p.train.lr == 1e-3 and p.train.intensity == [0.5, 2.0]
+    assert p.train.epochs == 3 and p.search.enabled is False
+    assert p.data.root == str((tmp_path.parent / "data").resolve())  # relative to the file
 
 
 def test_the_docs_table_is_the_schemas():
@@ -113,8 +113,8 @@ def test_base_files_are_read_first(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.yaml").write_text("base: ../a.yaml\nname: b\ntrain:\n  epochs: 7\n")
     p = P.load(tmp_path / "sub" / "b.yaml")
-    assert (p["name"], p["train"]["epochs"], p["train"]["lr"]) == ("b", 7, 1e-2)
-    assert p["data"]["root"] == str((tmp_path / "data").resolve())  # relative to the file that says it
+    assert (p.name, p.train.epochs, p.train.lr) == ("b", 7, 1e-2)
+    assert p.data.root == str((tmp_path / "data").resolve())  # relative to the file that says it
     (tmp_path / "a.yaml").write_text("base: sub/b.yaml\n")
     with pytest.raises(P.ParamsError, match="cycle"):
         P.load(tmp_path / "sub" / "b.yaml")
@@ -134,16 +134,16 @@ def test_best_recipes_change_only_the_recipe():
         assert changed and all(k in recipe or k.startswith(recipe_sections) for k in changed), (best_file, changed)
         assert "train.loss" in changed and "model.head" in changed
     paper = P.load(ROOT / "params" / "paper.yaml")
-    assert paper["train"]["loss"] == "mse" and paper["train"]["flip"] == 0 and paper["train"]["schedule"] == "none"
+    assert paper.train.loss == "mse" and paper.train.flip == 0 and paper.train.schedule == "none"
 
 
 def test_environment_variable_in_a_path(tmp_path, monkeypatch):
     f = tmp_path / "p.yaml"
     f.write_text("data:\n  root: ${LMKIT_TEST_DATA:-fallback}/helen68\n")
     monkeypatch.delenv("LMKIT_TEST_DATA", raising=False)
-    assert P.load(f)["data"]["root"] == str(tmp_path / "fallback" / "helen68")
+    assert P.load(f).data.root == str(tmp_path / "fallback" / "helen68")
     monkeypatch.setenv("LMKIT_TEST_DATA", "/srv/faces")
-    assert P.load(f)["data"]["root"] == "/srv/faces/helen68"
+    assert P.load(f).data.root == "/srv/faces/helen68"
     f.write_text("data:\n  root: ${LMKIT_UNSET_VAR}/x\n")
     monkeypatch.delenv("LMKIT_UNSET_VAR", raising=False)
     with pytest.raises(P.ParamsError, match="LMKIT_UNSET_VAR is not set"):

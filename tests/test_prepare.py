@@ -58,7 +58,7 @@ def test_empty_split_and_duplicate_names_are_refused(tmp_path):
 
 
 def test_prepare_reuses_the_cache_when_parameters_match(tmp_path, tiny_params):
-    data = tiny_params["data"] | {"synthetic_train": 6, "synthetic_test": 3}
+    data = tiny_params.data.model_copy(update={"synthetic_train": 6, "synthetic_test": 3})
     logs = []
     first = prepare(data, 0, tmp_path, logs.append)
     mtime = (tmp_path / "train" / "images.npy").stat().st_mtime_ns
@@ -66,15 +66,15 @@ def test_prepare_reuses_the_cache_when_parameters_match(tmp_path, tiny_params):
     assert any("reusing" in line for line in logs[2:]) and (tmp_path / "train" / "images.npy").stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(first["train"].images, second["train"].images)
     logs.clear()
-    prepare(data | {"padding": 0.1}, 0, tmp_path, logs.append)
+    prepare(data.model_copy(update={"padding": 0.1}), 0, tmp_path, logs.append)
     assert not any("reusing" in line for line in logs)
     logs.clear()
-    prepare(data | {"padding": 0.1, "box": "eyes-mouth"}, 0, tmp_path, logs.append)
+    prepare(data.model_copy(update={"padding": 0.1, "box": "eyes-mouth"}), 0, tmp_path, logs.append)
     assert any("preparing again: box changed" in line for line in logs)
 
 
 def test_a_cache_made_before_data_box_existed_is_a_landmarks_box_cache(tmp_path, tiny_params):
-    data = tiny_params["data"] | {"synthetic_train": 4, "synthetic_test": 2}
+    data = tiny_params.data.model_copy(update={"synthetic_train": 4, "synthetic_test": 2})
     prepare(data, 0, tmp_path, lambda _: None)
     for split in ("train", "test"):  # as lmkit wrote manifests before data.box
         manifest = json.loads((tmp_path / split / "manifest.json").read_text())
@@ -84,7 +84,7 @@ def test_a_cache_made_before_data_box_existed_is_a_landmarks_box_cache(tmp_path,
     prepare(data, 0, tmp_path, logs.append)
     assert sum("reusing" in line for line in logs) == 2
     logs.clear()
-    prepare(data | {"box": "eyes-mouth"}, 0, tmp_path, logs.append)
+    prepare(data.model_copy(update={"box": "eyes-mouth"}), 0, tmp_path, logs.append)
     assert not any("reusing" in line for line in logs)
 
 

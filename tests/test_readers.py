@@ -121,7 +121,7 @@ def test_an_unannotated_photo_in_a_training_folder_is_said_on_the_console(tmp_pa
     events = tmp_path / "progress.jsonl"
     monkeypatch.setenv(ENV, str(events))
     said = []
-    prepare(P.load(None, {"data.source": "300w", "data.root": str(tmp_path / "data")})["data"], 0, tmp_path / "cache",
+    prepare(P.load(None, {"data.source": "300w", "data.root": str(tmp_path / "data")}).data, 0, tmp_path / "cache",
             said.append)
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     assert any(e["kind"] == "skipped" and "1 images have no annotation" in e["message"] and "lonely.jpg" in e["message"]

@@ -32,7 +32,7 @@ def _300w(root: Path, n_train=4, n_test=2):
 
 def test_edited_or_added_files_are_prepared_again(tmp_path):
     root = _300w(tmp_path / "data")
-    data = P.load(None, {"data.source": "300w", "data.root": str(root)})["data"]
+    data = P.load(None, {"data.source": "300w", "data.root": str(root)}).data
     logs = []
     first = prepare(data, 0, tmp_path / "cache", logs.append)["train"]
     prepare(data, 0, tmp_path / "cache", logs.append)
@@ -53,7 +53,7 @@ def test_the_same_files_with_new_times_are_the_same_data(tmp_path):
     """A data folder copied or restored (every modification time new, the contents the same) is
     not edited data: the cache is reused. One changed byte is edited data."""
     root = _300w(tmp_path / "data")
-    data = P.load(None, {"data.source": "300w", "data.root": str(root)})["data"]
+    data = P.load(None, {"data.source": "300w", "data.root": str(root)}).data
     logs = []
     prepare(data, 0, tmp_path / "cache", logs.append)
     later = time.time_ns() + 10**10
@@ -185,7 +185,7 @@ def test_a_notebook_run_by_hand_with_other_params_is_not_reused(tmp_path):
     run_chain("params/quick.yaml", tiny, str(out), log=logs.append, notebooks=("01_prepare",))
     assert not any("reusing the earlier output" in line for line in logs)
     assert any("01_prepare: running it again: its outputs are missing or not what it wrote" in line for line in logs)
-    split = P.load(run.params)["data"]["val_fraction"]
+    split = P.load(run.params).data.val_fraction
     assert split == 0.2 and len(__import__("json").loads(run.split.read_text())["val"]) == round(12 * 0.2)
 
 
@@ -226,11 +226,11 @@ def test_notebook_overrides_are_recorded_in_the_run_folder(tmp_path):
     run = RunFolder(tmp_path / "run")
     P.dump(P.load(None), run.params)
     _, params = steps.open_run(str(run.root), str(run.params), ["train.epochs=3"])
-    assert params["train"]["epochs"] == 3 and P.load(run.params)["train"]["epochs"] == 3
+    assert params.train.epochs == 3 and P.load(run.params).train.epochs == 3
 
 
 def test_caches_are_readable_by_the_group(tmp_path):
-    data = P.load(None, {"data.synthetic_train": 6, "data.synthetic_test": 2})["data"]
+    data = P.load(None, {"data.synthetic_train": 6, "data.synthetic_test": 2}).data
     old = os.umask(0o002)
     try:
         prepare(data, 0, tmp_path / "cache", lambda _: None)

@@ -35,7 +35,7 @@ def test_the_page_builds_from_a_small_run_folder_and_every_row_names_its_command
     params_dir = tmp_path / "params"
     params_dir.mkdir()
     tiny = P.load(ROOT / "params" / "quick.yaml", [f"{k}={v}" for k, v in {**TINY, "seed": 1}.items()])
-    (params_dir / "tiny.yaml").write_text(yaml.safe_dump({**tiny, "name": "tiny-file"}))
+    (params_dir / "tiny.yaml").write_text(yaml.safe_dump({**tiny.model_dump(), "name": "tiny-file"}))
     page = R.render([tiny_chain.root], params_dir=params_dir)
     rows = _tables(page)
     assert rows and all(re.fullmatch(r"`(git checkout [0-9a-f]{7} && )?lmkit run .+`", r[-1]) for r in rows)

@@ -76,7 +76,7 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], "\n".join(outputs)
 
-    study = open_study(postgres_url, steps.study_name(params), params["seed"])
+    study = open_study(postgres_url, steps.study_name(params), params.seed)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == trials
     assert len({(t.params["lr"], t.params["weight_decay"]) for t in complete}) == trials  # none twice
@@ -89,7 +89,7 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
     lines = []
     steps.hpsearch(run, params, log=lines.append)
     assert not any(line.startswith("trial ") for line in lines)
-    assert P.load(run.params)["search"]["storage"] == postgres_url
+    assert P.load(run.params).search.storage == postgres_url
     from lmkit.run.folder import read_json
 
     assert read_json(run.best_hparams, "")["trial"] == study.best_trial.number

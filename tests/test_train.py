@@ -18,7 +18,7 @@ def data(tmp_path_factory):
 
     p = P.load(None, {"data.synthetic_train": 60, "data.synthetic_test": 4, "model.input_size": 32,
                       "model.head_init": "mean_shape", "train.batch_size": 16, "train.epoch_multiplier": 1})
-    splits = prepare(p["data"], 0, tmp_path_factory.mktemp("cache"), lambda _: None)
+    splits = prepare(p.data, 0, tmp_path_factory.mktemp("cache"), lambda _: None)
     s = split_train_val(60, 0.2, 0)
     tr = splits["train"]
     return p, (tr.images[s["train"]], tr.landmarks[s["train"]]), (tr.images[s["val"]], tr.landmarks[s["val"]])

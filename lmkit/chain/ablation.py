@@ -22,10 +22,10 @@ from lmkit.run.folder import RunFolder, read_json, write_csv, write_json
 from lmkit.chain import reuse
 
 
-def ablation_variants(params: dict) -> list[Path]:
+def ablation_variants(params: P.Params) -> list[Path]:
     """The ablation's variant files: ``ablation.variants``, else ``params/ablation/*.yaml`` in the
     order of their leading row numbers (row 10 after row 9, not after row 1)."""
-    files = [Path(f) for f in params["ablation"]["variants"]]
+    files = [Path(f) for f in params.ablation.variants]
     if not files:
         folder = Path(__file__).resolve().parents[2] / "params" / "ablation"
         files = sorted(folder.glob("*.yaml"), key=lambda f: (int(re.match(r"\d*", f.name).group() or 10**9), f.name))
@@ -46,7 +46,7 @@ def row_changes(files: list[Path]) -> dict[str, str]:
     return labels
 
 
-def _same_training(earlier: RunFolder, sub: RunFolder, params: dict, notebook: Path) -> bool:
+def _same_training(earlier: RunFolder, sub: RunFolder, params: P.Params, notebook: Path) -> bool:
     """Whether ``earlier``'s 03_train ran exactly what ``sub``'s would run: its record checked
     against ``sub``'s params, code and inputs."""
     info = earlier.path("run.json")
@@ -54,21 +54,23 @@ def _same_training(earlier: RunFolder, sub: RunFolder, params: dict, notebook: P
     return bool(kept) and not reuse.changes(kept, sub, params, "03_train", notebook, outputs=False)
 
 
-def ablation(run: RunFolder, params: dict, log=print, quiet_notebooks: bool = True) -> pd.DataFrame:
+def ablation(run: RunFolder, params: P.Params, log=print, quiet_notebooks: bool = True) -> pd.DataFrame:
     """Train and test each variant (a params file: the study's recipe plus a few changes) with
     the run's data, split, model, budget and hyper-parameters (its search winner), once per
     seed of ``ablation.seeds``, by running notebooks 03_train and 04_evaluate on each sub-run.
     Returns the table (also ``ablation/ablation.csv``): per variant the mean, lowest and highest
     of each test metric over the seeds, the best validation MSE and the training minutes;
-    ``ablation/runs.csv`` has one line per sub-run."""
+    ``ablation/runs.csv`` has one line per sub-run.
+
+    Used in: 06_ablation, "Ablation: the study's recipe, then one change at a time"."""
     from lmkit.study.cells import notebook_file
     from lmkit.report.predictions import METHODS
     from lmkit.chain.pipeline import run_stages
 
     hp = read_json(run.best_hparams, "02_hpsearch")
-    a = params["ablation"]
-    budget = {"train.epochs": a["epochs"]} if a["epochs"] else {}
-    base = {"data.cache_dir": str(run.cache_dir(params["data"]["cache_dir"])), "eval.detector_box": False,
+    a = params.ablation
+    budget = {"train.epochs": a.epochs} if a.epochs else {}
+    base = {"data.cache_dir": str(run.cache_dir(params.data.cache_dir)), "eval.detector_box": False,
             "train.resume": False, **budget}
     lines, trained, nmes = [], [], {}
     d = load_data(run, params)
@@ -81,7 +83,7 @@ def ablation(run: RunFolder, params: dict, log=print, quiet_notebooks: bool = Tr
         label = changes.pop("name", file.stem)
         slug = re.sub(r"[^a-z0-9]+", "-", file.stem.lower()).strip("-")
         emit(log, "variant", f"--- {label} ({file.name})")
-        for seed in a["seeds"]:
+        for seed in a.seeds:
             vp = P.merge(params, {**changes, **base, "seed": seed})
             sub = RunFolder(run.root / "ablation" / slug / f"seed{seed}")
             sub.root.mkdir(parents=True, exist_ok=True)
@@ -113,7 +115,7 @@ def ablation(run: RunFolder, params: dict, log=print, quiet_notebooks: bool = Tr
     write_csv(runs, run.path("ablation", "runs.csv"))
     table = ablation_table(runs, labels)
     write_csv(table, run.path("ablation", "ablation.csv"))
-    fig = figures.ced_figure({k: np.concatenate(v) for k, v in nmes.items()}, params["eval"]["ced_max"],
+    fig = figures.ced_figure({k: np.concatenate(v) for k, v in nmes.items()}, params.eval.ced_max,
                              f"ablation on {d.dataset} (all seeds)")
     figures.save(fig, run.figure("ablation_ced"))
     figures.plt.close(fig)

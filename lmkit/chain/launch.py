@@ -9,16 +9,19 @@ import sys
 
 from lmkit.study.cells import ENV, check_saved, notebooks_dir
 from lmkit.run.progress import emit
+from lmkit.run.params import Params
 
 
-def train_in_processes(run, params: dict, build, step, log=print):
+def train_in_processes(run, params: Params, build, step, log=print):
     """Notebook 03's training in ``train.processes`` processes on this machine (``torchrun``), each
     running ``lmkit.chain.training.fit_run`` with 03's study cells as saved; refused when ``build`` or
-    ``step`` (this kernel's) differ from the saved cells. Returns the history."""
+    ``step`` (this kernel's) differ from the saved cells. Returns the history.
+
+    Used in: 03_train, "Training"."""
     import pandas as pd
 
     check_saved(build, step)
-    launch(run, params["train"]["processes"], log)
+    launch(run, params.train.processes, log)
     return pd.read_csv(run.history)
 
 

@@ -76,7 +76,7 @@ def export_html(notebook: Path, chain=NOTEBOOKS + (ABLATION_NOTEBOOK,)) -> Path:
     return out
 
 
-def provenance(params: dict) -> dict:
+def provenance(params: P.Params) -> dict:
     """What a result needs to be traced and repeated."""
     def version(pkg):
         try:
@@ -92,7 +92,7 @@ def provenance(params: dict) -> dict:
     import torch
 
     return {"python": platform.python_version(), "platform": platform.platform(), "git_commit": commit,
-            "seed": params["seed"], "device": "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available()
+            "seed": params.seed, "device": "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available()
             else f"cpu ({os.cpu_count()} cores)", "host": host(),
             "packages": {p: version(p) for p in ("lmkit", "torch", "torchvision", "numpy", "optuna", "papermill")}}
 
@@ -120,41 +120,41 @@ def host() -> dict:
 LAYOUTS = {"helen": ("trainnames.txt", "annotation"), "300w": ("trainset", "testset")}
 
 
-def preflight(params: dict, run: RunFolder) -> None:
+def preflight(params: P.Params, run: RunFolder) -> None:
     """Refuse, before any notebook starts, what would fail later: a missing data folder or one
     in another layout, a device that is not there, ImageNet weights that cannot be had, a run
     folder that cannot be written."""
-    d = params["data"]
-    if d["source"] == "synthetic":
-        n_val = max(1, round(d["synthetic_train"] * d["val_fraction"]))
-        if d["synthetic_train"] - n_val < params["train"]["batch_size"]:
-            raise ChainError(f"too little data: data.synthetic_train {d['synthetic_train']} leaves "
-                             f"{d['synthetic_train'] - n_val} training faces after {n_val} for validation, fewer than "
-                             f"train.batch_size {params['train']['batch_size']}")
+    d = params.data
+    if d.source == "synthetic":
+        n_val = max(1, round(d.synthetic_train * d.val_fraction))
+        if d.synthetic_train - n_val < params.train.batch_size:
+            raise ChainError(f"too little data: data.synthetic_train {d.synthetic_train} leaves "
+                             f"{d.synthetic_train - n_val} training faces after {n_val} for validation, fewer than "
+                             f"train.batch_size {params.train.batch_size}")
     else:
-        root = Path(d["root"] or "")
-        if not d["root"] or not root.is_dir():
-            raise ChainError(f"data.root: {root} is not a folder (data.source: {d['source']})")
-        missing = [f for f in LAYOUTS[d["source"]] if not (root / f).exists()]
+        root = Path(d.root or "")
+        if not d.root or not root.is_dir():
+            raise ChainError(f"data.root: {root} is not a folder (data.source: {d.source})")
+        missing = [f for f in LAYOUTS[d.source] if not (root / f).exists()]
         if missing:
             other = next((name for name, files in LAYOUTS.items()
-                          if name != d["source"] and all((root / f).exists() for f in files)), None)
+                          if name != d.source and all((root / f).exists() for f in files)), None)
             hint = f"; it looks like the {other} layout: set data.source: {other}" if other else ""
-            raise ChainError(f"data.root: {root} is not in the {d['source']} layout (missing "
+            raise ChainError(f"data.root: {root} is not in the {d.source} layout (missing "
                              f"{', '.join(missing)}){hint}")
-        for extra in d["extra_train"]:
+        for extra in d.extra_train:
             if not Path(extra).is_dir():
                 raise ChainError(f"data.extra_train: {extra} is not a folder")
-    device = params["train"]["device"]
+    device = params.train.device
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise ChainError(f"train.device: {device} asked for, but this machine has no CUDA device (use auto or cpu)")
-    if isinstance(params["model"]["pretrained"], str) and not Path(params["model"]["pretrained"]).is_file():
-        raise ChainError(f"model.pretrained: {params['model']['pretrained']}: no such file (a saved ResNet18 state "
+    if isinstance(params.model.pretrained, str) and not Path(params.model.pretrained).is_file():
+        raise ChainError(f"model.pretrained: {params.model.pretrained}: no such file (a saved ResNet18 state "
                          "dict, or true for torchvision's ImageNet weights)")
-    if params["model"]["pretrained"] is True:
+    if params.model.pretrained is True:
         from lmkit.study.model import imagenet_weights
 
         try:
@@ -189,7 +189,7 @@ def run_chain(params_file: str | None, overrides: list[str] | None = None, out: 
     re-run after a failure starts at the failed notebook. Each notebook's progress lines
     (epochs, trials, resume, skipped files) go to ``log`` as they happen, unless ``quiet``."""
     params = P.load(params_file, overrides)
-    run = RunFolder(out or Path("reports") / params["name"])
+    run = RunFolder(out or Path("reports") / params.name)
     preflight(params, run)
     with run_lock(run, log):
         _run_notebooks(run, params, notebooks, force, log, quiet,
@@ -233,13 +233,13 @@ def params_changes(before: dict, after: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
 
 
-def run_stages(run: RunFolder, params: dict, notebooks, log=print, quiet: bool = False) -> None:
+def run_stages(run: RunFolder, params: P.Params, notebooks, log=print, quiet: bool = False) -> None:
     """Run (or reuse) ``notebooks`` of the chain on a run folder whose earlier stages' outputs are
     there: what the ablation does for each of its sub-runs (no lock, no report page)."""
     _run_notebooks(run, params, notebooks, False, log, quiet, index=False)
 
 
-def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, quiet: bool = False,
+def _run_notebooks(run: RunFolder, params: P.Params, notebooks, force: bool, log, quiet: bool = False,
                    nb_dir: Path | None = None, index: bool = True) -> None:
     if run.params.exists():  # what the folder last ran with (a notebook run by hand records its knobs there)
         try:
@@ -259,7 +259,7 @@ def _run_notebooks(run: RunFolder, params: dict, notebooks, force: bool, log, qu
     log(f"run folder {run.root}")
     if force and NOTEBOOKS[0] in notebooks:  # --force redoes preparation too, not only the notebook
         for split in ("train", "test"):
-            cache = run.cache_dir(params["data"]["cache_dir"]) / split
+            cache = run.cache_dir(params.data.cache_dir) / split
             if cache.exists():
                 shutil.rmtree(cache)
                 log(f"--force: removed the prepared cache {cache}")

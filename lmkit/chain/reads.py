@@ -16,69 +16,64 @@ import atexit
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from lmkit.run.digests import file_sha1
 
 WHOLE = "*"  # a record entry for "the whole params": something iterated over all of them
 
 
-class RecordingParams(dict):
-    """The run's params as a plain nested dict that notes each key read: a leaf as
-    ``section.key``, a section iterated or copied as a whole as ``section``."""
+class RecordingParams:
+    """The run's params (a read-only ``Params``), read the same way (``params.train.epochs``),
+    noting each key read: a leaf as ``section.key``; a section dumped or copied as a whole
+    (``model_dump``, a ``merge``, a pickle to another process) as ``section``, or ``*`` for all."""
 
-    def __init__(self, values: dict, seen: dict, path: str = ""):
-        super().__init__({k: RecordingParams(v, seen, f"{path}{k}.") if isinstance(v, dict) else v
-                          for k, v in values.items()})
-        self._seen, self._path = seen, path
+    __slots__ = ("_values", "_seen", "_path")
+
+    def __init__(self, values: BaseModel, seen: dict, path: str = ""):
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_seen", seen)
+        object.__setattr__(self, "_path", path)
 
     def _note(self, key: str, value) -> None:
         if key not in self._seen:
-            self._seen[key] = _plain(value)
+            self._seen[key] = value
 
-    def __getitem__(self, k):
-        value = super().__getitem__(k)
-        if not isinstance(value, RecordingParams):
-            self._note(f"{self._path}{k}", value)
+    def __getattr__(self, name: str):
+        value = getattr(self._values, name)
+        if isinstance(value, BaseModel):
+            return RecordingParams(value, self._seen, f"{self._path}{name}.")
+        if name in type(self._values).model_fields:
+            self._note(f"{self._path}{name}", list(value) if isinstance(value, tuple) else value)
         return value
 
-    def get(self, k, default=None):
-        if k in self:
-            return self[k]
-        self._note(f"{self._path}{k}", None)
-        return default
+    def __setattr__(self, name, value):
+        raise TypeError(f"params are read-only: use lmkit.run.params.merge(params, {{'{self._path}{name}': ...}})")
 
-    def _whole(self):
-        self._note(self._path.rstrip(".") or WHOLE, self.to_dict())
+    def model_dump(self, **kwargs) -> dict:
+        whole = self._values.model_dump(**kwargs)
+        self._note(self._path.rstrip(".") or WHOLE, whole)
+        return whole
 
-    def to_dict(self) -> dict:
-        return {k: v.to_dict() if isinstance(v, RecordingParams) else v for k, v in dict.items(self)}
+    def model_copy(self, **kwargs):
+        self.model_dump()
+        return self._values.model_copy(**kwargs)
 
-    def items(self):
-        self._whole()
-        return dict.items(self)
+    def __eq__(self, other):
+        return self.model_dump() == (other.model_dump() if hasattr(other, "model_dump") else other)
 
-    def values(self):
-        self._whole()
-        return dict.values(self)
+    __hash__ = None
 
-    def keys(self):
-        self._whole()
-        return dict.keys(self)
+    def __repr__(self) -> str:
+        return f"RecordingParams({self._values!r})"
 
-    def __iter__(self):
-        self._whole()
-        return dict.__iter__(self)
-
-    def copy(self):
-        self._whole()
-        return self.to_dict()
-
-    def __reduce__(self):  # pickled (to another process) as the plain dict it is
-        self._whole()
-        return (dict, (self.to_dict(),))
+    def __reduce__(self):  # pickled (to another process) as the Params it reads
+        self.model_dump()
+        return (_same, (self._values,))
 
 
-def _plain(value):
-    return value.to_dict() if isinstance(value, RecordingParams) else value
+def _same(value):
+    return value
 
 
 def file_digest(path: Path) -> str | None:
@@ -115,7 +110,7 @@ class Recorder:
     def __init__(self, path: Path):
         self.path, self.seen, self._written = Path(path), {}, None
 
-    def params(self, values: dict) -> RecordingParams:
+    def params(self, values: BaseModel) -> RecordingParams:
         return RecordingParams(values, self.seen)
 
     def snapshot(self) -> dict:

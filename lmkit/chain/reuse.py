@@ -33,18 +33,16 @@ def _weights_file(value):
         if isinstance(value, str) else value
 
 
-def _value(params: dict, key: str):
+def _value(params: P.Params, key: str):
+    """A key's value as compared now: a leaf, a section (``data``) or the whole params (``*``)."""
     if key == "model.pretrained":
-        return _weights_file(params["model"]["pretrained"])
+        return _weights_file(params.model.pretrained)
+    node = params.model_dump()
     if key == WHOLE:
-        return _comparable({k: v for k, v in params.items()})
-    flat = P.flatten(params)
-    if key in flat:
-        return flat[key]
-    node = params
+        return _comparable(node)
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            return _MISSING if key not in flat else flat[key]
+            return _MISSING
         node = node[part]
     return _comparable(node, key) if isinstance(node, dict) else node
 
@@ -56,13 +54,13 @@ def _comparable(value, key: str = "") -> dict:
             for k, v in P.flatten(value).items() if not _ignored(prefix + k)}
 
 
-def upstream(run, params: dict, name: str) -> str | None:
+def upstream(run, params: P.Params, name: str) -> str | None:
     """The digest of the outputs of every stage before ``name`` (as they are now)."""
     before = S.CHAIN[: S.CHAIN.index(name)]
     return outputs_digest([p for s in before for p in S.outputs(run, params, s)]) if before else ""
 
 
-def record(run, params: dict, name: str, notebook: Path) -> dict:
+def record(run, params: P.Params, name: str, notebook: Path) -> dict:
     """What stage ``name`` ran, after its notebook ran (its ``reads/<name>.json`` and now)."""
     seen = read_json(run.path("reads", f"{name}.json"), name) if run.path("reads", f"{name}.json").exists() else {
         "params": {WHOLE: _value(params, WHOLE)}, "modules": {}, "cells": {}}  # no record: every key counts
@@ -70,12 +68,12 @@ def record(run, params: dict, name: str, notebook: Path) -> dict:
             "params": {k: (_comparable(v, k) if isinstance(v, dict) else v) for k, v in seen["params"].items()
                        if not _ignored(k)},
             "modules": seen["modules"], "cells": seen["cells"],
-            "data": data_files(params["data"]) if S.stage(name).data_files else None,
+            "data": data_files(params.data) if S.stage(name).data_files else None,
             "upstream": upstream(run, params, name),
             "outputs": outputs_digest(S.outputs(run, params, name))}
 
 
-def changes(kept: dict | None, run, params: dict, name: str, notebook: Path, outputs: bool = True) -> list[str]:
+def changes(kept: dict | None, run, params: P.Params, name: str, notebook: Path, outputs: bool = True) -> list[str]:
     """What differs between stage ``name`` as ``kept`` (its record) says it ran and now; empty
     when it may be reused. ``outputs``: also check that its outputs are still what it wrote."""
     if not kept:
@@ -105,8 +103,8 @@ def changes(kept: dict | None, run, params: dict, name: str, notebook: Path, out
         path = notebooks_dir() / nb_name
         if not path.exists() or code_digest(path, tag or STUDY_TAG) != old:
             why.append(f"{_shown(path)}: its {tag or STUDY_TAG} cells changed (this stage runs them)")
-    if S.stage(name).data_files and kept.get("data") != data_files(params["data"]):
-        why.append(f"data files under {params['data']['root']} changed (added, removed or edited)")
+    if S.stage(name).data_files and kept.get("data") != data_files(params.data):
+        why.append(f"data files under {params.data.root} changed (added, removed or edited)")
     if kept.get("upstream") != upstream(run, params, name):
         why.append("the outputs of the stages before it changed")
     if outputs and not why and kept.get("outputs") != outputs_digest(S.outputs(run, params, name)):

@@ -21,17 +21,22 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def open_run(run_dir: str, params_file: str | None, overrides: list[str] | str | None = None,
-             knobs: dict | None = None, stage: str | None = None) -> tuple[RunFolder, dict]:
+             knobs: dict | None = None, stage: str | None = None) -> tuple[RunFolder, P.Params]:
     """The run folder and its params, as every notebook starts. The params are loaded from
     ``params_file``, then ``overrides`` (a list of "key=value" strings, or one string of them
     separated by spaces), then the notebook's ``knobs`` ({params key: value}; None leaves a key
     as it is), and recorded in the run folder's ``params.yaml``. Relative paths are relative to
     the repository root, so a notebook works alike from the root and from ``notebooks/``.
 
-    With ``stage`` (the notebook's name), the params come as a plain dict that records every key
-    a cell reads, and the notebook's record (``reads/<stage>.json``: those keys and values, the
+    The params are a read-only ``Params`` (``params.train.epochs``). With ``stage`` (the
+    notebook's name), they are read through a ``RecordingParams`` that records every key a cell
+    reads, and the notebook's record (``reads/<stage>.json``: those keys and values, the
     lmkit modules imported, study cells executed) is kept up to date after every cell: what
-    ``lmkit run`` compares before it reuses the stage."""
+    ``lmkit run`` compares before it reuses the stage.
+
+    Used in: 01_prepare, "Prepare the data"; 02_hpsearch, "Search the learning rate and weight decay";
+    03_train, "Train"; 04_evaluate, "Evaluate on the test split"; 05_figures, "Figures"; 06_ablation,
+    "Ablation: the study's recipe, then one change at a time"."""
     root = project_root()
     run = RunFolder(root / run_dir)
     check_not_in_use(run)

@@ -41,9 +41,9 @@ def stage(name: str) -> Stage:
     return BY_NAME[name]
 
 
-def outputs(run, params: dict, name: str) -> list[Path]:
+def outputs(run, params: P.Params, name: str) -> list[Path]:
     """The files stage ``name`` wrote; reused only while they are still what it wrote."""
-    cache = run.cache_dir(params["data"]["cache_dir"])
+    cache = run.cache_dir(params.data.cache_dir)
     found = []
     for out in stage(name).outputs:
         if out.startswith("cache/"):

@@ -16,26 +16,29 @@ from lmkit.train.checkpoints import finish_checkpoints
 from lmkit.train.config import TrainConfig, model_options, new_model
 from lmkit.train.devices import cuda_switches
 from lmkit.train.loop import fit
+from lmkit.run.params import Params
 
 
-def fit_run(run: RunFolder, params: dict, build, step, log=print) -> pd.DataFrame:
+def fit_run(run: RunFolder, params: Params, build, step, log=print) -> pd.DataFrame:
     """Train a run's network from ``build`` with ``step`` (notebook 03's ``build_network`` and
     ``train_step``) on its prepared faces, at the search's rate and decay, into ``train/``
-    (history, checkpoints); what a finished training keeps is ``finish_checkpoints``'s."""
+    (history, checkpoints); what a finished training keeps is ``finish_checkpoints``'s.
+
+    Used in: 03_train, "Training"."""
     d = load_data(run, params)
     hp = read_json(run.best_hparams, "02_hpsearch")
-    device = pick_device(params["train"]["device"])
+    device = pick_device(params.train.device)
     mean = mean_shape(d.train.landmarks)
     check_flips(params, d.scheme, mean)
-    model = new_model(build, mean.shape[0], mean, params["seed"], device, **model_options(params))
+    model = new_model(build, mean.shape[0], mean, params.seed, device, **model_options(params))
     cfg = TrainConfig.from_params(params, device, d.scheme.mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
     cuda_switches(device)
     log(f"{cfg.plan().describe()}; loss {cfg.loss}, {cfg.optimizer}, schedule {cfg.schedule} (warm-up {cfg.warmup}), "
         f"flip {cfg.augment.flip}, box jitter scale {cfg.augment.scale} shift {cfg.augment.shift} "
         f"edges {cfg.augment.edges}; lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
         f"{len(d.train.images) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
-    history = fit(model, *d.train, *d.val, cfg, step=step, out_dir=run.train_dir, resume=params["train"]["resume"],
+    history = fit(model, *d.train, *d.val, cfg, step=step, out_dir=run.train_dir, resume=params.train.resume,
                   log=log)
     if ddp.rank_world()[0] == 0:
-        finish_checkpoints(run.train_dir, keep=params["train"]["keep_checkpoints"], log=log)
+        finish_checkpoints(run.train_dir, keep=params.train.keep_checkpoints, log=log)
     return history

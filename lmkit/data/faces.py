@@ -12,14 +12,20 @@ from lmkit.data.prepare import PreparedSet, Subset, load_cache, prepare as prepa
 from lmkit.run.progress import emit
 from lmkit.run.folder import RunFolder, read_json, write_json
 from lmkit.study.schemes import Scheme, check_mirror, scheme_for_points
+from lmkit.run.params import Params
 
 
 def comparable_to_paper(d: "RunData") -> bool:
-    """The study's numbers are comparable only on Helen's own 194-point data."""
+    """The study's numbers are comparable only on Helen's own 194-point data.
+
+    Used in: 03_train, "Training"."""
     return d.train_set.manifest["source"] == "helen" and d.scheme.n_points == 194
 
 
 def describe_dataset(manifest: dict) -> str:
+    """The data set in words, from a prepared cache's manifest (its source, folder and extra folders).
+
+    Used in: 01_prepare, "Prepare the data"; 01_prepare, "Which number is which point"."""
     src = manifest["source"]
     if src == "synthetic":
         return f"synthetic faces (lmkit built-in, seed {manifest['seed']})"
@@ -28,14 +34,18 @@ def describe_dataset(manifest: dict) -> str:
     return f"{name}: {Path(manifest['root']).name}{extra}"
 
 
-def prepare_run(run: RunFolder, params: dict, log=print) -> dict[str, PreparedSet]:
-    splits = prepare_caches(params["data"], params["seed"], run.cache_dir(params["data"]["cache_dir"]), log)
-    split = split_train_val(len(splits["train"]), params["data"]["val_fraction"], params["seed"],
-                            params["data"]["split"])
-    batch = params["train"]["batch_size"]
+def prepare_run(run: RunFolder, params: Params, log=print) -> dict[str, PreparedSet]:
+    """The run's train and test caches (made, or reused when their data and crop are unchanged)
+    and its train/validation split (``split.json``), refused when too few faces are left to train on.
+
+    Used in: 01_prepare, "Prepare the data"."""
+    splits = prepare_caches(params.data, params.seed, run.cache_dir(params.data.cache_dir), log)
+    split = split_train_val(len(splits["train"]), params.data.val_fraction, params.seed,
+                            params.data.split)
+    batch = params.train.batch_size
     if len(split["train"]) < batch:
         raise ValueError(f"too little data: {len(split['train'])} training faces after holding out {len(split['val'])} "
-                         f"for validation (data.val_fraction {params['data']['val_fraction']}), fewer than one batch "
+                         f"for validation (data.val_fraction {params.data.val_fraction}), fewer than one batch "
                          f"(train.batch_size {batch}); add faces or lower train.batch_size")
     write_json(split, run.split)
     overlap = set(split["train"]) & set(split["val"])
@@ -61,22 +71,26 @@ class RunData:
     dataset: str
 
 
-def load_data(run: RunFolder, params: dict) -> RunData:
+def load_data(run: RunFolder, params: Params) -> RunData:
     """Train / validation / test arrays of a prepared run; with ``data.final`` the training faces
-    are the training and validation faces together (the validation faces still listed as such)."""
-    cache = run.cache_dir(params["data"]["cache_dir"])
+    are the training and validation faces together (the validation faces still listed as such).
+
+    Used in: 02_hpsearch, "Search the learning rate and weight decay"; 03_train, "Train"; 04_evaluate,
+    "Evaluate on the test split"."""
+    cache = run.cache_dir(params.data.cache_dir)
     train, test = load_cache(cache / "train"), load_cache(cache / "test")
     split = read_json(run.split, "01_prepare")
     ti, vi = np.asarray(split["train"]), np.asarray(split["val"])
-    if params["data"]["final"]:  # the final model: every training photo trains; val is then not held out
+    if params.data.final:  # the final model: every training photo trains; val is then not held out
         ti = np.union1d(ti, vi)
     return RunData(Faces(Subset(train.images, ti), Subset(train.landmarks, ti)),
                    Faces(Subset(train.images, vi), Subset(train.landmarks, vi)),
                    test, train, scheme_for_points(train.landmarks.shape[1]), describe_dataset(train.manifest))
 
 
+def check_flips(params: Params, scheme: Scheme, mean: np.ndarray, flip_test: bool = False) -> None:
+    """Before the mirror map is used (training flips, the flip test), check it on the data.
 
-def check_flips(params: dict, scheme: Scheme, mean: np.ndarray, flip_test: bool = False) -> None:
-    """Before the mirror map is used (training flips, the flip test), check it on the data."""
-    if params["train"]["flip"] > 0 or flip_test:
-        check_mirror(scheme, mean, params["data"]["crop_size"])
+    Used in: 02_hpsearch, "The objective"."""
+    if params.train.flip > 0 or flip_test:
+        check_mirror(scheme, mean, params.data.crop_size)

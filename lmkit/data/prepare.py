@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from lmkit.run.params import DEFAULTS
+from lmkit.run.params import DEFAULTS, Data
 from lmkit.run.digests import files_digest
 from lmkit.run.progress import emit
 from lmkit.data.readers import Entry, NotAnnotated, Sample, entries_300w, entries_300w_folder, entries_helen, helen_inventory
@@ -28,7 +28,7 @@ from lmkit.study.schemes import scheme_for_points
 from lmkit.data.synthetic import synthetic_entries
 
 
-_DATA = DEFAULTS["data"]  # the crop convention's defaults are the params schema's
+_DATA = DEFAULTS.data  # the crop convention's defaults are the params schema's
 
 
 # the eyes-mouth box, in units of r (the mean of the eye-to-mouth and the eye-to-eye distance) about the
@@ -37,8 +37,8 @@ _DATA = DEFAULTS["data"]  # the crop convention's defaults are the params schema
 EYES_MOUTH_BOX = (-1.08, -1.67, 1.08, 1.22)
 
 
-def annotation_box(landmarks: np.ndarray, forehead: float = _DATA["forehead"], padding: float = _DATA["padding"],
-                   box: str = _DATA["box"]) -> tuple[float, ...]:
+def annotation_box(landmarks: np.ndarray, forehead: float = _DATA.forehead, padding: float = _DATA.padding,
+                   box: str = _DATA.box) -> tuple[float, ...]:
     """The crop box of a face from its annotation, by the crop convention ``box``:
 
     - ``landmarks`` (lmkit's): the box of all landmarks, extended upward by ``forehead`` x its
@@ -82,12 +82,14 @@ def clip_box(box, image_hw: tuple[int, int]) -> tuple[float, float, float, float
     return tuple(float(v) for v in out)
 
 
-def crop_box(landmarks: np.ndarray, image_hw: tuple[int, int], forehead: float = _DATA["forehead"],
-             padding: float = _DATA["padding"], box: str = _DATA["box"]) -> tuple[float, float, float, float]:
+def crop_box(landmarks: np.ndarray, image_hw: tuple[int, int], forehead: float = _DATA.forehead,
+             padding: float = _DATA.padding, box: str = _DATA.box) -> tuple[float, float, float, float]:
     """The annotation box (``annotation_box``) clipped to the image. Returns (x0, y0, x1, y1).
 
     With ``box="study"`` the clipping is ``crop_face.py``'s: an edge whose padding would leave
-    the photo keeps its unpadded whole-pixel position (then clipped at 0 and the photo's size)."""
+    the photo keeps its unpadded whole-pixel position (then clipped at 0 and the photo's size).
+
+    Used in: 01_prepare, "One face, from its box to what the network sees"."""
     b = annotation_box(landmarks, forehead, padding, box)
     if box == "study":
         h, w = image_hw
@@ -116,7 +118,9 @@ def crop_to_photo(box, size: int):
 
 
 def crop_and_resize(image: np.ndarray, landmarks: np.ndarray, box, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``crop_image``, with the landmarks following exactly (``crop_to_photo(box, size).inverse``)."""
+    """``crop_image``, with the landmarks following exactly (``crop_to_photo(box, size).inverse``).
+
+    Used in: 01_prepare, "One face, from its box to what the network sees"."""
     pts = crop_to_photo(box, size).inverse(landmarks.astype(np.float64))
     return crop_image(image, box, size), pts.astype(np.float32)
 
@@ -157,9 +161,9 @@ def _as_entries(samples: Iterable[Sample | Entry]) -> Iterator[Entry]:
         yield s if isinstance(s, Entry) else Entry(s.name, s.source or s.name, lambda s=s: s)
 
 
-def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict, size: int = _DATA["crop_size"],
-                forehead: float = _DATA["forehead"], padding: float = _DATA["padding"],
-                on_bad_sample: str = _DATA["on_bad_sample"], box: str = _DATA["box"]) -> PreparedSet:
+def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict, size: int = _DATA.crop_size,
+                forehead: float = _DATA.forehead, padding: float = _DATA.padding,
+                on_bad_sample: str = _DATA.on_bad_sample, box: str = _DATA.box) -> PreparedSet:
     """Crop, resize and cache ``samples`` (or entries) into ``folder`` atomically.
 
     A bad sample (unreadable image, broken annotation, wrong point count, points far outside,
@@ -248,7 +252,9 @@ def crop_margin(face_sizes: list[float], margins: list[float]) -> dict:
 
 
 def load_sources(folder: Path) -> tuple[list[str], np.ndarray]:
-    """Each face's source file and its crop box (x0, y0, x1, y1) in that file's pixels."""
+    """Each face's source file and its crop box (x0, y0, x1, y1) in that file's pixels.
+
+    Used in: 04_evaluate, "The study's two numbers, computed here"."""
     d = json.loads((Path(folder) / "sources.json").read_text())
     return d["sources"], np.asarray(d["boxes"], dtype=np.float64)
 
@@ -264,42 +270,42 @@ def load_cache(folder: Path) -> PreparedSet:
                        {**MANIFEST_BEFORE, **json.loads(manifest_file.read_text())})
 
 
-def source_entries(data: dict, split: str, seed: int) -> list[Entry]:
+def source_entries(data: Data, split: str, seed: int) -> list[Entry]:
     """The samples of ``split`` (train/test), not yet read, for a ``data`` params section."""
-    source = data["source"]
+    source = data.source
     if source == "synthetic":
-        return synthetic_entries(data[f"synthetic_{split}"], split, seed)
-    if data.get("root") in (None, ""):
+        return synthetic_entries(getattr(data, f"synthetic_{split}"), split, seed)
+    if data.root in (None, ""):
         raise ValueError(f"data.root: must name the {source} folder when data.source is {source!r}")
-    extra = [entries_300w_folder(f) for f in data["extra_train"]] if split == "train" else []
+    extra = [entries_300w_folder(f) for f in data.extra_train] if split == "train" else []
     if source == "helen":
-        return list(itertools.chain(entries_helen(data["root"], split), *extra))
+        return list(itertools.chain(entries_helen(data.root, split), *extra))
     if source == "300w":
-        return list(itertools.chain(entries_300w(data["root"], split), *extra))
+        return list(itertools.chain(entries_300w(data.root, split), *extra))
     raise ValueError(f"data.source: unknown source {source!r} (synthetic, helen, 300w)")
 
 
 MANIFEST_BEFORE = {"box": "landmarks"}  # what caches made before a manifest key existed did (load_cache fills it in)
 
 
-def cache_key(data: dict, split: str, seed: int) -> dict:
+def cache_key(data: Data, split: str, seed: int) -> dict:
     """What a cache depends on: the manifest must match it for the cache to be reused."""
-    key = {"source": data["source"], "split": split, "crop_size": data["crop_size"],
-           "forehead": data["forehead"], "padding": data["padding"], "box": data["box"],
-           "on_bad_sample": data["on_bad_sample"]}
-    if data["source"] == "synthetic":
-        key.update(seed=seed, requested=data[f"synthetic_{split}"])
+    key = {"source": data.source, "split": split, "crop_size": data.crop_size,
+           "forehead": data.forehead, "padding": data.padding, "box": data.box,
+           "on_bad_sample": data.on_bad_sample}
+    if data.source == "synthetic":
+        key.update(seed=seed, requested=getattr(data, f"synthetic_{split}"))
     else:
-        key["root"] = str(Path(data["root"]).resolve())
-        folders = [Path(data["root"])]
-        if split == "train" and data["extra_train"]:
-            key["extra_train"] = [str(Path(f).resolve()) for f in data["extra_train"]]
-            folders += [Path(f) for f in data["extra_train"]]
+        key["root"] = str(Path(data.root).resolve())
+        folders = [Path(data.root)]
+        if split == "train" and data.extra_train:
+            key["extra_train"] = [str(Path(f).resolve()) for f in data.extra_train]
+            folders += [Path(f) for f in data.extra_train]
         key["files"] = files_digest(folders)
     return key
 
 
-def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, PreparedSet]:
+def prepare(data: Data, seed: int, cache_dir: Path, log=print) -> dict[str, PreparedSet]:
     """Prepare (or reuse) the train and test caches below ``cache_dir``."""
     out, keys = {}, {split: cache_key(data, split, seed) for split in ("train", "test")}
     for split in ("train", "test"):
@@ -318,12 +324,12 @@ def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Prep
         names = {split: set(out[split].names) if split in out else {e.name for e in entries[split]}
                  for split in ("train", "test")}
         both = sorted(names["train"] & names["test"])
-        if both and data["on_bad_sample"] == "error":
+        if both and data.on_bad_sample == "error":
             raise ValueError(f"{len(both)} names are in both the train and the test split, e.g. {both[:5]} "
                              "(set data.on_bad_sample: skip to leave them out of training)")
-        inventory = helen_inventory(data["root"]) if data["source"] == "helen" else {}
+        inventory = helen_inventory(data.root) if data.source == "helen" else {}
         if inventory:
-            log(f"Helen root {data['root']}: {inventory['annotations']} annotation files, {inventory['photos']} photos; "
+            log(f"Helen root {data.root}: {inventory['annotations']} annotation files, {inventory['photos']} photos; "
                 + "; ".join(f"{k}: {v['used']} of {v['listed']} listed faces have their photo ({v['missing']} missing)"
                             for k, v in inventory.items() if k in ("train", "test")))
         for split, split_entries in entries.items():
@@ -332,8 +338,8 @@ def prepare(data: dict, seed: int, cache_dir: Path, log=print) -> dict[str, Prep
                 split_entries = [e if e.name not in leak else _refused(e, "also in the test split")
                                  for e in split_entries]
             listed = {"inventory": inventory[split]} if split in inventory else {}
-            out[split] = write_cache(split_entries, Path(cache_dir) / split, keys[split] | listed, data["crop_size"],
-                                     data["forehead"], data["padding"], data["on_bad_sample"], data["box"])
+            out[split] = write_cache(split_entries, Path(cache_dir) / split, keys[split] | listed, data.crop_size,
+                                     data.forehead, data.padding, data.on_bad_sample, data.box)
             skipped = out[split].manifest["skipped"]
             emit(log, "prepare", f"{split}: prepared {len(out[split])} faces into {Path(cache_dir) / split}"
                 + (f"; skipped {len(skipped)} bad samples:" if skipped else ""))

@@ -21,6 +21,7 @@ from lmkit.study.model import predict
 from lmkit.study.modelinfo import ModelInfo, REFERENCE_SIZE
 from lmkit.data.prepare import crop_to_photo
 from lmkit.report.predictions import METHODS, Predictions
+from lmkit.run.params import Params
 
 # what a face's NME is computed in: the points mapped back to the photo it came from (the field's
 # convention); a synthetic face's "photo" is the generated image itself
@@ -120,11 +121,13 @@ def validation_scores(model, info: ModelInfo, faces, sources: list[str], crop_bo
             "methods": rows}
 
 
-def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
+def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
     """Test metrics of the model (on annotation crops and from its own detector's box), the
     mean-shape baseline and (68 points, dlib installed) the dlib peer, each a job of
     ``lmkit.report.evaluation``; the same two uses of the model on the validation faces, to choose
-    recipes by; per-face arrays to ``eval/predictions.npz``, the summary to ``metrics.json``."""
+    recipes by; per-face arrays to ``eval/predictions.npz``, the summary to ``metrics.json``.
+
+    Used in: 04_evaluate, "The model file"."""
     from lmkit.study import metrics as M
     from lmkit.data.faces import check_flips, comparable_to_paper, load_data
     from lmkit.study.model import pick_device
@@ -138,19 +141,19 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
 
     d = load_data(run, params)
     test, scheme = d.test, d.scheme
-    device = pick_device(params["train"]["device"])
+    device = pick_device(params.train.device)
     model, info = load_model(run, params, device)
     mean = M.mean_shape(d.train.landmarks)
-    flip_test, batch = params["eval"]["flip_test"], params["train"]["batch_size"]
+    flip_test, batch = params.eval.flip_test, params.train.batch_size
     mirror = scheme.mirror if flip_test else None
     check_flips(params, scheme, mean, flip_test)
     true = np.asarray(test.landmarks)
     preds, seconds = {}, {}
     preds["model"], seconds["model"] = crop_predictions(model, info, test.images, batch, device, mirror)
     extra_arrays = {}
-    cache = run.cache_dir(params["data"]["cache_dir"])
+    cache = run.cache_dir(params.data.cache_dir)
     sources, crop_boxes = load_sources(cache / "test")  # each test face's photo and crop box
-    detector_status = detector_unavailable(params["eval"]["detector_box"], info, test.manifest)
+    detector_status = detector_unavailable(params.eval.detector_box, info, test.manifest)
     if detector_status is None:
         from lmkit.use.inference import Landmarker
 
@@ -173,12 +176,12 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
         if missed:
             peer_status += f": {', '.join(missed[:20])}"
     emit(log, "evaluate", f"dlib peer: {peer_status}")
-    arrays, scored = score(preds, true, crop_boxes, test.images.shape[1], scheme, tuple(params["eval"]["thresholds"]))
+    arrays, scored = score(preds, true, crop_boxes, test.images.shape[1], scheme, tuple(params.eval.thresholds))
     rows = {METHODS[key]: row | ({"seconds_per_face": seconds[key]} if key in seconds else {}) for key, row in scored.items()}
     val_sources, val_boxes = load_sources(cache / "train")
     vi = d.val.images.indices
     validation = validation_scores(model, info, d.val, [val_sources[i] for i in vi], val_boxes[vi], scheme, batch,
-                                     device, flip_test, params["eval"]["detector_box"], d.train_set.manifest)
+                                     device, flip_test, params.eval.detector_box, d.train_set.manifest)
     validation["methods"] = {METHODS[key]: row for key, row in validation["methods"].items()}
     for method, row in validation["methods"].items():
         if "nme_oc_mean" in row:
@@ -188,18 +191,18 @@ def evaluate_run(run, params: dict, log=print, peers: bool = True) -> dict:
     history = pd.read_csv(run.history)
     metrics = {
         "dataset": d.dataset, "comparable_to_paper": comparable_to_paper(d), "scheme": scheme.name, "n_train": len(d.train.images), "n_val": len(d.val.images),
-        "n_test": len(test), "split_protocol": params["data"]["split"], "input_size": params["model"]["input_size"],
+        "n_test": len(test), "split_protocol": params.data.split, "input_size": params.model.input_size,
         "epochs": int(history["epoch"].max()), "train_seconds": float(history["seconds"].sum()),
-        "mse_unit": "px² of the 256x256 network input", "nme_frame": NME_FRAMES[params["data"]["source"] == "synthetic"],
+        "mse_unit": "px² of the 256x256 network input", "nme_frame": NME_FRAMES[params.data.source == "synthetic"],
         "nme_units": {k: v for k, v in M.NORMALISATIONS.items() if f"nme_{k}" in arrays["model"]},
         "best_val_mse": float(history["val_mse"].min()),
         "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),
-        "final": bool(params["data"]["final"]),  # trained on training + validation faces, the last epoch kept
+        "final": bool(params.data.final),  # trained on training + validation faces, the last epoch kept
         "hparams": read_json(run.best_hparams, "02_hpsearch"), "methods": rows, "validation": validation,
         "peer": peer_status,
         "detector_box": detector_status, "flip_test": flip_test, "view": info.view,
         "bias_correction": info.correction is not None, "recrop": info.recrop, "crop_box": info.box, "model_file": info.training | {"lmkit": info.lmkit_version},
-        "search_budget": {k: params["search"][k] for k in ("enabled", "trials", "epochs_per_trial")},
+        "search_budget": {k: getattr(params.search, k) for k in ("enabled", "trials", "epochs_per_trial")},
         "skipped": {"train": d.train_set.manifest.get("skipped", []), "test": test.manifest.get("skipped", [])},
         "unannotated": {"train": d.train_set.manifest.get("unannotated", []),
                         "test": test.manifest.get("unannotated", [])},

@@ -29,7 +29,9 @@ MOUTH = ("outer_lips", "inner_lips")
 @dataclass
 class RunFaces:
     """A run's test faces as the explorer shows them: crops, truth and prediction (crop pixels),
-    per-image MSE (px² of the 256 frame) and NME (as the run's metrics: photo pixels)."""
+    per-image MSE (px² of the 256 frame) and NME (as the run's metrics: photo pixels).
+
+    Used in: 05_figures, "Explore the test faces yourself"."""
     run: RunFolder
     names: list[str]
     images: np.ndarray
@@ -51,7 +53,7 @@ class RunFaces:
         if not run.predictions.exists():
             raise FileNotFoundError(f"{run.predictions}: missing; run notebook 04_evaluate first")
         p = Predictions.load(run.predictions)
-        cache = run.cache_dir(P.load(run.params)["data"]["cache_dir"]) / "test"
+        cache = run.cache_dir(P.load(run.params).data.cache_dir) / "test"
         test = load_cache(cache)
         names = p.names
         if names != list(test.names):
@@ -223,7 +225,7 @@ def photo_figure(faces: RunFaces, i: int):
     from lmkit.report.figures import TRUE_COLOUR, show_image
     from lmkit.data.prepare import load_sources
 
-    sources, boxes = load_sources(faces.run.cache_dir(faces.params["data"]["cache_dir"]) / "test")
+    sources, boxes = load_sources(faces.run.cache_dir(faces.params.data.cache_dir) / "test")
     photo = Path(sources[i])
     if not photo.is_file():
         return None
@@ -273,7 +275,9 @@ def run_folders_beside(run_dir: str | Path) -> list[Path]:
 
 def static_summary(faces: RunFaces, n: int = 10) -> str:
     """What the explorer shows, as HTML for a page where widgets cannot run: the ``n`` worst
-    faces by MSE with each group's NME, and the groups' mean NME over all faces."""
+    faces by MSE with each group's NME, and the groups' mean NME over all faces.
+
+    Used in: 05_figures, "Explore the test faces yourself"."""
     t = faces.sorted_by("mse").head(n)
     groups = [c for c in faces.table.columns if c.startswith("nme_")]
     means = ", ".join(f"{c[4:]} {faces.table[c].mean():.4f}" for c in groups)
@@ -303,7 +307,9 @@ def explore(run_dir: str | Path, other: str | Path | None = None):
     (the list, sorted by any error column and filtered to the faces above a value), by rank or
     with previous / next, and stays selected while it is listed. Beside it: its errors by point
     group, its saliency on demand, its original photo with the face detector's box, and the same
-    face in another run folder (picked from those next to this one, or ``other``)."""
+    face in another run folder (picked from those next to this one, or ``other``).
+
+    Used in: 05_figures, "Explore the test faces yourself"."""
     import ipywidgets as w
 
     faces = RunFaces.load(run_dir)

@@ -16,6 +16,7 @@ import seaborn as sns
 from lmkit.study.schemes import Scheme
 
 from lmkit.use.drawing import BOX_COLOUR, PRED_COLOUR, TRUE_COLOUR  # noqa: F401 (one place for the colours)
+from lmkit.run.params import Params
 
 
 def show_image(ax, image: np.ndarray, title: str | None = None) -> None:
@@ -39,6 +40,9 @@ def draw_landmarks(ax, pts: np.ndarray, scheme: Scheme, colour: str, label: str 
 
 
 def sample_figure(image, landmarks, scheme: Scheme, title: str) -> plt.Figure:
+    """One face with its landmarks, coloured by the scheme's groups (the study's Fig. 1).
+
+    Used in: 01_prepare, "One face, from its box to what the network sees"."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     show_image(ax, image, title)
     draw_landmarks(ax, landmarks, scheme, TRUE_COLOUR, size=6)
@@ -49,7 +53,9 @@ def sample_figure(image, landmarks, scheme: Scheme, title: str) -> plt.Figure:
 def scheme_figure(mean_shape: np.ndarray, scheme: Scheme, title: str) -> plt.Figure:
     """The landmark scheme on the mean training shape: each group's contour in its own colour
     (named in the legend), every point's number beside it, the outer eye corners ringed and
-    the mirror pairs of the corners named: which number is which point."""
+    the mirror pairs of the corners named: which number is which point.
+
+    Used in: 01_prepare, "Which number is which point"."""
     m = np.asarray(mean_shape, dtype=np.float64)
     size = 11 if scheme.n_points > 100 else 8
     span = np.ptp(m, axis=0) + 1e-9
@@ -88,7 +94,9 @@ def scheme_figure(mean_shape: np.ndarray, scheme: Scheme, title: str) -> plt.Fig
 
 def loss_figure(history: pd.DataFrame, dataset: str, reference: dict | None = None) -> plt.Figure:
     """Train and validation MSE per epoch; with ``reference`` (the study's published numbers,
-    only where the data are comparable) its best validation and test MSE as lines."""
+    only where the data are comparable) its best validation and test MSE as lines.
+
+    Used in: 03_train, "Training"."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(history["epoch"], history["train_mse"], "o-", ms=3, label="train (augmented)")
     ax.plot(history["epoch"], history["val_mse"], "o-", ms=3, label="validation")
@@ -109,7 +117,9 @@ def loss_figure(history: pd.DataFrame, dataset: str, reference: dict | None = No
 
 
 def samples_figure(split, n: int = 4) -> plt.Figure:
-    """The first ``n`` prepared faces of a split with their landmarks, by scheme group."""
+    """The first ``n`` prepared faces of a split with their landmarks, by scheme group.
+
+    Used in: 01_prepare, "One face, from its box to what the network sees"."""
     from lmkit.study.schemes import scheme_for_points
 
     scheme = scheme_for_points(split.landmarks.shape[1])
@@ -148,7 +158,10 @@ def detections_figure(images, true, pred, labels: list[str], scheme: Scheme) -> 
 
 def augmented_figure(images, landmarks, scheme: Scheme) -> plt.Figure:
     """Training faces as the network sees them: one augmented draw each (rotation, crop,
-    intensity, flips and box jitter as the params ask), the landmarks moved with the pixels."""
+    intensity, flips and box jitter as the params ask), the landmarks moved with the pixels.
+
+    Used in: 01_prepare, "One face, from its box to what the network sees"; 03_train, "Before training: what
+    the network is shown"."""
     n = len(images)
     fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.7), squeeze=False)
     for ax, img, pts in zip(axes[0], images, landmarks):
@@ -160,7 +173,9 @@ def augmented_figure(images, landmarks, scheme: Scheme) -> plt.Figure:
 
 
 def schedule_figure(lr: list[float]) -> plt.Figure:
-    """The learning rate of every training epoch."""
+    """The learning rate of every training epoch.
+
+    Used in: 03_train, "Before training: what the network is shown"."""
     fig, ax = plt.subplots(figsize=(6, 2.8))
     ax.plot(range(1, len(lr) + 1), lr, "-")
     ax.set_xlabel("epoch")
@@ -217,7 +232,9 @@ def saliency_figure(images, maps, labels: list[str]) -> plt.Figure:
 def ced_figure(nmes: dict[str, np.ndarray], max_error: float, dataset: str, norm_label: str = "inter-ocular",
                frame: str = "points in pixels of the original photo") -> plt.Figure:
     """The cumulative error distribution of each method's per-face NME (``lmkit.report.evaluation.score``
-    computes them with the points mapped back to the photo, the field's convention)."""
+    computes them with the points mapped back to the photo, the field's convention).
+
+    Used in: 04_evaluate, "Beside the study"."""
     from lmkit.study.metrics import ced
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -238,7 +255,9 @@ def ced_figure(nmes: dict[str, np.ndarray], max_error: float, dataset: str, norm
 def search_figure(trials: pd.DataFrame, lr_range=None, wd_range=None) -> plt.Figure:
     """The search's trials over the ranges it drew from (``search.lr_range``,
     ``search.weight_decay_range``: the axes span them, so a reader sees where in the searched
-    space the trials fell), coloured by their best validation MSE; the winner ringed."""
+    space the trials fell), coloured by their best validation MSE; the winner ringed.
+
+    Used in: 02_hpsearch, "The objective"."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     done = trials[trials["state"] == "COMPLETE"]
     sc = ax.scatter(done["lr"], done["weight_decay"], c=done["val_mse"], cmap="viridis_r", s=60,
@@ -271,9 +290,11 @@ def save(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
     return Path(path)
 
 
-def report_figures(run, params: dict, gradient) -> dict:
+def report_figures(run, params: Params, gradient) -> dict:
     """Every figure of the report, saved to ``figures/``; returns their paths by key. Fig. 6's
-    saliency is ``gradient(model, x, target)``: notebook 05's ``saliency``."""
+    saliency is ``gradient(model, x, target)``: notebook 05's ``saliency``.
+
+    Used in: 05_figures, "Saliency, dL/dI"."""
     import pandas as pd
 
     from lmkit.study import metrics as M
@@ -292,13 +313,13 @@ def report_figures(run, params: dict, gradient) -> dict:
     labels = [f"{'best' if k < 3 else 'worst'} {k % 3 + 1}: {test.names[i]}\n"
               f"MSE {p.mse()[i]:.1f} px², NME {p.nme('model', norm)[i]:.3f} ({norm_label})"
               for k, i in enumerate(six)]
-    device = pick_device(params["train"]["device"])
+    device = pick_device(params.train.device)
     model, info = load_model(run, params, device)
     size = info.input_size
     maps = saliency_maps(gradient, model, test.images[six], test.landmarks[six], size, device, info.view)
     small = network_inputs(test.images[six], size, info.view)
     train_img, train_pts = d.train
-    frame = f"points in {NME_FRAMES[params['data']['source'] == 'synthetic']}"
+    frame = f"points in {NME_FRAMES[params.data.source == 'synthetic']}"
     figs = {
         "scheme": scheme_figure(M.mean_shape(d.train.landmarks), scheme, f"mean training shape, {dataset}"),
         "fig1_sample": sample_figure(train_img[0], train_pts[0], scheme,
@@ -308,15 +329,15 @@ def report_figures(run, params: dict, gradient) -> dict:
                                                    dataset),
         "fig5_best_worst": detections_figure(test.images[six], p.true[six], p.pred()[six], labels, scheme),
         "fig6_saliency": saliency_figure(small, maps, labels),
-        "ced": ced_figure(p.nme_by_method("io"), params["eval"]["ced_max"], dataset, frame=frame),
+        "ced": ced_figure(p.nme_by_method("io"), params.eval.ced_max, dataset, frame=frame),
     }
     if p.has("model", "oc"):
-        figs["ced_oc"] = ced_figure(p.nme_by_method("oc"), params["eval"]["ced_max"], dataset, "outer eye corners",
+        figs["ced_oc"] = ced_figure(p.nme_by_method("oc"), params.eval.ced_max, dataset, "outer eye corners",
                                     frame=frame)
     if p.has("model_detector"):
         figs["photos"] = run_photos_figure(p, run, params, scheme, test.images.shape[1])
     if run.trials.exists():
-        figs["search"] = search_figure(pd.read_csv(run.trials), params["search"]["lr_range"], params["search"]["weight_decay_range"])
+        figs["search"] = search_figure(pd.read_csv(run.trials), params.search.lr_range, params.search.weight_decay_range)
     paths = {}
     for key, fig in figs.items():
         paths[key] = save(fig, run.figure(key))
@@ -324,13 +345,13 @@ def report_figures(run, params: dict, gradient) -> dict:
     return paths
 
 
-def run_photos_figure(p, run, params: dict, scheme, crop_size: int):
+def run_photos_figure(p, run, params: Params, scheme, crop_size: int):
     """The model end to end on three original test photos (the detector's box, the points),
     at the 10th, 50th and 90th percentile of its detector-box NME (``p``: the run's ``Predictions``)."""
     from lmkit.data.prepare import crop_to_photo, load_sources
     from lmkit.data.readers import load_image
 
-    sources, crop_boxes = load_sources(run.cache_dir(params["data"]["cache_dir"]) / "test")
+    sources, crop_boxes = load_sources(run.cache_dir(params.data.cache_dir) / "test")
     nme = p.nme("model_detector", "io")
     found = np.where(np.isfinite(nme))[0]
     ranked = found[np.argsort(nme[found], kind="stable")]

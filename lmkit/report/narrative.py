@@ -13,6 +13,9 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
 
 def prepared(manifest: dict, split: dict, n_test: int) -> str:
+    """What 01 prepared, in words: the faces, the split and what was skipped.
+
+    Used in: 01_prepare, "Which number is which point"."""
     n_train, n_val = len(split["train"]), len(split["val"])
     shared = len(set(split["train"]) & set(split["val"]))
     skipped = manifest.get("skipped", [])
@@ -30,6 +33,9 @@ def prepared(manifest: dict, split: dict, n_test: int) -> str:
 
 
 def searched(trials: pd.DataFrame | None, best: dict) -> str:
+    """What 02's search found, in words (or that there was none).
+
+    Used in: 02_hpsearch, "The objective"."""
     if trials is None:
         return f"**No search.** Training uses the params' learning rate {best['lr']:.2e} and weight decay {best['weight_decay']:.2e}."
     done = trials[trials["state"] == "COMPLETE"].sort_values("val_mse")
@@ -48,6 +54,9 @@ def searched(trials: pd.DataFrame | None, best: dict) -> str:
 
 
 def trained(history: pd.DataFrame) -> str:
+    """What 03's training did, in words: the best epoch, its validation MSE, the last epoch's.
+
+    Used in: 03_train, "Training"."""
     h = history.reset_index(drop=True)
     best = int(h["val_mse"].idxmin())
     n, best_epoch = len(h), int(h.loc[best, "epoch"])
@@ -78,7 +87,9 @@ def evaluated(metrics: dict, mse: np.ndarray, nme: np.ndarray, names: list[str],
     """The closing paragraph of 04: from the same arrays and the same ranking as the figures
     (the worst faces are Fig. 5's, ranked by MSE, the study's metric), with no cause named
     that the data cannot have (no hands or hair on synthetic faces). ``nme`` is each face's NME
-    over the normalisation ``norm`` (``io`` eye centres, ``oc`` outer eye corners), named with it."""
+    over the normalisation ``norm`` (``io`` eye centres, ``oc`` outer eye corners), named with it.
+
+    Used in: 04_evaluate, "Beside the study"."""
     model = metrics["methods"]["ResNet18 (this run)"]
     base = metrics["methods"].get("mean shape (baseline)", {})
     key = "nme_oc_mean" if "nme_oc_mean" in model else "nme_io_mean"

@@ -39,7 +39,9 @@ def _styled(methods: dict, caption: str, split: str = "test"):
 
 def trials_display(trials):
     """Notebook 02's trials, best first, the rates and decays in scientific notation (a weight
-    decay of 1.13e-06 is not 0.000001), the validation MSE in px² of the 256 frame."""
+    decay of 1.13e-06 is not 0.000001), the validation MSE in px² of the 256 frame.
+
+    Used in: 02_hpsearch, "The objective"."""
     table = trials.sort_values("val_mse")
     formats = {"lr": "{:.3g}", "weight_decay": "{:.3g}", "val_mse": "{:.2f}", "duration_s": "{:.0f}"}
     return table.style.format({k: v for k, v in formats.items() if k in table}, na_rep="–").set_caption(
@@ -47,14 +49,18 @@ def trials_display(trials):
 
 
 def metrics_display(metrics: dict):
-    """The test table as the report shows it."""
+    """The test table as the report shows it.
+
+    Used in: 04_evaluate, "The model file"."""
     return _styled(metrics["methods"], f"Test split of {metrics['dataset']}: {metrics['n_test']} images; MSE in "
                    f"{metrics['mse_unit']}, NME in {metrics.get('nme_frame', 'pixels of the 300x300 crop')}")
 
 
 def validation_display(metrics: dict):
     """The model's two uses on the validation faces (``metrics["validation"]``), formatted as the
-    test table; None for a run evaluated before they were scored."""
+    test table; None for a run evaluated before they were scored.
+
+    Used in: 04_evaluate, "The same model on the validation faces"."""
     v = metrics.get("validation")
     if not v:
         return None
@@ -65,7 +71,9 @@ def validation_display(metrics: dict):
 
 def protocol_table(metrics: dict):
     """The run's protocol beside the study's, aspect by aspect (``lmkit.report.protocol``), and under
-    it the two MSEs, as tables for a notebook."""
+    it the two MSEs, as tables for a notebook.
+
+    Used in: 04_evaluate, "Beside the study"."""
     import pandas as pd
 
     rows = pd.DataFrame(metrics["protocol"]).set_index("aspect")

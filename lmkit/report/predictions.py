@@ -26,7 +26,9 @@ def key(method: str, what: str) -> str:
 
 
 class Predictions:
-    """The test predictions of a run (see the module's doc)."""
+    """The test predictions of a run (see the module's doc).
+
+    Used in: 04_evaluate, "The study's two numbers, computed here"."""
 
     def __init__(self, arrays):
         self.arrays = dict(arrays)

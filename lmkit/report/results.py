@@ -62,7 +62,7 @@ def reproduce(run: RunFolder, info: dict, params_dir: Path = PARAMS, name: str |
         if best is None or len(differ) < len(best[1]):
             best = (file, differ)
     commit = (info.get("git_commit") or "")[:7]
-    name = name or P.load(run.params)["name"]
+    name = name or P.load(run.params).name
     out = "" if run.root.name == name else f" --out reports/{run.root.name}"
     if best is not None and len(best[1]) <= 3:
         file, differ = best
@@ -83,9 +83,9 @@ def _host(info: dict) -> str:
     return f"{cores.group(1)} cores, CPU type not recorded" if cores else f"{device} (CPU type not recorded)"
 
 
-def _group(params: dict) -> str:
-    d = params["data"]
-    return "synthetic" if d["source"] == "synthetic" else Path(d["root"]).name
+def _group(params: P.Params) -> str:
+    d = params.data
+    return "synthetic" if d.source == "synthetic" else Path(d.root).name
 
 
 def run_row(folder: str | Path, params_dir: Path = PARAMS) -> dict:
@@ -97,7 +97,7 @@ def run_row(folder: str | Path, params_dir: Path = PARAMS) -> dict:
     params, info = P.load(run.params), read_json(run.path("run.json"), "lmkit run")
     m = read_json(run.metrics, "04_evaluate")
     model, box = m["methods"].get(METHODS["model"], {}), m["methods"].get(METHODS["model_detector"], {})
-    return {"group": _group(params), "dataset": m.get("dataset", "?"), "run": params["name"],
+    return {"group": _group(params), "dataset": m.get("dataset", "?"), "run": params.name,
             "folder": str(run.root), "comparable": bool(m.get("comparable_to_paper")),
             "test": {"mse": model.get("mse_mean"), "nme_oc": model.get("nme_oc_mean"),
                      "nme_io": model.get("nme_io_mean"), "auc_oc": model.get("auc_oc@0.08"),
@@ -107,7 +107,7 @@ def run_row(folder: str | Path, params_dir: Path = PARAMS) -> dict:
             "faces": {"test": m.get("n_test"), "val": m.get("n_val"), "train": m.get("n_train")},
             "chain_min": sum(info.get("timings_s", {}).values()) / 60,
             "host": _host(info), "commit": (info.get("git_commit") or "")[:7],
-            "command": reproduce(run, info, params_dir, params["name"]),
+            "command": reproduce(run, info, params_dir, params.name),
             "source": f"run folder `{run.root.name}`, commit `{(info.get('git_commit') or 'not recorded')[:7]}`",
             "ablation": run.path("ablation", "ablation.csv") if run.path("ablation", "ablation.csv").exists() else None}
 

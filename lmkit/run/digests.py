@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from lmkit.run.params import NOT_RESULTS
+from lmkit.run.params import NOT_RESULTS, Data, Params
 
 # model keys that act only when the model file is written, not on what is trained
 _PACKAGING = ("bias_correction", "recrop")
@@ -63,25 +63,25 @@ def outputs_digest(paths: list[Path]) -> str | None:
     return h.hexdigest()[:16]
 
 
-def _train(params: dict, drop=()) -> dict:
+def _train(params: Params, drop=()) -> dict:
     drop = NOT_RESULTS + tuple(drop)
-    return {k: v for k, v in params["train"].items() if k not in drop}
+    return {k: v for k, v in params.train.model_dump().items() if k not in drop}
 
 
-def data_files(data: dict) -> str | None:
+def data_files(data: Data) -> str | None:
     """A digest of the files a real data set is read from (``data.root`` and
     ``data.extra_train``); None for synthetic faces, which the params alone describe."""
-    if data["source"] == "synthetic":
+    if data.source == "synthetic":
         return None
-    return files_digest([Path(data["root"]), *(Path(f) for f in data["extra_train"])])
+    return files_digest([Path(data.root), *(Path(f) for f in data.extra_train)])
 
 
-def study_inputs(params: dict) -> dict:
+def study_inputs(params: Params) -> dict:
     """What one search trial's result depends on: the data, the model, the recipe, the trial's
     budget and the ranges it draws from (not the number of trials, nor train.epochs)."""
-    return {"seed": params["seed"], "data": dict(params["data"]),
-            "model": {k: v for k, v in params["model"].items() if k not in _PACKAGING},
+    return {"seed": params.seed, "data": params.data.model_dump(),
+            "model": {k: v for k, v in params.model.model_dump().items() if k not in _PACKAGING},
             "train": _train(params, drop=("epochs", "lr", "weight_decay")),
-            "search": {k: params["search"][k] for k in ("epochs_per_trial", "lr_range", "weight_decay_range")}}
+            "search": {k: getattr(params.search, k) for k in ("epochs_per_trial", "lr_range", "weight_decay_range")}}
 
 

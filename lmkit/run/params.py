@@ -61,7 +61,8 @@ Positive = Annotated[int, Field(gt=0)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    """A validated, read-only group of keys, read as attributes: ``params.train.epochs``."""
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class Data(_Section):
@@ -272,7 +273,8 @@ def _fields(model: type[BaseModel] = Params, prefix: str = "") -> dict:
 
 
 FIELDS = _fields()
-DEFAULTS: dict = Params().model_dump()
+DEFAULTS = Params()  # every key at its default, typed: DEFAULTS.train.lr
+_DEFAULT_TREE: dict = DEFAULTS.model_dump()
 DOCS: dict = {k: f.description for k, f in FIELDS.items()}
 _PATH_KEYS = {k for k, f in FIELDS.items() if (f.json_schema_extra or {}).get("path")}
 
@@ -330,8 +332,10 @@ class ParamsError(ValueError):
     pass
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
-    """{dotted key: value} of a nested params dict, e.g. ``flatten(params)["model.input_size"]``."""
+def flatten(d, prefix: str = "") -> dict:
+    """{dotted key: value} of params (a ``Params`` or a nested dict), e.g. ``flatten(params)["model.input_size"]``."""
+    if hasattr(d, "model_dump"):
+        d = d.model_dump()
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
@@ -342,7 +346,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-_FLAT_DEFAULTS = flatten(DEFAULTS)
+_FLAT_DEFAULTS = flatten(_DEFAULT_TREE)
 
 
 def _set(tree: dict, dotted: str, value, origin: str) -> None:
@@ -413,9 +417,9 @@ def _length(key: str) -> str:
     return f"a list of {lo} values" if lo == hi else f"a list of at least {lo} value{'s' * (lo != 1)}"
 
 
-def _validated(params: dict) -> dict:
+def _validated(params: dict) -> Params:
     try:
-        return Params.model_validate(params).model_dump()
+        return Params.model_validate(params)
     except ValidationError as e:
         raise ParamsError(_message(e.errors()[0])) from None
 
@@ -427,7 +431,7 @@ def read_changes(path: str | Path, own: bool = False) -> dict:
     for key, value, origin in _read_file(Path(path)):
         if own and origin != str(Path(path)):
             continue
-        _set(copy.deepcopy(DEFAULTS), key, value, origin)  # an unknown key is refused, naming the file
+        _set(copy.deepcopy(_DEFAULT_TREE), key, value, origin)  # an unknown key is refused, naming the file
         changes[key] = _coerce(value, _FLAT_DEFAULTS[key])
     return changes
 
@@ -465,9 +469,10 @@ def _read_file(path: Path, seen: tuple = ()) -> list[tuple[str, object, str]]:
     return items + [(k, _resolve_paths(k, v, path.parent), str(path)) for k, v in flatten(loaded).items()]
 
 
-def load(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> dict:
-    """Defaults, then the file, then the overrides; validated; paths made absolute."""
-    params = copy.deepcopy(DEFAULTS)
+def load(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Params:
+    """Defaults, then the file, then the overrides; validated; paths made absolute. The result is
+    a read-only ``Params``: ``params.train.epochs``; ``merge`` makes a changed copy."""
+    params = copy.deepcopy(_DEFAULT_TREE)
     if path is not None:
         for key, value, origin in _read_file(Path(path)):
             _set(params, key, value, origin)
@@ -477,18 +482,28 @@ def load(path: str | Path | None = None, overrides: list[str] | dict | None = No
     return _validated(params)
 
 
-def merge(params: dict, changes: dict) -> dict:
-    """A validated copy of ``params`` with ``changes`` ({dotted key: value}) applied."""
-    out = copy.deepcopy(params)
+def merge(params, changes: dict) -> Params:
+    """A validated copy of ``params`` (a ``Params`` or a nested dict) with ``changes`` ({dotted
+    key: value}) applied."""
+    out = params.model_dump() if hasattr(params, "model_dump") else copy.deepcopy(params)
     for key, value in changes.items():
         _set(out, key, value, f"change {key}")
     return _validated(out)
 
 
-def dump(params: dict, path: Path) -> None:
+def value(params, dotted: str):
+    """One key's value by its dotted name, e.g. ``value(params, "model.input_size")``."""
+    node = params
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def dump(params, path: Path) -> None:
     from lmkit.run.folder import write_text
 
-    write_text(yaml.safe_dump(params, sort_keys=False), path)
+    tree = params.model_dump() if hasattr(params, "model_dump") else params
+    write_text(yaml.safe_dump(tree, sort_keys=False), path)
 
 
 if __name__ == "__main__":  # python -m lmkit.run.params [--docs]: print the params table, or rewrite docs/params.md's

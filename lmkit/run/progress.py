@@ -36,7 +36,9 @@ KINDS = {
 
 def quiet(message: str) -> None:
     """A ``log`` that reports nothing, neither the message nor the event (a search trial's epochs,
-    an ablation sub-run's training, the ranks of data-parallel training other than the first)."""
+    an ablation sub-run's training, the ranks of data-parallel training other than the first).
+
+    Used in: 02_hpsearch, "The objective"."""
 
 
 def emit(log, kind: str, message: str, **data) -> None:

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from lmkit.study.modelinfo import IMAGENET_MEAN, IMAGENET_STD  # listed once, with the model file's facts
-from lmkit.run.params import DEFAULTS
+from lmkit.run.params import DEFAULTS, Train
 
-_STUDY = DEFAULTS["train"]  # the defaults are the params schema's, written once there
+_STUDY = DEFAULTS.train  # the defaults are the params schema's, written once there
 
 
 @dataclass(frozen=True)
@@ -25,22 +25,24 @@ class Augment:
     """The study's augmentation: rotation up to +-``rotation`` degrees, a random crop of
     ``crop_fraction`` of the input scaled back (245/256 in the study), intensity x U(lo, hi);
     and, beyond the study, horizontal flips and box jitter (``scale``, ``shift``, ``edges``),
-    which trains the model for the boxes a face detector gives rather than the annotations' box."""
-    rotation: float = _STUDY["rotation"]
-    crop_fraction: float = _STUDY["crop_fraction"]
-    intensity: tuple[float, float] = tuple(_STUDY["intensity"])
-    flip: float = _STUDY["flip"]  # probability of a horizontal flip (needs the scheme's mirror map)
+    which trains the model for the boxes a face detector gives rather than the annotations' box.
+
+    Used in: 01_prepare, "One face, from its box to what the network sees"."""
+    rotation: float = _STUDY.rotation
+    crop_fraction: float = _STUDY.crop_fraction
+    intensity: tuple[float, float] = tuple(_STUDY.intensity)
+    flip: float = _STUDY.flip  # probability of a horizontal flip (needs the scheme's mirror map)
     mirror: tuple[int, ...] = ()
-    scale: tuple[float, float] = tuple(_STUDY["scale"])  # box jitter: the crop's side x U(lo, hi) (> 1 zooms out)
-    shift: float = _STUDY["shift"]  # box jitter: the crop moves by U(-shift, shift) x the input side, in x and y
+    scale: tuple[float, float] = tuple(_STUDY.scale)  # box jitter: the crop's side x U(lo, hi) (> 1 zooms out)
+    shift: float = _STUDY.shift  # box jitter: the crop moves by U(-shift, shift) x the input side, in x and y
     # box jitter per edge (left, top, right, bottom): each edge moves on its own by N(0, sigma)
     # x the input side, clipped at 2 sigma, as a calibrated detector box does (detector.BoxCalibration.crop_sigma)
-    edges: tuple[float, float, float, float] = tuple(_STUDY["edges"])
+    edges: tuple[float, float, float, float] = tuple(_STUDY.edges)
 
     @classmethod
-    def from_train(cls, train: dict, mirror=()) -> "Augment":
+    def from_train(cls, train: Train, mirror=()) -> "Augment":
         """From the params' ``train`` section, each field by its key's name."""
-        return cls(**{f.name: frozen(train[f.name]) for f in fields(cls) if f.name != "mirror"}, mirror=tuple(mirror))
+        return cls(**{f.name: frozen(getattr(train, f.name)) for f in fields(cls) if f.name != "mirror"}, mirror=tuple(mirror))
 
 
 def frozen(value):

@@ -65,7 +65,9 @@ def code_digest(path: Path, tag: str | None = None) -> str:
 def study(notebook: str = STUDY_NOTEBOOK, path: Path | None = None) -> SimpleNamespace:
     """The definitions of a notebook's cells tagged ``study``, executed in a fresh namespace:
     for 03, ``build_network``, ``landmark_loss`` and ``train_step``. Each call runs the cells
-    as they are saved now, so an edited cell is what the next use runs."""
+    as they are saved now, so an edited cell is what the next use runs.
+
+    Used in: 02_hpsearch, "The objective"."""
     path = Path(path) if path is not None else notebook_file(notebook)
     cells = code_cells(path, STUDY_TAG)
     if not cells:

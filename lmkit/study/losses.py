@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from lmkit.study.model import cell_centres
 from lmkit.run.params import DEFAULTS
 
-WING = tuple(DEFAULTS["train"]["wing"])  # width and curvature, pixels of the 256x256 frame (Feng et al.: 10, 2)
+WING = tuple(DEFAULTS.train.wing)  # width and curvature, pixels of the 256x256 frame (Feng et al.: 10, 2)
 
 LOSSES = ("mse", "l1", "wing")
 

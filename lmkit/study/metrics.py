@@ -59,7 +59,9 @@ def failure_rate(nme: np.ndarray, threshold: float) -> float:
 
 
 def mean_shape(train_landmarks: np.ndarray) -> np.ndarray:
-    """The mean training shape in the crop: the baseline any model must beat."""
+    """The mean training shape in the crop: the baseline any model must beat.
+
+    Used in: 01_prepare, "Which number is which point"; 02_hpsearch, "The objective"."""
     return np.asarray(train_landmarks, dtype=np.float64).mean(0).astype(np.float32)
 
 
@@ -69,7 +71,9 @@ NORMALISATIONS = {"io": "inter-ocular: distance between the eye-group centres",
 
 def to_photo(points: np.ndarray, boxes: np.ndarray, crop_size: int) -> np.ndarray:
     """(N, K, 2) points in pixels of each face's crop -> pixels of its original photo, each
-    through its crop box (x0, y0, x1, y1) (``prepare.crop_to_photo``, vectorised)."""
+    through its crop box (x0, y0, x1, y1) (``prepare.crop_to_photo``, vectorised).
+
+    Used in: 04_evaluate, "The study's two numbers, computed here"."""
     boxes = np.asarray(boxes, dtype=np.float64)[:, None, :]
     return boxes[..., :2] + np.asarray(points, dtype=np.float64) * (boxes[..., 2:] - boxes[..., :2]) / crop_size
 

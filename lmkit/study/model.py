@@ -40,7 +40,9 @@ class LandmarkRegressor(nn.Module):
       2-4 gives one heatmap per point at stride 8, and a soft-argmax (``soft_argmax``) turns
       each into coordinates, so the loss, the model file and the exports are the same;
     - ``heatmap-s4``: the same pyramid taken one level further down, onto layer 1 (stride 4:
-      24x24 cells at 96 px instead of 12x12)."""
+      24x24 cells at 96 px instead of 12x12).
+
+    Used in: 03_train, "The network"."""
 
     def __init__(self, n_points: int, pretrained: bool | str = False, head: str = "regression",
                  backbone: nn.Module | None = None):
@@ -148,7 +150,9 @@ def cell_centres(cells: int, like: torch.Tensor) -> torch.Tensor:
 
 def imagenet_weights():
     """torchvision's ImageNet weights for ResNet18, downloaded or from its cache.
-    Raises a RuntimeError saying where to put the file when neither works."""
+    Raises a RuntimeError saying where to put the file when neither works.
+
+    Used in: 03_train, "The network"."""
     weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
     try:
         torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
@@ -163,7 +167,9 @@ def load_backbone(resnet: nn.Module, path: str | Path) -> nn.Module:
     torchvision's own file (``resnet18-f37072fd.pth``, the study's ImageNet start, offline), or a
     backbone an earlier stage wrote (``{"state_dict": ...}``, keys possibly under ``backbone.``
     or ``module.``). Every layer but the last (``fc``, which the head replaces) must be in the
-    file with its shape; anything else is an error naming the file and the keys."""
+    file with its shape; anything else is an error naming the file and the keys.
+
+    Used in: 03_train, "The network"."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model.pretrained: {path}: no such file (a saved ResNet18 state dict, or true for "
@@ -200,7 +206,9 @@ def build_model(n_points: int, pretrained: bool | str, channels_last: bool = Tru
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when present, else CPU."""
+    """``auto``: CUDA when present, else CPU.
+
+    Used in: 02_hpsearch, "The objective"."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -307,7 +315,9 @@ def load_model_file(path: Path, device="cpu", settings: dict | None = None) -> t
 
 def network_summary(model: torch.nn.Module, input_size: int):
     """The network block by block: each block's output shape for one input of ``input_size``
-    and its number of parameters (ResNet18's stem, its four stages, and the head)."""
+    and its number of parameters (ResNet18's stem, its four stages, and the head).
+
+    Used in: 03_train, "Before training: what the network is shown"."""
     b = model.eval().backbone  # batch norm with one image: its running statistics
     x = torch.zeros(1, 3, input_size, input_size)
     rows = []

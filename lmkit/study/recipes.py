@@ -42,7 +42,9 @@ def beyond_the_study(build_network, landmark_loss, train_step):
     doc): ``build_network(n_points, pretrained, head)``, ``landmark_loss(pred, target, cfg)`` and
     ``train_step(net, optimizer, images, targets, cfg)``. The cell binds them to the same names, so
     the study's step, which calls ``landmark_loss`` by its name, runs the recipe's loss: the study
-    cell's own where ``train.loss`` is mse."""
+    cell's own where ``train.loss`` is mse.
+
+    Used in: 03_train, "Beyond the study"."""
     # the study's own functions, also when the cell that calls this runs twice in a kernel
     build_network, landmark_loss, train_step = (inspect.unwrap(f) for f in (build_network, landmark_loss, train_step))
     capture: list[_Heatmaps] = []  # the network of the step running now, when the regulariser is on

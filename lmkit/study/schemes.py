@@ -121,13 +121,14 @@ SCHEMES = {s.name: s for s in (HELEN194, IBUG68)}
 
 
 def scheme_for_points(n_points: int) -> Scheme:
-    """The scheme with this many points; a clear error when none has it."""
+    """The scheme with this many points; a clear error when none has it.
+
+    Used in: 01_prepare, "One face, from its box to what the network sees"."""
     for s in SCHEMES.values():
         if s.n_points == n_points:
             return s
     known = ", ".join(f"{s.name} ({s.n_points})" for s in SCHEMES.values())
     raise ValueError(f"no landmark scheme has {n_points} points; known schemes: {known}")
-
 
 
 def mirror_errors(scheme: Scheme, mean_shape, width: float):

@@ -78,7 +78,10 @@ class Batches:
 
 def preview_batch(images, landmarks, cfg, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Faces as the network will see them in training: one augmented draw of each (uint8
-    (N, S, S, 3), points in input pixels), for the pictures of notebooks 01 and 03."""
+    (N, S, S, 3), points in input pixels), for the pictures of notebooks 01 and 03.
+
+    Used in: 01_prepare, "One face, from its box to what the network sees"; 03_train, "Before training: what
+    the network is shown"."""
     g = torch.Generator().manual_seed(seed)
     x, y = make_batch(to_tensor(images), to_tensor(landmarks), cfg.input_size, cfg.augment, g)
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

@@ -44,7 +44,9 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
     In a ``torch.distributed`` process group each of the W processes trains on batch_size / W
     images of every step with its own augmentation draws, in DistributedDataParallel (gradients
     averaged, batch-norm statistics per process, rank 0's running statistics everywhere); only
-    rank 0 writes and logs."""
+    rank 0 writes and logs.
+
+    Used in: 02_hpsearch, "The objective"."""
     rank, world = ddp.rank_world()
     log, writer = (log, True) if rank == 0 else (quiet, False)
     plan, device = cfg.plan(), torch.device(cfg.device)

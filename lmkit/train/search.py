@@ -23,6 +23,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from lmkit.run.progress import emit
+from lmkit.run.params import Params
 
 
 @contextmanager
@@ -189,31 +190,33 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------ a run's search (notebook 02)
-def study_name(params: dict) -> str:
+def study_name(params: Params) -> str:
     """``search.study_name`` plus a digest of everything a trial's result depends on, so a
     study is resumed only by a search that would have produced the same trials."""
     from lmkit.run.digests import digest, study_inputs
 
-    return f"{params['search']['study_name']}-{digest(study_inputs(params), 8)}"
+    return f"{params.search.study_name}-{digest(study_inputs(params), 8)}"
 
 
-def search_run(run, params: dict, objective: Callable[[float, float], float], log=print,
+def search_run(run, params: Params, objective: Callable[[float, float], float], log=print,
                single_worker: bool | None = None) -> pd.DataFrame | None:
     """The run's search with ``objective(lr, weight_decay) -> validation MSE`` (notebook 02's),
     or, with ``search.enabled: false``, the params' own rate and decay. Writes ``trials.csv``
-    and ``best_hparams.json``; returns the trials (None without a search)."""
+    and ``best_hparams.json``; returns the trials (None without a search).
+
+    Used in: 02_hpsearch, "The objective"."""
     from lmkit.run.folder import write_csv, write_json
 
-    s = params["search"]
-    if not s["enabled"]:
-        t = params["train"]
-        write_json({"lr": t["lr"], "weight_decay": t["weight_decay"], "source": "params (search disabled)"},
+    s = params.search
+    if not s.enabled:
+        t = params.train
+        write_json({"lr": t.lr, "weight_decay": t.weight_decay, "source": "params (search disabled)"},
                    run.best_hparams)
         emit(log, "search", "search disabled: training uses train.lr and train.weight_decay")
         return None
-    single = not s["storage"] if single_worker is None else single_worker
-    study = run_search(objective, s["trials"], s["lr_range"], s["weight_decay_range"],
-                       s["storage"] or default_storage(run.root), study_name(params), params["seed"], log,
+    single = not s.storage if single_worker is None else single_worker
+    study = run_search(objective, s.trials, s.lr_range, s.weight_decay_range,
+                       s.storage or default_storage(run.root), study_name(params), params.seed, log,
                        single_worker=single)
     table = trials_table(study)
     write_csv(table, run.trials)
@@ -236,16 +239,16 @@ def search_worker(run, log=print):
     if not run.root.is_dir() or not run.params.exists():
         raise FileNotFoundError(f"{run.root / 'params.yaml'}: missing; start the run first (lmkit run ... --out {run.root})")
     params = P.load(run.params)
-    s = params["search"]
-    if not s["enabled"]:
+    s = params.search
+    if not s.enabled:
         raise ValueError(f"{run.params}: search.enabled is false; there is no search to work on")
-    if not s["storage"]:
+    if not s.storage:
         raise ValueError(f"{run.params}: search.storage is not set; workers share a study through a database "
                          "server all of them reach, e.g. search.storage: postgresql://user@host/lmkit")
     if not run.split.exists():
         raise FileNotFoundError(f"{run.split}: missing; the run's 01_prepare has not finished yet")
     objective = cells.study("02_hpsearch").make_objective(params, load_data(run, params))
-    study = run_search(objective, s["trials"], s["lr_range"], s["weight_decay_range"], s["storage"],
-                       study_name(params), params["seed"], log, single_worker=False)
+    study = run_search(objective, s.trials, s.lr_range, s.weight_decay_range, s.storage,
+                       study_name(params), params.seed, log, single_worker=False)
     log(search_outcome(study))
     return study

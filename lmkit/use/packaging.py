@@ -10,7 +10,8 @@ import pandas as pd
 import torch
 
 from lmkit.study import metrics as M
-from lmkit.run.params import NOT_RESULTS
+from lmkit.run import params as P
+from lmkit.run.params import NOT_RESULTS, Params
 from lmkit.study.modelinfo import view_fraction
 from lmkit.data.faces import load_data
 from lmkit.run.digests import digest
@@ -26,17 +27,19 @@ from lmkit.train.checkpoints import load_checkpoint
 RECIPE_EXCLUDES = (*NOT_RESULTS, "processes", "epochs", "lr", "weight_decay")
 
 
-def package_model(run: RunFolder, params: dict, log=print) -> Path:
+def package_model(run: RunFolder, params: Params, log=print) -> Path:
     """Write ``train/model.pt``: the best checkpoint's weights and everything needed to use
     them on a photo (``model.ModelInfo``), including the face detector's box calibration,
-    fitted on the training photos (real data with dlib installed; else none)."""
+    fitted on the training photos (real data with dlib installed; else none).
+
+    Used in: 04_evaluate, "The model file"."""
     import lmkit
 
     d = load_data(run, params)
     scheme, train_set = d.scheme, d.train_set
     manifest = train_set.manifest
     ckpt = load_checkpoint(run.best_checkpoint)
-    model = build_model(scheme.n_points, pretrained=False, head=params["model"]["head"])
+    model = build_model(scheme.n_points, pretrained=False, head=params.model.head)
     model.load_state_dict(ckpt["model"])
     calibration, why = None, ""
     if manifest["source"] == "synthetic":
@@ -45,40 +48,40 @@ def package_model(run: RunFolder, params: dict, log=print) -> Path:
         from lmkit.use.detector import make_detector
 
         try:
-            detector = make_detector(params["model"]["detector"])
+            detector = make_detector(params.model.detector)
         except RuntimeError as e:
             why = f"no box calibration: {e}"
         else:
             calibration, why = box_calibration(run, params, d, detector, log)
     hist = pd.read_csv(run.history)
     hp = read_json(run.best_hparams, "02_hpsearch")
-    t = params["train"]
-    view = view_fraction(params["model"]["view"], t["crop_fraction"], t["scale"])
+    t = params.train
+    view = view_fraction(params.model.view, t.crop_fraction, t.scale)
     correction = None
-    if params["model"]["bias_correction"]:
-        flip_test = params["eval"]["flip_test"]
-        correction = fit_correction(model, d.val.images, d.val.landmarks, params["model"]["input_size"], t["batch_size"],
+    if params.model.bias_correction:
+        flip_test = params.eval.flip_test
+        correction = fit_correction(model, d.val.images, d.val.landmarks, params.model.input_size, t.batch_size,
                                     flip_mirror=scheme.mirror if flip_test else None, view=view)
         emit(log, "correction", f"bias correction fitted on {len(d.val.images)} validation faces: mean |error| per point "
             f"{np.linalg.norm(correction, axis=1).mean():.2f} px of the 256 frame, overall "
             f"({correction[:, 0].mean():+.2f}, {correction[:, 1].mean():+.2f}) px in x, y")
     info = ModelInfo(
-        scheme=scheme.name, n_points=scheme.n_points, input_size=params["model"]["input_size"],
+        scheme=scheme.name, n_points=scheme.n_points, input_size=params.model.input_size,
         crop_size=manifest["crop_size"], forehead=manifest["forehead"], padding=manifest["padding"],
-        box=manifest["box"], head=params["model"]["head"],
+        box=manifest["box"], head=params.model.head,
         mean_shape=M.mean_shape(d.train.landmarks).tolist(), dataset=d.dataset, box_calibration=calibration,
-        flip_test=params["eval"]["flip_test"], lmkit_version=lmkit.__version__, view=view,
-        recrop=params["model"]["recrop"],
+        flip_test=params.eval.flip_test, lmkit_version=lmkit.__version__, view=view,
+        recrop=params.model.recrop,
         correction=None if correction is None else correction.round(4).tolist(),
         training={"epoch": int(ckpt["epoch"]), "epochs": int(hist["epoch"].max()), "val_mse": float(hist["val_mse"].min()),
-                  "lr": hp["lr"], "weight_decay": hp["weight_decay"], "seed": params["seed"],
-                  **{k: v for k, v in t.items() if k not in RECIPE_EXCLUDES}})
+                  "lr": hp["lr"], "weight_decay": hp["weight_decay"], "seed": params.seed,
+                  **{k: v for k, v in t.model_dump().items() if k not in RECIPE_EXCLUDES}})
     path = save_model_file(model, info, run.model_file)
     emit(log, "model_file", f"model file {path} ({path.stat().st_size / 1e6:.1f} MB, best epoch {info.training['epoch']}); {why}")
     return path
 
 
-def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) -> tuple[dict | None, str]:
+def box_calibration(run: RunFolder, params: Params, d: dict, detector, log=print) -> tuple[dict | None, str]:
     """The detector's box calibration, fitted on the run's training photos. It depends on the
     data and the detector only, so it is kept beside the train cache (``box_calibration.json``)
     and reused by every run and ablation variant with the same training photos."""
@@ -86,7 +89,7 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
     from lmkit.data.prepare import load_sources
     from lmkit.data.readers import load_image
 
-    cache = run.cache_dir(params["data"]["cache_dir"]) / "train"
+    cache = run.cache_dir(params.data.cache_dir) / "train"
     manifest, indices = d.train_set.manifest, d.train.images.indices
     box = manifest["box"]
     key = digest([detector.name, manifest.get("files"), manifest["forehead"], manifest["padding"],
@@ -113,10 +116,10 @@ def box_calibration(run: RunFolder, params: dict, d: dict, detector, log=print) 
                          f"training faces; crop box in detector-box units {np.round(calibration['box'], 3).tolist()}")
 
 
-def load_model(run: RunFolder, params: dict, device) -> tuple[torch.nn.Module, ModelInfo]:
+def load_model(run: RunFolder, params: Params, device) -> tuple[torch.nn.Module, ModelInfo]:
     """The run's model file, refused when the params describe another model."""
     if not run.model_file.exists():
         raise FileNotFoundError(f"{run.model_file}: missing; run notebook 03_train first (it writes the model file "
                                 "after training)")
-    settings = {key: params[key.split(".")[0]][key.split(".")[1]] for key in ModelInfo.SETTINGS}
+    settings = {key: P.value(params, key) for key in ModelInfo.SETTINGS}
     return load_model_file(run.model_file, device, settings)
