@@ -173,3 +173,21 @@ def test_every_p_option_of_the_lmkit_command_says_what_it_does():
     for name, p in with_p.items():
         (opt,) = [a for a in p._actions if "-p" in a.option_strings]
         assert opt.help and "override one param" in opt.help, name
+
+
+def test_a_weights_file_counts_by_its_bytes_not_its_name(tmp_path):
+    """Keys marked contents=True in the schema (model.pretrained) name a file whose bytes count: a
+    new file at the same path gives the search study another name (and the chain's reuse compares
+    the same {file, sha1}); true and false stay as they are."""
+    from lmkit.run.digests import by_contents
+    from lmkit.train.search import study_name
+
+    assert P.CONTENT_KEYS == {"model.pretrained"}
+    weights = tmp_path / "resnet18.pth"
+    weights.write_bytes(b"first weights")
+    params = P.load(None, {"model.pretrained": str(weights)})
+    first, seen = study_name(params), by_contents(str(weights))
+    weights.write_bytes(b"other weights, longer")
+    assert study_name(params) != first and by_contents(str(weights))["sha1"] != seen["sha1"]
+    assert seen["file"] == str(weights) and by_contents(str(tmp_path / "gone.pth"))["sha1"] is None
+    assert by_contents(True) is True and study_name(P.load(None)) == study_name(P.load(None))

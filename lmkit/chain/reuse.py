@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lmkit.run import params as P
 from lmkit.study.cells import STUDY_TAG, code_digest, notebooks_dir
-from lmkit.run.digests import data_files, file_sha1, outputs_digest
+from lmkit.run.digests import by_contents, data_files, outputs_digest
 from lmkit.run.folder import read_json
 from lmkit.chain import stages as S
 from lmkit.chain.reads import WHOLE, file_digest, package_root
@@ -27,16 +27,10 @@ def _ignored(key: str) -> bool:
     return key in S.NOT_COMPARED or name in S.NOT_RESULTS.get(section, ())
 
 
-def _weights_file(value):
-    """``model.pretrained`` as compared: a weights file by its contents, not only its name."""
-    return {"file": value, "sha1": file_sha1(Path(value)) if Path(value).is_file() else _MISSING} \
-        if isinstance(value, str) else value
-
-
 def _value(params: P.Params, key: str):
     """A key's value as compared now: a leaf, a section (``data``) or the whole params (``*``)."""
-    if key == "model.pretrained":
-        return _weights_file(params.model.pretrained)
+    if key in P.CONTENT_KEYS:
+        return by_contents(P.value(params, key))
     node = params.model_dump()
     if key == WHOLE:
         return _comparable(node)
@@ -50,7 +44,7 @@ def _value(params: P.Params, key: str):
 def _comparable(value, key: str = "") -> dict:
     """A section (or the whole params) without the keys that are not compared."""
     prefix = f"{key}." if key and key != WHOLE else ""
-    return {k: _weights_file(v) if prefix + k == "model.pretrained" else v
+    return {k: by_contents(v) if prefix + k in P.CONTENT_KEYS else v
             for k, v in P.flatten(value).items() if not _ignored(prefix + k)}
 
 

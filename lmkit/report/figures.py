@@ -301,7 +301,8 @@ def report_figures(run, params: Params, gradient) -> dict:
     from lmkit.data.faces import comparable_to_paper, load_data
     from lmkit.study.model import pick_device
     from lmkit.use.packaging import load_model
-    from lmkit.report.evaluation import NME_FRAMES, PAPER
+    from lmkit.report.evaluation import PAPER
+    from lmkit.run.folder import read_json
     from lmkit.report.predictions import Predictions
     from lmkit.study.saliency import network_inputs, saliency_maps
     d = load_data(run, params)
@@ -319,7 +320,7 @@ def report_figures(run, params: Params, gradient) -> dict:
     maps = saliency_maps(gradient, model, test.images[six], test.landmarks[six], size, device, info.view)
     small = network_inputs(test.images[six], size, info.view)
     train_img, train_pts = d.train
-    frame = f"points in {NME_FRAMES[params.data.source == 'synthetic']}"
+    frame = f"points in {read_json(run.metrics, '04_evaluate')['nme_frame']}"  # as 04 wrote it
     figs = {
         "scheme": scheme_figure(M.mean_shape(d.train.landmarks), scheme, f"mean training shape, {dataset}"),
         "fig1_sample": sample_figure(train_img[0], train_pts[0], scheme,

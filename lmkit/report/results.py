@@ -166,10 +166,10 @@ def _ablation(row: dict) -> list[str]:
 
 
 def render(folders: list[str | Path], archive: Path = ARCHIVE, params_dir: Path = PARAMS,
-           command: str | None = None) -> str:
+           command: str | None = None, data: dict | None = None) -> str:
     """The results page, markdown: run folders' rows beside the archive's, per data set, then
-    the archive's sections."""
-    data = load_archive(archive)
+    the archive's sections. ``data``: the archive already loaded from ``archive``."""
+    data = load_archive(archive) if data is None else data
     live = [run_row(f, params_dir) for f in folders]
     groups = data.get("groups", {})
     rows = live + data.get("rows", [])
@@ -273,16 +273,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(yaml.safe_dump(rows, sort_keys=False, allow_unicode=True, width=120))
         return 0
     try:
-        page = render(folders, Path(args.archive), command=" ".join(["lmkit results", *folders]))
+        data = load_archive(Path(args.archive))
+        page = render(folders, Path(args.archive), command=" ".join(["lmkit results", *folders]), data=data)
+        readme = with_readme_table(Path(args.readme).read_text(), data) if args.readme else None
     except (ResultsError, P.ParamsError, OSError) as e:
         print(f"lmkit results: {e}", file=sys.stderr)
         return 1
-    if args.readme:
-        try:
-            readme = with_readme_table(Path(args.readme).read_text(), load_archive(Path(args.archive)))
-        except (ResultsError, OSError) as e:
-            print(f"lmkit results: {e}", file=sys.stderr)
-            return 1
+    if readme is not None:
         write_text(readme, Path(args.readme))
     if args.out:
         write_text(page, Path(args.out))

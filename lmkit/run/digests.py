@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from lmkit.run.params import NOT_RESULTS, Data, Params
+from lmkit.run.params import CONTENT_KEYS, NOT_RESULTS, Data, Params
 
 # model keys that act only when the model file is written, not on what is trained
 _PACKAGING = ("bias_correction", "recrop")
@@ -33,6 +33,14 @@ def files_digest(folders: list[Path], length: int = 16) -> str:
             if f.is_file():
                 h.update(f"{f.relative_to(folder)}\t{file_sha1(f)}\n".encode())
     return h.hexdigest()[:length]
+
+
+def by_contents(value):
+    """A ``CONTENT_KEYS`` value as compared: a file named by it as its name and SHA-1 (None when
+    the file is missing); any other value (true, false) as it is."""
+    if not isinstance(value, str):
+        return value
+    return {"file": value, "sha1": file_sha1(Path(value)) if Path(value).is_file() else None}
 
 
 def file_sha1(path: Path) -> str:
@@ -79,8 +87,12 @@ def data_files(data: Data) -> str | None:
 def study_inputs(params: Params) -> dict:
     """What one search trial's result depends on: the data, the model, the recipe, the trial's
     budget and the ranges it draws from (not the number of trials, nor train.epochs)."""
-    return {"seed": params.seed, "data": params.data.model_dump(),
-            "model": {k: v for k, v in params.model.model_dump().items() if k not in _PACKAGING},
+    sections = {"data": params.data.model_dump(), "model": params.model.model_dump()}
+    for k in CONTENT_KEYS:  # a weights file by its bytes, not only its name
+        section, name = k.split(".")
+        sections[section][name] = by_contents(sections[section][name])
+    return {"seed": params.seed, "data": sections["data"],
+            "model": {k: v for k, v in sections["model"].items() if k not in _PACKAGING},
             "train": _train(params, drop=("epochs", "lr", "weight_decay")),
             "search": {k: getattr(params.search, k) for k in ("epochs_per_trial", "lr_range", "weight_decay_range")}}
 

@@ -23,10 +23,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidato
 MIN_INPUT_SIZE = 32
 
 
-def key(default, doc: str, *, shown: str | None = None, path: bool = False, **limits):
+def key(default, doc: str, *, shown: str | None = None, path: bool = False, contents: bool = False, **limits):
     """One key of the schema: its default, its doc (docs/params.md's "meaning"), how that table
-    shows the default when not as YAML would, whether it holds paths, and its limits."""
-    extra = {name: v for name, v in (("shown", shown), ("path", path)) if v}
+    shows the default when not as YAML would, whether it holds paths, whether a file it names
+    counts by its contents (a weights file: a run is reused, and a search study shared, only while
+    the file's bytes are the same), and its limits."""
+    extra = {name: v for name, v in (("shown", shown), ("path", path), ("contents", contents)) if v}
     return Field(default, description=doc, json_schema_extra=extra or None, **limits)
 
 
@@ -115,7 +117,8 @@ class Model(_Section):
     pretrained: bool | str = key(
         False, "the backbone's start: false (random), true (torchvision's ImageNet weights: needs the network or "
         "the file in torchvision's cache) or the path of a saved torchvision ResNet18 state dict (torchvision's "
-        "`resnet18-f37072fd.pth` offline, or a pretraining stage's backbone); its `fc` layer is not used", path=True)
+        "`resnet18-f37072fd.pth` offline, or a pretraining stage's backbone); its `fc` layer is not used", path=True,
+        contents=True)
     head: Literal[HEADS] = key(
         "regression", "regression (the study: global pooling and a linear layer), heatmap (integral regression: "
         "one heatmap per point at stride 8 from layers 2-4, a soft-argmax to coordinates) or heatmap-s4 (the same "
@@ -277,6 +280,7 @@ DEFAULTS = Params()  # every key at its default, typed: DEFAULTS.train.lr
 _DEFAULT_TREE: dict = DEFAULTS.model_dump()
 DOCS: dict = {k: f.description for k, f in FIELDS.items()}
 _PATH_KEYS = {k for k, f in FIELDS.items() if (f.json_schema_extra or {}).get("path")}
+CONTENT_KEYS = {k for k, f in FIELDS.items() if (f.json_schema_extra or {}).get("contents")}  # files compared by their bytes
 
 
 def _shown(value) -> str:
