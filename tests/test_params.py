@@ -191,3 +191,25 @@ def test_a_weights_file_counts_by_its_bytes_not_its_name(tmp_path):
     assert study_name(params) != first and by_contents(str(weights))["sha1"] != seen["sha1"]
     assert seen["file"] == str(weights) and by_contents(str(tmp_path / "gone.pth"))["sha1"] is None
     assert by_contents(True) is True and study_name(P.load(None)) == study_name(P.load(None))
+
+
+def test_params_read_as_attributes_and_as_the_old_nested_dict_and_each_read_is_recorded(tmp_path):
+    """Params are read-only attributes; a cell written for the dict params (params["train"]["epochs"])
+    reads the same value, and in a notebook either way of reading records the key."""
+    from lmkit.chain.reads import Recorder
+
+    params = P.load(None, {"train.epochs": 7})
+    assert params.train.epochs == params["train"]["epochs"] == 7
+    with pytest.raises(KeyError):
+        params["train"]["epoch"]
+    with pytest.raises(Exception):
+        params.train.epochs = 8  # frozen: merge makes a changed copy
+    assert P.merge(params, {"train.epochs": 8}).train.epochs == 8 and params.train.epochs == 7
+    recorder = Recorder(tmp_path / "reads.json")
+    seen = recorder.params(params)
+    assert seen["train"]["epochs"] == 7 and seen.model.input_size == params.model.input_size
+    assert seen.search.lr_range == params.search.lr_range
+    assert recorder.seen == {"train.epochs": 7, "model.input_size": params.model.input_size,
+                             "search.lr_range": params.search.lr_range}
+    P.merge(seen, {"seed": 1})  # a copy of the whole params reads every key
+    assert recorder.seen["*"] == params.model_dump()

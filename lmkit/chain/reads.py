@@ -47,13 +47,17 @@ class RecordingParams:
             self._note(f"{self._path}{name}", list(value) if isinstance(value, tuple) else value)
         return value
 
+    def __getitem__(self, name: str):  # params["train"]["epochs"], as cells written for dict params read
+        if name not in type(self._values).model_fields:
+            raise KeyError(name)
+        return self.__getattr__(name)
+
     def __setattr__(self, name, value):
         raise TypeError(f"params are read-only: use lmkit.run.params.merge(params, {{'{self._path}{name}': ...}})")
 
     def model_dump(self, **kwargs) -> dict:
-        whole = self._values.model_dump(**kwargs)
-        self._note(self._path.rstrip(".") or WHOLE, whole)
-        return whole
+        self._note(self._path.rstrip(".") or WHOLE, self._values.model_dump())
+        return self._values.model_dump(**kwargs)  # the caller's own copy: the record stays as read
 
     def model_copy(self, **kwargs):
         self.model_dump()

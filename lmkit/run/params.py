@@ -66,6 +66,13 @@ class _Section(BaseModel):
     """A validated, read-only group of keys, read as attributes: ``params.train.epochs``."""
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    def __getitem__(self, name: str):
+        """``params["train"]["epochs"]`` reads ``params.train.epochs``: notebook cells written when
+        the params were a nested dict keep working."""
+        if name not in type(self).model_fields:
+            raise KeyError(name)
+        return getattr(self, name)
+
 
 class Data(_Section):
     source: Literal["synthetic", "helen", "300w"] = key(
