@@ -28,17 +28,21 @@ def fit_run(run: RunFolder, params: Params, build, step, log=print) -> pd.DataFr
     d = load_data(run, params)
     hp = read_json(run.best_hparams, "02_hpsearch")
     device = pick_device(params.train.device)
-    mean = mean_shape(d.train.landmarks)
-    check_flips(params, d.scheme, mean)
+    check_flips(params, d.scheme, mean_shape(d.train.landmarks))
+    if d.joint is not None:
+        check_flips(params, d.joint_scheme, mean_shape(d.joint.landmarks))
+    images, landmarks, mirror, mean = d.training()  # with joint faces: both sets, each face with both schemes' points
     model = new_model(build, mean.shape[0], mean, params.seed, device, **model_options(params))
-    cfg = TrainConfig.from_params(params, device, d.scheme.mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
+    cfg = TrainConfig.from_params(params, device, mirror, lr=hp["lr"], weight_decay=hp["weight_decay"])
     cuda_switches(device)
     log(f"{cfg.plan().describe()}; loss {cfg.loss}, {cfg.optimizer}, schedule {cfg.schedule} (warm-up {cfg.warmup}), "
         f"flip {cfg.augment.flip}, box jitter scale {cfg.augment.scale} shift {cfg.augment.shift} "
         f"edges {cfg.augment.edges}; lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e} ({hp['source']}); "
-        f"{len(d.train.images) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}")
-    history = fit(model, *d.train, *d.val, cfg, step=step, out_dir=run.train_dir, resume=params.train.resume,
-                  log=log)
+        f"{len(images) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}"
+        + (f" ({len(d.joint.images)} of the faces {d.joint_scheme.name}, through outputs of their own)"
+           if d.joint is not None else ""))
+    history = fit(model, images, landmarks, *d.val, cfg, step=step, out_dir=run.train_dir,
+                  resume=params.train.resume, log=log)
     if ddp.rank_world()[0] == 0:
         finish_checkpoints(run.train_dir, keep=params.train.keep_checkpoints, log=log)
     return history

@@ -273,6 +273,8 @@ def load_cache(folder: Path) -> PreparedSet:
 def source_entries(data: Data, split: str, seed: int) -> list[Entry]:
     """The samples of ``split`` (train/test), not yet read, for a ``data`` params section."""
     source = data.source
+    if split == "joint":  # faces of another landmark scheme, trained through outputs of their own
+        return list(itertools.chain(*(entries_300w_folder(f) for f in data.joint_train)))
     if source == "synthetic":
         return synthetic_entries(getattr(data, f"synthetic_{split}"), split, seed)
     if data.root in (None, ""):
@@ -293,7 +295,10 @@ def cache_key(data: Data, split: str, seed: int) -> dict:
     key = {"source": data.source, "split": split, "crop_size": data.crop_size,
            "forehead": data.forehead, "padding": data.padding, "box": data.box,
            "on_bad_sample": data.on_bad_sample}
-    if data.source == "synthetic":
+    if split == "joint":
+        key["joint_train"] = [str(Path(f).resolve()) for f in data.joint_train]
+        key["files"] = files_digest([Path(f) for f in data.joint_train])
+    elif data.source == "synthetic":
         key.update(seed=seed, requested=getattr(data, f"synthetic_{split}"))
     else:
         key["root"] = str(Path(data.root).resolve())
@@ -306,9 +311,11 @@ def cache_key(data: Data, split: str, seed: int) -> dict:
 
 
 def prepare(data: Data, seed: int, cache_dir: Path, log=print) -> dict[str, PreparedSet]:
-    """Prepare (or reuse) the train and test caches below ``cache_dir``."""
-    out, keys = {}, {split: cache_key(data, split, seed) for split in ("train", "test")}
-    for split in ("train", "test"):
+    """Prepare (or reuse) the train and test caches below ``cache_dir``, and with
+    ``data.joint_train`` the ``joint`` cache of the faces of another scheme."""
+    splits = ("train", "test", "joint") if data.joint_train else ("train", "test")
+    out, keys = {}, {split: cache_key(data, split, seed) for split in splits}
+    for split in splits:
         folder = Path(cache_dir) / split
         if (folder / "manifest.json").exists():
             cached = load_cache(folder)
@@ -319,8 +326,8 @@ def prepare(data: Data, seed: int, cache_dir: Path, log=print) -> dict[str, Prep
                 changed = [k for k, v in keys[split].items() if cached.manifest.get(k) != v]
                 emit(log, "prepare", f"{split}: preparing again: {', '.join('the data files' if k == 'files' else k for k in changed)} "
                     "changed since the cache was made")
-    if len(out) < 2:
-        entries = {split: source_entries(data, split, seed) for split in ("train", "test") if split not in out}
+    if len(out) < len(splits):
+        entries = {split: source_entries(data, split, seed) for split in splits if split not in out}
         names = {split: set(out[split].names) if split in out else {e.name for e in entries[split]}
                  for split in ("train", "test")}
         both = sorted(names["train"] & names["test"])

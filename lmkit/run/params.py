@@ -82,6 +82,11 @@ class Data(_Section):
                            "`${VAR:-default}` expand from the environment", path=True)
     extra_train: list[str] = key([], "more 300-W style folders (`NAME.jpg` + `NAME.pts`, any depth) added to the "
                                  "training images, e.g. AFW", path=True)
+    joint_train: list[str] = key([], "300-W style folders (`NAME.jpg` + `NAME.pts`) of faces annotated in another "
+                                 "landmark scheme (AFW's 68 points beside Helen's 194), trained beside the data set "
+                                 "through outputs of their own on the shared backbone (one head per point set, as "
+                                 "mmpose's combined data sets); never validated or tested on; the model file keeps "
+                                 "the data set's points only", path=True)
     synthetic_train: Positive = key(800, "number of synthetic training faces (source synthetic)")
     synthetic_test: Positive = key(200, "number of synthetic test faces (source synthetic)")
     crop_size: Positive = key(300, "side of the square crop cached for every face, pixels (study: 300)")
@@ -265,6 +270,11 @@ class Params(_Section):
         if self.train.heatmap_loss and self.model.head == "regression":
             raise ValueError("train.heatmap_loss: the regression head has no heatmaps to shape; set it to 0 or use "
                              "model.head: heatmap")
+        if self.data.joint_train and self.data.source == "synthetic":
+            raise ValueError("data.joint_train: needs a real data set (data.source helen or 300w), got synthetic")
+        if self.data.joint_train and self.data.split != "clean":
+            raise ValueError("data.joint_train: needs data.split clean (the study's augmented validation copies would "
+                             f"be flipped with both schemes' mirror map), got data.split {self.data.split!r}")
         if self.data.box == "study" and self.data.padding != int(self.data.padding):
             raise ValueError(f"data.padding: with data.box study it is whole pixels of the photo (the study: 5), "
                              f"got {self.data.padding}")

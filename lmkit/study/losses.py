@@ -55,3 +55,23 @@ def heatmap_divergence(logits: torch.Tensor, target: torch.Tensor, sigma: float 
     logm = torch.logsumexp(torch.stack([logp, logq]), 0) - math.log(2)
     js = 0.5 * (logp.exp() * (logp - logm)).sum(-1) + 0.5 * (logq.exp() * (logq - logm)).sum(-1)
     return js.mean()
+
+
+def per_scheme(loss, target: torch.Tensor, *per_point: torch.Tensor) -> torch.Tensor:
+    """``loss(*per_point, target)`` for a batch whose faces carry different points: joint training
+    (``data.joint_train``), where a face has only its own scheme's points and NaN for the others.
+    The faces are grouped by which points they have; each group's loss is taken on those points
+    only (``per_point``: tensors (N, K, ...) indexed like ``target``, e.g. the predictions and the
+    heatmaps), and the groups are weighted by their faces. A batch with every point is
+    ``loss(*per_point, target)`` itself, so the study's loss runs unchanged without joint faces."""
+    known = torch.isfinite(target).all(-1)  # (N, K)
+    if bool(known.all()):
+        return loss(*per_point, target)
+    patterns, group = torch.unique(known, dim=0, return_inverse=True)
+    total = target.new_zeros(())
+    for g, points in enumerate(patterns):
+        faces = group == g
+        pick = lambda t: t[faces][:, points]  # noqa: E731
+        total = total + faces.sum() * loss(*(pick(t) for t in per_point), pick(target))
+    return total / len(target)
+

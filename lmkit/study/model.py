@@ -276,6 +276,20 @@ def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.T
         return model(x).float()
 
 
+def keep_points(state: dict, n_points: int, head: str) -> dict:
+    """A network's weights (``state_dict``) with only its first ``n_points`` outputs: a network
+    trained jointly on the data set's points and another scheme's (``data.joint_train``) becomes
+    a network of the data set's points alone, with the same predictions for them."""
+    out = dict(state)
+    if head == "regression":  # fc rows are x0, y0, x1, y1, ...
+        for name in ("backbone.fc.weight", "backbone.fc.bias"):
+            out[name] = state[name][: 2 * n_points]
+    else:  # one heatmap channel per point
+        for name in ("heatmaps.out.weight", "heatmaps.out.bias"):
+            out[name] = state[name][:n_points]
+    return out
+
+
 # ------------------------------------------------------------------ the model file
 def save_model_file(model: LandmarkRegressor, info: ModelInfo, path: Path) -> Path:
     """Weights (float32, no optimizer state) and ``info``, written atomically."""

@@ -11,6 +11,8 @@ every run that uses that piece; a recipe's choice adds to it, never replaces the
     train.loss          l1, wing (``lmkit.study.losses``) instead of the study cell's loss; mse: it
     train.heatmap_loss  > 0: the DSNT regulariser added to the step's loss (the heatmaps taken from
                         the same forward pass the study's step runs)
+    data.joint_train    faces of another scheme beside the data set's: each face's loss on its own
+                        points only (``losses.per_scheme``); without them, the loss as it was
 """
 from __future__ import annotations
 
@@ -57,10 +59,13 @@ def beyond_the_study(build_network, landmark_loss, train_step):
 
     @functools.wraps(landmark_loss)
     def loss(pred, target, cfg):
-        value = landmark_loss(pred, target, cfg) if cfg.loss == "mse" else \
-            losses.landmark_loss(cfg.loss, pred, target, cfg.wing)
+        def points(p, t):
+            return landmark_loss(p, t, cfg) if cfg.loss == "mse" else losses.landmark_loss(cfg.loss, p, t, cfg.wing)
+
+        value = losses.per_scheme(points, target, pred)  # each face on its own points (data.joint_train)
         if cfg.heatmap_loss and capture:
-            value = value + cfg.heatmap_loss * losses.heatmap_divergence(capture[-1].heatmaps, target / REFERENCE_SIZE)
+            value = value + cfg.heatmap_loss * losses.per_scheme(
+                lambda h, t: losses.heatmap_divergence(h, t / REFERENCE_SIZE), target, capture[-1].heatmaps)
         return value
 
     @functools.wraps(train_step)

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from lmkit.run.progress import emit, quiet
 from lmkit.study.model import predict
@@ -70,7 +69,7 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
         for i, (x, y) in enumerate(Batches(images, landmarks, order, step_cfg, g, device, plan.prefetch, src), 1):
             target = y * (REFERENCE_SIZE / cfg.input_size)
             loss, pred = step(net, step_opt, x, target, step_cfg)
-            loss, mse = float(loss), F.mse_loss(pred.detach().float(), target).item()
+            loss, mse = float(loss), torch.nanmean((pred.detach().float() - target) ** 2).item()  # NaN: a joint face's missing points
             if not math.isfinite(loss):
                 _diverged(f"the training loss is {loss} at epoch {epoch}, step {i}", lr, out_dir, epoch)
             total, total_mse, seen = total + loss * len(x), total_mse + mse * len(x), seen + len(x)
@@ -92,11 +91,12 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
 
 
 def validate(model, val_images, val_landmarks, cfg: TrainConfig, src: int) -> float:
-    """Validation MSE in px² of the 256 frame (on augmented copies under the study's protocol)."""
+    """Validation MSE in px² of the 256 frame (on augmented copies under the study's protocol), on
+    the validation faces' points: a joint-trained network's first K outputs."""
     pred, true = predict(model, val_images, cfg.input_size, cfg.batch_size, torch.device(cfg.device),
                          cfg.augment if cfg.study_validation else None, seed=cfg.seed, landmarks=val_landmarks,
                          view=cfg.val_view)
-    return float(np.mean((pred - true) ** 2) * (REFERENCE_SIZE / src) ** 2)
+    return float(np.mean((pred[:, : true.shape[1]] - true) ** 2) * (REFERENCE_SIZE / src) ** 2)
 
 
 def _log_line(epoch, epochs, row, width=20):

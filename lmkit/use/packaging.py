@@ -15,7 +15,7 @@ from lmkit.run.params import NOT_RESULTS, Params
 from lmkit.study.modelinfo import view_fraction
 from lmkit.data.faces import load_data
 from lmkit.run.digests import digest
-from lmkit.study.model import build_model, fit_correction, load_model_file, save_model_file
+from lmkit.study.model import build_model, fit_correction, keep_points, load_model_file, save_model_file
 from lmkit.study.modelinfo import ModelInfo
 from lmkit.data.prepare import crop_to_photo
 from lmkit.run.progress import emit
@@ -40,7 +40,7 @@ def package_model(run: RunFolder, params: Params, log=print) -> Path:
     manifest = train_set.manifest
     ckpt = load_checkpoint(run.best_checkpoint)
     model = build_model(scheme.n_points, pretrained=False, head=params.model.head)
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(keep_points(ckpt["model"], scheme.n_points, params.model.head))  # joint outputs dropped
     calibration, why = None, ""
     if manifest["source"] == "synthetic":
         why = "synthetic faces: no face detector calibration (give crop boxes to predict)"
