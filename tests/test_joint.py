@@ -69,6 +69,7 @@ def _folder(root, n, k, seed):
     return root
 
 
+@pytest.mark.slow
 def test_a_joint_run_trains_both_and_its_model_file_has_the_data_sets_points(tmp_path):
     data = tmp_path / "data"
     _folder(data / "trainset", 20, 68, 0)
