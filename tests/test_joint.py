@@ -102,3 +102,15 @@ def test_joint_faces_need_real_data_and_the_clean_split():
     with pytest.raises(P.ParamsError, match="data.joint_train: needs data.split clean"):
         P.load(None, {"data.source": "300w", "data.root": "/x", "data.joint_train": ["/x"], "data.split": "paper",
                       "model.bias_correction": False})
+
+
+def test_the_protocol_table_says_the_joint_faces_are_not_the_studys_data():
+    from lmkit.report.protocol import compare
+
+    manifest = {"source": "helen", "n_points": 194, "box": "study", "root": "/x/helen194"}
+    plain = P.load(None, {"data.source": "helen", "data.root": "/x/helen194", "data.box": "study", "data.padding": 5})
+    joint = P.merge(plain, {"data.joint_train": ["/x/afw68"]})
+    plain_row = {r["aspect"]: r for r in compare(plain, manifest, manifest, 560, 140, 170)}["data set"]
+    joint_row = {r["aspect"]: r for r in compare(joint, manifest, manifest, 560, 140, 170)}["data set"]
+    assert plain_row["same"] and "afw68" not in plain_row["run"]
+    assert joint_row["same"] is False and "trained beside afw68" in joint_row["run"]

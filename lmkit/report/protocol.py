@@ -54,6 +54,8 @@ def compare(params: Params, train_manifest: dict, test_manifest: dict, n_train: 
     missing = f"; {inventory['missing']} listed faces have no photo" if inventory.get("missing") else ""
     test_faces = (f"{n_test} faces of testnames.txt{root}{missing}" if test_manifest["source"] == "helen"
                   else f"{n_test} faces of {source[test_manifest['source']]}{root}")
+    joint = (f"; trained beside {', '.join(Path(f).name for f in d.joint_train)} (another scheme's faces, "
+             "outputs of their own)") if d.joint_train else ""
     aug = {k: getattr(t, k) for k in STUDY_AUGMENT}
     aug_changes = [f"{k} {v}" for k, v in aug.items() if v != STUDY_AUGMENT[k]]
     recipe = {k: getattr(t, k) for k in STUDY_RECIPE}
@@ -62,7 +64,8 @@ def compare(params: Params, train_manifest: dict, test_manifest: dict, n_train: 
                                  ("bias correction", m.bias_correction)) if on]
     return [
         _row("data set", "Helen, 194 points (Le et al. 2012)",
-             f"{source[train_manifest['source']]}{root}, {train_manifest['n_points']} points", helen194),
+             f"{source[train_manifest['source']]}{root}, {train_manifest['n_points']} points" + joint,
+             helen194 and not joint),
         _row("crop", "landmark box, top raised by 1/3 of its height, 5 photo pixels (crop_face.py), resized to 300x300",
              f"{crop}, resized to {d.crop_size}x{d.crop_size}",
              train_manifest["box"] == "study" and d.padding == STUDY_CROP_PADDING and abs(d.forehead - 1 / 3) < 1e-9
