@@ -7,7 +7,7 @@ from lmkit.run import params as P
 from lmkit.study import metrics as M
 from lmkit.data.prepare import prepare, split_train_val
 from lmkit.train.config import TrainConfig, model_options, new_model
-from lmkit.train.loop import fit
+from lmkit.train.loop import fit, validate
 from lmkit.train.checkpoints import load_checkpoint
 from tests.study import STUDY
 
@@ -34,6 +34,37 @@ def test_short_training_lowers_the_loss(data):
     hist = fit(_model(p, train), *train, *val, cfg, step=STUDY.train_step, log=lambda _: None)
     assert list(hist["epoch"]) == [1, 2, 3, 4]
     assert hist["train_mse"].iloc[-1] < 0.7 * hist["train_mse"].iloc[0]
+
+
+def test_weight_average_is_what_is_validated_kept_and_resumed(data, tmp_path):
+    """With ``train.ema`` the checkpoints' weights are the moving average that validation scored
+    (the trained weights beside them, for a resume), the model ends as that average, and a resumed
+    run ends where an uninterrupted one does."""
+    p, train, val = data
+    quiet = lambda _: None  # noqa: E731
+    cfg = TrainConfig.from_params(p, "cpu", epochs=3, lr=1e-3, weight_decay=1e-4, ema=0.9, keep_last=True)
+    full_model = _model(p, train)
+    full = fit(full_model, *train, *val, cfg, out_dir=tmp_path / "full", step=STUDY.train_step, log=quiet)
+    last = load_checkpoint(tmp_path / "full" / "last.pt")
+    assert any(not torch.equal(a, last["trained"][k]) for k, a in last["model"].items())
+    scored = {}
+    for which in ("model", "trained"):
+        net = _model(p, train)
+        net.load_state_dict(last[which])
+        scored[which] = validate(net, *val, cfg, train[0].shape[1])
+    assert scored["model"] == pytest.approx(full["val_mse"].iloc[-1], rel=1e-5)
+    assert scored["trained"] != pytest.approx(scored["model"], rel=1e-3)
+    for k, a in full_model.state_dict().items():
+        torch.testing.assert_close(a, last["model"][k])
+
+    fit(_model(p, train), *train, *val, TrainConfig.from_params(p, "cpu", epochs=2, lr=1e-3, weight_decay=1e-4,
+                                                                 ema=0.9, keep_last=True),
+        out_dir=tmp_path / "parts", step=STUDY.train_step, log=quiet)
+    resumed_model = _model(p, train)
+    resumed = fit(resumed_model, *train, *val, cfg, out_dir=tmp_path / "parts", resume=True, step=STUDY.train_step, log=quiet)
+    np.testing.assert_allclose(resumed["val_mse"], full["val_mse"], rtol=1e-4)
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_resume_continues_and_matches_an_uninterrupted_run(data, tmp_path):

@@ -189,6 +189,10 @@ class Train(_Section):
         "none", "learning-rate schedule: none (study), cosine (to zero over `train.epochs`) or step (x0.1 at 50% "
         "and 75%)")
     warmup: int = key(0, "epochs of linear learning-rate warm-up before the schedule (study: 0)", ge=0)
+    ema: float = key(0.0, "weight averaging: after each step the kept weights move 1 - ema of the way to the "
+                     "trained ones (an exponential moving average, torch.optim.swa_utils; batch-norm statistics "
+                     "too); validation, `best.pt` and the model file use the averaged weights; 0: off (study). "
+                     "0.998 averages over about the last 500 steps", ge=0, lt=1)
     optimizer: Literal["adam", "adamw"] = key("adam", "adam (study: weight decay added to the gradient) or adamw "
                                               "(decoupled weight decay)")
     device: Annotated[str, PlainValidator(_device)] = key("auto", "auto (CUDA when present, else CPU), cpu, cuda, "

@@ -41,6 +41,7 @@ class TrainConfig:
     schedule: str = _T.schedule
     warmup: int = _T.warmup  # epochs of linear warm-up
     optimizer: str = _T.optimizer
+    ema: float = _T.ema  # decay of the weights' moving average (0: none)
     compile: bool = DEFAULTS.model.compile  # torch.compile the model (worth it on a GPU for long runs)
     # the device plan (lmkit.train.devices): "auto" is what lmkit picks for the device
     resident: str | bool = _T.resident

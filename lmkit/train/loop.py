@@ -2,7 +2,8 @@
 network, loss and step (forward, loss, backward, the optimiser's step) and hands the step to
 ``fit``, which does, in order: epochs; each epoch's learning rate; freshly augmented batches
 and the step on each; validation (always MSE, px² of the 256 frame); the history and the
-checkpoints (``best.pt`` at the lowest validation MSE). Its helpers: the settings
+checkpoints (``best.pt`` at the lowest validation MSE; with ``train.ema`` the weights' moving
+average is what is validated and kept). Its helpers: the settings
 (``lmkit.train.config``), the batches (``batches``), the device plan and its wrappers
 (``devices``), several processes (``ddp``) and checkpoints (``checkpoints``)."""
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lmkit.run.progress import emit, quiet
 from lmkit.study.model import predict
@@ -36,7 +38,8 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
     step (notebook 03's ``train_step``: one step on a batch of normalised images (B, 3, S, S) and
     targets (B, K, 2) in pixels of the 256 frame; returns its loss and the predicted points).
     Images are uint8 (N, S, S, 3) arrays (memory maps stay memory maps on the CPU), landmarks
-    (N, K, 2) in crop pixels. With ``out_dir``, history and checkpoints are written there (``best.pt``
+    (N, K, 2) in crop pixels. With ``cfg.ema`` the weights' exponential moving average is updated
+    after every step; it is what validation, the checkpoints and, at the end, ``model`` hold. With ``out_dir``, history and checkpoints are written there (``best.pt``
     the lowest validation MSE's, or the last epoch's with ``cfg.keep_last``) and ``resume`` goes on
     from its ``last.pt``. Returns the per-epoch history.
 
@@ -53,7 +56,8 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
     opt = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = plan.grad_scaler()  # float16 only
     net, step_opt = TrainingNetwork(net, plan, scaler), ScaledOptimizer(opt, scaler, device) if scaler else opt
-    history = checkpoints.resume(out_dir, model, opt, scaler, cfg, resume, writer, log) if out_dir is not None else []
+    kept = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    history = checkpoints.resume(out_dir, model, opt, scaler, cfg, resume, writer, log, kept) if out_dir is not None else []
     images, landmarks = place_training_set(train_images, train_landmarks, cfg.input_size, plan)
     src = train_images.shape[1]
     best = min((h["val_mse"] for h in history), default=math.inf)
@@ -69,12 +73,14 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
         for i, (x, y) in enumerate(Batches(images, landmarks, order, step_cfg, g, device, plan.prefetch, src), 1):
             target = y * (REFERENCE_SIZE / cfg.input_size)
             loss, pred = step(net, step_opt, x, target, step_cfg)
+            if kept is not None:
+                kept.update_parameters(model)
             loss, mse = float(loss), torch.nanmean((pred.detach().float() - target) ** 2).item()  # NaN: a joint face's missing points
             if not math.isfinite(loss):
                 _diverged(f"the training loss is {loss} at epoch {epoch}, step {i}", lr, out_dir, epoch)
             total, total_mse, seen = total + loss * len(x), total_mse + mse * len(x), seen + len(x)
         total, total_mse, seen = ddp.epoch_sums(model, total, total_mse, seen, world)
-        val_mse = validate(model, val_images, val_landmarks, cfg, src)
+        val_mse = validate(kept.module if kept else model, val_images, val_landmarks, cfg, src)
         if not math.isfinite(val_mse):
             _diverged(f"the validation MSE is {val_mse} after epoch {epoch}", lr, out_dir, epoch)
         seconds = time.perf_counter() - t0
@@ -85,8 +91,11 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
         history.append(row)
         emit(log, "epoch", _log_line(epoch, cfg.epochs, row), epochs=cfg.epochs, **row)
         if out_dir is not None and writer:
-            checkpoints.save_epoch(Path(out_dir), model, opt, scaler, cfg, history, best=val_mse < best or cfg.keep_last)
+            checkpoints.save_epoch(Path(out_dir), model, opt, scaler, cfg, history, best=val_mse < best or cfg.keep_last,
+                                   averaged=kept)
         best = min(best, val_mse)
+    if kept is not None:  # the model ends as what was kept: the averaged weights
+        model.load_state_dict(kept.module.state_dict())
     return pd.DataFrame(history)
 
 
