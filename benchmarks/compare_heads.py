@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lmkit.report import evaluation as E
-from lmkit.study import metrics as M
+from lmkit.report import evaluation
+from lmkit.study import metrics
 from lmkit.run import params as P
 from lmkit.study import cells
 from lmkit.data.faces import load_data, prepare_run
@@ -44,7 +44,7 @@ def validation_scores(model, d, params, boxes) -> dict:
     images, true = d.val.images, np.asarray(d.val.landmarks, dtype=np.float64)
     pred = predict(model, images, params.model.input_size, t.batch_size, "cpu",
                    flip_mirror=d.scheme.mirror if params.eval.flip_test else None, view=view)
-    _, rows = E.score({"model": pred}, true, boxes, images.shape[1], d.scheme)
+    _, rows = evaluation.score({"model": pred}, true, boxes, images.shape[1], d.scheme)
     row = rows["model"]
     row["mean_error_px"] = ((pred - true) * REFERENCE_SIZE / images.shape[1]).mean((0, 1)).round(3).tolist()  # the constant shift
     return row
@@ -87,7 +87,7 @@ def compare(args, base: dict, work: Path) -> list[dict]:
         for seed in args.seeds:
             params = P.merge(base, {"model.head": head, "seed": seed, "train.epochs": args.epochs,
                                     **({"model.head_init": "default"} if head != "regression" else {})})
-            mean = M.mean_shape(d.train.landmarks)
+            mean = metrics.mean_shape(d.train.landmarks)
             model = new_model(STUDY.build_network, d.scheme.n_points, mean, seed, "cpu", **model_options(params))
             cfg = TrainConfig.from_params(params, pick_device("cpu"), d.scheme.mirror, lr=args.lr,
                                           weight_decay=args.weight_decay)

@@ -21,7 +21,7 @@ CHANGES = {"data.synthetic_train": 24, "data.synthetic_test": 4, "model.input_si
 
 def golden_run(tmp: Path, changes: dict | None = None) -> dict:
     """The recorded run; ``changes`` (params) for a variant of it, e.g. another device plan."""
-    from lmkit.study import metrics as M
+    from lmkit.study import metrics
     from lmkit.run import params as P
     from lmkit.data.prepare import prepare, split_train_val
     from lmkit.study.schemes import HELEN194
@@ -34,7 +34,7 @@ def golden_run(tmp: Path, changes: dict | None = None) -> dict:
     s = split_train_val(len(tr), 0.25, 0)
     train = (tr.images[s["train"]], tr.landmarks[s["train"]])
     val = (tr.images[s["val"]], tr.landmarks[s["val"]])
-    model = new_model(STUDY.build_network, 194, M.mean_shape(train[1]), 0, "cpu", **model_options(p))
+    model = new_model(STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", **model_options(p))
     hist = fit(model, *train, *val, TrainConfig.from_params(p, "cpu", HELEN194.mirror), step=STUDY.train_step, log=lambda _: None)
     return {"train_mse": hist["train_mse"].tolist(), "val_mse": hist["val_mse"].tolist()}
 

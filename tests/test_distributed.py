@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lmkit.study import metrics as M
+from lmkit.study import metrics
 from lmkit.run import params as P
 from lmkit.data.prepare import prepare, split_train_val
 from lmkit.train.config import TrainConfig, model_options, new_model
@@ -33,7 +33,7 @@ def _worker(rank, world, tmp):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world)
     p, train, val = _data(f"{tmp}/cache")
-    model = new_model(STUDY.build_network, 194, M.mean_shape(train[1]), 0, "cpu", **model_options(p))
+    model = new_model(STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", **model_options(p))
     hist = fit(model, *train, *val, TrainConfig.from_params(p, "cpu"), step=STUDY.train_step, log=lambda _: None)
     torch.save({"params": [t.detach() for t in model.parameters()], "history": hist}, f"{tmp}/rank{rank}.pt")
     dist.destroy_process_group()
@@ -58,7 +58,7 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     ddp = r0["history"]["train_mse"].to_numpy()
 
     p, train, val = _data(tmp_path / "cache")
-    single = fit(new_model(STUDY.build_network, 194, M.mean_shape(train[1]), 0, "cpu", **model_options(p)), *train, *val,
+    single = fit(new_model(STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", **model_options(p)), *train, *val,
                  TrainConfig.from_params(p, "cpu"), step=STUDY.train_step, log=lambda _: None)["train_mse"].to_numpy()
     assert ddp[-1] < 0.6 * ddp[0] and single[-1] < 0.6 * single[0]  # both learn
     # and at the same pace: the relative fall matches (absolute values differ with per-process batch norm)

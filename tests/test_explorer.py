@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from lmkit.run import params as P
-from lmkit.study import metrics as M
+from lmkit.study import metrics
 from lmkit.report.explorer import RunFaces, compare_figure, explore, face_figure, group_indices, static_summary
 from lmkit.data.prepare import load_sources, write_cache
 from lmkit.run.folder import RunFolder
@@ -22,7 +22,7 @@ def fake_run(root, shift_jaw_of=2, seed=0):
     pred = true + np.random.default_rng(seed).normal(0, 1.5, true.shape)
     pred[shift_jaw_of, HELEN194.group("jaw").indices] += 25
     _, boxes = load_sources(run.cache_dir() / "test")
-    per, _ = M.summarize(pred, true, HELEN194, 256 / 300, photo=(M.to_photo(pred, boxes, 300), M.to_photo(true, boxes, 300)))
+    per, _ = metrics.summarize(pred, true, HELEN194, 256 / 300, photo=(metrics.to_photo(pred, boxes, 300), metrics.to_photo(true, boxes, 300)))
     run.predictions.parent.mkdir(parents=True, exist_ok=True)
     np.savez(run.predictions, true=true, names=np.array(test.names), model__pred=pred,
              **{f"model__{k}": v for k, v in per.items()})
@@ -32,7 +32,7 @@ def fake_run(root, shift_jaw_of=2, seed=0):
 def test_faces_are_ranked_as_fig5_and_grouped_by_part(tmp_path):
     run, per = fake_run(tmp_path / "run")
     faces = RunFaces.load(run.root)
-    _, worst = M.best_and_worst(per["mse"])
+    _, worst = metrics.best_and_worst(per["mse"])
     assert faces.index(1) == worst[0] and faces.index(2) == worst[1]  # rank 1 is Fig. 5's worst
     assert faces.nme_label == "outer eye corners"
     np.testing.assert_allclose(faces.table["nme"], per["nme_oc"])

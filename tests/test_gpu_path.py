@@ -87,7 +87,7 @@ def test_a_model_trained_on_the_gpu_path_evaluates_explains_and_resumes_in_float
 
 
 def test_float16_trains_with_a_gradient_scaler(tmp_path):
-    from lmkit.study import metrics as M
+    from lmkit.study.metrics import mean_shape
     from lmkit.data.prepare import prepare, split_train_val
     from lmkit.train.config import TrainConfig, model_options, new_model
     from lmkit.train.loop import fit
@@ -96,7 +96,7 @@ def test_float16_trains_with_a_gradient_scaler(tmp_path):
     p = P.load(None, TINY | {"train.autocast": "float16", "train.epochs": 2})
     tr = prepare(p.data, 0, tmp_path / "cache", lambda _: None)["train"]
     s = split_train_val(len(tr), 0.25, 0)
-    model = new_model(STUDY.build_network, 194, M.mean_shape(tr.landmarks[s["train"]]), 0, "cpu", **model_options(p))
+    model = new_model(STUDY.build_network, 194, mean_shape(tr.landmarks[s["train"]]), 0, "cpu", **model_options(p))
     hist = fit(model, tr.images[s["train"]], tr.landmarks[s["train"]], tr.images[s["val"]], tr.landmarks[s["val"]],
                TrainConfig.from_params(p, "cpu"), out_dir=tmp_path / "out", step=STUDY.train_step, log=lambda _: None)
     assert np.isfinite(hist["train_mse"]).all() and hist["train_mse"].iloc[-1] < hist["train_mse"].iloc[0]

@@ -5,7 +5,7 @@ quirks and bad cases, and the study's crop."""
 import numpy as np
 import pytest
 
-from lmkit.study import metrics as M
+from lmkit.study import metrics
 from lmkit.run import params as P
 from lmkit.data.prepare import annotation_box, crop_box, prepare, write_cache
 from lmkit.data.readers import entries_helen, helen_inventory
@@ -41,7 +41,7 @@ def test_the_scheme_fits_faces_read_from_release_files(tmp_path):
     """Groups, outer eye corners and mirror map, on faces read back from the release's format."""
     root, _ = write_helen(tmp_path / "helen", n_train=24, n_test=1)
     train = write_cache(entries_helen(root, "train"), tmp_path / "cache", {"source": "helen"})
-    mean = M.mean_shape(train.landmarks)
+    mean = metrics.mean_shape(train.landmarks)
     check_mirror(HELEN194, mean, 300)  # passes
     jaw, nose = HELEN194.group("jaw").indices, HELEN194.group("nose").indices
     assert mean[jaw[0], 0] < mean[jaw[-1], 0] and mean[nose[0], 0] < mean[nose[-1], 0]  # from the image's left
@@ -56,7 +56,7 @@ def test_the_scheme_fits_faces_read_from_release_files(tmp_path):
 def test_a_wrong_mirror_map_is_still_refused(tmp_path):
     """The map lmkit had before the release was read (eyes paired the wrong way round)."""
     root, _ = write_helen(tmp_path / "helen", n_train=24, n_test=1)
-    mean = M.mean_shape(write_cache(entries_helen(root, "train"), tmp_path / "cache", {"source": "helen"}).landmarks)
+    mean = metrics.mean_shape(write_cache(entries_helen(root, "train"), tmp_path / "cache", {"source": "helen"}).landmarks)
     m = list(HELEN194.mirror)
     for i in range(20):  # eye a's point i onto eye b's point 10 - i, as the old map had it
         m[114 + i], m[134 + (10 - i) % 20] = 134 + (10 - i) % 20, 114 + i

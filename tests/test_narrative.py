@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from lmkit.study import metrics as M
+from lmkit.study.metrics import best_and_worst
 from lmkit.report.narrative import evaluated, searched
 
 
@@ -18,7 +18,7 @@ def test_the_worst_faces_named_are_fig5s_in_its_order():
     nme = np.array([0.30, 0.05, 0.20, 0.04, 0.06, 0.01])
     names = [f"face{i}" for i in range(6)]
     text = evaluated(_metrics(), mse, nme, names)
-    _, worst = M.best_and_worst(mse)
+    _, worst = best_and_worst(mse)
     shown = [names[i] for i in worst]
     assert shown == ["face1", "face4", "face3"]
     positions = [text.index(f"`{n}`") for n in shown]

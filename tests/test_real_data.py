@@ -56,14 +56,14 @@ def test_the_helen194_scheme_fits_the_real_release():
     """The groups, outer eye corners and mirror map, derived from the real annotations, still fit
     them: the worst mirrored pair lands within 0.09 inter-ocular distances (0.061 measured, the
     brows' outer ends, in the study's crop)."""
-    from lmkit.study import metrics as M
+    from lmkit.study import metrics
     from lmkit.data.prepare import write_cache
     from lmkit.data.readers import entries_helen, helen_inventory
     from lmkit.study.schemes import HELEN194, mirror_errors
 
     entries = entries_helen(DATA / "helen194", "train")[:300]
     cache = write_cache(entries, Path(__import__("tempfile").mkdtemp()) / "c", {"source": "helen"}, padding=5, box="study")
-    mean = M.mean_shape(cache.landmarks)
+    mean = metrics.mean_shape(cache.landmarks)
     err = mirror_errors(HELEN194, mean, 300)
     assert err.max() < 0.09
     a, b = HELEN194.group("eye_a").indices, HELEN194.group("eye_b").indices

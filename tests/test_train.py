@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from lmkit.run import params as P
-from lmkit.study import metrics as M
+from lmkit.study import metrics
 from lmkit.data.prepare import prepare, split_train_val
 from lmkit.train.config import TrainConfig, model_options, new_model
-from lmkit.train.loop import fit, validate
+from lmkit.train.loop import Diverged, fit, validate
 from lmkit.train.checkpoints import load_checkpoint
 from tests.study import STUDY
 
@@ -25,7 +25,7 @@ def data(tmp_path_factory):
 
 
 def _model(p, train):
-    return new_model(STUDY.build_network, 194, M.mean_shape(train[1]), 0, "cpu", **model_options(p))
+    return new_model(STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", **model_options(p))
 
 
 def test_short_training_lowers_the_loss(data):
@@ -107,8 +107,6 @@ def test_a_huge_learning_rate_stops_at_the_first_non_finite_loss(data, tmp_path)
 
 
 def test_divergence_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
-    import lmkit.train.loop as T
-
     p, train, val = data
     cfg = TrainConfig.from_params(p, "cpu", epochs=3, lr=1e-3, weight_decay=0.0)
     calls = []
@@ -118,7 +116,7 @@ def test_divergence_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
         loss, pred = STUDY.train_step(*args)
         return (torch.tensor(float("nan")), pred) if len(calls) > 3 else (loss, pred)
 
-    with pytest.raises(T.Diverged, match=r"loss is nan at epoch 2, step 1.*last\.pt \(epoch 1\), is kept"):
+    with pytest.raises(Diverged, match=r"loss is nan at epoch 2, step 1.*last\.pt \(epoch 1\), is kept"):
         fit(_model(p, train), *train, *val, cfg, out_dir=tmp_path, step=failing_in_epoch_2, log=lambda _: None)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
     assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1]
@@ -148,7 +146,7 @@ def test_the_heatmap_loss_adds_the_heatmaps_divergence_to_the_training_loss(data
     p, train, _ = data
     cfg = replace(TrainConfig.from_params(p, "cpu", lr=1e-3, weight_decay=0.0), loss="l1", heatmap_loss=5.0,
                   autocast="none")  # float32: the sum is checked to 1e-4 (bfloat16 would be the CPU's choice here)
-    model = new_model(STUDY.build_network, 194, M.mean_shape(train[1]), 0, "cpu", head="heatmap-s4")
+    model = new_model(STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", head="heatmap-s4")
     x = torch.rand(4, 3, 32, 32)
     y = torch.rand(4, 194, 2) * 32
     model.train()

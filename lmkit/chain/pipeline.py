@@ -24,11 +24,11 @@ from lmkit.run import params as P
 from lmkit.run import progress
 from lmkit.run.folder import RunFolder, write_json, write_text
 from lmkit.chain import reuse
-from lmkit.chain import stages as S
+from lmkit.chain import stages
 from lmkit.chain.lock import RunInUse, environ, run_lock
 
-NOTEBOOKS = S.NOTEBOOKS  # what lmkit run runs, in order (lmkit.stages declares each)
-ABLATION_NOTEBOOK = S.CHAIN[-1]
+NOTEBOOKS = stages.NOTEBOOKS  # what lmkit run runs, in order (lmkit.stages declares each)
+ABLATION_NOTEBOOK = stages.CHAIN[-1]
 KERNEL_NAME = "lmkit-python"
 # what lmkit run sets besides the run folder and params: no live widgets in an exported report
 NOTEBOOK_PARAMETERS = {"05_figures": {"interactive": False}}

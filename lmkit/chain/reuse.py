@@ -16,7 +16,7 @@ from lmkit.run import params as P
 from lmkit.study.cells import STUDY_TAG, code_digest, notebooks_dir
 from lmkit.run.digests import by_contents, data_files, outputs_digest
 from lmkit.run.folder import read_json
-from lmkit.chain import stages as S
+from lmkit.chain import stages
 from lmkit.chain.reads import WHOLE, file_digest, package_root
 
 _MISSING = "<missing>"
@@ -24,7 +24,7 @@ _MISSING = "<missing>"
 
 def _ignored(key: str) -> bool:
     section, _, name = key.partition(".")
-    return key in S.NOT_COMPARED or name in S.NOT_RESULTS.get(section, ())
+    return key in stages.NOT_COMPARED or name in stages.NOT_RESULTS.get(section, ())
 
 
 def _value(params: P.Params, key: str):
@@ -50,8 +50,8 @@ def _comparable(value, key: str = "") -> dict:
 
 def upstream(run, params: P.Params, name: str) -> str | None:
     """The digest of the outputs of every stage before ``name`` (as they are now)."""
-    before = S.CHAIN[: S.CHAIN.index(name)]
-    return outputs_digest([p for s in before for p in S.outputs(run, params, s)]) if before else ""
+    before = stages.CHAIN[: stages.CHAIN.index(name)]
+    return outputs_digest([p for s in before for p in stages.outputs(run, params, s)]) if before else ""
 
 
 def record(run, params: P.Params, name: str, notebook: Path) -> dict:
@@ -62,9 +62,9 @@ def record(run, params: P.Params, name: str, notebook: Path) -> dict:
             "params": {k: (_comparable(v, k) if isinstance(v, dict) else v) for k, v in seen["params"].items()
                        if not _ignored(k)},
             "modules": seen["modules"], "cells": seen["cells"],
-            "data": data_files(params.data) if S.stage(name).data_files else None,
+            "data": data_files(params.data) if stages.stage(name).data_files else None,
             "upstream": upstream(run, params, name),
-            "outputs": outputs_digest(S.outputs(run, params, name))}
+            "outputs": outputs_digest(stages.outputs(run, params, name))}
 
 
 def changes(kept: dict | None, run, params: P.Params, name: str, notebook: Path, outputs: bool = True) -> list[str]:
@@ -97,11 +97,11 @@ def changes(kept: dict | None, run, params: P.Params, name: str, notebook: Path,
         path = notebooks_dir() / nb_name
         if not path.exists() or code_digest(path, tag or STUDY_TAG) != old:
             why.append(f"{_shown(path)}: its {tag or STUDY_TAG} cells changed (this stage runs them)")
-    if S.stage(name).data_files and kept.get("data") != data_files(params.data):
+    if stages.stage(name).data_files and kept.get("data") != data_files(params.data):
         why.append(f"data files under {params.data.root} changed (added, removed or edited)")
     if kept.get("upstream") != upstream(run, params, name):
         why.append("the outputs of the stages before it changed")
-    if outputs and not why and kept.get("outputs") != outputs_digest(S.outputs(run, params, name)):
+    if outputs and not why and kept.get("outputs") != outputs_digest(stages.outputs(run, params, name)):
         why.append("its outputs are missing or not what it wrote (run again by hand?)")
     return why
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmkit.study import metrics as M
+from lmkit.study.metrics import NORMALISATIONS, best_and_worst, mean_shape, summarize, to_photo
 from lmkit.study.model import predict
 from lmkit.study.modelinfo import ModelInfo, REFERENCE_SIZE
 from lmkit.data.prepare import crop_to_photo
@@ -70,13 +70,13 @@ def detector_predictions(landmarker, sources: list[str], crop_boxes: np.ndarray,
     seconds = []
     for i, (src, box) in enumerate(zip(sources, crop_boxes)):
         image = load_image(Path(src))
-        to_photo = crop_to_photo(box, landmarker.info.crop_size)
-        true_full = to_photo(true_crop[i])
+        photo_map = crop_to_photo(box, landmarker.info.crop_size)
+        true_full = photo_map(true_crop[i])
         t0 = time.perf_counter()
         face = best_match(landmarker.find_faces(image), (*true_full.min(0), *true_full.max(0)))
         if face is not None:
             (found,) = landmarker.predict(image, [face])
-            pred[i] = to_photo.inverse(found.points)
+            pred[i] = photo_map.inverse(found.points)
             boxes[i], used[i] = face, found.crop_box
         seconds.append(time.perf_counter() - t0)
     detected = max(1, int(np.isfinite(boxes[:, 0]).sum()))
@@ -89,11 +89,11 @@ def score(preds: dict[str, np.ndarray], true: np.ndarray, crop_boxes: np.ndarray
     """Per-face arrays of each method (``{"model": {"pred": ..., "mse": ..., "nme_io": ...}}``, as
     ``Predictions`` keeps them) and a summary row per method: the MSE in the study's unit (px² of the
     256 frame), NMEs, AUCs and failure rates in photo pixels."""
-    true_photo = M.to_photo(true, crop_boxes, crop_size)
+    true_photo = to_photo(true, crop_boxes, crop_size)
     arrays, rows = {}, {}
     for key, pred in preds.items():
-        per, row = M.summarize(pred, true, scheme, REFERENCE_SIZE / crop_size, thresholds,
-                               photo=(M.to_photo(pred, crop_boxes, crop_size), true_photo))
+        per, row = summarize(pred, true, scheme, REFERENCE_SIZE / crop_size, thresholds,
+                               photo=(to_photo(pred, crop_boxes, crop_size), true_photo))
         rows[key] = row
         arrays[key] = {**per, "pred": pred}
     return arrays, rows
@@ -128,7 +128,6 @@ def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
     recipes by; per-face arrays to ``eval/predictions.npz``, the summary to ``metrics.json``.
 
     Used in: 04_evaluate, "The model file"."""
-    from lmkit.study import metrics as M
     from lmkit.data.faces import check_flips, comparable_to_paper, load_data
     from lmkit.study.model import pick_device
     from lmkit.use.packaging import load_model
@@ -143,7 +142,7 @@ def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
     test, scheme = d.test, d.scheme
     device = pick_device(params.train.device)
     model, info = load_model(run, params, device)
-    mean = M.mean_shape(d.train.landmarks)
+    mean = mean_shape(d.train.landmarks)
     flip_test, batch = params.eval.flip_test, params.train.batch_size
     mirror = scheme.mirror if flip_test else None
     check_flips(params, scheme, mean, flip_test)
@@ -187,14 +186,14 @@ def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
         if "nme_oc_mean" in row:
             emit(log, "evaluate", f"validation ({validation['faces']} faces, no bias correction), {method}: NME outer "
                  f"corners {row['nme_oc_mean']:.4f}", split="validation", method=method, nme_oc=row["nme_oc_mean"])
-    best, worst = M.best_and_worst(arrays["model"]["mse"])
+    best, worst = best_and_worst(arrays["model"]["mse"])
     history = pd.read_csv(run.history)
     metrics = {
         "dataset": d.dataset, "comparable_to_paper": comparable_to_paper(d), "scheme": scheme.name, "n_train": len(d.train.images), "n_val": len(d.val.images),
         "n_test": len(test), "split_protocol": params.data.split, "input_size": params.model.input_size,
         "epochs": int(history["epoch"].max()), "train_seconds": float(history["seconds"].sum()),
         "mse_unit": "px² of the 256x256 network input", "nme_frame": NME_FRAMES[params.data.source == "synthetic"],
-        "nme_units": {k: v for k, v in M.NORMALISATIONS.items() if f"nme_{k}" in arrays["model"]},
+        "nme_units": {k: v for k, v in NORMALISATIONS.items() if f"nme_{k}" in arrays["model"]},
         "best_val_mse": float(history["val_mse"].min()),
         "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),
         "final": bool(params.data.final),  # trained on training + validation faces, the last epoch kept

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmkit.study import metrics as M
+from lmkit.study.metrics import inter_ocular, outer_corners, to_photo
 from lmkit.study.modelinfo import REFERENCE_SIZE
 from lmkit.report.predictions import Predictions
 from lmkit.run.folder import RunFolder
@@ -62,7 +62,7 @@ class RunFaces:
         _, boxes = load_sources(cache)
         norm, size = p.headline_norm, test.images.shape[1]
         return cls(run, names, test.images, p.true, p.pred(), p.mse(), p.nme("model", norm), norm,
-                   M.to_photo(p.true, boxes, size), M.to_photo(p.pred(), boxes, size),
+                   to_photo(p.true, boxes, size), to_photo(p.pred(), boxes, size),
                    scheme_for_points(p.true.shape[1]))
 
     @cached_property
@@ -88,7 +88,7 @@ class RunFaces:
         """One row per test face: its name, rank by MSE (1 = worst, as Fig. 5 ranks), MSE, NME
         and each point group's NME (the group's mean point error over the same normalising
         distance, photo pixels)."""
-        norm = (M.outer_corners if self.norm == "oc" else M.inter_ocular)(self.photo_true, self.scheme)
+        norm = (outer_corners if self.norm == "oc" else inter_ocular)(self.photo_true, self.scheme)
         err = np.linalg.norm(self.photo_pred - self.photo_true, axis=2) / norm[:, None]
         rows = {"face": self.names, "mse": self.mse, "nme": self.nme}
         for group, indices in group_indices(self.scheme).items():
@@ -238,7 +238,7 @@ def photo_figure(faces: RunFaces, i: int):
     if detected and np.isfinite(p.boxes("model_detector")[i]).all():
         d0, e0, d1, e1 = p.boxes("model_detector")[i]
         ax.add_patch(Rectangle((d0, e0), d1 - d0, e1 - e0, fill=False, color="orange", lw=1.5, label="face detector's box"))
-        pts = M.to_photo(p.pred("model_detector")[i : i + 1], boxes[i : i + 1], faces.crop_size)[0]
+        pts = to_photo(p.pred("model_detector")[i : i + 1], boxes[i : i + 1], faces.crop_size)[0]
         ax.scatter(*pts.T, s=8, c="orange", edgecolors="black", linewidths=0.3, label="points from the detector's box")
     elif detected:
         ax.set_title(ax.get_title() + " (the face detector found no face)")

@@ -297,7 +297,7 @@ def report_figures(run, params: Params, gradient) -> dict:
     Used in: 05_figures, "Saliency, dL/dI"."""
     import pandas as pd
 
-    from lmkit.study import metrics as M
+    from lmkit.study.metrics import mean_shape
     from lmkit.data.faces import comparable_to_paper, load_data
     from lmkit.study.model import pick_device
     from lmkit.use.packaging import load_model
@@ -322,7 +322,7 @@ def report_figures(run, params: Params, gradient) -> dict:
     train_img, train_pts = d.train
     frame = f"points in {read_json(run.metrics, '04_evaluate')['nme_frame']}"  # as 04 wrote it
     figs = {
-        "scheme": scheme_figure(M.mean_shape(d.train.landmarks), scheme, f"mean training shape, {dataset}"),
+        "scheme": scheme_figure(mean_shape(d.train.landmarks), scheme, f"mean training shape, {dataset}"),
         "fig1_sample": sample_figure(train_img[0], train_pts[0], scheme,
                                        f"{dataset}\n{train_img.shape[1]}x{train_img.shape[2]} crop, {scheme.name}"),
         "fig3_loss": loss_figure(pd.read_csv(run.history), dataset, PAPER if comparable_to_paper(d) else None),

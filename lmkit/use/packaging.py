@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lmkit.study import metrics as M
+from lmkit.study import metrics
 from lmkit.run import params as P
 from lmkit.run.params import NOT_RESULTS, Params
 from lmkit.study.modelinfo import view_fraction
@@ -69,7 +69,7 @@ def package_model(run: RunFolder, params: Params, log=print) -> Path:
         scheme=scheme.name, n_points=scheme.n_points, input_size=params.model.input_size,
         crop_size=manifest["crop_size"], forehead=manifest["forehead"], padding=manifest["padding"],
         box=manifest["box"], head=params.model.head,
-        mean_shape=M.mean_shape(d.train.landmarks).tolist(), dataset=d.dataset, box_calibration=calibration,
+        mean_shape=metrics.mean_shape(d.train.landmarks).tolist(), dataset=d.dataset, box_calibration=calibration,
         flip_test=params.eval.flip_test, lmkit_version=lmkit.__version__, view=view,
         recrop=params.model.recrop,
         correction=None if correction is None else correction.round(4).tolist(),
