@@ -42,7 +42,7 @@ def test_weight_average_is_what_is_validated_kept_and_resumed(data, tmp_path):
     run ends where an uninterrupted one does."""
     p, train, val = data
     quiet = lambda _: None  # noqa: E731
-    cfg = TrainConfig.from_params(p, "cpu", epochs=3, lr=1e-3, weight_decay=1e-4, ema=0.9, keep_last=True)
+    cfg = TrainConfig.from_params(p, "cpu", epochs=2, lr=1e-3, weight_decay=1e-4, ema=0.9, keep_last=True)
     full_model = _model(p, train)
     full = fit(full_model, *train, *val, cfg, out_dir=tmp_path / "full", step=STUDY.train_step, log=quiet)
     last = load_checkpoint(tmp_path / "full" / "last.pt")
@@ -57,7 +57,7 @@ def test_weight_average_is_what_is_validated_kept_and_resumed(data, tmp_path):
     for k, a in full_model.state_dict().items():
         torch.testing.assert_close(a, last["model"][k])
 
-    fit(_model(p, train), *train, *val, TrainConfig.from_params(p, "cpu", epochs=2, lr=1e-3, weight_decay=1e-4,
+    fit(_model(p, train), *train, *val, TrainConfig.from_params(p, "cpu", epochs=1, lr=1e-3, weight_decay=1e-4,
                                                                  ema=0.9, keep_last=True),
         out_dir=tmp_path / "parts", step=STUDY.train_step, log=quiet)
     resumed_model = _model(p, train)
