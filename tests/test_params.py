@@ -121,9 +121,11 @@ def test_base_files_are_read_first(tmp_path):
 
 
 def test_best_recipes_change_only_the_recipe():
-    """Each best file is its data set's study file plus recipe keys: same data, split, seed and
-    weights, so the two rows on the results page differ by the recipe alone."""
-    recipe = {"data.forehead", "model.input_size", "model.head", "model.head_init", "model.view",
+    """Each best file is its data set's study file plus recipe keys: same photos, split, seed and
+    weights, so the two rows on the results page differ by the recipe alone (the faces of another
+    landmark scheme trained beside, ``data.joint_train``, count as recipe: the validation and test
+    faces are the study's)."""
+    recipe = {"data.forehead", "data.joint_train", "model.input_size", "model.head", "model.head_init", "model.view",
               "model.bias_correction", "model.recrop", "eval.flip_test"}
     recipe_sections = ("train.", "search.")  # the recipe, its budget and its search (or fixed rate)
     flat = P.flatten
