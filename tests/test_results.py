@@ -9,6 +9,7 @@ import yaml
 
 from lmkit.run import params as P
 from lmkit.report import results
+from lmkit.run.folder import RunFolder
 
 from tests.conftest import TINY, copy_run
 
@@ -51,6 +52,40 @@ def test_the_page_builds_from_a_small_run_folder_and_every_row_names_its_command
     assert "not comparable" in page[synthetic:synthetic + 200]
     # the archive's rows and sections come with it
     assert "## The ablation" in page and "`git checkout 09452eb && lmkit run params/helen68-no-forehead-45min-cpu.yaml`" in page
+
+
+def test_a_run_is_made_again_from_the_params_files_of_its_own_commit(tmp_path, monkeypatch):
+    """A run recorded at an older commit is compared with the params files shipped at that commit
+    (the command starts with a checkout of it), not with today's; a data path counts by its folder's
+    name, since the run and the file resolve ${LMKIT_DATA:-..} from different places."""
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    (tmp_path / "params").mkdir()
+    recipe = tmp_path / "params" / "recipe.yaml"
+    recipe.write_text("name: recipe\ndata:\n  source: 300w\n  joint_train: [../afw68]\nmodel:\n  input_size: 96\n")
+    git("init", "-q")
+    git("add", "params")
+    git("commit", "-qm", "96 px")
+    old = git("rev-parse", "HEAD")
+    recipe.write_text("name: recipe\ndata:\n  source: 300w\nmodel:\n  input_size: 128\n")
+    git("commit", "-qam", "128 px")
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+    info = {"git_commit": old, "stages": {"03_train": {"params": {
+        "model": {"input_size": 96}, "data": {"source": "300w", "joint_train": ["/elsewhere/data/afw68"]}}}}}
+    run = RunFolder(tmp_path / "reports" / "recipe")
+    assert results.reproduce(run, info, name="recipe") == "lmkit run params/recipe.yaml"
+    # today's file (HEAD) differs from the same run in both keys
+    info["git_commit"] = git("rev-parse", "HEAD")
+    assert results.reproduce(run, info, name="recipe") == (
+        "lmkit run params/recipe.yaml -p data.joint_train=[/elsewhere/data/afw68] -p model.input_size=96")
+    # a commit this repository lacks: today's files, as before
+    info["git_commit"] = "0" * 40
+    assert "-p model.input_size=96" in results.reproduce(run, info, name="recipe")
+    with results.params_at(old) as folder:
+        assert "input_size: 96" in (folder / "recipe.yaml").read_text()
+    assert not folder.exists()  # the temporary copy is removed
 
 
 @pytest.mark.slow

@@ -4,15 +4,18 @@ clean checkout): one table per data set built from the archive of measured rows
 before archiving, from run folders given on the command line (each run's ``eval/metrics.json``,
 ``params.yaml`` and ``run.json``); then the experiments' sections (``docs/results/sections/*.md``).
 
-Every row names the command that reproduces it: for a run folder, the shipped params file whose
-settings equal the run's on every key its notebooks read (plus ``-p`` for the keys that differ),
-else the run's own ``params.yaml`` at its commit; for an archived row, its params file at its
-commit."""
+Every row names the command that reproduces it: for a run folder, the params file shipped at the
+run's commit whose settings equal the run's on every key its notebooks read (plus ``-p`` for the
+keys that differ), else the run's own ``params.yaml`` at its commit; for an archived row, its
+params file at its commit."""
 from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
+import tempfile
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import yaml
@@ -23,7 +26,6 @@ from lmkit.run.folder import RunFolder, read_json, write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHIVE = ROOT / "docs" / "results"
-PARAMS = ROOT / "params"
 # keys that say where the data lie, not what they are (the data files' digests are compared by the chain)
 WHERE = {"name", "data.root", "data.extra_train", "data.cache_dir"}
 
@@ -47,28 +49,67 @@ def keys_read(info: dict) -> dict:
     return {k: v for k, v in read.items() if k not in WHERE and k.split(".")[-1] not in P.NOT_RESULTS}
 
 
-def reproduce(run: RunFolder, info: dict, params_dir: Path = PARAMS, name: str | None = None) -> str:
-    """The command that makes this run folder again: the shipped params file that differs from
-    it in the fewest keys its notebooks read (at most three, given with ``-p``), else its own
-    ``params.yaml`` at its commit."""
+@contextmanager
+def params_at(commit: str, root: Path | None = None):
+    """The folder of shipped params files as they were at ``commit`` (written from git into a
+    temporary folder, removed afterwards), or ``root / "params"`` when the commit is the checkout's
+    own, is not recorded, or is not in this repository (a shallow clone, no git)."""
+
+    root = root or ROOT
+
+    def git(*args) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True)
+
+    try:
+        full = git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}") if commit else None
+        head = git("rev-parse", "HEAD")
+    except OSError:
+        full = None
+    if not full or full.returncode or full.stdout == head.stdout:
+        yield root / "params"
+        return
+    sha = full.stdout.decode().strip()
+    names = git("ls-tree", "-r", "-z", "--name-only", sha, "params").stdout.decode()
+    with tempfile.TemporaryDirectory(prefix="lmkit-params-") as tmp:
+        for name in filter(None, names.split("\0")):
+            (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
+            (Path(tmp) / name).write_bytes(git("show", f"{sha}:{name}").stdout)
+        yield Path(tmp) / "params"
+
+
+def _comparable(key: str, value):
+    """A value as two params compare it: a path by its last part (a shipped file and a run folder
+    resolve ``${LMKIT_DATA:-..}`` from different places), anything else as it is."""
+    if key in P.PATH_KEYS and isinstance(value, str):
+        return Path(value).name
+    if key in P.PATH_KEYS and isinstance(value, list):
+        return [Path(v).name if isinstance(v, str) else v for v in value]
+    return value
+
+
+def reproduce(run: RunFolder, info: dict, params_dir: Path | None = None, name: str | None = None) -> str:
+    """The command that makes this run folder again at its commit: the params file shipped at that
+    commit (``params_dir`` instead, when given) that differs from the run in the fewest keys its
+    notebooks read (at most three, given with ``-p``), else the run's own ``params.yaml``."""
     read = keys_read(info)
-    best = None
-    for file in sorted(params_dir.glob("*.yaml")):
-        try:
-            candidate = P.flatten(P.load(file))
-        except (P.ParamsError, OSError):
-            continue
-        differ = {k: v for k, v in read.items() if candidate.get(k, object()) != v}
-        if best is None or len(differ) < len(best[1]):
-            best = (file, differ)
     commit = (info.get("git_commit") or "")[:7]
+    best = None
+    with params_at(commit) if params_dir is None else nullcontext(params_dir) as folder:
+        for file in sorted(folder.glob("*.yaml")):
+            try:
+                candidate = P.flatten(P.load(file))
+            except (P.ParamsError, OSError):
+                continue
+            differ = {k: v for k, v in read.items() if _comparable(k, candidate.get(k, object())) != _comparable(k, v)}
+            if best is None or len(differ) < len(best[1]):
+                best = (file.name, differ)
     name = name or P.load(run.params).name
     out = "" if run.root.name == name else f" --out reports/{run.root.name}"
     if best is not None and len(best[1]) <= 3:
         file, differ = best
         over = "".join(f" -p {k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
                        for k, v in sorted(differ.items()))
-        return f"lmkit run params/{file.name}{over}{out}"
+        return f"lmkit run params/{file}{over}{out}"
     at = f"git checkout {commit} && " if commit else ""
     return f"{at}lmkit run reports/{run.root.name}/params.yaml --out reports/{run.root.name}-again"
 
@@ -88,7 +129,7 @@ def _group(params: P.Params) -> str:
     return "synthetic" if d.source == "synthetic" else Path(d.root).name
 
 
-def run_row(folder: str | Path, params_dir: Path = PARAMS) -> dict:
+def run_row(folder: str | Path, params_dir: Path | None = None) -> dict:
     """One row of the results page from a finished run folder."""
     run = RunFolder(folder)
     for f in (run.params, run.path("run.json"), run.metrics):
@@ -165,7 +206,7 @@ def _ablation(row: dict) -> list[str]:
     return out + [""]
 
 
-def render(folders: list[str | Path], archive: Path = ARCHIVE, params_dir: Path = PARAMS,
+def render(folders: list[str | Path], archive: Path = ARCHIVE, params_dir: Path | None = None,
            command: str | None = None, data: dict | None = None) -> str:
     """The results page, markdown: run folders' rows beside the archive's, per data set, then
     the archive's sections. ``data``: the archive already loaded from ``archive``."""

@@ -300,7 +300,8 @@ FIELDS = _fields()
 DEFAULTS = Params()  # every key at its default, typed: DEFAULTS.train.lr
 _DEFAULT_TREE: dict = DEFAULTS.model_dump()
 DOCS: dict = {k: f.description for k, f in FIELDS.items()}
-_PATH_KEYS = {k for k, f in FIELDS.items() if (f.json_schema_extra or {}).get("path")}
+# keys whose values are paths (made absolute on load, relative to the params file)
+PATH_KEYS = {k for k, f in FIELDS.items() if (f.json_schema_extra or {}).get("path")}
 CONTENT_KEYS = {k for k, f in FIELDS.items() if (f.json_schema_extra or {}).get("contents")}  # files compared by their bytes
 
 
@@ -340,7 +341,7 @@ def expand_path(value: str, base: Path) -> str:
 
 
 def _resolve_paths(key: str, value, base: Path):
-    if key not in _PATH_KEYS:
+    if key not in PATH_KEYS:
         return value
     if isinstance(value, str):
         return expand_path(value, base)
