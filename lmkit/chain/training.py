@@ -5,18 +5,24 @@ the loop (``lmkit.train.loop.fit``) with the study's training step. What one pro
 with the study cells of 03 as saved (``lmkit.study.cells.study``)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 
-from lmkit.data.faces import check_flips, load_data
+from lmkit.data.faces import RunData, check_flips, load_data
+from lmkit.data.prepare import load_cache
+from lmkit.run import params as P
 from lmkit.run.folder import RunFolder, read_json
-from lmkit.study.metrics import mean_shape
-from lmkit.study.model import pick_device
-from lmkit.train import ddp
-from lmkit.train.checkpoints import finish_checkpoints
-from lmkit.train.config import TrainConfig, model_options, new_model
-from lmkit.train.devices import cuda_switches
-from lmkit.train.loop import fit
 from lmkit.run.params import Params
+from lmkit.study.metrics import mean_shape
+from lmkit.study.model import build_model, n_outputs, pick_device
+from lmkit.train import ddp
+from lmkit.train.checkpoints import finish_checkpoints, load_checkpoint
+from lmkit.train.config import TrainConfig, model_options, new_model
+from lmkit.train.devices import DevicePlan, cuda_switches
+from lmkit.train.distill import Teacher
+from lmkit.train.loop import fit
 
 
 def fit_run(run: RunFolder, params: Params, build, step, log=print) -> pd.DataFrame:
@@ -41,8 +47,63 @@ def fit_run(run: RunFolder, params: Params, build, step, log=print) -> pd.DataFr
         f"{len(images) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}"
         + (f" ({len(d.joint.images)} of the faces {d.joint_scheme.name}, through outputs of their own)"
            if d.joint is not None else ""))
+    teacher = load_teacher(run, params, d, cfg.plan(), log)
     history = fit(model, images, landmarks, *d.val, cfg, step=step, out_dir=run.train_dir,
-                  resume=params.train.resume, log=log)
+                  resume=params.train.resume, teacher=teacher, log=log)
     if ddp.rank_world()[0] == 0:
         finish_checkpoints(run.train_dir, keep=params.train.keep_checkpoints, log=log)
     return history
+
+
+def load_teacher(run: RunFolder, params: Params, d: RunData, plan: DevicePlan, log=print) -> Teacher | None:
+    """``train.teacher``'s network, once its run folder shows it trained on none of this run's
+    held-out faces (validation, unless ``data.final``, and test; compared by name); None when no
+    teacher is set."""
+    if params.train.teacher is None:
+        return None
+    file = Path(params.train.teacher)
+    if not file.is_file():
+        raise FileNotFoundError(f"train.teacher: {file}: no such file (a finished run's train/best.pt)")
+    source = RunFolder(file.parent.parent)
+    for need in (source.params, source.split):
+        if not need.exists():
+            raise ValueError(f"train.teacher: {file} is not in a run folder ({need} is missing): the run tells "
+                             "which faces the teacher trained on")
+    taught = P.load(source.params)
+    leaked = sorted(trained_faces(source, taught) & held_out_faces(run, params, d))
+    if leaked:
+        raise ValueError(f"train.teacher: {file} trained on {len(leaked)} of this run's validation or test faces "
+                         f"({', '.join(leaked[:3])}, ...): its points would carry them into training. Use a "
+                         "teacher trained on this run's split (the same data and seed, data.final false)")
+    state = load_checkpoint(file)["model"]
+    n, head = n_outputs(state, taught.model.head), taught.model.head
+    if n not in (d.scheme.n_points, d.scheme.n_points + (d.joint_scheme.n_points if d.joint is not None else 0)):
+        raise ValueError(f"train.teacher: {file} predicts {n} points; this run trains {d.scheme.n_points} "
+                         f"({d.scheme.name})" + (f" and {d.joint_scheme.n_points} ({d.joint_scheme.name})"
+                                                 if d.joint is not None else ""))
+    net = build_model(n, pretrained=False, head=head)
+    net.load_state_dict(state)
+    log(f"teacher {file}: {n} points at {taught.model.input_size}x{taught.model.input_size}, its points "
+        f"{params.train.teacher_weight:g} of each target (all of a missing point's)")
+    return Teacher(net.to(plan.device), taught.model.input_size, params.train.teacher_weight, plan)
+
+
+def trained_faces(run: RunFolder, params: Params) -> set[str]:
+    """The names of the faces a run trained on: its training split (and validation faces with
+    ``data.final``) and its joint faces."""
+    cache = run.cache_dir(params.data.cache_dir)
+    split = read_json(run.split, "01_prepare")
+    rows = np.union1d(split["train"], split["val"]) if params.data.final else split["train"]
+    names = load_cache(cache / "train").names
+    out = {names[i] for i in rows}
+    if params.data.joint_train:
+        out |= set(load_cache(cache / "joint").names)
+    return out
+
+
+def held_out_faces(run: RunFolder, params: Params, d: RunData) -> set[str]:
+    """The names of the faces a run holds out: its test faces and, unless ``data.final``, its
+    validation faces."""
+    split = read_json(run.split, "01_prepare")
+    val = [] if params.data.final else [d.train_set.names[i] for i in split["val"]]
+    return set(d.test.names) | set(val)

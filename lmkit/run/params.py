@@ -193,6 +193,13 @@ class Train(_Section):
                      "trained ones (an exponential moving average, torch.optim.swa_utils; batch-norm statistics "
                      "too); validation, `best.pt` and the model file use the averaged weights; 0: off (study). "
                      "0.998 averages over about the last 500 steps", ge=0, lt=1)
+    teacher: str | None = key(
+        None, "distillation: a finished run's `train/best.pt` (the same data set; trained on none of this run's "
+        "validation or test faces, checked by name) predicts every augmented training batch, with the flip test; "
+        "its points fill those a face lacks (a joint face's other scheme) and are blended into the labelled ones "
+        "by `train.teacher_weight`", path=True, contents=True)
+    teacher_weight: float = key(0.5, "the teacher's share of a labelled point's target (`train.teacher`): 0 "
+                                "fills only the points a face lacks, 1 replaces the labels", ge=0, le=1)
     optimizer: Literal["adam", "adamw"] = key("adam", "adam (study: weight decay added to the gradient) or adamw "
                                               "(decoupled weight decay)")
     device: Annotated[str, PlainValidator(_device)] = key("auto", "auto (CUDA when present, else CPU), cpu, cuda, "

@@ -290,6 +290,13 @@ def keep_points(state: dict, n_points: int, head: str) -> dict:
     return out
 
 
+def n_outputs(state: dict, head: str) -> int:
+    """How many points a network's weights (``state_dict``) predict."""
+    if head == "regression":
+        return state["backbone.fc.weight"].shape[0] // 2
+    return state["heatmaps.out.weight"].shape[0]
+
+
 # ------------------------------------------------------------------ the model file
 def save_model_file(model: LandmarkRegressor, info: ModelInfo, path: Path) -> Path:
     """Weights (float32, no optimizer state) and ``info``, written atomically."""

@@ -24,6 +24,7 @@ from lmkit.train import checkpoints, ddp
 from lmkit.train.batches import Batches, epoch_generator, epoch_order
 from lmkit.train.config import TrainConfig
 from lmkit.train.devices import ScaledOptimizer, TrainingNetwork, place_training_set, training_network
+from lmkit.train.distill import Teacher
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
@@ -33,7 +34,7 @@ class Diverged(FloatingPointError):
 
 
 def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: TrainConfig, *, step,
-        out_dir: Path | None = None, resume: bool = False, log=print) -> pd.DataFrame:
+        out_dir: Path | None = None, resume: bool = False, teacher: Teacher | None = None, log=print) -> pd.DataFrame:
     """Train ``model`` in place with ``step(net, optimizer, images, targets, cfg)``, the training
     step (notebook 03's ``train_step``: one step on a batch of normalised images (B, 3, S, S) and
     targets (B, K, 2) in pixels of the 256 frame; returns its loss and the predicted points).
@@ -41,7 +42,9 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
     (N, K, 2) in crop pixels. With ``cfg.ema`` the weights' exponential moving average is updated
     after every step; it is what validation, the checkpoints and, at the end, ``model`` hold. With ``out_dir``, history and checkpoints are written there (``best.pt``
     the lowest validation MSE's, or the last epoch's with ``cfg.keep_last``) and ``resume`` goes on
-    from its ``last.pt``. Returns the per-epoch history.
+    from its ``last.pt``. With a ``teacher`` (``train.teacher``) each batch's targets are its
+    points where a face lacks them, blended into the labels where it has them (distillation; the
+    training MSE stays measured against the labels). Returns the per-epoch history.
 
     In a ``torch.distributed`` process group each of the W processes trains on batch_size / W
     images of every step with its own augmentation draws, in DistributedDataParallel (gradients
@@ -71,11 +74,12 @@ def fit(model, train_images, train_landmarks, val_images, val_landmarks, cfg: Tr
         model.train()
         total = total_mse = seen = 0
         for i, (x, y) in enumerate(Batches(images, landmarks, order, step_cfg, g, device, plan.prefetch, src), 1):
-            target = y * (REFERENCE_SIZE / cfg.input_size)
+            labels = y * (REFERENCE_SIZE / cfg.input_size)
+            target = teacher.targets(x, labels) if teacher is not None else labels
             loss, pred = step(net, step_opt, x, target, step_cfg)
             if kept is not None:
                 kept.update_parameters(model)
-            loss, mse = float(loss), torch.nanmean((pred.detach().float() - target) ** 2).item()  # NaN: a joint face's missing points
+            loss, mse = float(loss), torch.nanmean((pred.detach().float() - labels) ** 2).item()  # NaN: a joint face's missing points
             if not math.isfinite(loss):
                 _diverged(f"the training loss is {loss} at epoch {epoch}, step {i}", lr, out_dir, epoch)
             total, total_mse, seen = total + loss * len(x), total_mse + mse * len(x), seen + len(x)
