@@ -80,3 +80,15 @@ def test_a_student_learns_from_a_teacher_of_its_own_split_and_never_from_its_hel
     with pytest.raises(ValueError, match="is not in a run folder"):
         (tmp_path / "loose.pt").write_bytes((tmp_path / "teacher" / "train" / "best.pt").read_bytes())
         train("loose", **{"train.teacher": str(tmp_path / "loose.pt")})
+
+
+def test_the_protocol_table_says_a_run_was_distilled():
+    from lmkit.report.protocol import compare
+
+    manifest = {"source": "helen", "n_points": 194, "box": "study", "root": "/x/helen194"}
+    plain = P.load(None, {"data.source": "helen", "data.root": "/x/helen194"})
+    taught = P.merge(plain, {"train.teacher": "/x/reports/big-teacher/train/best.pt", "train.teacher_weight": 0.3})
+    plain_row = {r["aspect"]: r for r in compare(plain, manifest, manifest, 560, 140, 170)}["loss, optimiser, schedule"]
+    row = {r["aspect"]: r for r in compare(taught, manifest, manifest, 560, 140, 170)}["loss, optimiser, schedule"]
+    assert plain_row["same"] and "distilled" not in plain_row["run"]
+    assert row["same"] is False and "distilled from big-teacher (its points 0.3 of each target" in row["run"]

@@ -89,7 +89,11 @@ def compare(params: Params, train_manifest: dict, test_manifest: dict, n_train: 
              "as the study" if not aug_changes else "as the study, but " + ", ".join(aug_changes), not aug_changes),
         _row("loss, optimiser, schedule", "MSE, Adam, constant learning rate",
              f"{recipe['loss']}, {recipe['optimizer']}, {recipe['schedule']}"
-             + (f" after {plural(recipe['warmup'], 'warm-up epoch')}" if recipe["warmup"] else ""), recipe == STUDY_RECIPE),
+             + (f" after {plural(recipe['warmup'], 'warm-up epoch')}" if recipe["warmup"] else "")
+             + (f"; the weights' moving average kept (ema {t.ema:g})" if t.ema else "")
+             + (f"; distilled from {Path(t.teacher).parent.parent.name} (its points {t.teacher_weight:g} of each "
+                "target, all of a missing point's)" if t.teacher else ""),
+             recipe == STUDY_RECIPE and not t.ema and not t.teacher),
         _row("learning rate and decay", "random log-uniform search, 10 epochs per trial",
              f"random log-uniform search, {plural(s.trials, 'trial')} of {plural(s.epochs_per_trial, 'epoch')}" if s.enabled
              else "fixed (no search)", s.enabled and s.epochs_per_trial == 10),
