@@ -56,6 +56,7 @@ def test_the_gpu_path_forced_on_the_cpu_trains_like_the_float32_golden_run(tmp_p
         np.testing.assert_allclose(got[key], expected[key], rtol=rtol)
 
 
+@pytest.mark.slow  # whole trainings or fresh interpreters: kept out of the edit loop
 def test_a_model_trained_on_the_gpu_path_evaluates_explains_and_resumes_in_float32(tmp_path):
     from lmkit.study import cells
     from lmkit.study.saliency import saliency_maps
@@ -86,6 +87,7 @@ def test_a_model_trained_on_the_gpu_path_evaluates_explains_and_resumes_in_float
     assert len(history) == params.train.epochs + 1 and np.isfinite(history["train_mse"]).all()
 
 
+@pytest.mark.slow  # whole trainings or fresh interpreters: kept out of the edit loop
 def test_float16_trains_with_a_gradient_scaler(tmp_path):
     from lmkit.study.metrics import mean_shape
     from lmkit.data.prepare import prepare, split_train_val

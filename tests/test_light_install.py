@@ -6,6 +6,8 @@ import textwrap
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ["pandas", "matplotlib", "seaborn", "optuna", "papermill", "nbconvert", "nbformat", "jupyterlab",
           "ipykernel", "ipywidgets", "IPython"]
@@ -42,6 +44,7 @@ LIGHT_RUN = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # whole trainings or fresh interpreters: kept out of the edit loop
 def test_predict_and_export_import_none_of_the_report_packages(tmp_path):
     code = LIGHT_RUN.format(blocked=set(REPORT))
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300,
@@ -64,6 +67,7 @@ NO_TORCH_RUN = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # whole trainings or fresh interpreters: kept out of the edit loop
 def test_predict_with_the_onnx_copy_cached_does_not_import_torch(tmp_path):
     for code, said in ((LIGHT_RUN.format(blocked=set(REPORT)), "light ok"), (NO_TORCH_RUN, "no torch ok")):
         done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
