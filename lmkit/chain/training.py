@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from lmkit.data.faces import RunData, check_flips, load_data
@@ -70,17 +69,17 @@ def load_teacher(run: RunFolder, params: Params, d: RunData, plan: DevicePlan, l
             raise ValueError(f"train.teacher: {file} is not in a run folder ({need} is missing): the run tells "
                              "which faces the teacher trained on")
     taught = P.load(source.params)
-    leaked = sorted(trained_faces(source, taught) & held_out_faces(run, params, d))
+    leaked = sorted(trained_faces(source, taught) & held_out_faces(params, d))
     if leaked:
         raise ValueError(f"train.teacher: {file} trained on {len(leaked)} of this run's validation or test faces "
                          f"({', '.join(leaked[:3])}, ...): its points would carry them into training. Use a "
                          "teacher trained on this run's split (the same data and seed, data.final false)")
     state = load_checkpoint(file)["model"]
     n, head = n_outputs(state, taught.model.head), taught.model.head
-    if n not in (d.scheme.n_points, d.scheme.n_points + (d.joint_scheme.n_points if d.joint is not None else 0)):
-        raise ValueError(f"train.teacher: {file} predicts {n} points; this run trains {d.scheme.n_points} "
-                         f"({d.scheme.name})" + (f" and {d.joint_scheme.n_points} ({d.joint_scheme.name})"
-                                                 if d.joint is not None else ""))
+    schemes = [d.scheme] + ([d.joint_scheme] if d.joint is not None else [])
+    if n not in (d.scheme.n_points, sum(x.n_points for x in schemes)):  # the data set's points, or all it trains
+        raise ValueError(f"train.teacher: {file} predicts {n} points; this run trains "
+                         + " and ".join(f"{x.n_points} ({x.name})" for x in schemes))
     net = build_model(n, pretrained=False, head=head)
     net.load_state_dict(state)
     log(f"teacher {file}: {n} points at {taught.model.input_size}x{taught.model.input_size}, its points "
@@ -89,21 +88,17 @@ def load_teacher(run: RunFolder, params: Params, d: RunData, plan: DevicePlan, l
 
 
 def trained_faces(run: RunFolder, params: Params) -> set[str]:
-    """The names of the faces a run trained on: its training split (and validation faces with
-    ``data.final``) and its joint faces."""
-    cache = run.cache_dir(params.data.cache_dir)
-    split = read_json(run.split, "01_prepare")
-    rows = np.union1d(split["train"], split["val"]) if params.data.final else split["train"]
-    names = load_cache(cache / "train").names
-    out = {names[i] for i in rows}
+    """The names of the faces a run trained on: its training faces as ``load_data`` gives them
+    (with ``data.final`` the validation faces too) and its joint faces."""
+    d = load_data(run, params)
+    out = {d.train_set.names[i] for i in d.train.images.indices}
     if params.data.joint_train:
-        out |= set(load_cache(cache / "joint").names)
+        out |= set(load_cache(run.cache_dir(params.data.cache_dir) / "joint").names)
     return out
 
 
-def held_out_faces(run: RunFolder, params: Params, d: RunData) -> set[str]:
+def held_out_faces(params: Params, d: RunData) -> set[str]:
     """The names of the faces a run holds out: its test faces and, unless ``data.final``, its
     validation faces."""
-    split = read_json(run.split, "01_prepare")
-    val = [] if params.data.final else [d.train_set.names[i] for i in split["val"]]
+    val = [] if params.data.final else [d.train_set.names[i] for i in d.val.images.indices]
     return set(d.test.names) | set(val)
