@@ -197,6 +197,22 @@ def run_chain(params_file: str | None, overrides: list[str] | None = None, out: 
     return run
 
 
+def pretrain_chain(params_file: str | None, overrides: list[str] | None = None, out: str | None = None,
+                   log=print, quiet: bool = False) -> RunFolder:
+    """``lmkit pretrain``: 01_prepare into the run folder (the same split a training of these
+    params makes), then the backbone pretrained without labels on its training faces
+    (``lmkit.chain.training.pretrain_run``), into ``pretrain/backbone.pt``."""
+    from lmkit.chain.training import pretrain_run
+
+    params = P.load(params_file, overrides)
+    run = RunFolder(out or Path("reports") / f"{params.name}-pretrain")
+    preflight(params, run)
+    with run_lock(run, log):
+        _run_notebooks(run, params, NOTEBOOKS[:1], False, log, quiet, index=False)
+        pretrain_run(run, params, log)
+    return run
+
+
 def report(run_dir: str | Path, log=print) -> RunFolder:
     """``lmkit report RUN``: rebuild a run folder's figures (05_figures) and pages from what it
     holds now, running no other stage. After a notebook ran outside ``lmkit run`` (papermill,

@@ -12,7 +12,7 @@ import pandas as pd
 from lmkit.data.faces import RunData, check_flips, load_data
 from lmkit.data.prepare import load_cache
 from lmkit.run import params as P
-from lmkit.run.folder import RunFolder, read_json
+from lmkit.run.folder import RunFolder, read_json, write_csv, write_torch
 from lmkit.run.params import Params
 from lmkit.study.metrics import mean_shape
 from lmkit.study.model import build_model, n_outputs, pick_device
@@ -20,7 +20,9 @@ from lmkit.train import ddp
 from lmkit.train.checkpoints import finish_checkpoints, load_checkpoint
 from lmkit.train.config import TrainConfig, model_options, new_model
 from lmkit.train.devices import DevicePlan, cuda_switches
+from lmkit.study.augment import Augment
 from lmkit.train.distill import Teacher
+from lmkit.train.pretrain import pretrain
 from lmkit.train.loop import fit
 
 
@@ -31,6 +33,7 @@ def fit_run(run: RunFolder, params: Params, build, step, log=print) -> pd.DataFr
 
     Used in: 03_train, "Training"."""
     d = load_data(run, params)
+    check_pretrained(params, d)
     hp = read_json(run.best_hparams, "02_hpsearch")
     device = pick_device(params.train.device)
     check_flips(params, d.scheme, mean_shape(d.train.landmarks))
@@ -54,6 +57,53 @@ def fit_run(run: RunFolder, params: Params, build, step, log=print) -> pd.DataFr
     return history
 
 
+def source_run(key: str, file: Path, params: Params, d: RunData) -> tuple[RunFolder, Params]:
+    """The run folder a file of another run (``train.teacher``'s ``train/best.pt``,
+    ``model.pretrained``'s ``pretrain/backbone.pt``) comes from and its params, once it shows that
+    run trained on none of this run's held-out faces (compared by name)."""
+    source = RunFolder(file.parent.parent)
+    for need in (source.params, source.split):
+        if not need.exists():
+            raise ValueError(f"{key}: {file} is not in a run folder ({need} is missing): the run tells which faces "
+                             "it trained on")
+    theirs = P.load(source.params)
+    leaked = sorted(trained_faces(source, theirs) & held_out_faces(params, d))
+    if leaked:
+        raise ValueError(f"{key}: {file} trained on {len(leaked)} of this run's validation or test faces "
+                         f"({', '.join(leaked[:3])}, ...): it would carry them into training. Use one trained on "
+                         "this run's split (the same data and seed, data.final false)")
+    return source, theirs
+
+
+def check_pretrained(params: Params, d: RunData) -> None:
+    """``model.pretrained``, when it is a backbone ``lmkit pretrain`` wrote (a file in a run's
+    ``pretrain/`` folder), must not have seen this run's validation or test faces. Other files
+    (torchvision's ImageNet weights, a user's own) cannot be checked and are taken as given."""
+    file = params.model.pretrained
+    if isinstance(file, str) and Path(file).parent.name == "pretrain":
+        source_run("model.pretrained", Path(file), params, d)
+
+
+def pretrain_run(run: RunFolder, params: Params, log=print) -> Path:
+    """``lmkit pretrain``: the backbone pretrained without labels (``lmkit.train.pretrain``) on
+    the faces a training of this run would see (``RunData.training``: the training faces, with
+    ``data.final`` the validation faces too, and the joint faces), written to
+    ``pretrain/backbone.pt`` with its history beside it."""
+    d = load_data(run, params)
+    faces = d.training()
+    plan = DevicePlan.choose(pick_device(params.train.device), autocast=params.train.autocast,
+                             channels_last=params.train.channels_last)
+    cfg = params.pretrain
+    log(f"pretraining on {len(faces.images)} faces without their labels, {cfg.epochs} epochs at "
+        f"{params.model.input_size}x{params.model.input_size}; {plan.describe()}")
+    state, history = pretrain(faces.images, params.model.input_size, Augment.from_train(params.train),
+                              epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, temperature=cfg.temperature,
+                              cells=cfg.cells, seed=params.seed, plan=plan, log=log)
+    write_torch({"state_dict": state, "faces": len(faces.images), "epochs": cfg.epochs}, run.backbone)
+    write_csv(pd.DataFrame(history), run.pretrain_history)
+    return run.backbone
+
+
 def load_teacher(run: RunFolder, params: Params, d: RunData, plan: DevicePlan, log=print) -> Teacher | None:
     """``train.teacher``'s network, once its run folder shows it trained on none of this run's
     held-out faces (validation, unless ``data.final``, and test; compared by name); None when no
@@ -63,17 +113,7 @@ def load_teacher(run: RunFolder, params: Params, d: RunData, plan: DevicePlan, l
     file = Path(params.train.teacher)
     if not file.is_file():
         raise FileNotFoundError(f"train.teacher: {file}: no such file (a finished run's train/best.pt)")
-    source = RunFolder(file.parent.parent)
-    for need in (source.params, source.split):
-        if not need.exists():
-            raise ValueError(f"train.teacher: {file} is not in a run folder ({need} is missing): the run tells "
-                             "which faces the teacher trained on")
-    taught = P.load(source.params)
-    leaked = sorted(trained_faces(source, taught) & held_out_faces(params, d))
-    if leaked:
-        raise ValueError(f"train.teacher: {file} trained on {len(leaked)} of this run's validation or test faces "
-                         f"({', '.join(leaked[:3])}, ...): its points would carry them into training. Use a "
-                         "teacher trained on this run's split (the same data and seed, data.final false)")
+    _, taught = source_run("train.teacher", file, params, d)
     state = load_checkpoint(file)["model"]
     n, head = n_outputs(state, taught.model.head), taught.model.head
     schemes = [d.scheme] + ([d.joint_scheme] if d.joint is not None else [])

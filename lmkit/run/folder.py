@@ -58,6 +58,8 @@ class RunFolder:
     history = property(lambda self: self.path("train", "history.csv"))
     best_checkpoint = property(lambda self: self.path("train", "best.pt"))
     model_file = property(lambda self: self.path("train", "model.pt"))
+    backbone = property(lambda self: self.path("pretrain", "backbone.pt"))  # lmkit pretrain's
+    pretrain_history = property(lambda self: self.path("pretrain", "history.csv"))
     predictions = property(lambda self: self.path("eval", "predictions.npz"))
     metrics = property(lambda self: self.path("eval", "metrics.json"))
     index = property(lambda self: self.path("index.html"))

@@ -195,7 +195,7 @@ class Train(_Section):
                      "0.998 averages over about the last 500 steps", ge=0, lt=1)
     teacher: str | None = key(
         None, "distillation: a finished run's `train/best.pt` (the same data set; trained on none of this run's "
-        "validation or test faces, checked by name) predicts every augmented training batch, with the flip test; "
+        "validation or test faces, checked by name) predicts every augmented training batch (no flip test); "
         "its points fill those a face lacks (a joint face's other scheme) and are blended into the labelled ones "
         "by `train.teacher_weight`", path=True, contents=True)
     teacher_weight: float = key(0.5, "the teacher's share of a labelled point's target (`train.teacher`): 0 "
@@ -259,6 +259,17 @@ class Ablation(_Section):
     epochs: int = key(0, "training epochs of each ablation run; 0: the run's `train.epochs`", ge=0)
 
 
+class Pretrain(_Section):
+    epochs: Positive = key(30, "`lmkit pretrain`: epochs of self-supervised pretraining of the backbone on the "
+                           "training faces without their labels (dense contrastive: each spot of a face found again "
+                           "in a second augmented view); `model.pretrained: <run>/pretrain/backbone.pt` loads it")
+    batch_size: Positive = key(64, "faces per pretraining step (two views each)")
+    lr: float = key(1e-3, "AdamW learning rate of the pretraining (one epoch of warm-up, then a cosine decay)", gt=0)
+    temperature: float = key(0.1, "the contrastive loss's temperature", gt=0)
+    cells: Positive = key(2048, "spots drawn per step from the batch's first views (of 16 x 16 per face at 128 px, "
+                          "stride 8), each to be told from the others' matches")
+
+
 class Params(_Section):
     """Every key lmkit reads from a params file, in the order of docs/params.md's table."""
     name: str = key("quick", "run name, used for the default run folder `reports/<name>`")
@@ -269,6 +280,7 @@ class Params(_Section):
     search: Search = Search()
     eval: Eval = Eval()
     ablation: Ablation = Ablation()
+    pretrain: Pretrain = Pretrain()
 
     @model_validator(mode="after")
     def _together(self):

@@ -1,0 +1,87 @@
+"""Self-supervised pretraining (lmkit pretrain): each cell of one view finds the same spot of the
+face in the other through the two known warps; the loss learns that; the backbone it writes is
+what model.pretrained loads; one that saw a run's held-out faces is refused."""
+import pandas as pd
+import pytest
+import torch
+
+from lmkit.run import params as P
+from lmkit.run.folder import RunFolder
+from lmkit.study.augment import compose_warps
+from lmkit.train.pretrain import dense_nce, matching_cells
+
+from tests.conftest import random_landmarks, write_image
+from tests.study import steps
+from lmkit.data.readers import write_pts
+
+
+def _warps(offsets, fraction=1.0, size=64):
+    offsets = torch.tensor(offsets, dtype=torch.float64)
+    return compose_warps(torch.zeros(len(offsets), dtype=torch.float64), offsets, fraction, 96, size)
+
+
+def test_a_cell_lies_where_the_second_warp_puts_the_same_spot_of_the_face():
+    m1, m2 = _warps([[0.0, 0.0]]), _warps([[8.0, -4.0]])  # view 2 cut 8 px right, 4 px up of view 1
+    where = matching_cells(m1, m2, 4, 64)
+    centres = torch.tensor([[8.0 + 16 * i, 8.0 + 16 * j] for j in range(4) for i in range(4)], dtype=torch.float64)
+    assert torch.allclose(where[0], centres - torch.tensor([8.0, -4.0], dtype=torch.float64))
+    zoomed = matching_cells(m1, _warps([[0.0, 0.0]], fraction=0.5), 4, 64)  # view 2 the top-left quarter, enlarged
+    assert torch.allclose(zoomed[0, 0], torch.tensor([16.0, 16.0], dtype=torch.float64))
+
+
+def test_the_loss_is_low_only_when_each_cell_finds_its_own_match():
+    g = torch.Generator().manual_seed(0)
+    z1 = torch.nn.functional.normalize(torch.randn(2, 16, 4, 4, generator=g), dim=1)
+    same = matching_cells(_warps([[0.0, 0.0]] * 2), _warps([[0.0, 0.0]] * 2), 4, 64)
+    right, hit = dense_nce(z1, z1, same, 64, 0.1, 32, torch.Generator().manual_seed(1))
+    assert hit == 1.0
+    shuffled = z1.flatten(2)[:, :, torch.randperm(16, generator=g)].reshape(z1.shape)
+    wrong, miss = dense_nce(z1, shuffled, same, 64, 0.1, 32, torch.Generator().manual_seed(1))
+    assert miss < 0.5 and wrong > right + 1
+    # a view 2 moved half off the image: only the cells still inside it are drawn
+    moved = matching_cells(_warps([[0.0, 0.0]] * 2), _warps([[32.0, 0.0]] * 2), 4, 64)
+    _, hit = dense_nce(z1, z1, moved, 64, 0.1, 32, torch.Generator().manual_seed(1))
+    assert hit < 1.0  # each drawn cell now meets another cell's embedding; those whose match fell outside were not drawn
+
+
+def _folder(root, n, seed):
+    for i in range(n):
+        write_image(root / f"f{seed}_{i}.jpg", seed=seed + i)
+        write_pts(random_landmarks(68, seed=seed + i), root / f"f{seed}_{i}.pts")
+
+
+@pytest.mark.slow
+def test_pretraining_learns_and_a_run_starts_from_it_unless_it_saw_the_runs_held_out_faces(tmp_path):
+    from lmkit.chain.training import check_pretrained, pretrain_run
+    from lmkit.data.faces import load_data
+    from lmkit.study.model import build_model
+
+    data = tmp_path / "data"
+    _folder(data / "trainset", 36, 0)
+    _folder(data / "testset", 4, 100)
+    base = {"data.source": "300w", "data.root": str(data), "data.cache_dir": str(tmp_path / "cache"),
+            "model.input_size": 32, "train.batch_size": 8, "train.autocast": "none", "pretrain.epochs": 5, "pretrain.batch_size": 8,
+            "pretrain.cells": 64, "pretrain.lr": 3e-3}
+
+    def prepared(name, **changes):
+        params = P.load(None, {**base, **changes})
+        run = RunFolder(tmp_path / name)
+        run.root.mkdir()
+        P.dump(params, run.params)
+        steps.prepare(run, params, log=lambda m: None)
+        return run, params
+
+    run, params = prepared("ssl")
+    backbone = pretrain_run(run, params, log=lambda m: None)
+    history = pd.read_csv(run.pretrain_history)
+    assert list(history["epoch"]) == [1, 2, 3, 4, 5]
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0] - 0.3  # it learns to find the spots again
+    saved = torch.load(backbone, weights_only=True)
+    assert saved["faces"] == len(load_data(run, params).train.images)  # the training faces only
+    net = build_model(68, pretrained=str(backbone))
+    assert torch.equal(net.backbone.conv1.weight, saved["state_dict"]["conv1.weight"])
+    # a run of the same split may start from it; one of another seed holds out faces it trained on
+    check_pretrained(P.merge(params, {"model.pretrained": str(backbone)}), load_data(run, params))
+    other, theirs = prepared("seed1", seed=1)
+    with pytest.raises(ValueError, match=r"model.pretrained: .*backbone.pt trained on \d+ of this run's validation"):
+        check_pretrained(P.merge(theirs, {"model.pretrained": str(backbone)}), load_data(other, theirs))
