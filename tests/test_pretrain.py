@@ -85,3 +85,18 @@ def test_pretraining_learns_and_a_run_starts_from_it_unless_it_saw_the_runs_held
     other, theirs = prepared("seed1", seed=1)
     with pytest.raises(ValueError, match=r"model.pretrained: .*backbone.pt trained on \d+ of this run's validation"):
         check_pretrained(P.merge(theirs, {"model.pretrained": str(backbone)}), load_data(other, theirs))
+
+
+def test_the_protocol_table_says_where_the_weights_came_from():
+    from lmkit.report.protocol import compare
+
+    manifest = {"source": "helen", "n_points": 194, "box": "study", "root": "/x/helen194"}
+    plain = P.load(None, {"data.source": "helen", "data.root": "/x/helen194"})
+
+    def start(pretrained):
+        rows = compare(P.merge(plain, {"model.pretrained": pretrained}), manifest, manifest, 560, 140, 170)
+        return {r["aspect"]: r for r in rows}["weights at the start"]["run"]
+
+    assert start("/x/reports/ssl-s0/pretrain/backbone.pt") == "self-supervised on the training faces, no labels (ssl-s0)"
+    assert start("/x/weights/resnet18-f37072fd.pth") == "a saved ResNet18 state dict (resnet18-f37072fd.pth)"
+    assert start(False).startswith("random")

@@ -28,6 +28,8 @@ def _row(aspect: str, study: str, run: str, same: bool | None) -> dict:
 def _weights(m: Model) -> str:
     if m.pretrained is True:
         return "ImageNet (torchvision)"
+    if m.pretrained and Path(m.pretrained).parent.name == "pretrain":  # lmkit pretrain's backbone
+        return f"self-supervised on the training faces, no labels ({Path(m.pretrained).parent.parent.name})"
     if m.pretrained:
         return f"a saved ResNet18 state dict ({Path(m.pretrained).name})"
     return f"random ({'head at the mean shape' if m.head_init == 'mean_shape' else 'torchvision init'})"
