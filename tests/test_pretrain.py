@@ -1,6 +1,8 @@
 """Self-supervised pretraining (lmkit pretrain): each cell of one view finds the same spot of the
 face in the other through the two known warps; the loss learns that; the backbone it writes is
 what model.pretrained loads; one that saw a run's held-out faces is refused."""
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -100,3 +102,19 @@ def test_the_protocol_table_says_where_the_weights_came_from():
     assert start("/x/reports/ssl-s0/pretrain/backbone.pt") == "self-supervised on the training faces, no labels (ssl-s0)"
     assert start("/x/weights/resnet18-f37072fd.pth") == "a saved ResNet18 state dict (resnet18-f37072fd.pth)"
     assert start(False).startswith("random")
+
+
+@pytest.mark.slow
+def test_lmkit_pretrain_prepares_the_runs_split_and_says_how_to_start_from_it(tmp_path, capsys):
+    from lmkit.cli import main
+    from tests.conftest import SMALL
+
+    quick = str(Path(__file__).resolve().parents[1] / "params" / "quick.yaml")
+    out = tmp_path / "ssl"
+    overrides = [a for kv in SMALL + ["pretrain.epochs=1", "pretrain.batch_size=8", "train.autocast=none"]
+                 for a in ("-p", kv)]
+    assert main(["pretrain", quick, *overrides, "--out", str(out), "--quiet"]) == 0
+    assert f"-p model.pretrained={out / 'pretrain' / 'backbone.pt'}" in capsys.readouterr().out
+    assert (out / "split.json").is_file() and len(pd.read_csv(out / "pretrain" / "history.csv")) == 1
+    assert main(["pretrain", quick, "-p", "pretrain.epochs=0", "--out", str(out)]) == 1
+    assert "pretrain.epochs" in capsys.readouterr().err

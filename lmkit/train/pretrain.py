@@ -84,7 +84,8 @@ def pretrain(images, size: int, augment: Augment, *, epochs: int, batch_size: in
     torch.manual_seed(seed)
     net = DenseEmbedding().to(plan.device)
     net = net.to(memory_format=torch.channels_last) if plan.channels_last else net
-    augment = replace(augment, flip=0.0, mirror=())  # a mirrored view's cells match mirrored spots: left out
+    # no flips: in a mirrored view the left eye looks like a right one, yet would have to match the left eye
+    augment = replace(augment, flip=0.0, mirror=())
     src = images.shape[1]
     shrunk = preshrunk(images, size)
     pool = shrunk if shrunk is not None else torch.from_numpy(np.asarray(images))
