@@ -39,7 +39,7 @@ def test_the_page_builds_from_a_small_run_folder_and_every_row_names_its_command
     (params_dir / "tiny.yaml").write_text(yaml.safe_dump({**tiny.model_dump(), "name": "tiny-file"}))
     page = results.render([tiny_chain.root], params_dir=params_dir)
     rows = _tables(page)
-    assert rows and all(re.fullmatch(r"`(git checkout [0-9a-f]{7} && )?lmkit run .+`", r[-1]) for r in rows)
+    assert rows and all(re.fullmatch(r"`(git checkout [0-9a-f]{7} && )?(lmkit pretrain .+ && )?lmkit run .+`", r[-1]) for r in rows)
     mine = [r for r in rows if f"run folder `{tiny_chain.root.name}`" in r[0]]
     assert len(mine) == 1
     # the shipped file that differs from the run in the fewest keys it read, and -p for those keys
@@ -142,12 +142,15 @@ def test_every_archived_row_names_a_commit_that_has_its_params_file():
                       text=True).stdout.strip() != "false":
         pytest.skip("not a full git clone: the archive's commits cannot be looked up")
     for row in results.load_archive()["rows"]:
-        found = re.match(r"git checkout ([0-9a-f]{7}) && lmkit run (params/[\w.-]+\.yaml)", row["command"])
+        # a self-supervised start first makes its backbone from the same params file
+        found = re.match(r"git checkout ([0-9a-f]{7}) && (?:lmkit pretrain (params/[\w.-]+\.yaml) .+ && )?"
+                         r"lmkit run (params/[\w.-]+\.yaml)", row["command"])
         if row.get("source"):  # the study's published row: its command is today's paper.yaml
             assert (ROOT / row["command"].split()[2]).exists()
             continue
         assert found and found.group(1) == str(row["commit"]), row["run"]
-        assert subprocess.run(["git", "cat-file", "-e", f"{found.group(1)}:{found.group(2)}"], cwd=ROOT).returncode == 0
+        assert found.group(2) in (None, found.group(3)), row["run"]
+        assert subprocess.run(["git", "cat-file", "-e", f"{found.group(1)}:{found.group(3)}"], cwd=ROOT).returncode == 0
 
 
 @pytest.mark.parametrize("where", ["README.md", "CONTRIBUTING.md", "lmkit --help"])
