@@ -233,8 +233,8 @@ def _export(args) -> int:
     return 0
 
 
-HANDLERS = {"run": _run, "pretrain": _pretrain, "ablate": _run, "report": _report, "params": _params, "search-worker": _search_worker,
-            "predict": _predict, "export": _export}
+HANDLERS = {"run": _run, "pretrain": _pretrain, "ablate": _run, "report": _report, "params": _params,
+            "search-worker": _search_worker, "predict": _predict, "export": _export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,6 +16,16 @@ def random_landmarks(k, h=120, w=100, seed=0):
     return np.stack([rng.uniform(20, w - 20, k), rng.uniform(30, h - 20, k)], 1).astype(np.float32)
 
 
+def write_300w_faces(root, n, seed, k=68):
+    """``n`` random photos with ``k`` random points each, in the 300-W layout (NAME.jpg beside NAME.pts)."""
+    from lmkit.data.readers import write_pts
+
+    for i in range(n):
+        write_image(root / f"f{seed}_{i}.jpg", seed=seed + i)
+        write_pts(random_landmarks(k, seed=seed + i), root / f"f{seed}_{i}.pts")
+    return root
+
+
 # a very small synthetic run (seconds on a CPU)
 TINY = {"data.synthetic_train": 40, "data.synthetic_test": 12, "model.input_size": 32,
         "model.head_init": "mean_shape", "train.epochs": 2, "train.batch_size": 16,

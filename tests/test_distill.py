@@ -9,9 +9,8 @@ from lmkit.run.folder import RunFolder
 from lmkit.train.devices import DevicePlan
 from lmkit.train.distill import Teacher
 
-from tests.conftest import random_landmarks, write_image
+from tests.conftest import write_300w_faces
 from tests.study import steps
-from lmkit.data.readers import write_pts
 
 
 class Fixed(torch.nn.Module):
@@ -40,17 +39,11 @@ def test_the_teachers_points_fill_the_missing_and_blend_into_the_labelled():
                        labels[0, 0])
 
 
-def _folder(root, n, seed):
-    for i in range(n):
-        write_image(root / f"f{seed}_{i}.jpg", seed=seed + i)
-        write_pts(random_landmarks(68, seed=seed + i), root / f"f{seed}_{i}.pts")
-
-
 @pytest.mark.slow
 def test_a_student_learns_from_a_teacher_of_its_own_split_and_never_from_its_held_out_faces(tmp_path):
     data = tmp_path / "data"
-    _folder(data / "trainset", 20, 0)
-    _folder(data / "testset", 4, 100)
+    write_300w_faces(data / "trainset", 20, 0)
+    write_300w_faces(data / "testset", 4, 100)
     base = {"data.source": "300w", "data.root": str(data), "data.cache_dir": str(tmp_path / "cache"),
             "model.input_size": 32, "model.head": "heatmap", "train.epochs": 2, "train.batch_size": 8,
             "train.autocast": "none", "search.enabled": False, "eval.detector_box": False}

@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from lmkit.data.faces import Faces, RunData
-from lmkit.data.readers import write_pts
 from lmkit.run import params as P
 from lmkit.run.folder import RunFolder
 from lmkit.study import losses
 from lmkit.study.model import LandmarkRegressor, keep_points
 from lmkit.study.schemes import HELEN194, IBUG68
 
-from tests.conftest import random_landmarks, write_image
+from tests.conftest import write_300w_faces
 from tests.study import steps
 
 
@@ -62,19 +61,12 @@ def test_keeping_the_first_points_keeps_their_predictions(head):
         assert torch.allclose(alone(x), both(x)[:, :194], atol=1e-5)
 
 
-def _folder(root, n, k, seed):
-    for i in range(n):
-        write_image(root / f"f{seed}_{i}.jpg", seed=seed + i)
-        write_pts(random_landmarks(k, seed=seed + i), root / f"f{seed}_{i}.pts")
-    return root
-
-
 @pytest.mark.slow
 def test_a_joint_run_trains_both_and_its_model_file_has_the_data_sets_points(tmp_path):
     data = tmp_path / "data"
-    _folder(data / "trainset", 20, 68, 0)
-    _folder(data / "testset", 4, 68, 100)
-    joint = _folder(tmp_path / "other", 10, 194, 200)
+    write_300w_faces(data / "trainset", 20, 0, k=68)
+    write_300w_faces(data / "testset", 4, 100, k=68)
+    joint = write_300w_faces(tmp_path / "other", 10, 200, k=194)
     params = P.load(None, {"data.source": "300w", "data.root": str(data), "data.joint_train": [str(joint)],
                            "data.cache_dir": str(tmp_path / "cache"), "model.input_size": 32, "train.epochs": 1,
                            "train.batch_size": 8, "search.enabled": False, "eval.detector_box": False})

@@ -12,9 +12,8 @@ from lmkit.run.folder import RunFolder
 from lmkit.study.augment import compose_warps
 from lmkit.train.pretrain import dense_nce, matching_cells
 
-from tests.conftest import random_landmarks, write_image
+from tests.conftest import write_300w_faces
 from tests.study import steps
-from lmkit.data.readers import write_pts
 
 
 def _warps(offsets, fraction=1.0, size=64):
@@ -46,12 +45,6 @@ def test_the_loss_is_low_only_when_each_cell_finds_its_own_match():
     assert hit < 1.0  # each drawn cell now meets another cell's embedding; those whose match fell outside were not drawn
 
 
-def _folder(root, n, seed):
-    for i in range(n):
-        write_image(root / f"f{seed}_{i}.jpg", seed=seed + i)
-        write_pts(random_landmarks(68, seed=seed + i), root / f"f{seed}_{i}.pts")
-
-
 @pytest.mark.slow
 def test_pretraining_learns_and_a_run_starts_from_it_unless_it_saw_the_runs_held_out_faces(tmp_path):
     from lmkit.chain.training import check_pretrained, pretrain_run
@@ -59,8 +52,8 @@ def test_pretraining_learns_and_a_run_starts_from_it_unless_it_saw_the_runs_held
     from lmkit.study.model import build_model
 
     data = tmp_path / "data"
-    _folder(data / "trainset", 36, 0)
-    _folder(data / "testset", 4, 100)
+    write_300w_faces(data / "trainset", 36, 0)
+    write_300w_faces(data / "testset", 4, 100)
     base = {"data.source": "300w", "data.root": str(data), "data.cache_dir": str(tmp_path / "cache"),
             "model.input_size": 32, "train.batch_size": 8, "train.autocast": "none", "pretrain.epochs": 5, "pretrain.batch_size": 8,
             "pretrain.cells": 64, "pretrain.lr": 3e-3}

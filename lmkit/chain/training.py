@@ -12,15 +12,15 @@ import pandas as pd
 from lmkit.data.faces import RunData, check_flips, load_data
 from lmkit.data.prepare import load_cache
 from lmkit.run import params as P
-from lmkit.run.folder import RunFolder, read_json, write_csv, write_torch
+from lmkit.run.folder import RunFolder, pretrain_source, read_json, write_csv, write_torch
 from lmkit.run.params import Params
+from lmkit.study.augment import Augment
 from lmkit.study.metrics import mean_shape
 from lmkit.study.model import build_model, n_outputs, pick_device
 from lmkit.train import ddp
 from lmkit.train.checkpoints import finish_checkpoints, load_checkpoint
 from lmkit.train.config import TrainConfig, model_options, new_model
 from lmkit.train.devices import DevicePlan, cuda_switches
-from lmkit.study.augment import Augment
 from lmkit.train.distill import Teacher
 from lmkit.train.pretrain import pretrain
 from lmkit.train.loop import fit
@@ -80,7 +80,7 @@ def check_pretrained(params: Params, d: RunData) -> None:
     ``pretrain/`` folder), must not have seen this run's validation or test faces. Other files
     (torchvision's ImageNet weights, a user's own) cannot be checked and are taken as given."""
     file = params.model.pretrained
-    if isinstance(file, str) and Path(file).parent.name == "pretrain":
+    if isinstance(file, str) and pretrain_source(file) is not None:
         source_run("model.pretrained", Path(file), params, d)
 
 
@@ -91,8 +91,8 @@ def pretrain_run(run: RunFolder, params: Params, log=print) -> Path:
     ``pretrain/backbone.pt`` with its history beside it."""
     d = load_data(run, params)
     faces = d.training()
-    plan = DevicePlan.choose(pick_device(params.train.device), autocast=params.train.autocast,
-                             channels_last=params.train.channels_last)
+    t = params.train  # the device plan a training of this run gets (TrainConfig.plan's keys)
+    plan = DevicePlan.choose(pick_device(t.device), t.resident, t.prefetch, t.autocast, t.channels_last)
     cfg = params.pretrain
     log(f"pretraining on {len(faces.images)} faces without their labels, {cfg.epochs} epochs at "
         f"{params.model.input_size}x{params.model.input_size}; {plan.describe()}")

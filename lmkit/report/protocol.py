@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmkit.report.narrative import plural
+from lmkit.run.folder import pretrain_source
 from lmkit.run.params import Model, Params
 
 STUDY_CROP_PADDING = 5  # photo pixels (crop_face.py)
@@ -28,8 +29,8 @@ def _row(aspect: str, study: str, run: str, same: bool | None) -> dict:
 def _weights(m: Model) -> str:
     if m.pretrained is True:
         return "ImageNet (torchvision)"
-    if m.pretrained and Path(m.pretrained).parent.name == "pretrain":  # lmkit pretrain's backbone
-        return f"self-supervised on the training faces, no labels ({Path(m.pretrained).parent.parent.name})"
+    if m.pretrained and pretrain_source(m.pretrained) is not None:
+        return f"self-supervised on the training faces, no labels ({pretrain_source(m.pretrained).root.name})"
     if m.pretrained:
         return f"a saved ResNet18 state dict ({Path(m.pretrained).name})"
     return f"random ({'head at the mean shape' if m.head_init == 'mean_shape' else 'torchvision init'})"

@@ -74,6 +74,13 @@ class RunFolder:
         return Path(shared) if shared else self.path("data")
 
 
+def pretrain_source(path) -> RunFolder | None:
+    """The run folder whose ``lmkit pretrain`` wrote the backbone at ``path`` (a
+    ``<run>/pretrain/backbone.pt``-shaped path), or None for any other file."""
+    path = Path(path)
+    return RunFolder(path.parent.parent) if path.parent.name == "pretrain" else None
+
+
 def model_file(run_or_model: str | Path) -> Path:
     """``train/model.pt`` of a run folder, or the file itself."""
     p = Path(run_or_model)

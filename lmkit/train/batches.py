@@ -28,6 +28,13 @@ def epoch_order(n: int, cfg, epoch: int) -> tuple[torch.Tensor, torch.Generator]
     return torch.cat([torch.randperm(n, generator=g) for _ in range(cfg.epoch_multiplier)]), g
 
 
+def rows(array, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx`` of a training set as ``place_training_set`` left it, as a tensor."""
+    if isinstance(array, torch.Tensor):  # resident: on the GPU, or a shrunk working copy
+        return array[idx.to(array.device)]
+    return torch.from_numpy(np.ascontiguousarray(array[idx.numpy()]))  # a memory map: read these rows
+
+
 class Batches:
     """The augmented training batches of one epoch, in ``order``. With ``prefetch`` (the
     default on a GPU) each batch is gathered and augmented in a background thread while the
@@ -49,16 +56,10 @@ class Batches:
 
     def _make(self, i: int):
         idx = self.order[i * self.cfg.batch_size : (i + 1) * self.cfg.batch_size]
-        imgs, pts = self._rows(self.images, idx), self._rows(self.landmarks, idx)
+        imgs, pts = rows(self.images, idx), rows(self.landmarks, idx)
         x, y = make_batch(imgs.to(self.device, non_blocking=True), pts.to(self.device, non_blocking=True),
                           self.cfg.input_size, self.cfg.augment, self.g, self.src_size)
         return x, y
-
-    @staticmethod
-    def _rows(array, idx: torch.Tensor) -> torch.Tensor:
-        if isinstance(array, torch.Tensor):  # resident: on the GPU, or a shrunk working copy
-            return array[idx.to(array.device)]
-        return torch.from_numpy(np.ascontiguousarray(array[idx.numpy()]))  # a memory map: read these rows
 
     def __iter__(self):
         if not self.prefetch:

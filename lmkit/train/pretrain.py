@@ -23,9 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from lmkit.study.augment import Augment, make_batch, preshrunk, to_source
-from lmkit.train.batches import epoch_generator
-from lmkit.train.devices import DevicePlan
+from lmkit.study.augment import Augment, make_batch, to_source
+from lmkit.train.batches import epoch_generator, rows
+from lmkit.train.devices import DevicePlan, place_training_set
 
 
 class DenseEmbedding(nn.Module):
@@ -63,7 +63,7 @@ def dense_nce(z1: torch.Tensor, z2: torch.Tensor, where: torch.Tensor, size: int
     from those whose match ``where`` falls inside view 2, each against view 2's embedding at its
     match (bilinear between ``z2``'s cells), the other drawn cells' matches its negatives.
     Returns the loss and the fraction of drawn cells whose best match is the right one."""
-    b, c, h, w = z1.shape
+    c = z1.shape[1]
     inside = ((where >= 0) & (where < size)).all(-1).reshape(-1).nonzero().squeeze(1).cpu()  # (B * h * w,) rows
     drawn = inside[torch.randperm(len(inside), generator=generator)[:cells]].to(z1.device)
     grid = (where / size * 2 - 1).to(z2.dtype).unsqueeze(1)  # (B, 1, h*w, 2), grid_sample's [-1, 1]
@@ -86,10 +86,9 @@ def pretrain(images, size: int, augment: Augment, *, epochs: int, batch_size: in
     net = net.to(memory_format=torch.channels_last) if plan.channels_last else net
     # no flips: in a mirrored view the left eye looks like a right one, yet would have to match the left eye
     augment = replace(augment, flip=0.0, mirror=())
-    src = images.shape[1]
-    shrunk = preshrunk(images, size)
-    pool = shrunk if shrunk is not None else torch.from_numpy(np.asarray(images))
-    n = len(pool)
+    src, n = images.shape[1], len(images)
+    unlabelled = np.zeros((n, 1, 2), np.float32)  # make_batch moves points; there are none to move
+    pool, unlabelled = place_training_set(images, unlabelled, size, plan)
     if n < 2:
         raise ValueError(f"pretraining needs at least 2 faces, got {n}")
     steps_per_epoch = max(1, n // batch_size)
@@ -97,15 +96,15 @@ def pretrain(images, size: int, augment: Augment, *, epochs: int, batch_size: in
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / steps_per_epoch)
                                               * 0.5 * (1 + math.cos(math.pi * s / total)))
-    dummy = torch.zeros(min(batch_size, n), 1, 2)
     history = []
     for epoch in range(epochs):
         t0, g, losses, matched = time.perf_counter(), epoch_generator(seed, epoch), [], []
         order = torch.randperm(n, generator=g)
         net.train()
         for i in range(steps_per_epoch):
-            batch = pool[order[i * batch_size : (i + 1) * batch_size]]
-            views = [make_batch(batch, dummy[: len(batch)], size, augment, g, src, matrices=True) for _ in range(2)]
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            batch, points = rows(pool, idx).to(plan.device), rows(unlabelled, idx).to(plan.device)
+            views = [make_batch(batch, points, size, augment, g, src, matrices=True) for _ in range(2)]
             (x1, _, m1), (x2, _, m2) = views
             with plan.autocast_context():
                 z = net(plan.layout(torch.cat([x1, x2]).to(plan.device)))
