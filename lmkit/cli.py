@@ -49,16 +49,6 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run folder (default reports/<name>)")
     r.add_argument("--force", action="store_true", help="re-run every notebook, even those whose outputs are current")
     r.add_argument("--quiet", action="store_true", help="no progress lines from inside the notebooks")
-    pt = sub.add_parser("pretrain", help="pretrain the backbone on a run's training faces without their labels",
-                        description="Prepare the data as a run of these params does (the same split), then train "
-                        "the backbone self-supervised on the training faces (and data.joint_train's), never the "
-                        "validation or test faces, for pretrain.epochs; writes <out>/pretrain/backbone.pt. Start a "
-                        "run from it with -p model.pretrained=<out>/pretrain/backbone.pt (the run checks it saw none "
-                        "of its held-out faces).")
-    pt.add_argument("params", help="the params file of the run to start")
-    pt.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=OVERRIDE_HELP)
-    pt.add_argument("--out", help="its folder (default reports/<name>-pretrain)")
-    pt.add_argument("--quiet", action="store_true", help="no progress lines from the preparation notebook")
     a = sub.add_parser("ablate", help="after a run: train and test each recipe change (notebook 06_ablation)")
     a.add_argument("params", help="the params file of the run")
     a.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=OVERRIDE_HELP)
@@ -146,20 +136,6 @@ def _run(args) -> int:
     return 0
 
 
-def _pretrain(args) -> int:
-    from lmkit.chain.pipeline import pretrain_chain
-
-    try:
-        t0 = time.perf_counter()
-        run = pretrain_chain(args.params, args.overrides, args.out, quiet=args.quiet)
-        print(f"finished in {time.perf_counter() - t0:.0f} s: start a run from it with "
-              f"-p model.pretrained={run.backbone}")
-    except (ChainError, P.ParamsError, FileNotFoundError, RunInUse, ValueError) as e:
-        print(f"lmkit pretrain: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def _report(args) -> int:
     try:
         report(args.run)
@@ -233,7 +209,7 @@ def _export(args) -> int:
     return 0
 
 
-HANDLERS = {"run": _run, "pretrain": _pretrain, "ablate": _run, "report": _report, "params": _params,
+HANDLERS = {"run": _run, "ablate": _run, "report": _report, "params": _params,
             "search-worker": _search_worker, "predict": _predict, "export": _export}
 
 if __name__ == "__main__":

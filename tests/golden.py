@@ -35,7 +35,7 @@ def golden_run(tmp: Path, changes: dict | None = None) -> dict:
     train = (tr.images[s["train"]], tr.landmarks[s["train"]])
     val = (tr.images[s["val"]], tr.landmarks[s["val"]])
     model = new_model(STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", **model_options(p))
-    hist = fit(model, *train, *val, TrainConfig.from_params(p, "cpu", HELEN194.mirror), step=STUDY.train_step, log=lambda _: None)
+    hist = fit(model, STUDY.train_step, train, val, TrainConfig.from_params(p, "cpu", HELEN194.mirror), log=lambda _: None)
     return {"train_mse": hist["train_mse"].tolist(), "val_mse": hist["val_mse"].tolist()}
 
 
@@ -45,11 +45,24 @@ def torch_key() -> str:
     kernels by vendor and features; this chaotic tiny run amplifies the last bits): on an Intel Xeon
     with AVX-512 the second epoch's loss was 688.0 where AMD EPYC hosts, AVX2 and AVX-512 alike, gave
     639.3, and no environment switch (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS)
-    brought one to the other."""
+    brought one to the other. Two AMD EPYC hosts with AVX2 (CPU families 23 and 25) differed too
+    (639.3 and 640.2), so the key also names the CPU family and model where /proc/cpuinfo says them."""
     import torch
 
     version = ".".join(torch.__version__.split("+")[0].split(".")[:2])
-    return f"torch {version} | {cpu_vendor()} {torch.backends.cpu.get_cpu_capability()}"
+    family = cpu_field("cpu family")
+    kind = f" family {family} model {cpu_field('model')}" if family else ""
+    return f"torch {version} | {cpu_vendor()}{kind} {torch.backends.cpu.get_cpu_capability()}"
+
+
+def cpu_field(name: str) -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.split(":")[0].strip() == name:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def cpu_vendor() -> str:

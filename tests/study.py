@@ -25,15 +25,16 @@ def _hpsearch(run, params, log=print):
 
 def _train(run, params, log=print):
     """03 then the model file (04's first cell)."""
+    from lmkit.chain.distributed import train_run
     from lmkit.use.packaging import package_model
-    from lmkit.chain.training import fit_run
 
+    study = cells.study("03_train", params=params)  # as the run's params pick them
     if params.train.processes > 1:  # as 03's training cell
         from lmkit.chain.launch import train_in_processes
 
-        history = train_in_processes(run, params, STUDY.build_network, STUDY.train_step, log)
+        history = train_in_processes(run, params, study.build_network, study.train_step, log)
     else:
-        history = fit_run(run, params, STUDY.build_network, STUDY.train_step, log)
+        history = train_run(run, params, study.build_network, study.train_step, log)
     package_model(run, params, log)
     return history
 

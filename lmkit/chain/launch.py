@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import torch
+
 from lmkit.study.cells import ENV, check_saved, notebooks_dir
 from lmkit.run.progress import emit
 from lmkit.run.params import Params
@@ -21,8 +23,21 @@ def train_in_processes(run, params: Params, build, step, log=print):
     import pandas as pd
 
     check_saved(build, step)
+    check_devices(params.train.processes, params.train.device)
     launch(run, params.train.processes, log)
     return pd.read_csv(run.history)
+
+
+def check_devices(processes: int, device: str) -> None:
+    """One GPU per process: refused before launching when there are fewer (each extra process
+    would fail at ``set_device`` with "invalid device ordinal"). On a CPU (``train.device: cpu``,
+    or no CUDA) the processes share the cores."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.startswith("cuda") and not gpus:
+        raise RuntimeError(f"train.device: {device} asked for, but this machine has no CUDA device")
+    if gpus and device != "cpu" and processes > gpus:
+        raise RuntimeError(f"train.processes: {processes} processes need {processes} GPUs, one each; this machine "
+                           f"has {gpus} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
 
 
 def launch(run, processes: int, log=print) -> None:

@@ -102,7 +102,7 @@ def host() -> dict:
     and whether bfloat16 is native (times from an AVX2 host and an AVX-512 one differ by 2x)."""
     import torch
 
-    from lmkit.train.devices import cpu_has_bf16
+    from lmkit.study.model import cpu_has_bf16
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -151,6 +151,13 @@ def preflight(params: P.Params, run: RunFolder) -> None:
 
         if not torch.cuda.is_available():
             raise ChainError(f"train.device: {device} asked for, but this machine has no CUDA device (use auto or cpu)")
+    if params.train.processes > 1:
+        from lmkit.chain.launch import check_devices
+
+        try:
+            check_devices(params.train.processes, device)
+        except RuntimeError as e:
+            raise ChainError(str(e)) from None
     if isinstance(params.model.pretrained, str) and not Path(params.model.pretrained).is_file():
         raise ChainError(f"model.pretrained: {params.model.pretrained}: no such file (a saved ResNet18 state "
                          "dict, or true for torchvision's ImageNet weights)")
@@ -194,22 +201,6 @@ def run_chain(params_file: str | None, overrides: list[str] | None = None, out: 
     with run_lock(run, log):
         _run_notebooks(run, params, notebooks, force, log, quiet,
                        nb_dir=Path(notebooks_folder).resolve() if notebooks_folder else None)
-    return run
-
-
-def pretrain_chain(params_file: str | None, overrides: list[str] | None = None, out: str | None = None,
-                   log=print, quiet: bool = False) -> RunFolder:
-    """``lmkit pretrain``: 01_prepare into the run folder (the same split a training of these
-    params makes), then the backbone pretrained without labels on its training faces
-    (``lmkit.chain.training.pretrain_run``), into ``pretrain/backbone.pt``."""
-    from lmkit.chain.training import pretrain_run
-
-    params = P.load(params_file, overrides)
-    run = RunFolder(out or Path("reports") / f"{params.name}-pretrain")
-    preflight(params, run)
-    with run_lock(run, log):
-        _run_notebooks(run, params, NOTEBOOKS[:1], False, log, quiet, index=False)
-        pretrain_run(run, params, log)
     return run
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmkit.report.narrative import plural
-from lmkit.run.folder import pretrain_source
 from lmkit.run.params import Model, Params
 
 STUDY_CROP_PADDING = 5  # photo pixels (crop_face.py)
@@ -29,8 +28,6 @@ def _row(aspect: str, study: str, run: str, same: bool | None) -> dict:
 def _weights(m: Model) -> str:
     if m.pretrained is True:
         return "ImageNet (torchvision)"
-    if m.pretrained and pretrain_source(m.pretrained) is not None:
-        return f"self-supervised on the training faces, no labels ({pretrain_source(m.pretrained).root.name})"
     if m.pretrained:
         return f"a saved ResNet18 state dict ({Path(m.pretrained).name})"
     return f"random ({'head at the mean shape' if m.head_init == 'mean_shape' else 'torchvision init'})"
@@ -92,11 +89,8 @@ def compare(params: Params, train_manifest: dict, test_manifest: dict, n_train: 
              "as the study" if not aug_changes else "as the study, but " + ", ".join(aug_changes), not aug_changes),
         _row("loss, optimiser, schedule", "MSE, Adam, constant learning rate",
              f"{recipe['loss']}, {recipe['optimizer']}, {recipe['schedule']}"
-             + (f" after {plural(recipe['warmup'], 'warm-up epoch')}" if recipe["warmup"] else "")
-             + (f"; the weights' moving average kept (ema {t.ema:g})" if t.ema else "")
-             + (f"; distilled from {Path(t.teacher).parent.parent.name} (its points {t.teacher_weight:g} of each "
-                "target, all of a missing point's)" if t.teacher else ""),
-             recipe == STUDY_RECIPE and not t.ema and not t.teacher),
+             + (f" after {plural(recipe['warmup'], 'warm-up epoch')}" if recipe["warmup"] else ""),
+             recipe == STUDY_RECIPE),
         _row("learning rate and decay", "random log-uniform search, 10 epochs per trial",
              f"random log-uniform search, {plural(s.trials, 'trial')} of {plural(s.epochs_per_trial, 'epoch')}" if s.enabled
              else "fixed (no search)", s.enabled and s.epochs_per_trial == 10),

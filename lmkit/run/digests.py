@@ -86,8 +86,7 @@ def data_files(data: Data) -> str | None:
 
 def study_inputs(params: Params) -> dict:
     """What one search trial's result depends on: the data, the model, the recipe, the trial's
-    budget and the ranges it draws from (not the number of trials, nor train.epochs, nor the
-    teacher of notebook 03's training, which trials do not use)."""
+    budget and the ranges it draws from (not the number of trials, nor train.epochs)."""
     sections = {"data": params.data.model_dump(), "model": params.model.model_dump()}
     for k in CONTENT_KEYS:  # a weights file by its bytes, not only its name
         section, name = k.split(".")
@@ -95,7 +94,7 @@ def study_inputs(params: Params) -> dict:
             sections[section][name] = by_contents(sections[section][name])
     return {"seed": params.seed, "data": sections["data"],
             "model": {k: v for k, v in sections["model"].items() if k not in _PACKAGING},
-            "train": _train(params, drop=("epochs", "lr", "weight_decay", "teacher", "teacher_weight")),
+            "train": _train(params, drop=("epochs", "lr", "weight_decay")),
             "search": {k: getattr(params.search, k) for k in ("epochs_per_trial", "lr_range", "weight_decay_range")}}
 
 

@@ -58,8 +58,6 @@ class RunFolder:
     history = property(lambda self: self.path("train", "history.csv"))
     best_checkpoint = property(lambda self: self.path("train", "best.pt"))
     model_file = property(lambda self: self.path("train", "model.pt"))
-    backbone = property(lambda self: self.path("pretrain", "backbone.pt"))  # lmkit pretrain's
-    pretrain_history = property(lambda self: self.path("pretrain", "history.csv"))
     predictions = property(lambda self: self.path("eval", "predictions.npz"))
     metrics = property(lambda self: self.path("eval", "metrics.json"))
     index = property(lambda self: self.path("index.html"))
@@ -72,13 +70,6 @@ class RunFolder:
     def cache_dir(self, shared: str | None = None) -> Path:
         """Where the prepared caches are: ``shared`` (the params' ``data.cache_dir``) or ``<run>/data``."""
         return Path(shared) if shared else self.path("data")
-
-
-def pretrain_source(path) -> RunFolder | None:
-    """The run folder whose ``lmkit pretrain`` wrote the backbone at ``path`` (a
-    ``<run>/pretrain/backbone.pt``-shaped path), or None for any other file."""
-    path = Path(path)
-    return RunFolder(path.parent.parent) if path.parent.name == "pretrain" else None
 
 
 def model_file(run_or_model: str | Path) -> Path:

@@ -189,17 +189,6 @@ class Train(_Section):
         "none", "learning-rate schedule: none (study), cosine (to zero over `train.epochs`) or step (x0.1 at 50% "
         "and 75%)")
     warmup: int = key(0, "epochs of linear learning-rate warm-up before the schedule (study: 0)", ge=0)
-    ema: float = key(0.0, "weight averaging: after each step the kept weights move 1 - ema of the way to the "
-                     "trained ones (an exponential moving average, torch.optim.swa_utils; batch-norm statistics "
-                     "too); validation, `best.pt` and the model file use the averaged weights; 0: off (study). "
-                     "0.998 averages over about the last 500 steps", ge=0, lt=1)
-    teacher: str | None = key(
-        None, "distillation: a finished run's `train/best.pt` (the same data set; trained on none of this run's "
-        "validation or test faces, checked by name) predicts every augmented training batch (no flip test); "
-        "its points fill those a face lacks (a joint face's other scheme) and are blended into the labelled ones "
-        "by `train.teacher_weight`", path=True, contents=True)
-    teacher_weight: float = key(0.5, "the teacher's share of a labelled point's target (`train.teacher`): 0 "
-                                "fills only the points a face lacks, 1 replaces the labels", ge=0, le=1)
     optimizer: Literal["adam", "adamw"] = key("adam", "adam (study: weight decay added to the gradient) or adamw "
                                               "(decoupled weight decay)")
     device: Annotated[str, PlainValidator(_device)] = key("auto", "auto (CUDA when present, else CPU), cpu, cuda, "
@@ -259,17 +248,6 @@ class Ablation(_Section):
     epochs: int = key(0, "training epochs of each ablation run; 0: the run's `train.epochs`", ge=0)
 
 
-class Pretrain(_Section):
-    epochs: Positive = key(30, "`lmkit pretrain`: epochs of self-supervised pretraining of the backbone on the "
-                           "training faces without their labels (dense contrastive: each spot of a face found again "
-                           "in a second augmented view); `model.pretrained: <run>/pretrain/backbone.pt` loads it")
-    batch_size: Positive = key(64, "faces per pretraining step (two views each)")
-    lr: float = key(1e-3, "AdamW learning rate of the pretraining (one epoch of warm-up, then a cosine decay)", gt=0)
-    temperature: float = key(0.1, "the contrastive loss's temperature", gt=0)
-    cells: Positive = key(2048, "spots drawn per step from the batch's first views (of 16 x 16 per face at 128 px, "
-                          "stride 8), each to be told from the others' matches")
-
-
 class Params(_Section):
     """Every key lmkit reads from a params file, in the order of docs/params.md's table."""
     name: str = key("quick", "run name, used for the default run folder `reports/<name>`")
@@ -280,7 +258,6 @@ class Params(_Section):
     search: Search = Search()
     eval: Eval = Eval()
     ablation: Ablation = Ablation()
-    pretrain: Pretrain = Pretrain()
 
     @model_validator(mode="after")
     def _together(self):
@@ -377,6 +354,15 @@ class ParamsError(ValueError):
     pass
 
 
+# Keys of levers measured not to pay (RESULTS.md keeps their rows), removed from the code after the
+# commit named here, with the value that meant "off": a file giving that value (a run folder's
+# params.yaml, which lists every key) still loads; any other value is refused, naming the commit
+# that runs it.
+REMOVED_AFTER = "1825744"
+REMOVED = {"train.ema": 0.0, "train.teacher": None, "train.teacher_weight": 0.5, "pretrain.epochs": 30,
+           "pretrain.batch_size": 64, "pretrain.lr": 1e-3, "pretrain.temperature": 0.1, "pretrain.cells": 2048}
+
+
 def flatten(d, prefix: str = "") -> dict:
     """{dotted key: value} of params (a ``Params`` or a nested dict), e.g. ``flatten(params)["model.input_size"]``."""
     if hasattr(d, "model_dump"):
@@ -396,6 +382,11 @@ _FLAT_DEFAULTS = flatten(_DEFAULT_TREE)
 
 def _set(tree: dict, dotted: str, value, origin: str) -> None:
     known = _FLAT_DEFAULTS
+    if dotted in REMOVED:
+        if _coerce(value, REMOVED[dotted]) == REMOVED[dotted]:
+            return  # off, as the code now always is
+        raise ParamsError(f"{origin}: {dotted}: removed from lmkit after commit {REMOVED_AFTER} (measured not to pay: "
+                          f"RESULTS.md); run it with `git checkout {REMOVED_AFTER}`, or delete the key")
     if dotted not in known:
         prefix, _, leaf = dotted.rpartition(".")
         alias = f"{prefix}.{ALIASES[leaf]}" if leaf in ALIASES else None
@@ -477,7 +468,8 @@ def read_changes(path: str | Path, own: bool = False) -> dict:
         if own and origin != str(Path(path)):
             continue
         _set(copy.deepcopy(_DEFAULT_TREE), key, value, origin)  # an unknown key is refused, naming the file
-        changes[key] = _coerce(value, _FLAT_DEFAULTS[key])
+        if key not in REMOVED:
+            changes[key] = _coerce(value, _FLAT_DEFAULTS[key])
     return changes
 
 

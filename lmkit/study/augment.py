@@ -142,10 +142,20 @@ def preshrunk(images, out_size: int, chunk: int = 64) -> torch.Tensor | None:
     return out
 
 
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A small CPU tensor onto ``device`` without making the host wait (pinned, non-blocking on CUDA)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def warp(images: torch.Tensor, landmarks: torch.Tensor, matrices: torch.Tensor, out_size: int,
          src_size: int | None = None):
     """Warp uint8 (B, H, W, 3) crops, or float (B, 3, h, h) ones from ``to_float``, and their
-    (B, K, 2) landmarks in pixels of the ``src_size`` crop (default: the images' size).
+    (B, K, 2) landmarks in pixels of the ``src_size`` crop (default: the images' size), by
+    ``matrices`` (B, 3, 3), output pixels -> source pixels. The matrices and their inverses are
+    made on the CPU (where they are drawn) and sent to the images' device once.
 
     Returns float images (B, 3, S, S) in [0, 1] and landmarks in output pixels.
     """
@@ -157,13 +167,15 @@ def warp(images: torch.Tensor, landmarks: torch.Tensor, matrices: torch.Tensor, 
     else:
         x, b, h = images, images.shape[0], images.shape[-1]
     src_size = src_size or h  # the grid is normalized: a shrunk copy samples the same points
-    m64 = matrices.to(torch.float64)
-    theta = pixel_normalizer(src_size, torch.float64, m64.device) @ m64 @ torch.linalg.inv(
-        pixel_normalizer(out_size, torch.float64, m64.device))
-    grid = F.affine_grid(theta[:, :2].to(x.dtype), [b, 3, out_size, out_size], align_corners=False)
+    m64 = matrices.detach().to("cpu", torch.float64)
+    theta = pixel_normalizer(src_size, torch.float64, "cpu") @ m64 @ torch.linalg.inv(
+        pixel_normalizer(out_size, torch.float64, "cpu"))
+    both = to_device(torch.cat([theta[:, :2].reshape(b, -1), torch.linalg.inv(m64).reshape(b, -1)], 1), x.device)
+    theta, inverse = both[:, :6].reshape(b, 2, 3), both[:, 6:].reshape(b, 3, 3)
+    grid = F.affine_grid(theta.to(x.dtype), [b, 3, out_size, out_size], align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     pts = torch.cat([landmarks.to(torch.float64), torch.ones_like(landmarks[..., :1], dtype=torch.float64)], -1)
-    moved = pts @ torch.linalg.inv(m64).transpose(1, 2)
+    moved = pts @ inverse.transpose(1, 2)
     return out, moved[..., :2].to(torch.float32)
 
 
@@ -178,7 +190,7 @@ def random_intensity(images: torch.Tensor, aug: Augment, generator: torch.Genera
     hands it the warp's fresh output; no copy in the training loop's data path)."""
     lo, hi = aug.intensity
     f = lo + (hi - lo) * torch.rand(images.shape[0], generator=generator)
-    return images.mul_(f.to(images.device, images.dtype).view(-1, 1, 1, 1)).clamp_(0, 1)
+    return images.mul_(to_device(f, images.device).to(images.dtype).view(-1, 1, 1, 1)).clamp_(0, 1)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -196,17 +208,32 @@ def make_batch(images: torch.Tensor, landmarks: torch.Tensor, out_size: int, aug
     ``matrices`` the (B, 3, 3) output -> source pixel maps come third."""
     b = images.shape[0]
     src = src_size or images.shape[1]  # uint8 crops are (B, H, W, 3)
-    if aug is None:
-        m, flip = resize_warps(b, src, out_size, images.device, view), None
+    if aug is not None and aug.flip > 0 and not aug.mirror:
+        raise ValueError("train.flip needs the landmark scheme's mirror map")
+    if aug is None:  # drawn on the CPU; warp sends them to the images' device
+        m, flip = resize_warps(b, src, out_size, "cpu", view), None
     else:
-        m, flip = random_warps(b, src, out_size, aug, generator, images.device)
+        m, flip = random_warps(b, src, out_size, aug, generator)
     x, y = warp(images, landmarks, m, out_size, src)
-    if flip is not None and flip.any():
-        if not aug.mirror:
-            raise ValueError("train.flip needs the landmark scheme's mirror map")
-        # a flipped left eye is a right eye: renumber the points by the mirror map
-        y[flip] = y[flip][:, list(aug.mirror)]
+    if flip is not None and aug.flip > 0:  # a flipped left eye is a right eye: renumber the points by the mirror map
+        y = torch.where(to_device(flip, y.device).view(-1, 1, 1), y[:, list(aug.mirror)], y)
     if aug is not None:
         x = random_intensity(x, aug, generator)
     x = normalize(x).contiguous(memory_format=torch.channels_last)
+    m = to_device(m, images.device) if matrices else m
     return (x, y, m) if matrices else (x, y)
+
+
+def preview_batch(images, landmarks, cfg, seed: int = 0):
+    """Faces as the network will see them in training: one augmented draw of each (uint8
+    (N, S, S, 3), points in input pixels), for the pictures of notebooks 01 and 03.
+
+    Used in: 01_prepare, "One face, from its box to what the network sees"; 03_train, "Before training: what
+    the network is shown"."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(seed)
+    x, y = make_batch(torch.from_numpy(np.array(images)), torch.from_numpy(np.array(landmarks)), cfg.input_size,
+                      cfg.augment, g)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((x * std + mean).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy(), y.numpy()

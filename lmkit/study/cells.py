@@ -62,10 +62,12 @@ def code_digest(path: Path, tag: str | None = None) -> str:
     return hashlib.sha1("\n\x00".join(code_cells(path, tag)).encode()).hexdigest()[:16]
 
 
-def study(notebook: str = STUDY_NOTEBOOK, path: Path | None = None) -> SimpleNamespace:
-    """The definitions of a notebook's cells tagged ``study``, executed in a fresh namespace:
-    for 03, ``build_network``, ``landmark_loss`` and ``train_step``. Each call runs the cells
-    as they are saved now, so an edited cell is what the next use runs.
+def study(notebook: str = STUDY_NOTEBOOK, path: Path | None = None, params=None) -> SimpleNamespace:
+    """The definitions of a notebook's cells tagged ``study``, executed in a fresh namespace
+    holding the run's ``params`` (as the notebook's kernel does: 03's "Beyond the study" cell
+    reads them): for 03, ``build_network``, ``landmark_loss`` and ``train_step``, as the params
+    choose them. Each call runs the cells as they are saved now, so an edited cell is what the
+    next use runs.
 
     Used in: 02_hpsearch, "The objective"."""
     path = Path(path) if path is not None else notebook_file(notebook)
@@ -73,11 +75,13 @@ def study(notebook: str = STUDY_NOTEBOOK, path: Path | None = None) -> SimpleNam
     if not cells:
         raise ValueError(f"{path}: no code cell is tagged {STUDY_TAG!r}; tag the cells that define the study's "
                          "network, loss and training step")
-    namespace = {"__name__": f"lmkit_{path.stem}_study"}
+    if params is None:  # the defaults: the study's own recipe
+        from lmkit.run.params import DEFAULTS as params
+    namespace = {"__name__": f"lmkit_{path.stem}_study", "params": params}
     for i, source in enumerate(cells):
         exec(compile(source, f"{path}#study-cell-{i + 1}", "exec"), namespace)
     _loaded[f"{path.name}#{STUDY_TAG}"] = code_digest(path, STUDY_TAG)
-    return SimpleNamespace(**{k: v for k, v in namespace.items() if not k.startswith("__")})
+    return SimpleNamespace(**{k: v for k, v in namespace.items() if not k.startswith("__") and k != "params"})
 
 
 def loaded() -> dict[str, str]:

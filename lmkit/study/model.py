@@ -13,6 +13,7 @@ the lmkit version. Everything downstream of training reads these facts from it.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 from pathlib import Path
 
@@ -223,7 +224,7 @@ def to_tensor(array) -> torch.Tensor:
 @torch.no_grad()
 def predict(model: nn.Module, images, input_size: int, batch_size: int = 64, device="cpu",
             augment=None, seed: int = 0, landmarks=None, flip_mirror: tuple[int, ...] | None = None,
-            view: float = 1.0, correction=None):
+            view: float = 1.0, correction=None, precision: str = "auto"):
     """Predict landmarks for uint8 crops (N, S, S, 3); returns (N, K, 2) numpy in crop pixels.
 
     With ``augment`` (and ``landmarks``) the inputs are augmented with a fixed seed, as
@@ -233,10 +234,12 @@ def predict(model: nn.Module, images, input_size: int, batch_size: int = 64, dev
     mirrored crop, its points renumbered by the map. ``view``: the network sees the centred
     square of this fraction of each crop (``model.view``). ``correction`` (K, 2), in pixels of
     the crop at 256x256: subtracted from every prediction (``model.bias_correction``).
+    ``precision``: the run's ``train.autocast`` (see ``inference_precision``).
     """
     from lmkit.study.augment import make_batch, to_source
 
     device = torch.device(device)
+    dtype = inference_precision(device, precision)
     model.eval()
     n, src = images.shape[0], images.shape[1]
     g = torch.Generator().manual_seed(seed)
@@ -246,9 +249,9 @@ def predict(model: nn.Module, images, input_size: int, batch_size: int = 64, dev
         pts = to_tensor(landmarks[i : i + batch_size]).to(device) if landmarks is not None else \
             torch.zeros(imgs.shape[0], model.n_points, 2, device=device)
         x, y, m = make_batch(imgs, pts, input_size, augment, g, view=view, matrices=True)
-        out = _forward(model, x, device)
+        out = _forward(model, x, dtype)
         if flip_mirror is not None:
-            mirrored = _forward(model, x.flip(-1), device)[:, list(flip_mirror)]
+            mirrored = _forward(model, x.flip(-1), dtype)[:, list(flip_mirror)]
             mirrored[..., 0] = REFERENCE_SIZE - mirrored[..., 0]
             out = (out + mirrored) / 2
         if augment is not None or view == 1.0:  # back to the crop frame: a resize maps 256-frame pixels to crop pixels
@@ -271,9 +274,51 @@ def fit_correction(model: nn.Module, images, landmarks, input_size: int, batch_s
     return (pred - np.asarray(landmarks)).mean(0) * (REFERENCE_SIZE / images.shape[1])
 
 
-def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+def _forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         return model(x).float()
+
+
+# ------------------------------------------------------------------ the precision a device computes
+PRECISIONS = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@functools.lru_cache
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bfloat16 natively (the avx512_bf16 or amx_bf16 flag; Linux)."""
+    try:
+        flags = set(open(cpuinfo).read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def cuda_has_bf16(device) -> bool:
+    """Whether a CUDA device computes bfloat16 natively: compute capability 8.0 and up (A100,
+    H100, RTX 30xx and later). A T4 (7.5) or V100 (7.0) only emulates it, slower than float32."""
+    return torch.cuda.get_device_capability(torch.device(device)) >= (8, 0)
+
+
+def training_precision(device) -> str:
+    """``system.autocast: auto`` for training: bfloat16 where the device computes it natively
+    (CUDA 8.0+, a CPU with AVX-512 BF16 or AMX), float16 with a gradient scaler on older CUDA
+    cards, float32 (``none``) elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bfloat16" if cuda_has_bf16(device) else "float16"
+    return "bfloat16" if device.type == "cpu" and cpu_has_bf16() else "none"
+
+
+def inference_precision(device, setting: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of validation, evaluation and prediction: ``setting`` (the run's
+    ``train.autocast``) when given; with ``auto``, what a CUDA device computes natively (as for
+    training), float32 on a CPU (exact, and a forward pass costs little there)."""
+    if setting not in ("auto", *PRECISIONS):
+        raise ValueError(f"train.autocast: auto, {', '.join(PRECISIONS)}; got {setting!r}")
+    device = torch.device(device)
+    if setting == "auto":
+        setting = training_precision(device) if device.type == "cuda" else "none"
+    return PRECISIONS[setting]
 
 
 def keep_points(state: dict, n_points: int, head: str) -> dict:

@@ -15,7 +15,9 @@ import torch
 from lmkit.run.folder import write_csv, write_torch
 from lmkit.run.progress import emit
 
-RESUME_MAY_CHANGE = ("epochs", "device", "compile", "resident", "prefetch", "autocast", "channels_last")  # all else must be as the checkpoint was trained
+# all else must be as the checkpoint was trained
+RESUME_MAY_CHANGE = ("epochs", "device", "compile", "resident", "prefetch", "autocast", "channels_last",
+                     "keep_checkpoints")
 
 
 def load_checkpoint(path: Path, device="cpu") -> dict:
@@ -63,24 +65,17 @@ def save_checkpoint(state: dict, folder: Path, best: bool) -> None:
     write_torch(state, last)
 
 
-def save_epoch(out_dir: Path, model, opt, scaler, cfg, history: list[dict], best: bool, averaged=None) -> None:
-    """After an epoch: the checkpoints (weights, optimizer, scaler, history, config) and ``history.csv``.
-    With ``averaged`` (``train.ema``'s ``AveragedModel``) its weights are the checkpoint's ``model``,
-    the trained ones ``trained``, for a resume."""
-    state = {"model": (averaged.module if averaged is not None else model).state_dict(),
-             "optimizer": opt.state_dict(), "epoch": history[-1]["epoch"], "history": history, "config": asdict(cfg)}
-    if averaged is not None:
-        state.update(trained=model.state_dict(), n_averaged=int(averaged.n_averaged))
-    if scaler is not None:
-        state["scaler"] = scaler.state_dict()
+def save_epoch(out_dir: Path, model, opt, scaler, cfg, history: list[dict], best: bool) -> None:
+    """After an epoch: the checkpoints (weights, optimizer, scaler, history, config) and ``history.csv``."""
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": history[-1]["epoch"],
+             "history": history, "config": asdict(cfg), "scaler": scaler.state_dict()}
     save_checkpoint(state, out_dir, best=best)
     write_csv(pd.DataFrame(history), out_dir / "history.csv")
 
 
-def resume(out_dir: Path, model, opt, scaler, cfg, resume: bool, writer: bool, log, averaged=None) -> list[dict]:
+def resume(out_dir: Path, model, opt, scaler, cfg, resume: bool, writer: bool, log) -> list[dict]:
     """Clear a killed run's debris and, with ``resume``, load its last checkpoint (checked
-    against ``cfg``) into the model, optimizer, gradient scaler and weight average. Returns the
-    history so far."""
+    against ``cfg``) into the model, optimizer and gradient scaler. Returns the history so far."""
     out_dir = Path(out_dir)
     if writer:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,12 +93,9 @@ def resume(out_dir: Path, model, opt, scaler, cfg, resume: bool, writer: bool, l
                                 "train.keep_checkpoints: true); set train.resume: false to train from the start")
     ckpt = load_checkpoint(last, torch.device(cfg.device))
     check_resumable(ckpt.get("config", {}), cfg, last)
-    model.load_state_dict(ckpt.get("trained", ckpt["model"]))
-    if averaged is not None:
-        averaged.module.load_state_dict(ckpt["model"])
-        averaged.n_averaged.fill_(ckpt["n_averaged"])
+    model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
-    if scaler is not None and "scaler" in ckpt:
+    if ckpt.get("scaler"):  # float16's loss scale (empty for a disabled scaler)
         scaler.load_state_dict(ckpt["scaler"])
     emit(log, "resume", f"resuming from {last} after epoch {ckpt['epoch']}")
     return ckpt["history"]
@@ -121,7 +113,7 @@ def finish_checkpoints(folder: Path, keep: bool = False, log=print) -> None:
         return
     state = load_checkpoint(best)
     if "optimizer" in state:
-        write_torch({k: v for k, v in state.items() if k not in ("optimizer", "scaler", "trained", "n_averaged")}, best)
+        write_torch({k: v for k, v in state.items() if k not in ("optimizer", "scaler")}, best)
     freed = sum(f.stat().st_size for f in (folder / "last.pt", folder / "previous.pt") if f.exists())
     for f in (folder / "last.pt", folder / "previous.pt"):
         f.unlink(missing_ok=True)

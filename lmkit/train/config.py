@@ -1,6 +1,7 @@
-"""One training run's settings (``TrainConfig``, from the params) and the fresh network it starts
-from (``new_model``). Used by notebook 03's training (``lmkit.chain.training``), notebook 02's
-search and the ablation."""
+"""One training run's settings (``TrainConfig``, from the params), where it runs (``DevicePlan``)
+and the fresh network it starts from (``new_model``). Read by notebook 03's training cell, notebook
+02's search and the ablation; ``lmkit.train.loop.fit`` runs them."""
+
 from __future__ import annotations
 
 import math
@@ -9,12 +10,73 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import torch
 
+from lmkit.data.faces import check_flips
+from lmkit.run.folder import read_json
 from lmkit.run.params import DEFAULTS, Params
 from lmkit.study.augment import Augment, frozen
+from lmkit.study.model import PRECISIONS, cpu_has_bf16, pick_device, training_precision
 from lmkit.study.modelinfo import REFERENCE_SIZE, view_fraction
-from lmkit.train.devices import DevicePlan
 
 _T = DEFAULTS.train
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """Where and how training runs. Each field is a params key whose ``auto`` is lmkit's choice
+    for the device; each can be forced, so the GPU path also runs, and is tested, on a CPU:
+
+    resident       the training set as one tensor on the device (auto: on CUDA, when it fits)
+    prefetch       the next batch made in a background thread (auto: on CUDA)
+    autocast       none, bfloat16, or float16 with a gradient scaler (auto: ``training_precision``:
+                   bfloat16 where the device computes it natively, float16 on CUDA cards older
+                   than compute capability 8.0, float32 elsewhere)
+    channels_last  NHWC memory layout of model and batches (auto: on)
+
+    The weights stay float32 under autocast, so checkpoints resume with any plan."""
+
+    device: torch.device
+    resident: bool
+    prefetch: bool
+    autocast: str
+    channels_last: bool
+
+    @classmethod
+    def choose(cls, device, resident="auto", prefetch="auto", autocast="auto", channels_last="auto") -> DevicePlan:
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+        if autocast not in ("auto", *PRECISIONS):
+            raise ValueError(f"train.autocast: auto, {', '.join(PRECISIONS)}; got {autocast!r}")
+
+        def pick(value, auto: bool) -> bool:
+            return auto if value == "auto" else bool(value)
+
+        precision = training_precision(device) if autocast == "auto" else autocast
+        return cls(device, pick(resident, cuda), pick(prefetch, cuda), precision, pick(channels_last, True))
+
+    def autocast_context(self):
+        """The forward pass's mixed precision (a no-op in float32)."""
+        dtype = PRECISIONS[self.autocast]
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """float16's gradients underflow unless the loss is scaled; with bfloat16 or float32 the
+        scaler is disabled and each of its calls does nothing but the plain step."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.autocast == "float16")
+
+    def describe(self) -> str:
+        where = "resident on the device" if self.resident else "read from memory"
+        text = (f"{self.device}: training set {where}, prefetch {'on' if self.prefetch else 'off'}, "
+                f"autocast {self.autocast}, channels_last {'on' if self.channels_last else 'off'}")
+        if self.device.type == "cpu" and self.autocast == "bfloat16" and not cpu_has_bf16():
+            text += (" (warning: this CPU has no native bfloat16 (AVX-512 BF16 or AMX); emulated bfloat16 "
+                     "trained 12x slower than float32 on an AVX2 CPU: train.autocast: none)")
+        return text
+
+
+def cuda_switches(device) -> None:
+    """Process-wide switches for a CUDA device: cuDNN autotuning (the batch shape is fixed)."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 @dataclass
@@ -23,6 +85,7 @@ class TrainConfig:
 
     Used in: 01_prepare, "One face, from its box to what the network sees"; 02_hpsearch, "The objective";
     03_train, "Before training: what the network is shown"."""
+
     epochs: int = _T.epochs
     batch_size: int = _T.batch_size
     lr: float = _T.lr
@@ -33,6 +96,7 @@ class TrainConfig:
     augment: Augment = field(default_factory=Augment)
     study_validation: bool = False  # data.split: paper (the study's protocol): validation = augmented training copies
     keep_last: bool = False  # data.final: the last epoch's weights are best.pt (nothing held out to choose by)
+    keep_checkpoints: bool = _T.keep_checkpoints  # after training, keep last.pt (to resume with more epochs)
     seed: int = 0
     device: str = "cpu"
     loss: str = _T.loss
@@ -41,16 +105,14 @@ class TrainConfig:
     schedule: str = _T.schedule
     warmup: int = _T.warmup  # epochs of linear warm-up
     optimizer: str = _T.optimizer
-    ema: float = _T.ema  # decay of the weights' moving average (0: none)
     compile: bool = DEFAULTS.model.compile  # torch.compile the model (worth it on a GPU for long runs)
-    # the device plan (lmkit.train.devices): "auto" is what lmkit picks for the device
-    resident: str | bool = _T.resident
+    resident: str | bool = _T.resident  # the device plan (DevicePlan): "auto" is lmkit's choice
     prefetch: str | bool = _T.prefetch
     autocast: str = _T.autocast
     channels_last: str | bool = _T.channels_last
 
     @classmethod
-    def from_params(cls, p: Params, device, mirror: tuple[int, ...] = (), **changes) -> "TrainConfig":
+    def from_params(cls, p: Params, device, mirror: tuple[int, ...] = (), **changes) -> TrainConfig:
         """From the params: each field named as a ``train`` key is that key; the rest come from
         the model, data and seed. ``changes`` replace fields (a search trial's lr and budget)."""
         t = p.train
@@ -59,12 +121,32 @@ class TrainConfig:
         cfg = cls(**named, input_size=p.model.input_size, augment=Augment.from_train(t, mirror),
                   val_view=view_fraction(p.model.view, t.crop_fraction, t.scale),
                   study_validation=p.data.split == "paper", keep_last=p.data.final, seed=p.seed,
-                  device=str(device),
-                  compile=p.model.compile)
+                  device=str(device), compile=p.model.compile)
         return replace(cfg, **changes)
+
+    @classmethod
+    def for_run(cls, run, params: Params, d, faces) -> TrainConfig:
+        """A run's training settings: the params, the learning rate and weight decay notebook 02
+        chose (``search/best_hparams.json``), the device ``train.device`` names, the mirror map of
+        ``faces`` (``d.training()``) once it is checked on the data (``d``, the run's faces).
+
+        Used in: 03_train, "Training"."""
+        k = d.scheme.n_points
+        check_flips(params, d.scheme, faces.mean[:k])
+        if d.joint is not None:
+            check_flips(params, d.joint_scheme, faces.mean[k:])
+        hp = read_json(run.best_hparams, "02_hpsearch")
+        return cls.from_params(params, pick_device(params.train.device), faces.mirror, lr=hp["lr"],
+                               weight_decay=hp["weight_decay"])
 
     def plan(self) -> DevicePlan:
         return DevicePlan.choose(self.device, self.resident, self.prefetch, self.autocast, self.channels_last)
+
+    def mixed_precision(self):
+        """The forward pass's mixed precision, as the plan chose it (a no-op in float32).
+
+        Used in: 03_train, "One training step"."""
+        return self.plan().autocast_context()
 
     def lr_at(self, epoch: int) -> float:
         """The learning rate of an epoch (1-based): after ``warmup`` epochs rising linearly to
@@ -82,18 +164,18 @@ class TrainConfig:
 
 
 def new_model(build, n_points: int, mean_shape: np.ndarray | None, seed: int, device,
-              pretrained: bool = DEFAULTS.model.pretrained, head_init: str = DEFAULTS.model.head_init,
-              crop_size: int = DEFAULTS.data.crop_size, head: str = DEFAULTS.model.head):
-    """A freshly initialised network from ``build(n_points, pretrained, head)`` (notebook 03's
+              pretrained: bool | str = DEFAULTS.model.pretrained, head_init: str = DEFAULTS.model.head_init,
+              crop_size: int = DEFAULTS.data.crop_size):
+    """A freshly initialised network from ``build(n_points, pretrained)`` (notebook 03's
     ``build_network``), seeded; the head starts at the mean shape when ``head_init`` is
     ``mean_shape`` (``mean_shape`` in pixels of ``crop_size`` crops). torchvision draws the initial
     weights from torch's global generator: it is seeded inside ``fork_rng``, so the caller's
     random state is left as it was.
 
-    Used in: 02_hpsearch, "The objective"."""
+    Used in: 02_hpsearch, "The objective"; 03_train, "Training"."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build(n_points, pretrained, head).to(memory_format=torch.channels_last)
+        model = build(n_points, pretrained).to(memory_format=torch.channels_last)
     if head_init == "mean_shape":
         model.init_head(torch.as_tensor(mean_shape * (REFERENCE_SIZE / crop_size), dtype=torch.float32))
     return model.to(device)
@@ -102,6 +184,6 @@ def new_model(build, n_points: int, mean_shape: np.ndarray | None, seed: int, de
 def model_options(params: Params) -> dict:
     """``new_model``'s options from a run's params.
 
-    Used in: 02_hpsearch, "The objective"."""
+    Used in: 02_hpsearch, "The objective"; 03_train, "Training"."""
     return {"pretrained": params.model.pretrained, "head_init": params.model.head_init,
-            "crop_size": params.data.crop_size, "head": params.model.head}
+            "crop_size": params.data.crop_size}
