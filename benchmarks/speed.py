@@ -5,8 +5,8 @@
 
 On the current device (CUDA when present), for every input size and batch size:
   (a) model-only training step, images/s, on random tensors already on the device;
-  (b) the real training loop, images/s: cache (memory map), gather, augmentation,
-      normalization, loss, optimizer, exactly as lmkit.train.loop.fit runs it;
+  (b) the real training loop, images/s: lmkit.train.loop.fit itself for one epoch (cache,
+      gather, augmentation, normalization, the step, its once-an-epoch read of the sums);
   (a) and (b) use the same model and alternate over rounds; medians are reported;
   (c) inference images/s, as evaluation runs it;
 and once: (d) preparation images/s (decode, crop, resize, cache) on real photos from
@@ -33,18 +33,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmkit.study.augment import Augment
-from lmkit.train.devices import DevicePlan, cuda_switches, place_training_set
-from lmkit.study.model import build_model, pick_device, predict
 from lmkit.data.prepare import load_cache, write_cache
 from lmkit.data.readers import read_300w_folder
 from lmkit.data.synthetic import synthetic_faces
+from lmkit.run import params as P
+from lmkit.run.progress import quiet
 from lmkit.study import cells
+from lmkit.study.model import build_model, pick_device, predict
 from lmkit.study.modelinfo import REFERENCE_SIZE
-from lmkit.train.batches import Batches, epoch_order
-from lmkit.train.devices import ScaledOptimizer, TrainingNetwork, training_network
-from lmkit.train.config import TrainConfig
-
+from lmkit.train.config import DevicePlan, TrainConfig, cuda_switches, new_model
+from lmkit.train.loop import fit
 
 def sync(device):
     if device.type == "cuda":
@@ -62,45 +60,44 @@ def _timed(step, steps: int, batch: int, device) -> float:
 
 def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device, plan=None, head: str = "regression",
                    heatmap_loss: float = 0.0, compile: bool = False) -> tuple[float, float, float, tuple]:
-    """(a) model-only and (b) real-loop images/s on the same model and optimizer, measured in
-    alternating rounds (medians), so that drift of the machine hits both alike; and (b)/(a): the
-    median of each round's ratio, with the lowest and highest (how far the machine's noise reaches). ``head``,
-    ``heatmap_loss`` and ``compile`` as model.head, train.heatmap_loss and model.compile; a
-    compiled model is compiled during the warm-up steps, which are not timed."""
-    model = build_model(cache.landmarks.shape[1], pretrained=False, head=head).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), 1e-4)
-    cfg = TrainConfig(batch_size=batch, input_size=size, augment=Augment(), epoch_multiplier=64, device=str(device),
-                      heatmap_loss=heatmap_loss, compile=compile)
-    plan = cfg.plan() if plan is None else plan
-    net, _ = training_network(model, cfg, plan)  # layout and torch.compile as fit() applies them
-    x = plan.layout(torch.randn(batch, 3, size, size, device=device))
-    y = torch.rand(batch, cache.landmarks.shape[1], 2, device=device) * size
-    # the real loop, placed as fit() places it (lmkit.train.devices)
+    """(a) model-only images/s: 03's training step on random tensors already on the device; (b) the
+    real loop: ``lmkit.train.loop.fit`` itself, one epoch of ``steps`` batches (its own images/s, which
+    count its batches, augmentation, syncs and the validation of two faces). Measured in alternating
+    rounds (medians), so that drift of the machine hits both alike; and (b)/(a): the median of each
+    round's ratio, with the lowest and highest. ``head``, ``heatmap_loss`` and ``compile`` as
+    model.head, train.heatmap_loss and model.compile; a compiled model is compiled in the warm-up."""
+    params = P.load(None, {"model.head": head, "train.heatmap_loss": heatmap_loss})
+    study = cells.study("03_train", params=params)  # the notebook's network and step, as fit() runs them
+    plan = DevicePlan.choose(device) if plan is None else plan
+    k = cache.landmarks.shape[1]
+    cfg = TrainConfig(batch_size=batch, input_size=size, epochs=1, device=str(device), heatmap_loss=heatmap_loss,
+                      compile=compile, resident=plan.resident, prefetch=plan.prefetch, autocast=plan.autocast,
+                      channels_last=plan.channels_last, epoch_multiplier=-(-steps * batch // len(cache)))
+    train = (cache.images, cache.landmarks)
+    val = (cache.images[:2], cache.landmarks[:2])
+    model = new_model(study.build_network, k, None, 0, device, pretrained=False).train()
+    if not plan.channels_last:
+        model.to(memory_format=torch.contiguous_format)
+    net = torch.compile(model) if compile else model
+    opt, scaler = torch.optim.Adam(model.parameters(), 1e-4), plan.grad_scaler()
+    x = torch.randn(batch, 3, size, size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last) if plan.channels_last else x
+    y = torch.rand(batch, k, 2, device=device) * REFERENCE_SIZE
     cuda_switches(device)
-    images, landmarks = place_training_set(cache.images, cache.landmarks, size, plan)
-    order, g = epoch_order(len(cache), cfg, 1)
-    batches = iter(Batches(images, landmarks, order, cfg, g, device, prefetch=plan.prefetch,
-                           src_size=cache.images.shape[1]))
-    scaler = plan.grad_scaler()
-    step = cells.study("03_train").train_step  # the notebook's training step, as fit() calls it
-    net = TrainingNetwork(net, plan, scaler)
-    opt = ScaledOptimizer(opt, scaler, device) if scaler is not None else opt
-    to_reference = REFERENCE_SIZE / size
 
-    def real_step():
-        images, points = next(batches)
-        step(net, opt, images, points * to_reference, cfg)
+    def model_steps():
+        for _ in range(steps):
+            study.train_step(net, opt, scaler, x, y, cfg)
 
-    def model_step():
-        step(net, opt, x, y * to_reference, cfg)
+    def real_loop() -> float:
+        return float(fit(model, study.train_step, train, val, cfg, log=quiet)["images_per_s"].iloc[0])
 
-    for _ in range(2):  # warm-up: allocator, cuDNN autotuning
-        model_step()
-        real_step()
+    model_steps()  # warm-up: allocator, cuDNN autotuning, compilation
+    real_loop()
     a, b = [], []
     for _ in range(rounds):
-        a.append(_timed(model_step, steps, batch, device))
-        b.append(_timed(real_step, steps, batch, device))
+        a.append(_timed(model_steps, 1, steps * batch, device))
+        b.append(real_loop())
     ratios = np.asarray(b) / np.asarray(a)  # each round's pair, measured back to back
     return float(np.median(a)), float(np.median(b)), float(np.median(ratios)), (float(ratios.min()), float(ratios.max()))
 

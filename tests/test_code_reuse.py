@@ -144,12 +144,30 @@ def test_03_builds_resnet18_defines_the_step_and_back_propagates():
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     study = [c for c in cells if "study" in c["metadata"].get("tags", [])]
     assert "torchvision.models.resnet18(" in code and "resnet.fc = nn.Linear(" in code
-    assert "def landmark_loss(" in code and "def train_step(" in code and "loss.backward()" in code
+    assert "def landmark_loss(" in code and "def train_step(" in code and "scaler.scale(loss).backward()" in code
     assert len(study) == 4  # the network, the loss, the step, and what the better recipes add to them
     paper = "".join("".join(c["source"]) for c in study[:3])
     for branch in ("head !=", "cfg.loss", "heatmap"):  # the study cells hold the study's recipe only
         assert branch not in paper, branch
-    assert "recipes.beyond_the_study(build_network, landmark_loss, train_step)" in "".join(study[3]["source"])
+    beyond = "".join(study[3]["source"])
+    assert "if params.model.head" in beyond and "unwrap" not in beyond and "wraps" not in beyond
+
+
+def test_what_trains_is_the_study_cells_unless_the_params_ask_for_a_recipe():
+    """Under the study's params the student's three functions run; each recipe key swaps in the
+    function the "Beyond the study" cell writes (cell 4), and only that one."""
+    from lmkit.run import params as P
+    from lmkit.study import cells
+
+    def where(study):
+        return {name: getattr(study, name).__code__.co_filename.rsplit("#", 1)[1]
+                for name in ("build_network", "landmark_loss", "train_step")}
+
+    assert where(cells.study(params=P.DEFAULTS)) == {"build_network": "study-cell-1", "landmark_loss": "study-cell-2",
+                                                     "train_step": "study-cell-3"}
+    assert where(cells.study(params=P.load(None, {"train.loss": "wing"})))["landmark_loss"] == "study-cell-4"
+    best = where(cells.study(params=P.load(ROOT / "params" / "helen194-best-cpu.yaml")))
+    assert best == {"build_network": "study-cell-4", "landmark_loss": "study-cell-4", "train_step": "study-cell-4"}
 
 
 @pytest.mark.slow

@@ -11,8 +11,7 @@ from lmkit.study import metrics
 from lmkit.run import params as P
 from lmkit.data.prepare import prepare, split_train_val
 from lmkit.train.config import TrainConfig, model_options, new_model
-from lmkit.train.loop import fit
-from lmkit.train.ddp import shard
+from lmkit.train.loop import fit, shard
 from tests.study import STUDY
 
 pytestmark = pytest.mark.slow  # whole chains or several processes
@@ -34,14 +33,14 @@ def _worker(rank, world, tmp):
     dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world)
     p, train, val = _data(f"{tmp}/cache")
     model = new_model(STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", **model_options(p))
-    hist = fit(model, *train, *val, TrainConfig.from_params(p, "cpu"), step=STUDY.train_step, log=lambda _: None)
+    hist = fit(model, STUDY.train_step, train, val, TrainConfig.from_params(p, "cpu"), log=lambda _: None)
     torch.save({"params": [t.detach() for t in model.parameters()], "history": hist}, f"{tmp}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
 def test_shard_splits_every_global_batch():
     order = torch.arange(20)
-    a, b = shard(order, 8, 0, 2)[0], shard(order, 8, 1, 2)[0]
+    a, b = shard(order, 8, 0, 2), shard(order, 8, 1, 2)
     assert a.tolist() == [0, 1, 2, 3, 8, 9, 10, 11] and b.tolist() == [4, 5, 6, 7, 12, 13, 14, 15]
     with pytest.raises(ValueError, match="divisible"):
         shard(order, 9, 0, 2)
@@ -58,8 +57,8 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     ddp = r0["history"]["train_mse"].to_numpy()
 
     p, train, val = _data(tmp_path / "cache")
-    single = fit(new_model(STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", **model_options(p)), *train, *val,
-                 TrainConfig.from_params(p, "cpu"), step=STUDY.train_step, log=lambda _: None)["train_mse"].to_numpy()
+    single = fit(new_model(STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", **model_options(p)),
+                 STUDY.train_step, train, val, TrainConfig.from_params(p, "cpu"), log=lambda _: None)["train_mse"].to_numpy()
     assert ddp[-1] < 0.6 * ddp[0] and single[-1] < 0.6 * single[0]  # both learn
     # and at the same pace: the relative fall matches (absolute values differ with per-process batch norm)
     np.testing.assert_allclose(ddp / ddp[0], single / single[0], atol=0.1)

@@ -29,8 +29,8 @@ def test_prefetching_gives_the_same_batches():
     """The background thread must not change the batches nor their random draws."""
     import torch
 
-    from lmkit.train.batches import Batches, epoch_order
-    from lmkit.train.config import TrainConfig
+    from lmkit.train.config import DevicePlan, TrainConfig
+    from lmkit.train.loop import batches, epoch_order
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (10, 60, 60, 3), dtype=np.uint8)
@@ -39,6 +39,7 @@ def test_prefetching_gives_the_same_batches():
     runs = []
     for prefetch in (True, False):
         order, g = epoch_order(10, cfg, 1)
-        runs.append(list(Batches(images, landmarks, order, cfg, g, torch.device("cpu"), prefetch=prefetch)))
+        plan = DevicePlan.choose("cpu", prefetch=prefetch)
+        runs.append(list(batches(images, landmarks, order, cfg, g, plan, 60)))
     for (xa, ya), (xb, yb) in zip(*runs):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -16,21 +16,38 @@ from tests.conftest import write_300w_faces
 from tests.study import steps
 
 
-def test_each_face_is_scored_on_its_own_points_and_a_full_batch_is_the_plain_loss():
+@pytest.mark.parametrize("name", ["mse", "l1", "wing"])
+def test_each_face_is_scored_on_its_own_points_and_a_full_batch_is_the_plain_loss(name):
     torch.manual_seed(0)
-    pred = torch.randn(5, 6, 2, requires_grad=True)
-    target = torch.randn(5, 6, 2)
-    mse = torch.nn.functional.mse_loss
-    assert torch.equal(losses.per_scheme(mse, target, pred), mse(pred, target))  # no joint faces: the loss as it was
+    pred = (torch.randn(5, 6, 2) * 20).requires_grad_()
+    target = torch.randn(5, 6, 2) * 20
+    plain = losses.landmark_loss(name, pred, target)
+    torch.testing.assert_close(losses.known_points_loss(name, pred, target), plain)  # no joint faces: the loss as it was
     joint = target.clone()
     joint[:3, 4:] = float("nan")  # three faces of the first scheme (points 0-3), two of the second (4-5)
     joint[3:, :4] = float("nan")
-    value = losses.per_scheme(mse, joint, pred)
-    expected = (3 * mse(pred[:3, :4], target[:3, :4]) + 2 * mse(pred[3:, 4:], target[3:, 4:])) / 5
+    value = losses.known_points_loss(name, pred, joint)
+    expected = (3 * losses.landmark_loss(name, pred[:3, :4], target[:3, :4])
+                + 2 * losses.landmark_loss(name, pred[3:, 4:], target[3:, 4:])) / 5
     assert torch.isfinite(value) and torch.allclose(value, expected)
     value.backward()
     assert (pred.grad[:3, 4:] == 0).all() and (pred.grad[3:, :4] == 0).all()  # no pull on points a face lacks
     assert (pred.grad[:3, :4] != 0).all() and (pred.grad[3:, 4:] != 0).all()
+
+
+def test_the_heatmap_divergence_of_a_joint_batch_counts_each_face_on_its_own_points():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 6, 8, 8, requires_grad=True)
+    target = torch.rand(4, 6, 2) * 256
+    joint = target.clone()
+    joint[:2, 3:] = float("nan")
+    joint[2:, :3] = float("nan")
+    value = losses.heatmap_divergence(logits, joint)
+    expected = (losses.heatmap_divergence(logits[:2, :3], target[:2, :3])
+                + losses.heatmap_divergence(logits[2:, 3:], target[2:, 3:])) / 2
+    assert torch.allclose(value, expected)
+    value.backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad[:2, 3:] == 0).all()
 
 
 def test_the_training_set_puts_both_schemes_side_by_side():

@@ -38,7 +38,7 @@ def test_the_heatmap_divergence_is_zero_on_the_target_gaussian_and_grows_away_fr
     cells = 12
     c = cell_centres(cells, torch.zeros(1))
     step = float(c[1] - c[0])
-    target = torch.tensor([[[float(c[4]), float(c[7])]]])  # x on column 4, y on row 7
+    target = torch.tensor([[[float(c[4]), float(c[7])]]]) * 256  # x on column 4, y on row 7; pixels of 256
     gauss = -0.5 * (((c.view(1, -1) - target[0, 0, 0]) / step) ** 2 + ((c.view(-1, 1) - target[0, 0, 1]) / step) ** 2)
     on = heatmap_divergence(gauss.view(1, 1, cells, cells), target)
     assert float(on) < 1e-6

@@ -201,16 +201,15 @@ def test_more_epochs_keep_the_search_study():
 def test_a_last_batch_of_one_image_is_left_out():
     import torch
 
-    from lmkit.train.batches import Batches
-    from lmkit.train.config import TrainConfig
+    from lmkit.train.config import DevicePlan, TrainConfig
+    from lmkit.train.loop import batches
 
-    cfg = TrainConfig(batch_size=8, input_size=32)
-    images = np.zeros((9, 40, 40, 3), np.uint8)
-    batches = list(Batches(images, np.zeros((9, 2, 2), np.float32), torch.arange(9), cfg, torch.Generator(),
-                           torch.device("cpu")))
-    assert [len(x) for x, _ in batches] == [8]
-    ten = list(Batches(np.zeros((10, 40, 40, 3), np.uint8), np.zeros((10, 2, 2), np.float32), torch.arange(10), cfg,
-                       torch.Generator(), torch.device("cpu")))
+    cfg, plan = TrainConfig(batch_size=8, input_size=32), DevicePlan.choose("cpu")
+    nine = list(batches(np.zeros((9, 40, 40, 3), np.uint8), np.zeros((9, 2, 2), np.float32), torch.arange(9), cfg,
+                        torch.Generator(), plan, 40))
+    assert [len(x) for x, _ in nine] == [8]
+    ten = list(batches(np.zeros((10, 40, 40, 3), np.uint8), np.zeros((10, 2, 2), np.float32), torch.arange(10), cfg,
+                       torch.Generator(), plan, 40))
     assert [len(x) for x, _ in ten] == [8, 2]
 
 

@@ -31,53 +31,22 @@ def _model(p, train):
 def test_short_training_lowers_the_loss(data):
     p, train, val = data
     cfg = TrainConfig.from_params(p, "cpu", epochs=4, lr=2e-3, weight_decay=0.0)
-    hist = fit(_model(p, train), *train, *val, cfg, step=STUDY.train_step, log=lambda _: None)
+    hist = fit(_model(p, train), STUDY.train_step, train, val, cfg, log=lambda _: None)
     assert list(hist["epoch"]) == [1, 2, 3, 4]
     assert hist["train_mse"].iloc[-1] < 0.7 * hist["train_mse"].iloc[0]
-
-
-def test_weight_average_is_what_is_validated_kept_and_resumed(data, tmp_path):
-    """With ``train.ema`` the checkpoints' weights are the moving average that validation scored
-    (the trained weights beside them, for a resume), the model ends as that average, and a resumed
-    run ends where an uninterrupted one does."""
-    p, train, val = data
-    quiet = lambda _: None  # noqa: E731
-    cfg = TrainConfig.from_params(p, "cpu", epochs=2, lr=1e-3, weight_decay=1e-4, ema=0.9, keep_last=True)
-    full_model = _model(p, train)
-    full = fit(full_model, *train, *val, cfg, out_dir=tmp_path / "full", step=STUDY.train_step, log=quiet)
-    last = load_checkpoint(tmp_path / "full" / "last.pt")
-    assert any(not torch.equal(a, last["trained"][k]) for k, a in last["model"].items())
-    scored = {}
-    for which in ("model", "trained"):
-        net = _model(p, train)
-        net.load_state_dict(last[which])
-        scored[which] = validate(net, *val, cfg, train[0].shape[1])
-    assert scored["model"] == pytest.approx(full["val_mse"].iloc[-1], rel=1e-5)
-    assert scored["trained"] != pytest.approx(scored["model"], rel=1e-3)
-    for k, a in full_model.state_dict().items():
-        torch.testing.assert_close(a, last["model"][k])
-
-    fit(_model(p, train), *train, *val, TrainConfig.from_params(p, "cpu", epochs=1, lr=1e-3, weight_decay=1e-4,
-                                                                 ema=0.9, keep_last=True),
-        out_dir=tmp_path / "parts", step=STUDY.train_step, log=quiet)
-    resumed_model = _model(p, train)
-    resumed = fit(resumed_model, *train, *val, cfg, out_dir=tmp_path / "parts", resume=True, step=STUDY.train_step, log=quiet)
-    np.testing.assert_allclose(resumed["val_mse"], full["val_mse"], rtol=1e-4)
-    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_resume_continues_and_matches_an_uninterrupted_run(data, tmp_path):
     p, train, val = data
     cfg = TrainConfig.from_params(p, "cpu", epochs=3, lr=1e-3, weight_decay=1e-4)
     full_model = _model(p, train)
-    full = fit(full_model, *train, *val, cfg, out_dir=tmp_path / "full", step=STUDY.train_step, log=lambda _: None)
+    full = fit(full_model, STUDY.train_step, train, val, cfg, out_dir=tmp_path / "full", log=lambda _: None)
 
-    first = TrainConfig.from_params(p, "cpu", epochs=2, lr=1e-3, weight_decay=1e-4)
-    fit(_model(p, train), *train, *val, first, out_dir=tmp_path / "parts", step=STUDY.train_step, log=lambda _: None)
+    first = TrainConfig.from_params(p, "cpu", epochs=2, lr=1e-3, weight_decay=1e-4, keep_checkpoints=True)
+    fit(_model(p, train), STUDY.train_step, train, val, first, out_dir=tmp_path / "parts", log=lambda _: None)
     logs = []
     resumed_model = _model(p, train)
-    resumed = fit(resumed_model, *train, *val, cfg, out_dir=tmp_path / "parts", resume=True, step=STUDY.train_step, log=logs.append)
+    resumed = fit(resumed_model, STUDY.train_step, train, val, cfg, out_dir=tmp_path / "parts", resume=True, log=logs.append)
     assert "resuming" in logs[0] and "after epoch 2" in logs[0]
     assert list(resumed["epoch"]) == [1, 2, 3]
     np.testing.assert_allclose(resumed["train_mse"], full["train_mse"], rtol=1e-4)
@@ -101,8 +70,9 @@ def test_a_huge_learning_rate_stops_at_the_first_non_finite_loss(data, tmp_path)
 
     p, train, val = data
     huge = TrainConfig.from_params(p, "cpu", epochs=3, lr=1e12, weight_decay=0.0)
-    with pytest.raises(Diverged, match=r"training diverged: the (training loss|validation MSE) is (nan|inf).*epoch 1"):
-        fit(_model(p, train), *train, *val, huge, out_dir=tmp_path, step=STUDY.train_step, log=lambda _: None)
+    with pytest.raises(Diverged, match=r"training diverged: the (training loss is not finite|validation MSE is (nan|inf)).*"
+                                       r"epoch 1"):
+        fit(_model(p, train), STUDY.train_step, train, val, huge, out_dir=tmp_path, log=lambda _: None)
     assert not (tmp_path / "history.csv").exists()  # no epoch of NaN was recorded
 
 
@@ -116,8 +86,8 @@ def test_divergence_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
         loss, pred = STUDY.train_step(*args)
         return (torch.tensor(float("nan")), pred) if len(calls) > 3 else (loss, pred)
 
-    with pytest.raises(Diverged, match=r"loss is nan at epoch 2, step 1.*last\.pt \(epoch 1\), is kept"):
-        fit(_model(p, train), *train, *val, cfg, out_dir=tmp_path, step=failing_in_epoch_2, log=lambda _: None)
+    with pytest.raises(Diverged, match=r"loss is not finite at epoch 2, step 1.*last\.pt \(epoch 1\), is kept"):
+        fit(_model(p, train), failing_in_epoch_2, train, val, cfg, out_dir=tmp_path, log=lambda _: None)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
     assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1]
 
@@ -126,41 +96,40 @@ def test_leftover_temporary_files_are_removed_and_resume_never_silently_restarts
     p, train, val = data
     cfg = TrainConfig.from_params(p, "cpu", epochs=1, lr=1e-3, weight_decay=0.0)
     with pytest.raises(FileNotFoundError, match="train.resume is true but there is no checkpoint"):
-        fit(_model(p, train), *train, *val, cfg, out_dir=tmp_path, resume=True, step=STUDY.train_step, log=lambda _: None)
+        fit(_model(p, train), STUDY.train_step, train, val, cfg, out_dir=tmp_path, resume=True, log=lambda _: None)
     debris = tmp_path / ".last.tmp4242.pt"
     debris.write_bytes(b"half a checkpoint")
     logs = []
-    fit(_model(p, train), *train, *val, cfg, out_dir=tmp_path, step=STUDY.train_step, log=logs.append)
+    fit(_model(p, train), STUDY.train_step, train, val, cfg, out_dir=tmp_path, log=logs.append)
     assert not debris.exists() and any("half-written" in line for line in logs)
 
 
 def test_the_heatmap_loss_adds_the_heatmaps_divergence_to_the_training_loss(data):
-    from dataclasses import replace
-
+    """03's "Beyond the study" cell, with a heatmap head, L1 and the DSNT regulariser: the step it
+    defines trains on L1 plus the weighted divergence of the same forward pass."""
     import torch.nn.functional as F
 
+    from lmkit.study import cells
     from lmkit.study.losses import heatmap_divergence
     from lmkit.study.modelinfo import REFERENCE_SIZE
-    from lmkit.train.devices import TrainingNetwork
 
     p, train, _ = data
-    cfg = replace(TrainConfig.from_params(p, "cpu", lr=1e-3, weight_decay=0.0), loss="l1", heatmap_loss=5.0,
-                  autocast="none")  # float32: the sum is checked to 1e-4 (bfloat16 would be the CPU's choice here)
-    model = new_model(STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", head="heatmap-s4")
-    x = torch.rand(4, 3, 32, 32)
-    y = torch.rand(4, 194, 2) * 32
+    p = P.merge(p, {"model.head": "heatmap-s4", "model.head_init": "default", "train.loss": "l1",
+                    "train.heatmap_loss": 5.0, "train.autocast": "none"})  # float32: the sum is checked to 1e-4
+    study = cells.study("03_train", params=p)
+    cfg = TrainConfig.from_params(p, "cpu", lr=1e-3, weight_decay=0.0)
+    model = new_model(study.build_network, 194, None, 0, "cpu", pretrained=False)
+    assert model.head == "heatmap-s4"
+    x, y = torch.rand(4, 3, 32, 32), torch.rand(4, 194, 2) * REFERENCE_SIZE
     model.train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         points, logits = model(x, heatmaps=True)
-        target = y * (REFERENCE_SIZE / 32)
-        expected = F.l1_loss(points, target) + 5.0 * heatmap_divergence(logits, target / REFERENCE_SIZE)
+        expected = F.l1_loss(points, y) + 5.0 * heatmap_divergence(logits, y)
     model.load_state_dict(state)  # the batch norm's running statistics as before
-    loss, _ = STUDY.train_step(TrainingNetwork(model, cfg.plan()), torch.optim.SGD(model.parameters(), lr=0.0), x,
-                               y * (REFERENCE_SIZE / 32), cfg)  # 03's step, as the loop calls it
-    loss = float(loss)
-    assert loss == pytest.approx(float(expected), rel=1e-4)
-    assert loss > float(F.l1_loss(points, target)) + 1.0  # the divergence (> 0.2 nats at random init) is in it
+    loss, _ = study.train_step(model, torch.optim.SGD(model.parameters(), lr=0.0), cfg.plan().grad_scaler(), x, y, cfg)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-4)
+    assert float(loss) > float(F.l1_loss(points, y)) + 1.0  # the divergence (> 0.2 nats at random init) is in it
 
 
 def test_a_finished_training_keeps_only_the_best_weights_unless_asked(tmp_path):
@@ -218,6 +187,6 @@ def test_keep_last_makes_the_last_epoch_the_best_checkpoint(data, tmp_path):
         cfg = TrainConfig.from_params(P.merge(p, {"data.final": final}), "cpu", epochs=3, lr=1e-3, weight_decay=0.0)
         assert cfg.keep_last is final
         out = tmp_path / str(final)
-        hist = fit(_model(p, train), *train, *val, cfg, out_dir=out, step=spoiled_in_epoch_3, log=lambda _: None)
+        hist = fit(_model(p, train), spoiled_in_epoch_3, train, val, cfg, out_dir=out, log=lambda _: None)
         assert hist["val_mse"].iloc[2] > hist["val_mse"].iloc[:2].min()  # the spoiled epoch validated worse
         assert load_checkpoint(out / "best.pt")["epoch"] == expected(hist)

@@ -1,5 +1,5 @@
 """Start data-parallel training of a run on this machine: ``torchrun`` with N processes,
-each running ``lmkit.chain.distributed`` (which trains through ``lmkit.chain.training.fit_run`` with
+each running ``lmkit.chain.distributed`` (which trains through ``lmkit.chain.distributed.train_run`` with
 notebook 03's study cells)."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from lmkit.run.params import Params
 
 def train_in_processes(run, params: Params, build, step, log=print):
     """Notebook 03's training in ``train.processes`` processes on this machine (``torchrun``), each
-    running ``lmkit.chain.training.fit_run`` with 03's study cells as saved; refused when ``build`` or
+    running ``lmkit.chain.distributed.train_run`` with 03's study cells as saved; refused when ``build`` or
     ``step`` (this kernel's) differ from the saved cells. Returns the history.
 
     Used in: 03_train, "Training"."""
