@@ -36,5 +36,5 @@ def test_the_line_names_each_notebook_and_section():
     assert used_in_line([("03_train", "Training"), ("04_evaluate", "The model file")]) == \
         'Used in: 03_train, "Training"; 04_evaluate, "The model file".'
     where = dict(helpers())
-    assert '03_train, "Training"' in where["lmkit.chain.training.fit_run"][1]
+    assert '03_train, "Training"' in where["lmkit.train.loop.fit"][1]
     assert '04_evaluate, "The model file"' in where["lmkit.use.packaging.package_model"][1]

@@ -38,16 +38,16 @@ def test_the_heatmap_divergence_is_zero_on_the_target_gaussian_and_grows_away_fr
     cells = 12
     c = cell_centres(cells, torch.zeros(1))
     step = float(c[1] - c[0])
-    target = torch.tensor([[[float(c[4]), float(c[7])]]]) * 256  # x on column 4, y on row 7; pixels of 256
+    target = torch.tensor([[[float(c[4]), float(c[7])]]])  # x on column 4, y on row 7, fractions of the input
     gauss = -0.5 * (((c.view(1, -1) - target[0, 0, 0]) / step) ** 2 + ((c.view(-1, 1) - target[0, 0, 1]) / step) ** 2)
-    on = heatmap_divergence(gauss.view(1, 1, cells, cells), target)
+    on = heatmap_divergence(gauss.view(1, 1, cells, cells), target * 256)
     assert float(on) < 1e-6
-    off = [float(heatmap_divergence(torch.roll(gauss, k, dims=1).view(1, 1, cells, cells), target)) for k in (1, 2, 4)]
-    flat = float(heatmap_divergence(torch.zeros(1, 1, cells, cells), target))
+    off = [float(heatmap_divergence(torch.roll(gauss, k, dims=1).view(1, 1, cells, cells), target * 256)) for k in (1, 2, 4)]
+    flat = float(heatmap_divergence(torch.zeros(1, 1, cells, cells), target * 256))
     assert 0 < off[0] < off[1] < off[2] <= math.log(2) and 0 < flat < math.log(2)
     # its gradient moves a flat heatmap's mass toward the target cell
     logits = torch.zeros(1, 1, cells, cells, requires_grad=True)
-    heatmap_divergence(logits, target).backward()
+    heatmap_divergence(logits, target * 256).backward()
     assert logits.grad[0, 0].argmin() == 7 * cells + 4
 
 

@@ -178,13 +178,13 @@ def test_every_p_option_of_the_lmkit_command_says_what_it_does():
 
 
 def test_a_weights_file_counts_by_its_bytes_not_its_name(tmp_path):
-    """Keys marked contents=True in the schema (the weights files: model.pretrained, train.teacher) name a file whose bytes count: a
+    """Keys marked contents=True in the schema (the weights file: model.pretrained) name a file whose bytes count: a
     new file at the same path gives the search study another name (and the chain's reuse compares
     the same {file, sha1}); true and false stay as they are."""
     from lmkit.run.digests import by_contents
     from lmkit.train.search import study_name
 
-    assert P.CONTENT_KEYS == {"model.pretrained", "train.teacher"}
+    assert P.CONTENT_KEYS == {"model.pretrained"}
     weights = tmp_path / "resnet18.pth"
     weights.write_bytes(b"first weights")
     params = P.load(None, {"model.pretrained": str(weights)})

@@ -121,17 +121,17 @@ def test_resume_with_other_settings_is_refused_naming_each_key(tmp_path):
     images = rng.integers(0, 255, (12, 64, 64, 3), dtype=np.uint8)
     pts = rng.uniform(10, 50, (12, 194, 2)).astype(np.float32)
     p = P.load(None, {"model.input_size": 32, "train.batch_size": 4, "train.epoch_multiplier": 1})
-    cfg = TrainConfig.from_params(p, "cpu", epochs=1)
-    fit(new_model(STUDY.build_network, 194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], cfg, out_dir=tmp_path,
-        step=STUDY.train_step, log=lambda _: None)
+    cfg = TrainConfig.from_params(p, "cpu", epochs=1, keep_checkpoints=True)
+    fit(new_model(STUDY.build_network, 194, None, 0, "cpu", **model_options(p)), STUDY.train_step, (images[:8], pts[:8]), (images[8:], pts[8:]), cfg, out_dir=tmp_path,
+        log=lambda _: None)
     other = TrainConfig.from_params(P.merge(p, {"model.input_size": 48, "seed": 1}), "cpu", epochs=2)
     with pytest.raises(ValueError, match=r"cannot resume.*input_size: 32 in the checkpoint, 48 now; seed: 0 in the "
                                          r"checkpoint, 1 now"):
-        fit(new_model(STUDY.build_network, 194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], other, out_dir=tmp_path,
-            resume=True, step=STUDY.train_step, log=lambda _: None)
+        fit(new_model(STUDY.build_network, 194, None, 0, "cpu", **model_options(p)), STUDY.train_step, (images[:8], pts[:8]), (images[8:], pts[8:]), other, out_dir=tmp_path,
+            resume=True, log=lambda _: None)
     more = TrainConfig.from_params(p, "cpu", epochs=2)  # only the epochs changed: fine
-    hist = fit(new_model(STUDY.build_network, 194, None, 0, "cpu", **model_options(p)), images[:8], pts[:8], images[8:], pts[8:], more, out_dir=tmp_path,
-               resume=True, step=STUDY.train_step, log=lambda _: None)
+    hist = fit(new_model(STUDY.build_network, 194, None, 0, "cpu", **model_options(p)), STUDY.train_step, (images[:8], pts[:8]), (images[8:], pts[8:]), more, out_dir=tmp_path,
+               resume=True, log=lambda _: None)
     assert list(hist["epoch"]) == [1, 2]
 
 

@@ -165,9 +165,8 @@ def test_every_measured_number_quoted_outside_the_results_page_is_on_it(where):
     assert not sorted(n for n in numbers if n not in page), where
 
 
-def test_the_readme_is_short_and_points_only_at_params_files_that_exist():
+def test_the_readme_points_only_at_params_files_that_exist():
     readme = (ROOT / "README.md").read_text()
-    assert len(readme.splitlines()) <= 400
     from lmkit import cli
 
     for text in (readme, cli.__doc__):

@@ -127,7 +127,7 @@ def write_torch(obj, path: Path) -> None:
 def read_json(path: Path, producer: str):
     """A JSON file another stage wrote; a missing one is refused, naming the stage (``producer``) that writes it.
 
-    Used in: 01_prepare, "Prepare the data"; 02_hpsearch, "The objective"; 03_train, "Train"."""
+    Used in: 01_prepare, "Prepare the data"; 02_hpsearch, "The objective"."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; run notebook {producer} first")

@@ -35,6 +35,9 @@ def wing_errors(pred, target, width: float = WING[0], curvature: float = WING[1]
 
 
 def wing_loss(pred, target, width: float = WING[0], curvature: float = WING[1]) -> torch.Tensor:
+    """Wing loss averaged over faces, points and x, y.
+
+    Used in: 03_train, "Beyond the study"."""
     return wing_errors(pred, target, width, curvature).mean()
 
 
@@ -77,7 +80,9 @@ def mean_over_known(values: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
 def known_points_loss(name: str, pred, target, wing=WING) -> torch.Tensor:
     """``landmark_loss`` for a batch whose faces carry different points (``data.joint_train``):
     each face's loss on its own points, then the mean over faces. A batch where every face has
-    every point gives ``landmark_loss`` up to rounding."""
+    every point gives ``landmark_loss`` up to rounding.
+
+    Used in: 03_train, "Beyond the study"."""
     has = known(target)
     filled = torch.where(has.unsqueeze(-1), target, pred.detach())  # finite everywhere: no NaN gradient
     return mean_over_known(point_errors(name, pred, filled, wing), has)
@@ -89,7 +94,9 @@ def heatmap_divergence(logits: torch.Tensor, target: torch.Tensor, sigma: float 
     of the 256 frame; NaN for a point a face does not have), averaged over each face's points, then
     over the faces: the DSNT regulariser (Nibali et al. 2018), which asks the soft-argmax's
     distribution to be one compact peak where the point is, not any spread whose mean happens to
-    land there. In nats, between 0 and ln 2."""
+    land there. In nats, between 0 and ln 2.
+
+    Used in: 03_train, "Beyond the study"."""
     n, k, h, w = logits.shape
     has = known(target)
     target = torch.where(has.unsqueeze(-1), target / REFERENCE_SIZE, 0.5)  # a missing point: any finite place

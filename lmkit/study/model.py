@@ -43,7 +43,7 @@ class LandmarkRegressor(nn.Module):
     - ``heatmap-s4``: the same pyramid taken one level further down, onto layer 1 (stride 4:
       24x24 cells at 96 px instead of 12x12).
 
-    Used in: 03_train, "The network"."""
+    Used in: 03_train, "The network"; 03_train, "Beyond the study"."""
 
     def __init__(self, n_points: int, pretrained: bool | str = False, head: str = "regression",
                  backbone: nn.Module | None = None):
