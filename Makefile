@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 RUN ?= quick
 
-.PHONY: setup report test test-fast results lab clean clean-all
+.PHONY: setup report test test-fast lint results lab lines clean clean-all
 
 setup: $(VENV)/.installed
 
@@ -19,11 +19,14 @@ $(VENV)/.installed: pyproject.toml
 report: setup
 	$(VENV)/bin/lmkit run params/$(RUN).yaml
 
-test: setup
+test: lint
 	$(VENV)/bin/python -m pytest -q
 
+lint: setup
+	$(VENV)/bin/ruff check
+
 # the edit loop: every test but those marked slow (whole chains, several trainings)
-test-fast: setup
+test-fast: lint
 	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 # the results page and the README's headline table from docs/results/ (the same bytes from any clean
@@ -31,6 +34,12 @@ test-fast: setup
 # to add there: lmkit results --rows reports/NAME; a preview with your run folders: lmkit results reports/*/
 results: setup
 	$(VENV)/bin/lmkit results --out RESULTS.md --readme README.md
+
+# lmkit's lines, then those every epoch of 03's training cell runs through beyond the study's own
+# modules (lmkit/study): the loop, its settings and device plan, the checkpoints
+lines:
+	@find lmkit -name '*.py' | xargs cat | wc -l | sed 's/$$/ lines in lmkit/'
+	@wc -l lmkit/train/loop.py lmkit/train/config.py lmkit/train/checkpoints.py
 
 # JupyterLab at the repository root: notebooks/, params/ and reports/ all reachable
 lab: setup

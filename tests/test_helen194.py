@@ -12,7 +12,6 @@ from lmkit.data.readers import entries_helen, helen_inventory
 from lmkit.study.schemes import HELEN194, Scheme, check_mirror
 from lmkit.data.synthetic import synthetic_faces
 
-from tests.conftest import write_image
 
 
 def write_helen(root, n_train=6, n_test=2, crlf=False, seed=0):

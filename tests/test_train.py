@@ -7,7 +7,7 @@ from lmkit.run import params as P
 from lmkit.study import metrics
 from lmkit.data.prepare import prepare, split_train_val
 from lmkit.train.config import TrainConfig, model_options, new_model
-from lmkit.train.loop import Diverged, fit, validate
+from lmkit.train.loop import Diverged, fit
 from lmkit.train.checkpoints import load_checkpoint
 from tests.study import STUDY
 
