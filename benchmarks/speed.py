@@ -16,7 +16,7 @@ Prediction on photos, beside dlib: ``python -m benchmarks.predict``.
 
 ``--head``, ``--heatmap-loss`` and ``--compile`` measure (a) and (b) for another head, with the DSNT
 regulariser, or with ``torch.compile`` (compiled in the untimed warm-up steps).
-``--autocasts`` measures (a) and (b) under each mixed precision (train.autocast; the CPU's
+``--autocasts`` measures (a) and (b) under each mixed precision (system.autocast; the CPU's
 instruction set, which decides whether bfloat16 pays, is printed and recorded).
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device
     count its batches, augmentation, syncs and the validation of two faces). Measured in alternating
     rounds (medians), so that drift of the machine hits both alike; and (b)/(a): the median of each
     round's ratio, with the lowest and highest. ``head``, ``heatmap_loss`` and ``compile`` as
-    model.head, train.heatmap_loss and model.compile; a compiled model is compiled in the warm-up."""
+    model.head, train.heatmap_loss and system.compile; a compiled model is compiled in the warm-up."""
     params = P.load(None, {"model.head": head, "train.heatmap_loss": heatmap_loss})
     study = cells.study("03_train", params=params)  # the notebook's network and step, as fit() runs them
     plan = DevicePlan.choose(device) if plan is None else plan
@@ -138,10 +138,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=7, help="alternating rounds of (a) and (b); medians are reported "
                     "(a 2-core host varied by +-10%% from round to round)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--autocasts", nargs="+", default=["auto"], help="train.autocast values to measure")
+    ap.add_argument("--autocasts", nargs="+", default=["auto"], help="system.autocast values to measure")
     ap.add_argument("--head", default="regression", help="model.head of the trained network")
     ap.add_argument("--heatmap-loss", type=float, default=0.0, help="train.heatmap_loss (heatmap heads)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model (model.compile)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (system.compile)")
     ap.add_argument("--json", default="reports/benchmark.json")
     args = ap.parse_args(argv)
     device = pick_device(args.device)

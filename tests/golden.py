@@ -16,7 +16,7 @@ from pathlib import Path
 GOLDEN = Path(__file__).parent / "data" / "golden_losses.json"
 CHANGES = {"data.synthetic_train": 24, "data.synthetic_test": 4, "model.input_size": 32,
            "model.head_init": "mean_shape", "train.epochs": 2, "train.batch_size": 8, "train.epoch_multiplier": 2,
-           "train.lr": 1e-3, "train.weight_decay": 1e-4, "train.autocast": "none"}  # float32 on every CPU
+           "train.lr": 1e-3, "train.weight_decay": 1e-4, "system.autocast": "none"}  # float32 on every CPU
 
 
 def golden_run(tmp: Path, changes: dict | None = None) -> dict:

@@ -29,7 +29,7 @@ def _train(run, params, log=print):
     from lmkit.use.packaging import package_model
 
     study = cells.study("03_train", params=params)  # as the run's params pick them
-    if params.train.processes > 1:  # as 03's training cell
+    if params.system.processes > 1:  # as 03's training cell
         from lmkit.chain.launch import train_in_processes
 
         history = train_in_processes(run, params, study.build_network, study.train_step, log)

@@ -69,9 +69,9 @@ def test_ablation_rows_are_params_files_with_seeds(tmp_path):
 
 
 # keys the run supplies to every ablation row (its data, model size, budget, device plan, search winner)
-RUN_KEYS = {"model.input_size", "model.pretrained", "model.head_init", "model.compile", "train.epochs",
-            "train.batch_size", "train.lr", "train.weight_decay", "train.epoch_multiplier", "train.device",
-            "train.resident", "train.prefetch", "train.autocast", "train.channels_last", "train.processes",
+RUN_KEYS = {"model.input_size", "model.pretrained", "model.head_init", "system.compile", "train.epochs",
+            "train.batch_size", "train.lr", "train.weight_decay", "train.epoch_multiplier", "system.device",
+            "system.resident", "system.prefetch", "system.autocast", "system.channels_last", "system.processes",
             "train.resume", "train.keep_checkpoints", "eval.thresholds", "eval.ced_max", "eval.detector_box",
             "model.detector"}  # the detector rows' face detector: the run's (the ablation scores annotation crops)
 

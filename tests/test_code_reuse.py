@@ -178,7 +178,7 @@ def test_a_wing_loss_written_in_03s_cell_is_what_trains(tmp_path, processes):
     two (torchrun, gloo), where each process runs the saved cells."""
     nb = _wing_notebooks(tmp_path / "notebooks")
     logs = []
-    _chain(tmp_path / "run", nb, logs, [f"train.processes={processes}", "train.epochs=2", "train.batch_size=12"],
+    _chain(tmp_path / "run", nb, logs, [f"system.processes={processes}", "train.epochs=2", "train.batch_size=12"],
            notebooks=CHAIN[:3])
     history = pd.read_csv(RunFolder(tmp_path / "run").history)
     assert not np.allclose(history["train_loss"], history["train_mse"], rtol=1e-3)

@@ -69,7 +69,7 @@ def test_training_step_launches_torchrun_with_processes(tmp_path):
     from lmkit.run.folder import RunFolder
 
     run = RunFolder(tmp_path / "run")
-    params = P.load(None, CHANGES | {"train.processes": 2, "train.epochs": 1, "search.enabled": False})
+    params = P.load(None, CHANGES | {"system.processes": 2, "train.epochs": 1, "search.enabled": False})
     P.dump(params, run.params)
     steps.prepare(run, params, log=lambda _: None)
     steps.hpsearch(run, params, log=lambda _: None)
@@ -98,7 +98,7 @@ def test_two_nodes_through_torchruns_rendezvous(tmp_path):
     from lmkit.run.folder import RunFolder
 
     run = RunFolder(tmp_path / "run")
-    params = P.load(None, CHANGES | {"train.processes": 2, "train.epochs": 2, "search.enabled": False})
+    params = P.load(None, CHANGES | {"system.processes": 2, "train.epochs": 2, "search.enabled": False})
     P.dump(params, run.params)
     steps.prepare(run, params, log=lambda _: None)
     steps.hpsearch(run, params, log=lambda _: None)

@@ -19,7 +19,7 @@ from tests.conftest import TINY
 from tests.golden import golden_run
 from tests.study import STUDY, steps
 
-GPU_PATH = {"train.resident": True, "train.prefetch": True, "train.autocast": "bfloat16"}
+GPU_PATH = {"system.resident": True, "system.prefetch": True, "system.autocast": "bfloat16"}
 # relative, per epoch, against the float32 golden run on the same machine: the training loss (a mean over
 # every batch) within 10%; the validation MSE of this 24-face, two-epoch run swings more with the last bits
 # (bfloat16 against float32: 18% at the second epoch on an Intel Xeon AVX-512 host, 12% on AMD EPYC)
@@ -50,8 +50,8 @@ def test_auto_on_a_cpu_trains_in_bfloat16_only_where_it_is_native(monkeypatch, n
     forced = DevicePlan.choose("cpu", True, True, "float16", False)
     assert (forced.resident, forced.prefetch, forced.autocast, forced.channels_last) == (True, True, "float16", False)
     assert forced.grad_scaler().is_enabled()
-    with pytest.raises(P.ParamsError, match="train.autocast"):
-        P.load(None, {"train.autocast": "int8"})
+    with pytest.raises(P.ParamsError, match="system.autocast"):
+        P.load(None, {"system.autocast": "int8"})
 
 
 def test_predict_autocasts_to_the_precision_it_is_given(monkeypatch):
@@ -108,7 +108,7 @@ def test_a_training_epoch_reads_from_the_device_a_fixed_few_times(monkeypatch, t
     """No sync in the step: the number of reads (item, bool, float, int, tolist, cpu) that lmkit's
     code and 03's study cells make in an epoch does not grow with its steps (torch's own CPU-side
     reads, such as Adam's step count, are not the loop's)."""
-    p = P.load(None, TINY | {"train.autocast": "none", "train.epoch_multiplier": 1})
+    p = P.load(None, TINY | {"system.autocast": "none", "train.epoch_multiplier": 1})
     rng = np.random.default_rng(0)
     val = (rng.integers(0, 255, (4, 48, 48, 3), dtype=np.uint8), rng.uniform(8, 40, (4, 194, 2)).astype(np.float32))
 
@@ -160,7 +160,7 @@ def test_float16_trains_with_a_gradient_scaler_and_resumes_it(tmp_path):
     from lmkit.data.prepare import prepare, split_train_val
     from lmkit.study.metrics import mean_shape
 
-    p = P.load(None, TINY | {"train.autocast": "float16", "train.epochs": 2, "train.keep_checkpoints": True})
+    p = P.load(None, TINY | {"system.autocast": "float16", "train.epochs": 2, "train.keep_checkpoints": True})
     tr = prepare(p.data, 0, tmp_path / "cache", lambda _: None)["train"]
     s = split_train_val(len(tr), 0.25, 0)
     train, val = (tr.images[s["train"]], tr.landmarks[s["train"]]), (tr.images[s["val"]], tr.landmarks[s["val"]])
@@ -199,7 +199,7 @@ def test_a_torchrun_worker_on_a_gpu_machine_uses_nccl_and_its_local_gpu(tmp_path
     monkeypatch.setattr(dist, "get_rank", lambda: 0)
     monkeypatch.setattr(dist, "destroy_process_group", lambda: None)
     monkeypatch.setattr(distributed, "train_run",
-                        lambda run, params, build, step, log: seen.setdefault("device", params.train.device))
+                        lambda run, params, build, step, log: seen.setdefault("device", params.system.device))
     assert distributed.main([str(run.root)]) == 0
     assert seen == {"gpu": 1, "backend": "nccl", "device": "cuda:1"}
 

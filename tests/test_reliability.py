@@ -148,7 +148,7 @@ def test_bad_folders_and_devices_are_refused_before_any_notebook(tmp_path):
              "data.root: .*nowhere is not a folder")
     _refused(P.load(None, {"data.source": "helen", "data.root": str(root)}), tmp_path / "r",
              r"not in the helen layout \(missing trainnames.txt, annotation\); it looks like the 300w layout")
-    _refused(P.load(None, {"train.device": "cuda"}), tmp_path / "r", "no CUDA device") if not \
+    _refused(P.load(None, {"system.device": "cuda"}), tmp_path / "r", "no CUDA device") if not \
         __import__("torch").cuda.is_available() else None
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -157,7 +157,7 @@ def test_bad_folders_and_devices_are_refused_before_any_notebook(tmp_path):
 
 @pytest.mark.parametrize("override, match", [
     ("model.input_size=7", "ResNet18 needs at least 32 pixels"),
-    ("train.device=gpu", "train.device: auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+    ("system.device=gpu", "system.device: auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
     ("train.lr=[1e-3", r"override train.lr: the value '\[1e-3' is not valid YAML"),
     ("train.learning_rate=1e-3", "did you mean 'train.lr'"),
 ])

@@ -115,7 +115,7 @@ def test_the_heatmap_loss_adds_the_heatmaps_divergence_to_the_training_loss(data
 
     p, train, _ = data
     p = P.merge(p, {"model.head": "heatmap-s4", "model.head_init": "default", "train.loss": "l1",
-                    "train.heatmap_loss": 5.0, "train.autocast": "none"})  # float32: the sum is checked to 1e-4
+                    "train.heatmap_loss": 5.0, "system.autocast": "none"})  # float32: the sum is checked to 1e-4
     study = cells.study("03_train", params=p)
     cfg = TrainConfig.from_params(p, "cpu", lr=1e-3, weight_decay=0.0)
     model = new_model(study.build_network, 194, None, 0, "cpu", pretrained=False)

@@ -1,7 +1,7 @@
 """Data-parallel training on several GPUs (or machines) with PyTorch's own engine:
 DistributedDataParallel, launched by ``torchrun``.
 
-With ``train.processes: N`` the training notebook launches (``lmkit.chain.launch``), on this machine,
+With ``system.processes: N`` the training notebook launches (``lmkit.chain.launch``), on this machine,
 
     python -m torch.distributed.run --standalone --nproc_per_node=N -m lmkit.chain.distributed RUN_DIR
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local_rank)
-        params = P.merge(params, {"train.device": f"cuda:{local_rank}"})
+        params = P.merge(params, {"system.device": f"cuda:{local_rank}"})
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
         cells = study(params=params)

@@ -15,7 +15,7 @@ from lmkit.run.params import Params
 
 
 def train_in_processes(run, params: Params, build, step, log=print):
-    """Notebook 03's training in ``train.processes`` processes on this machine (``torchrun``), each
+    """Notebook 03's training in ``system.processes`` processes on this machine (``torchrun``), each
     running ``lmkit.chain.distributed.train_run`` with 03's study cells as saved; refused when ``build`` or
     ``step`` (this kernel's) differ from the saved cells. Returns the history.
 
@@ -23,20 +23,20 @@ def train_in_processes(run, params: Params, build, step, log=print):
     import pandas as pd
 
     check_saved(build, step)
-    check_devices(params.train.processes, params.train.device)
-    launch(run, params.train.processes, log)
+    check_devices(params.system.processes, params.system.device)
+    launch(run, params.system.processes, log)
     return pd.read_csv(run.history)
 
 
 def check_devices(processes: int, device: str) -> None:
     """One GPU per process: refused before launching when there are fewer (each extra process
-    would fail at ``set_device`` with "invalid device ordinal"). On a CPU (``train.device: cpu``,
+    would fail at ``set_device`` with "invalid device ordinal"). On a CPU (``system.device: cpu``,
     or no CUDA) the processes share the cores."""
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device.startswith("cuda") and not gpus:
-        raise RuntimeError(f"train.device: {device} asked for, but this machine has no CUDA device")
+        raise RuntimeError(f"system.device: {device} asked for, but this machine has no CUDA device")
     if gpus and device != "cpu" and processes > gpus:
-        raise RuntimeError(f"train.processes: {processes} processes need {processes} GPUs, one each; this machine "
+        raise RuntimeError(f"system.processes: {processes} processes need {processes} GPUs, one each; this machine "
                            f"has {gpus} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
 
 

@@ -145,17 +145,17 @@ def preflight(params: P.Params, run: RunFolder) -> None:
         for extra in d.extra_train:
             if not Path(extra).is_dir():
                 raise ChainError(f"data.extra_train: {extra} is not a folder")
-    device = params.train.device
+    device = params.system.device
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise ChainError(f"train.device: {device} asked for, but this machine has no CUDA device (use auto or cpu)")
-    if params.train.processes > 1:
+            raise ChainError(f"system.device: {device} asked for, but this machine has no CUDA device (use auto or cpu)")
+    if params.system.processes > 1:
         from lmkit.chain.launch import check_devices
 
         try:
-            check_devices(params.train.processes, device)
+            check_devices(params.system.processes, device)
         except RuntimeError as e:
             raise ChainError(str(e)) from None
     if isinstance(params.model.pretrained, str) and not Path(params.model.pretrained).is_file():

@@ -31,7 +31,7 @@ STAGES = (
 BY_NAME = {s.notebook: s for s in STAGES}
 CHAIN = tuple(s.notebook for s in STAGES)
 NOTEBOOKS = CHAIN[:5]  # what lmkit run runs; the ablation is lmkit ablate
-NOT_RESULTS = {"train": P.NOT_RESULTS}  # keys whose values change no result (lmkit.run.params says which)
+NOT_RESULTS = {"train": P.NOT_RESULTS, "system": tuple(P.System.model_fields)}  # keys whose values change no result (lmkit.run.params says which)
 NOT_COMPARED = ("name",)  # read anywhere, compared nowhere: the run's name changes no result
 
 

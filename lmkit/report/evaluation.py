@@ -140,7 +140,7 @@ def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
 
     d = load_data(run, params)
     test, scheme = d.test, d.scheme
-    device = pick_device(params.train.device)
+    device = pick_device(params.system.device)
     model, info = load_model(run, params, device)
     mean = mean_shape(d.train.landmarks)
     flip_test, batch = params.eval.flip_test, params.train.batch_size

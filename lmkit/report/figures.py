@@ -314,7 +314,7 @@ def report_figures(run, params: Params, gradient) -> dict:
     labels = [f"{'best' if k < 3 else 'worst'} {k % 3 + 1}: {test.names[i]}\n"
               f"MSE {p.mse()[i]:.1f} px², NME {p.nme('model', norm)[i]:.3f} ({norm_label})"
               for k, i in enumerate(six)]
-    device = pick_device(params.train.device)
+    device = pick_device(params.system.device)
     model, info = load_model(run, params, device)
     size = info.input_size
     maps = saliency_maps(gradient, model, test.images[six], test.landmarks[six], size, device, info.view)

@@ -46,7 +46,8 @@ def keys_read(info: dict) -> dict:
             read.update(P.flatten(v, f"{k}.") if isinstance(v, dict) else {k: v})
     if read.get("search.enabled") is False:  # a disabled search's budget decides nothing
         read = {k: v for k, v in read.items() if not k.startswith("search.") or k == "search.enabled"}
-    return {k: v for k, v in read.items() if k not in WHERE and k.split(".")[-1] not in P.NOT_RESULTS}
+    return {k: v for k, v in read.items() if k not in WHERE and k.split(".")[-1] not in P.NOT_RESULTS
+            and not P.MOVED.get(k, k).startswith("system.")}
 
 
 @contextmanager

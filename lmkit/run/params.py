@@ -117,10 +117,10 @@ class Data(_Section):
 
 HEADS = ("regression", "heatmap", "heatmap-s4")  # model.head's choices, read by lmkit.study.model too
 DETECTORS = ("hog", "hog-coarse")  # model.detector's choices, read by lmkit.use.detector too
-# train keys that do not change what is trained: where and how it runs (the device plan: autocast
-# changes the last digits, as another device does), and whether it continues a checkpoint. Read
-# by the chain's reuse, the search study's name and the model file's record of its recipe.
-NOT_RESULTS = ("device", "resume", "resident", "prefetch", "autocast", "channels_last", "keep_checkpoints")
+# train keys that do not change what is trained: whether it continues a checkpoint and keeps them
+# (the system section as a whole is the other such set). Read by the chain's reuse, the search
+# study's name and the model file's record of its recipe.
+NOT_RESULTS = ("resume", "keep_checkpoints")
 
 
 class Model(_Section):
@@ -138,8 +138,6 @@ class Model(_Section):
     head_init: Literal["default", "mean_shape"] = key(
         "default", "default (torchvision's init) or mean_shape (the last layer starts at the mean training shape; "
         "regression head only)")
-    compile: bool = key(False, "`torch.compile` the model for training (a GPU speed-up for long runs; compiling "
-                        "takes a minute)")
     view: Literal["whole", "train-mean"] = key(
         "whole", "what the network sees of a crop at validation, test and prediction: whole (the study: the whole "
         "crop resized) or train-mean (the centre of the crop at the mean training crop, `train.crop_fraction` x "
@@ -191,6 +189,20 @@ class Train(_Section):
     warmup: int = key(0, "epochs of linear learning-rate warm-up before the schedule (study: 0)", ge=0)
     optimizer: Literal["adam", "adamw"] = key("adam", "adam (study: weight decay added to the gradient) or adamw "
                                               "(decoupled weight decay)")
+    resume: bool = key(False, "continue training from `<run>/train/last.pt`")
+    keep_checkpoints: bool = key(False, "after a finished training keep `train/last.pt` and `previous.pt` (with the "
+                                 "optimizer state, to resume with more epochs); else only `best.pt`'s weights stay")
+
+    @model_validator(mode="after")
+    def _together(self):
+        if self.warmup >= self.epochs:
+            raise ValueError(f"train.warmup: must be fewer than train.epochs ({self.epochs}), got {self.warmup}")
+        return self
+
+
+class System(_Section):
+    """Where and how fast a run trains, never what it trains: each key changes no result beyond the
+    last digits (``auto`` is lmkit's choice for the machine)."""
     device: Annotated[str, PlainValidator(_device)] = key("auto", "auto (CUDA when present, else CPU), cpu, cuda, "
                                                           "cuda:1, ...")
     resident: AutoOrBool = key("auto", "auto, true or false: the training set as one uint8 tensor on the device "
@@ -199,23 +211,14 @@ class Train(_Section):
                                "thread (auto: on CUDA)")
     autocast: Literal["auto", "none", "bfloat16", "float16"] = key(
         "auto", "mixed precision of the forward pass: none, bfloat16, or float16 with a gradient scaler (auto: "
-        "bfloat16 on CUDA and on CPUs that compute it natively (AVX-512 BF16, AMX), none on other CPUs)")
+        "bfloat16 where the device computes it natively (CUDA compute capability 8.0 and up, CPUs with AVX-512 "
+        "BF16 or AMX), float16 on older CUDA cards, none on other CPUs; validation and prediction on a CPU: none)")
     channels_last: AutoOrBool = key("auto", "auto, true or false: NHWC memory layout of model and batches "
                                     "(auto: true)")
     processes: Positive = key(1, "data-parallel training processes (DistributedDataParallel through torchrun, one "
                               "per GPU); `train.batch_size` is the global batch")
-    resume: bool = key(False, "continue training from `<run>/train/last.pt`")
-    keep_checkpoints: bool = key(False, "after a finished training keep `train/last.pt` and `previous.pt` (with the "
-                                 "optimizer state, to resume with more epochs); else only `best.pt`'s weights stay")
-
-    @model_validator(mode="after")
-    def _together(self):
-        if self.batch_size % self.processes:
-            raise ValueError(f"train.batch_size: {self.batch_size} must be divisible by train.processes "
-                             f"({self.processes})")
-        if self.warmup >= self.epochs:
-            raise ValueError(f"train.warmup: must be fewer than train.epochs ({self.epochs}), got {self.warmup}")
-        return self
+    compile: bool = key(False, "`torch.compile` the model for training (a GPU speed-up for long runs; compiling "
+                        "takes a minute)")
 
 
 class Search(_Section):
@@ -255,12 +258,16 @@ class Params(_Section):
     data: Data = Data()
     model: Model = Model()
     train: Train = Train()
+    system: System = System()
     search: Search = Search()
     eval: Eval = Eval()
     ablation: Ablation = Ablation()
 
     @model_validator(mode="after")
     def _together(self):
+        if self.train.batch_size % self.system.processes:
+            raise ValueError(f"train.batch_size: {self.train.batch_size} must be divisible by system.processes "
+                             f"({self.system.processes})")
         if self.model.bias_correction and self.data.split != "clean":
             raise ValueError("model.bias_correction: needs data.split clean (validation photos never trained on), "
                              f"got data.split {self.data.split!r}")
@@ -359,6 +366,10 @@ class ParamsError(ValueError):
 # params.yaml, which lists every key) still loads; any other value is refused, naming the commit
 # that runs it.
 REMOVED_AFTER = "1825744"
+# Keys that said where and how fast among the recipe's, in the system section since: a file (a run
+# folder's params.yaml) that names them so still loads, into their new place.
+MOVED = {f"train.{k}": f"system.{k}" for k in ("device", "resident", "prefetch", "autocast", "channels_last",
+                                                "processes")} | {"model.compile": "system.compile"}
 REMOVED = {"train.ema": 0.0, "train.teacher": None, "train.teacher_weight": 0.5, "pretrain.epochs": 30,
            "pretrain.batch_size": 64, "pretrain.lr": 1e-3, "pretrain.temperature": 0.1, "pretrain.cells": 2048}
 
@@ -382,6 +393,7 @@ _FLAT_DEFAULTS = flatten(_DEFAULT_TREE)
 
 def _set(tree: dict, dotted: str, value, origin: str) -> None:
     known = _FLAT_DEFAULTS
+    dotted = MOVED.get(dotted, dotted)
     if dotted in REMOVED:
         if _coerce(value, REMOVED[dotted]) == REMOVED[dotted]:
             return  # off, as the code now always is
@@ -469,6 +481,7 @@ def read_changes(path: str | Path, own: bool = False) -> dict:
             continue
         _set(copy.deepcopy(_DEFAULT_TREE), key, value, origin)  # an unknown key is refused, naming the file
         if key not in REMOVED:
+            key = MOVED.get(key, key)
             changes[key] = _coerce(value, _FLAT_DEFAULTS[key])
     return changes
 

@@ -103,4 +103,4 @@ def check_saved(*functions, notebook: str = STUDY_NOTEBOOK) -> None:
         if source.strip() not in saved:
             raise RuntimeError(f"{fn.__name__}: this kernel's definition differs from the study cells saved in "
                                f"{notebook_file(notebook)}, which each training process runs; save the notebook "
-                               "(or set train.processes: 1)")
+                               "(or set system.processes: 1)")

@@ -234,7 +234,7 @@ def predict(model: nn.Module, images, input_size: int, batch_size: int = 64, dev
     mirrored crop, its points renumbered by the map. ``view``: the network sees the centred
     square of this fraction of each crop (``model.view``). ``correction`` (K, 2), in pixels of
     the crop at 256x256: subtracted from every prediction (``model.bias_correction``).
-    ``precision``: the run's ``train.autocast`` (see ``inference_precision``).
+    ``precision``: the run's ``system.autocast`` (see ``inference_precision``).
     """
     from lmkit.study.augment import make_batch, to_source
 
@@ -311,10 +311,10 @@ def training_precision(device) -> str:
 
 def inference_precision(device, setting: str = "auto") -> torch.dtype | None:
     """The autocast dtype of validation, evaluation and prediction: ``setting`` (the run's
-    ``train.autocast``) when given; with ``auto``, what a CUDA device computes natively (as for
+    ``system.autocast``) when given; with ``auto``, what a CUDA device computes natively (as for
     training), float32 on a CPU (exact, and a forward pass costs little there)."""
     if setting not in ("auto", *PRECISIONS):
-        raise ValueError(f"train.autocast: auto, {', '.join(PRECISIONS)}; got {setting!r}")
+        raise ValueError(f"system.autocast: auto, {', '.join(PRECISIONS)}; got {setting!r}")
     device = torch.device(device)
     if setting == "auto":
         setting = training_precision(device) if device.type == "cuda" else "none"

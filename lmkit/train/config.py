@@ -17,7 +17,7 @@ from lmkit.study.augment import Augment, frozen
 from lmkit.study.model import PRECISIONS, cpu_has_bf16, pick_device, training_precision
 from lmkit.study.modelinfo import REFERENCE_SIZE, view_fraction
 
-_T = DEFAULTS.train
+_T, _S = DEFAULTS.train, DEFAULTS.system
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class DevicePlan:
         device = torch.device(device)
         cuda = device.type == "cuda"
         if autocast not in ("auto", *PRECISIONS):
-            raise ValueError(f"train.autocast: auto, {', '.join(PRECISIONS)}; got {autocast!r}")
+            raise ValueError(f"system.autocast: auto, {', '.join(PRECISIONS)}; got {autocast!r}")
 
         def pick(value, auto: bool) -> bool:
             return auto if value == "auto" else bool(value)
@@ -69,7 +69,7 @@ class DevicePlan:
                 f"autocast {self.autocast}, channels_last {'on' if self.channels_last else 'off'}")
         if self.device.type == "cpu" and self.autocast == "bfloat16" and not cpu_has_bf16():
             text += (" (warning: this CPU has no native bfloat16 (AVX-512 BF16 or AMX); emulated bfloat16 "
-                     "trained 12x slower than float32 on an AVX2 CPU: train.autocast: none)")
+                     "trained 12x slower than float32 on an AVX2 CPU: system.autocast: none)")
         return text
 
 
@@ -105,11 +105,11 @@ class TrainConfig:
     schedule: str = _T.schedule
     warmup: int = _T.warmup  # epochs of linear warm-up
     optimizer: str = _T.optimizer
-    compile: bool = DEFAULTS.model.compile  # torch.compile the model (worth it on a GPU for long runs)
-    resident: str | bool = _T.resident  # the device plan (DevicePlan): "auto" is lmkit's choice
-    prefetch: str | bool = _T.prefetch
-    autocast: str = _T.autocast
-    channels_last: str | bool = _T.channels_last
+    compile: bool = _S.compile  # torch.compile the model (worth it on a GPU for long runs)
+    resident: str | bool = _S.resident  # the device plan (DevicePlan): "auto" is lmkit's choice
+    prefetch: str | bool = _S.prefetch
+    autocast: str = _S.autocast
+    channels_last: str | bool = _S.channels_last
 
     @classmethod
     def from_params(cls, p: Params, device, mirror: tuple[int, ...] = (), **changes) -> TrainConfig:
@@ -121,13 +121,13 @@ class TrainConfig:
         cfg = cls(**named, input_size=p.model.input_size, augment=Augment.from_train(t, mirror),
                   val_view=view_fraction(p.model.view, t.crop_fraction, t.scale),
                   study_validation=p.data.split == "paper", keep_last=p.data.final, seed=p.seed,
-                  device=str(device), compile=p.model.compile)
+                  device=str(device), compile=p.system.compile)
         return replace(cfg, **changes)
 
     @classmethod
     def for_run(cls, run, params: Params, d, faces) -> TrainConfig:
         """A run's training settings: the params, the learning rate and weight decay notebook 02
-        chose (``search/best_hparams.json``), the device ``train.device`` names, the mirror map of
+        chose (``search/best_hparams.json``), the device ``system.device`` names, the mirror map of
         ``faces`` (``d.training()``) once it is checked on the data (``d``, the run's faces).
 
         Used in: 03_train, "Training"."""
@@ -136,7 +136,7 @@ class TrainConfig:
         if d.joint is not None:
             check_flips(params, d.joint_scheme, faces.mean[k:])
         hp = read_json(run.best_hparams, "02_hpsearch")
-        return cls.from_params(params, pick_device(params.train.device), faces.mirror, lr=hp["lr"],
+        return cls.from_params(params, pick_device(params.system.device), faces.mirror, lr=hp["lr"],
                                weight_decay=hp["weight_decay"])
 
     def plan(self) -> DevicePlan:
