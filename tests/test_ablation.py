@@ -94,16 +94,18 @@ def test_the_study_row_pins_every_recipe_key_to_the_studys_value():
     assert all(set(c) - {"name"} - ({"model.head_init"} if "model.head" in c else set()) <= recipe for c in later)
 
 
-def test_shipped_rows_are_one_file_variants_of_the_study_and_name_what_each_adds():
-    """mmpose's _base_ one deep: every row names 1-study.yaml as its base and lists all its changes
-    from it; the table's "its changes" are still what a row adds to the row above."""
+def test_shipped_rows_are_chained_and_name_what_each_adds():
+    """Each row's file holds only its own change, its base the row before it (mmpose's one-line
+    variants); the table's "its changes" are what a row adds to the row above."""
     import yaml
 
     from lmkit.chain.ablation import row_changes
 
     shipped = ablation_variants(P.load(None))
-    for f in shipped[1:]:
-        assert yaml.safe_load(f.read_text())["base"] == "1-study.yaml", f.name
+    for before, f in zip(shipped, shipped[1:]):
+        assert yaml.safe_load(f.read_text())["base"] == before.name, f.name
+        own = P.flatten(P.read_changes(f, own=True))
+        assert own.keys() - {"name"} and all(P.flatten(P.read_changes(before)).get(k) != v for k, v in own.items()), f.name
     labels = row_changes(shipped)
     assert labels["+ cosine schedule"] == "train.schedule=cosine"
     assert labels["+ heatmap regulariser"] == "train.heatmap_loss=100.0"
