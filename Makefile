@@ -24,6 +24,7 @@ test: lint
 
 lint: setup
 	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
 
 # the edit loop: every test but those marked slow (whole chains, several trainings)
 test-fast: lint

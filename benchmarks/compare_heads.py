@@ -9,6 +9,7 @@ best validation epoch, and is scored on the validation faces as evaluation would
 faces (the params' view and flip test, NME in photo pixels over the outer eye corners and the eye
 centres). Prints one row per run, the mean per head and the wall-clock seconds of training.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,11 +43,20 @@ def validation_scores(model, d, params, boxes) -> dict:
     t = params.train
     view = view_fraction(params.model.view, t.crop_fraction, t.scale)
     images, true = d.val.images, np.asarray(d.val.landmarks, dtype=np.float64)
-    pred = predict(model, images, params.model.input_size, t.batch_size, "cpu",
-                   flip_mirror=d.scheme.mirror if params.eval.flip_test else None, view=view)
+    pred = predict(
+        model,
+        images,
+        params.model.input_size,
+        t.batch_size,
+        "cpu",
+        flip_mirror=d.scheme.mirror if params.eval.flip_test else None,
+        view=view,
+    )
     _, rows = evaluation.score({"model": pred}, true, boxes, images.shape[1], d.scheme)
     row = rows["model"]
-    row["mean_error_px"] = ((pred - true) * REFERENCE_SIZE / images.shape[1]).mean((0, 1)).round(3).tolist()  # the constant shift
+    row["mean_error_px"] = (
+        ((pred - true) * REFERENCE_SIZE / images.shape[1]).mean((0, 1)).round(3).tolist()
+    )  # the constant shift
     return row
 
 
@@ -59,18 +69,26 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--cache", help="a prepared cache folder to share between invocations (data.cache_dir)")
+    ap.add_argument(
+        "--cache", help="a prepared cache folder to share between invocations (data.cache_dir)"
+    )
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    base = P.load(args.params, args.overrides + ([f"data.cache_dir={args.cache}"] if args.cache else []))
-    with tempfile.TemporaryDirectory(prefix="lmkit-heads-") as tmp:  # the sub-runs' checkpoints: about 1 GB
+    base = P.load(
+        args.params, args.overrides + ([f"data.cache_dir={args.cache}"] if args.cache else [])
+    )
+    with tempfile.TemporaryDirectory(
+        prefix="lmkit-heads-"
+    ) as tmp:  # the sub-runs' checkpoints: about 1 GB
         rows = compare(args, base, Path(tmp))
     for head in args.heads:
         mine = [r for r in rows if r["head"] == head]
         key = "nme_oc_mean" if "nme_oc_mean" in mine[0] else "nme_io_mean"
         values = [r[key] for r in mine]
-        print(f"{head:10s} mean over {len(mine)} seeds: val {key} {np.mean(values):.4f} "
-              f"({min(values):.4f}-{max(values):.4f}), training {np.mean([r['train_seconds'] for r in mine]):.0f} s")
+        print(
+            f"{head:10s} mean over {len(mine)} seeds: val {key} {np.mean(values):.4f} "
+            f"({min(values):.4f}-{max(values):.4f}), training {np.mean([r['train_seconds'] for r in mine]):.0f} s"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
@@ -85,23 +103,48 @@ def compare(args, base: dict, work: Path) -> list[dict]:
     rows = []
     for head in args.heads:
         for seed in args.seeds:
-            params = P.merge(base, {"model.head": head, "seed": seed, "train.epochs": args.epochs,
-                                    **({"model.head_init": "default"} if head != "regression" else {})})
+            params = P.merge(
+                base,
+                {
+                    "model.head": head,
+                    "seed": seed,
+                    "train.epochs": args.epochs,
+                    **({"model.head_init": "default"} if head != "regression" else {}),
+                },
+            )
             mean = metrics.mean_shape(d.train.landmarks)
-            model = new_model(STUDY.build_network, d.scheme.n_points, mean, seed, "cpu", **model_options(params))
-            cfg = TrainConfig.from_params(params, pick_device("cpu"), d.scheme.mirror, lr=args.lr,
-                                          weight_decay=args.weight_decay)
+            model = new_model(
+                STUDY.build_network, d.scheme.n_points, mean, seed, "cpu", **model_options(params)
+            )
+            cfg = TrainConfig.from_params(
+                params,
+                pick_device("cpu"),
+                d.scheme.mirror,
+                lr=args.lr,
+                weight_decay=args.weight_decay,
+            )
             out = work / f"{head}-{seed}"
             t0 = time.perf_counter()
-            hist = fit(model, *d.train, *d.val, cfg, out_dir=out, step=STUDY.train_step, log=lambda _: None)
+            hist = fit(
+                model, *d.train, *d.val, cfg, out_dir=out, step=STUDY.train_step, log=lambda _: None
+            )
             seconds = time.perf_counter() - t0
             model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
-            row = {"head": head, "seed": seed, "epochs": args.epochs, "train_seconds": round(seconds, 1),
-                   "best_val_mse": float(hist["val_mse"].min()), **validation_scores(model, d, params, boxes)}
+            row = {
+                "head": head,
+                "seed": seed,
+                "epochs": args.epochs,
+                "train_seconds": round(seconds, 1),
+                "best_val_mse": float(hist["val_mse"].min()),
+                **validation_scores(model, d, params, boxes),
+            }
             rows.append(row)
-            print(f"{head:10s} seed {seed}: val NME oc {row.get('nme_oc_mean', float('nan')):.4f}, io {row['nme_io_mean']:.4f}, "
-                  f"best val MSE {row['best_val_mse']:.1f} px², mean error (x, y) {row['mean_error_px']} px, "
-                  f"{seconds:.0f} s", flush=True)
+            print(
+                f"{head:10s} seed {seed}: val NME oc {row.get('nme_oc_mean', float('nan')):.4f}, io {row['nme_io_mean']:.4f}, "
+                f"best val MSE {row['best_val_mse']:.1f} px², mean error (x, y) {row['mean_error_px']} px, "
+                f"{seconds:.0f} s",
+                flush=True,
+            )
     return rows
 
 

@@ -15,6 +15,7 @@ with the annotated faces each detector found (its box overlapping the annotation
 Then the wall time of ``lmkit predict RUN PHOTO`` in a fresh process: the first use (which writes
 the model file's ONNX copy) and the median of three runs after it. Prints a table and writes JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,9 @@ def per_photo(photos: list[Path], find) -> tuple[float, int]:
     t0 = time.perf_counter()
     found = [find(p) for p in photos]
     ms = 1000 * (time.perf_counter() - t0) / len(photos)
-    return ms, sum(best_match(boxes, annotated_box(p), 0.3) is not None for boxes, p in zip(found, photos))
+    return ms, sum(
+        best_match(boxes, annotated_box(p), 0.3) is not None for boxes, p in zip(found, photos)
+    )
 
 
 def lmkit_rows(run: str, photos: list[Path]) -> list[dict]:
@@ -57,8 +60,18 @@ def lmkit_rows(run: str, photos: list[Path]) -> list[dict]:
     for backend in ("onnx", "torch"):
         lm = Landmarker.load(run, backend=backend, log=print)
         ms, found = per_photo(photos, lambda p: [f.box for f in lm.detect(load_image(p))])
-        rows.append({"who": "lmkit", "network": lm.network.name, "detector": lm.detector.name, "ms_per_photo": ms,
-                     "faces_found": found, "points": lm.info.n_points, "flip_test": lm.flip_test, "recrop": lm.recrop})
+        rows.append(
+            {
+                "who": "lmkit",
+                "network": lm.network.name,
+                "detector": lm.detector.name,
+                "ms_per_photo": ms,
+                "faces_found": found,
+                "points": lm.info.n_points,
+                "flip_test": lm.flip_test,
+                "recrop": lm.recrop,
+            }
+        )
     return rows
 
 
@@ -68,8 +81,15 @@ def detector_rows(photos: list[Path]) -> list[dict]:
     for key in DETECTORS:
         detector = make_detector(key)
         ms, found = per_photo(photos, lambda p: detector(load_image(p)))
-        rows.append({"who": "detector", "network": "-", "detector": f"{key}: {detector.name}", "ms_per_photo": ms,
-                     "faces_found": found})
+        rows.append(
+            {
+                "who": "detector",
+                "network": "-",
+                "detector": f"{key}: {detector.name}",
+                "ms_per_photo": ms,
+                "faces_found": found,
+            }
+        )
     return rows
 
 
@@ -80,7 +100,10 @@ def dlib_row(photos: list[Path]) -> dict | None:
         return None
     if dlib_model_file() is None:
         return None
-    detector, shapes = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(dlib_model_file()))
+    detector, shapes = (
+        dlib.get_frontal_face_detector(),
+        dlib.shape_predictor(str(dlib_model_file())),
+    )
 
     def find(p: Path):
         image = dlib.load_rgb_image(str(p))
@@ -90,8 +113,16 @@ def dlib_row(photos: list[Path]) -> dict | None:
         return [(r.left(), r.top(), r.right() + 1, r.bottom() + 1) for r in rects]
 
     ms, found = per_photo(photos, find)
-    return {"who": "dlib", "network": "ERT shape predictor (68 points)", "detector": "HOG, upsampled once",
-            "ms_per_photo": ms, "faces_found": found, "points": 68, "flip_test": False, "recrop": 0}
+    return {
+        "who": "dlib",
+        "network": "ERT shape predictor (68 points)",
+        "detector": "HOG, upsampled once",
+        "ms_per_photo": ms,
+        "faces_found": found,
+        "points": 68,
+        "flip_test": False,
+        "recrop": 0,
+    }
 
 
 def one_photo_wall(run: str, photo: Path, repeats: int = 3) -> dict:
@@ -113,8 +144,14 @@ def one_photo_wall(run: str, photo: Path, repeats: int = 3) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="a run folder or model file")
-    ap.add_argument("--photos", type=Path, default=Path(os.environ.get("LMKIT_DATA", DEFAULT_PHOTOS.parents[1])) /
-                    "helen68" / "testset", help="a folder of photos with 68-point .pts beside them")
+    ap.add_argument(
+        "--photos",
+        type=Path,
+        default=Path(os.environ.get("LMKIT_DATA", DEFAULT_PHOTOS.parents[1]))
+        / "helen68"
+        / "testset",
+        help="a folder of photos with 68-point .pts beside them",
+    )
     ap.add_argument("--n", type=int, default=170, help="photos (sorted by name)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
@@ -133,15 +170,27 @@ def main(argv=None) -> dict:
     print(f"\n{len(photos)} photos of {args.photos} (one face annotated in each); {host}")
     print(f"{'':8} {'network':32} {'face detector':62} {'ms/photo':>9} {'faces found':>12}")
     for r in rows:
-        print(f"{r['who']:8} {r['network']:32} {r['detector']:62} {r['ms_per_photo']:9.1f} "
-              f"{r['faces_found']:>7} / {len(photos)}")
+        print(
+            f"{r['who']:8} {r['network']:32} {r['detector']:62} {r['ms_per_photo']:9.1f} "
+            f"{r['faces_found']:>7} / {len(photos)}"
+        )
     if peer:
         best = min((r for r in rows if r["who"] == "lmkit"), key=lambda r: r["ms_per_photo"])
-        print(f"fastest lmkit ({best['network']}, {best['detector']}): {peer['ms_per_photo'] / best['ms_per_photo']:.2f}x "
-              "dlib's photos per second")
-    print(f"lmkit predict RUN PHOTO, fresh process: first use {wall['first_use_s']:.2f} s (writes the ONNX copy), "
-          f"then {wall['median_s']:.2f} s (median of {len(wall['runs_s'])})")
-    result = {"photos": len(photos), "folder": str(args.photos), "host": host, "rows": rows, "one_photo": wall}
+        print(
+            f"fastest lmkit ({best['network']}, {best['detector']}): {peer['ms_per_photo'] / best['ms_per_photo']:.2f}x "
+            "dlib's photos per second"
+        )
+    print(
+        f"lmkit predict RUN PHOTO, fresh process: first use {wall['first_use_s']:.2f} s (writes the ONNX copy), "
+        f"then {wall['median_s']:.2f} s (median of {len(wall['runs_s'])})"
+    )
+    result = {
+        "photos": len(photos),
+        "folder": str(args.photos),
+        "host": host,
+        "rows": rows,
+        "one_photo": wall,
+    }
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return result

@@ -10,6 +10,7 @@ loss, the schedule), and one on the mirrored faces only is what the flip test av
 (README, "The constant shift, explained"). The second form reads a checkpoint that has no model
 file (benchmarks.compare_heads keeps them) with the params it was trained with and a run folder's split.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,9 @@ def training_residuals(model, images, landmarks, cfg: TrainConfig, flip: float) 
     """Mean (x, y) error, px of the 256 frame, on ``images`` through the training augmentation,
     every face mirrored (``flip`` 1) or none (0)."""
     aug = dataclasses.replace(cfg.augment, flip=flip)
-    pred, target = predict(model, images, cfg.input_size, 32, "cpu", augment=aug, landmarks=landmarks)
+    pred, target = predict(
+        model, images, cfg.input_size, 32, "cpu", augment=aug, landmarks=landmarks
+    )
     return ((pred - target) * (REFERENCE_SIZE / images.shape[1])).mean((0, 1))
 
 
@@ -40,7 +43,11 @@ def main(argv=None) -> None:
     ap.add_argument("--checkpoint")
     ap.add_argument("--params")
     ap.add_argument("-p", dest="overrides", action="append", default=[])
-    ap.add_argument("--run", dest="split_run", help="with --checkpoint: the run folder whose split and cache to use")
+    ap.add_argument(
+        "--run",
+        dest="split_run",
+        help="with --checkpoint: the run folder whose split and cache to use",
+    )
     ap.add_argument("--faces", type=int, default=320, help="training faces to measure")
     args = ap.parse_args(argv)
     if args.checkpoint:
@@ -64,11 +71,22 @@ def main(argv=None) -> None:
     for flip, what in ((0.0, "as trained"), (1.0, "mirrored")):
         x, y = training_residuals(model, images, landmarks, cfg, flip)
         print(f"{n} training faces, {what}: mean error {x:+.2f}, {y:+.2f} px (x, y; 256 frame)")
-    pred = predict(model, d.val.images, cfg.input_size, 32, "cpu", flip_mirror=d.scheme.mirror if flip_test else None,
-                   view=view)
-    err = (pred - np.asarray(d.val.landmarks, np.float64)) * (REFERENCE_SIZE / d.val.images.shape[1])
-    print(f"{len(err)} validation faces (flip test {'on' if flip_test else 'off'}, no bias correction): mean error "
-          f"{err[..., 0].mean():+.2f}, {err[..., 1].mean():+.2f} px")
+    pred = predict(
+        model,
+        d.val.images,
+        cfg.input_size,
+        32,
+        "cpu",
+        flip_mirror=d.scheme.mirror if flip_test else None,
+        view=view,
+    )
+    err = (pred - np.asarray(d.val.landmarks, np.float64)) * (
+        REFERENCE_SIZE / d.val.images.shape[1]
+    )
+    print(
+        f"{len(err)} validation faces (flip test {'on' if flip_test else 'off'}, no bias correction): mean error "
+        f"{err[..., 0].mean():+.2f}, {err[..., 1].mean():+.2f} px"
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ regulariser, or with ``torch.compile`` (compiled in the untimed warm-up steps).
 ``--autocasts`` measures (a) and (b) under each mixed precision (system.autocast; the CPU's
 instruction set, which decides whether bfloat16 pays, is printed and recorded).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,6 +45,7 @@ from lmkit.study.modelinfo import REFERENCE_SIZE
 from lmkit.train.config import DevicePlan, TrainConfig, cuda_switches, new_model
 from lmkit.train.loop import fit
 
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -58,8 +60,18 @@ def _timed(step, steps: int, batch: int, device) -> float:
     return steps * batch / (time.perf_counter() - t0)
 
 
-def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device, plan=None, head: str = "regression",
-                   heatmap_loss: float = 0.0, compile: bool = False) -> tuple[float, float, float, tuple]:
+def training_rates(
+    cache,
+    size: int,
+    batch: int,
+    steps: int,
+    rounds: int,
+    device,
+    plan=None,
+    head: str = "regression",
+    heatmap_loss: float = 0.0,
+    compile: bool = False,
+) -> tuple[float, float, float, tuple]:
     """(a) model-only images/s: 03's training step on random tensors already on the device; (b) the
     real loop: ``lmkit.train.loop.fit`` itself, one epoch of ``steps`` batches (its own images/s, which
     count its batches, augmentation, syncs and the validation of two faces). Measured in alternating
@@ -67,12 +79,24 @@ def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device
     round's ratio, with the lowest and highest. ``head``, ``heatmap_loss`` and ``compile`` as
     model.head, train.heatmap_loss and system.compile; a compiled model is compiled in the warm-up."""
     params = P.load(None, {"model.head": head, "train.heatmap_loss": heatmap_loss})
-    study = cells.study("03_train", params=params)  # the notebook's network and step, as fit() runs them
+    study = cells.study(
+        "03_train", params=params
+    )  # the notebook's network and step, as fit() runs them
     plan = DevicePlan.choose(device) if plan is None else plan
     k = cache.landmarks.shape[1]
-    cfg = TrainConfig(batch_size=batch, input_size=size, epochs=1, device=str(device), heatmap_loss=heatmap_loss,
-                      compile=compile, resident=plan.resident, prefetch=plan.prefetch, autocast=plan.autocast,
-                      channels_last=plan.channels_last, epoch_multiplier=-(-steps * batch // len(cache)))
+    cfg = TrainConfig(
+        batch_size=batch,
+        input_size=size,
+        epochs=1,
+        device=str(device),
+        heatmap_loss=heatmap_loss,
+        compile=compile,
+        resident=plan.resident,
+        prefetch=plan.prefetch,
+        autocast=plan.autocast,
+        channels_last=plan.channels_last,
+        epoch_multiplier=-(-steps * batch // len(cache)),
+    )
     train = (cache.images, cache.landmarks)
     val = (cache.images[:2], cache.landmarks[:2])
     model = new_model(study.build_network, k, None, 0, device, pretrained=False).train()
@@ -90,7 +114,9 @@ def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device
             study.train_step(net, opt, scaler, x, y, cfg)
 
     def real_loop() -> float:
-        return float(fit(model, study.train_step, train, val, cfg, log=quiet)["images_per_s"].iloc[0])
+        return float(
+            fit(model, study.train_step, train, val, cfg, log=quiet)["images_per_s"].iloc[0]
+        )
 
     model_steps()  # warm-up: allocator, cuDNN autotuning, compilation
     real_loop()
@@ -99,7 +125,12 @@ def training_rates(cache, size: int, batch: int, steps: int, rounds: int, device
         a.append(_timed(model_steps, 1, steps * batch, device))
         b.append(real_loop())
     ratios = np.asarray(b) / np.asarray(a)  # each round's pair, measured back to back
-    return float(np.median(a)), float(np.median(b)), float(np.median(ratios)), (float(ratios.min()), float(ratios.max()))
+    return (
+        float(np.median(a)),
+        float(np.median(b)),
+        float(np.median(ratios)),
+        (float(ratios.min()), float(ratios.max())),
+    )
 
 
 def inference(cache, size: int, batch: int, device) -> float:
@@ -114,7 +145,9 @@ def inference(cache, size: int, batch: int, device) -> float:
 
 
 def data_folder() -> Path | None:
-    root = Path(os.environ.get("LMKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    root = Path(
+        os.environ.get("LMKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
     return root / "helen68" / "trainset" if (root / "helen68" / "trainset").is_dir() else None
 
 
@@ -135,13 +168,24 @@ def main(argv=None) -> dict:
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 128])
     ap.add_argument("--batches", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--steps", type=int, default=4, help="timed steps per round and measurement")
-    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds of (a) and (b); medians are reported "
-                    "(a 2-core host varied by +-10%% from round to round)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=7,
+        help="alternating rounds of (a) and (b); medians are reported "
+        "(a 2-core host varied by +-10%% from round to round)",
+    )
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--autocasts", nargs="+", default=["auto"], help="system.autocast values to measure")
+    ap.add_argument(
+        "--autocasts", nargs="+", default=["auto"], help="system.autocast values to measure"
+    )
     ap.add_argument("--head", default="regression", help="model.head of the trained network")
-    ap.add_argument("--heatmap-loss", type=float, default=0.0, help="train.heatmap_loss (heatmap heads)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model (system.compile)")
+    ap.add_argument(
+        "--heatmap-loss", type=float, default=0.0, help="train.heatmap_loss (heatmap heads)"
+    )
+    ap.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (system.compile)"
+    )
     ap.add_argument("--json", default="reports/benchmark.json")
     args = ap.parse_args(argv)
     device = pick_device(args.device)
@@ -153,29 +197,71 @@ def main(argv=None) -> dict:
             for batch in args.batches:
                 for autocast in args.autocasts:
                     plan = DevicePlan.choose(device, autocast=autocast)
-                    a, b, ratio, spread = training_rates(cache, size, batch, args.steps, args.rounds, device, plan,
-                                                         args.head, args.heatmap_loss, args.compile)
+                    a, b, ratio, spread = training_rates(
+                        cache,
+                        size,
+                        batch,
+                        args.steps,
+                        args.rounds,
+                        device,
+                        plan,
+                        args.head,
+                        args.heatmap_loss,
+                        args.compile,
+                    )
                     c = inference(cache, size, batch, device)
-                    rows.append({"size": size, "batch": batch, "autocast": plan.autocast, "model_only": a,
-                                 "real_loop": b, "ratio": ratio, "ratio_range": spread, "inference": c})
-                    print(f"  {size}x{size} batch {batch} autocast {plan.autocast} head {args.head}"
-                          f"{' compiled' if args.compile else ''}: model-only {a:.1f}, real loop "
-                          f"{b:.1f} img/s (ratio {ratio:.3f}, rounds {spread[0]:.3f}-{spread[1]:.3f}), "
-                          f"inference {c:.1f} img/s", flush=True)
+                    rows.append(
+                        {
+                            "size": size,
+                            "batch": batch,
+                            "autocast": plan.autocast,
+                            "model_only": a,
+                            "real_loop": b,
+                            "ratio": ratio,
+                            "ratio_range": spread,
+                            "inference": c,
+                        }
+                    )
+                    print(
+                        f"  {size}x{size} batch {batch} autocast {plan.autocast} head {args.head}"
+                        f"{' compiled' if args.compile else ''}: model-only {a:.1f}, real loop "
+                        f"{b:.1f} img/s (ratio {ratio:.3f}, rounds {spread[0]:.3f}-{spread[1]:.3f}), "
+                        f"inference {c:.1f} img/s",
+                        flush=True,
+                    )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
-    result = {"device": device_name, "machine": platform.platform(), "torch": torch.__version__,
-              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-              "threads": torch.get_num_threads(), "steps": args.steps, "rounds": args.rounds, "head": args.head,
-              "heatmap_loss": args.heatmap_loss, "compile": args.compile, "rows": rows,
-              "preparation_images_per_s": prep_rate, "preparation_data": prep_what, "peak_rss_mib": peak_mib}
-    print(f"\ndevice: {device_name} ({torch.backends.cpu.get_cpu_capability()}); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'input':>9} {'batch':>5} {'autocast':>8} {'(a) model-only':>15} {'(b) real loop':>14} {'(b)/(a)':>8} "
-          f"{'rounds':>12} {'(c) inference':>14}")
+    device_name = (
+        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
+    )
+    result = {
+        "device": device_name,
+        "machine": platform.platform(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "head": args.head,
+        "heatmap_loss": args.heatmap_loss,
+        "compile": args.compile,
+        "rows": rows,
+        "preparation_images_per_s": prep_rate,
+        "preparation_data": prep_what,
+        "peak_rss_mib": peak_mib,
+    }
+    print(
+        f"\ndevice: {device_name} ({torch.backends.cpu.get_cpu_capability()}); torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'input':>9} {'batch':>5} {'autocast':>8} {'(a) model-only':>15} {'(b) real loop':>14} {'(b)/(a)':>8} "
+        f"{'rounds':>12} {'(c) inference':>14}"
+    )
     for r in rows:
-        print(f"{r['size']:>4}x{r['size']:<4} {r['batch']:>5} {r['autocast']:>8} {r['model_only']:>11.1f} img/s {r['real_loop']:>10.1f} img/s"
-              f" {r['ratio']:>8.3f} {r['ratio_range'][0]:>5.3f}-{r['ratio_range'][1]:.3f} {r['inference']:>10.1f} img/s")
+        print(
+            f"{r['size']:>4}x{r['size']:<4} {r['batch']:>5} {r['autocast']:>8} {r['model_only']:>11.1f} img/s {r['real_loop']:>10.1f} img/s"
+            f" {r['ratio']:>8.3f} {r['ratio_range'][0]:>5.3f}-{r['ratio_range'][1]:.3f} {r['inference']:>10.1f} img/s"
+        )
     print(f"(d) preparation: {prep_rate:.1f} images/s on {prep_what}")
     print(f"(e) peak resident memory: {peak_mib:.0f} MiB")
     out = Path(args.json)

@@ -1,4 +1,5 @@
 """Images with Gaussian dots at given landmarks, and the dots found again."""
+
 import numpy as np
 
 
@@ -14,7 +15,9 @@ def find_dot(gray, near, radius=6):
     """Intensity-weighted centroid of the dot near ``near`` (pixel-corner coordinates)."""
     h, w = gray.shape
     x0, y0 = int(near[0]) - radius, int(near[1]) - radius
-    ys, xs = np.mgrid[max(0, y0):min(h, y0 + 2 * radius + 1), max(0, x0):min(w, x0 + 2 * radius + 1)]
+    ys, xs = np.mgrid[
+        max(0, y0) : min(h, y0 + 2 * radius + 1), max(0, x0) : min(w, x0 + 2 * radius + 1)
+    ]
     wgt = gray[ys, xs].astype(np.float64)
     wgt = np.clip(wgt - 0.2 * wgt.max(), 0, None)
     return np.array([(wgt * (xs + 0.5)).sum() / wgt.sum(), (wgt * (ys + 0.5)).sum() / wgt.sum()])

@@ -27,9 +27,17 @@ def write_300w_faces(root, n, seed, k=68):
 
 
 # a very small synthetic run (seconds on a CPU)
-TINY = {"data.synthetic_train": 40, "data.synthetic_test": 12, "model.input_size": 32,
-        "model.head_init": "mean_shape", "train.epochs": 2, "train.batch_size": 16,
-        "train.epoch_multiplier": 1, "search.trials": 2, "search.epochs_per_trial": 1}
+TINY = {
+    "data.synthetic_train": 40,
+    "data.synthetic_test": 12,
+    "model.input_size": 32,
+    "model.head_init": "mean_shape",
+    "train.epochs": 2,
+    "train.batch_size": 16,
+    "train.epoch_multiplier": 1,
+    "search.trials": 2,
+    "search.epochs_per_trial": 1,
+}
 
 
 @pytest.fixture
@@ -53,12 +61,22 @@ def onnx_cache(tmp_path_factory):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: runs whole chains or several trainings (make test-fast leaves it out)")
+    config.addinivalue_line(
+        "markers", "slow: runs whole chains or several trainings (make test-fast leaves it out)"
+    )
 
 
 # a smaller run without the search or the face detector (one epoch), for the tests of reuse
-SMALL = ["data.synthetic_train=36", "data.synthetic_test=8", "model.input_size=32", "train.batch_size=12",
-         "train.epochs=1", "train.epoch_multiplier=1", "search.enabled=false", "eval.detector_box=false"]
+SMALL = [
+    "data.synthetic_train=36",
+    "data.synthetic_test=8",
+    "model.input_size=32",
+    "train.batch_size=12",
+    "train.epochs=1",
+    "train.epoch_multiplier=1",
+    "search.enabled=false",
+    "eval.detector_box=false",
+]
 SMALL_CHAIN = ("01_prepare", "02_hpsearch", "03_train", "04_evaluate", "05_figures")
 
 
@@ -72,8 +90,13 @@ def small_chain(tmp_path_factory):
     from lmkit.chain.pipeline import run_chain
 
     folder = tmp_path_factory.mktemp("shared-small") / "run"
-    run = run_chain(str(Path(__file__).resolve().parents[1] / "params" / "quick.yaml"), SMALL, str(folder),
-                    log=lambda _: None, notebooks=SMALL_CHAIN)
+    run = run_chain(
+        str(Path(__file__).resolve().parents[1] / "params" / "quick.yaml"),
+        SMALL,
+        str(folder),
+        log=lambda _: None,
+        notebooks=SMALL_CHAIN,
+    )
     yield run
     shutil.rmtree(folder.parent, ignore_errors=True)
 
@@ -92,8 +115,12 @@ def tiny_chain(tmp_path_factory):
     from lmkit.chain.pipeline import run_chain
 
     folder = tmp_path_factory.mktemp("shared") / "tiny"
-    run = run_chain("params/quick.yaml", [f"{k}={v}" for k, v in TINY.items()], str(folder),
-                    log=TINY_CONSOLE.append)
+    run = run_chain(
+        "params/quick.yaml",
+        [f"{k}={v}" for k, v in TINY.items()],
+        str(folder),
+        log=TINY_CONSOLE.append,
+    )
     yield run
     shutil.rmtree(folder.parent, ignore_errors=True)
 

@@ -9,14 +9,24 @@ Regenerate only on purpose (a change meant to alter training numerics), or add t
 of a new torch release after checking it:
     python -m tests.golden --write
 """
+
 import json
 import sys
 from pathlib import Path
 
 GOLDEN = Path(__file__).parent / "data" / "golden_losses.json"
-CHANGES = {"data.synthetic_train": 24, "data.synthetic_test": 4, "model.input_size": 32,
-           "model.head_init": "mean_shape", "train.epochs": 2, "train.batch_size": 8, "train.epoch_multiplier": 2,
-           "train.lr": 1e-3, "train.weight_decay": 1e-4, "system.autocast": "none"}  # float32 on every CPU
+CHANGES = {
+    "data.synthetic_train": 24,
+    "data.synthetic_test": 4,
+    "model.input_size": 32,
+    "model.head_init": "mean_shape",
+    "train.epochs": 2,
+    "train.batch_size": 8,
+    "train.epoch_multiplier": 2,
+    "train.lr": 1e-3,
+    "train.weight_decay": 1e-4,
+    "system.autocast": "none",
+}  # float32 on every CPU
 
 
 def golden_run(tmp: Path, changes: dict | None = None) -> dict:
@@ -34,8 +44,17 @@ def golden_run(tmp: Path, changes: dict | None = None) -> dict:
     s = split_train_val(len(tr), 0.25, 0)
     train = (tr.images[s["train"]], tr.landmarks[s["train"]])
     val = (tr.images[s["val"]], tr.landmarks[s["val"]])
-    model = new_model(STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", **model_options(p))
-    hist = fit(model, STUDY.train_step, train, val, TrainConfig.from_params(p, "cpu", HELEN194.mirror), log=lambda _: None)
+    model = new_model(
+        STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", **model_options(p)
+    )
+    hist = fit(
+        model,
+        STUDY.train_step,
+        train,
+        val,
+        TrainConfig.from_params(p, "cpu", HELEN194.mirror),
+        log=lambda _: None,
+    )
     return {"train_mse": hist["train_mse"].tolist(), "val_mse": hist["val_mse"].tolist()}
 
 

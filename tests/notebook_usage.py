@@ -1,5 +1,6 @@
 """Which lmkit helper each notebook section calls: read from the notebooks' code cells (their
 imports and the names they use), for the docstrings' "Used in" lines (tests/test_docstrings.py)."""
+
 from __future__ import annotations
 
 import ast
@@ -25,13 +26,20 @@ def _section(markdown: str, current: str) -> str:
 
 def _imports(tree: ast.AST, names: dict) -> None:
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lmkit":
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] == "lmkit"
+        ):
             for a in node.names:
                 names[a.asname or a.name] = (node.module, a.name)
         elif isinstance(node, ast.Import):
             for a in node.names:
                 if a.name.split(".")[0] == "lmkit":
-                    names[a.asname or a.name.split(".")[0]] = (a.name if a.asname else "lmkit", None)
+                    names[a.asname or a.name.split(".")[0]] = (
+                        a.name if a.asname else "lmkit",
+                        None,
+                    )
 
 
 def _resolve(names: dict, dotted: list[str]):
@@ -41,7 +49,11 @@ def _resolve(names: dict, dotted: list[str]):
     module, attr = names[dotted[0]]
     try:
         try:
-            obj = importlib.import_module(f"{module}.{attr}") if attr else importlib.import_module(module)
+            obj = (
+                importlib.import_module(f"{module}.{attr}")
+                if attr
+                else importlib.import_module(module)
+            )
         except ImportError:
             obj = getattr(importlib.import_module(module), attr)
         for part in dotted[1:]:
@@ -100,7 +112,9 @@ def usage() -> dict[str, list[tuple[str, str]]]:
             except SyntaxError:
                 continue
             for node in ast.walk(tree):
-                if isinstance(node, (ast.Attribute, ast.Name)) and not isinstance(getattr(node, "ctx", None), ast.Store):
+                if isinstance(node, (ast.Attribute, ast.Name)) and not isinstance(
+                    getattr(node, "ctx", None), ast.Store
+                ):
                     dotted = _chain(node)
                     obj = _resolve(names, dotted) if dotted else None
                     if obj is not None:

@@ -2,6 +2,7 @@
 training step), and ``steps``, the notebooks' work composed from the same helpers and cells the
 notebooks call, for tests that need one stage's outputs without a kernel (the chain tests run
 the notebooks themselves)."""
+
 from types import SimpleNamespace
 
 from lmkit.study import cells
@@ -19,7 +20,11 @@ def _hpsearch(run, params, log=print):
     from lmkit.data.faces import load_data
     from lmkit.train.search import search_run
 
-    objective = cells.study("02_hpsearch").make_objective(params, load_data(run, params)) if params.search.enabled else None
+    objective = (
+        cells.study("02_hpsearch").make_objective(params, load_data(run, params))
+        if params.search.enabled
+        else None
+    )
     return search_run(run, params, objective, log)
 
 
@@ -53,8 +58,18 @@ def _lazy():
     from lmkit.report.predictions import METHODS
     from lmkit.train.search import search_worker, study_name
 
-    return dict(open_run=open_run, ablation=ablation, load_data=load_data, load_model=load_model,
-                package_model=package_model, METHODS=METHODS, search_worker=search_worker, study_name=study_name)
+    return dict(
+        open_run=open_run,
+        ablation=ablation,
+        load_data=load_data,
+        load_model=load_model,
+        package_model=package_model,
+        METHODS=METHODS,
+        search_worker=search_worker,
+        study_name=study_name,
+    )
 
 
-steps = SimpleNamespace(prepare=_prepare, hpsearch=_hpsearch, train=_train, evaluate=_evaluate, **_lazy())
+steps = SimpleNamespace(
+    prepare=_prepare, hpsearch=_hpsearch, train=_train, evaluate=_evaluate, **_lazy()
+)

@@ -1,5 +1,6 @@
 """lmkit ablate: variants are params files, the first row is the study's recipe whatever the
 run's params, every row runs once per seed, and nothing is trained twice."""
+
 import pytest
 import pandas as pd
 
@@ -22,22 +23,36 @@ def test_ablation_rows_are_params_files_with_seeds(tmp_path):
         P.load(f)
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "a.yaml").write_text(f"base: {study}\n")
-    (tmp_path / "v" / "b.yaml").write_text("base: a.yaml\nname: + flip test\neval:\n  flip_test: true\n")
-    (tmp_path / "v" / "c.yaml").write_text("base: b.yaml\nname: + correction\nmodel:\n  bias_correction: true\n"
-                                           "  recrop: 2\n")
+    (tmp_path / "v" / "b.yaml").write_text(
+        "base: a.yaml\nname: + flip test\neval:\n  flip_test: true\n"
+    )
+    (tmp_path / "v" / "c.yaml").write_text(
+        "base: b.yaml\nname: + correction\nmodel:\n  bias_correction: true\n  recrop: 2\n"
+    )
     run = RunFolder(tmp_path / "run")
     # the run itself uses another recipe: the study row must still be the study's
-    params = P.load(None, TINY | {"search.enabled": False, "train.loss": "l1", "train.schedule": "cosine",
-                                  "model.view": "train-mean", "model.bias_correction": True,
-                                  "ablation.variants": [str(tmp_path / "v" / f"{v}.yaml") for v in "abc"],
-                                  "ablation.epochs": 1})
+    params = P.load(
+        None,
+        TINY
+        | {
+            "search.enabled": False,
+            "train.loss": "l1",
+            "train.schedule": "cosine",
+            "model.view": "train-mean",
+            "model.bias_correction": True,
+            "ablation.variants": [str(tmp_path / "v" / f"{v}.yaml") for v in "abc"],
+            "ablation.epochs": 1,
+        },
+    )
     P.dump(params, run.params)
     steps.prepare(run, params, log=lambda _: None)
     steps.hpsearch(run, params, log=lambda _: None)
     lines = []
     table = steps.ablation(run, params, log=lines.append)
 
-    assert list(table["variant"]) == ["study recipe", "+ flip test", "+ correction"] and list(table["seeds"]) == [2, 2, 2]
+    assert list(table["variant"]) == ["study recipe", "+ flip test", "+ correction"] and list(
+        table["seeds"]
+    ) == [2, 2, 2]
     assert table.loc[1, "changes"] == "eval.flip_test=True"
     sub = P.load(run.root / "ablation" / "a" / "seed0" / "params.yaml")
     assert (sub.train.loss, sub.train.schedule, sub.train.epochs, sub.seed) == ("mse", "none", 1, 0)
@@ -53,7 +68,10 @@ def test_ablation_rows_are_params_files_with_seeds(tmp_path):
     # study row's training of the same seed
     assert sum("training ..." in line for line in lines) == 2
     assert sum("the same training as a" in line for line in lines) == 4
-    a0, b0 = (pd.read_csv(run.root / "ablation" / v / "seed0" / "train" / "history.csv") for v in ("a", "b"))
+    a0, b0 = (
+        pd.read_csv(run.root / "ablation" / v / "seed0" / "train" / "history.csv")
+        for v in ("a", "b")
+    )
     pd.testing.assert_frame_equal(a0, b0)
     # run again: everything is reused (no model file written again); a changed variant file
     # trains that variant again
@@ -69,11 +87,29 @@ def test_ablation_rows_are_params_files_with_seeds(tmp_path):
 
 
 # keys the run supplies to every ablation row (its data, model size, budget, device plan, search winner)
-RUN_KEYS = {"model.input_size", "model.pretrained", "model.head_init", "system.compile", "train.epochs",
-            "train.batch_size", "train.lr", "train.weight_decay", "train.epoch_multiplier", "system.device",
-            "system.resident", "system.prefetch", "system.autocast", "system.channels_last", "system.processes",
-            "train.resume", "train.keep_checkpoints", "eval.thresholds", "eval.ced_max", "eval.detector_box",
-            "model.detector"}  # the detector rows' face detector: the run's (the ablation scores annotation crops)
+RUN_KEYS = {
+    "model.input_size",
+    "model.pretrained",
+    "model.head_init",
+    "system.compile",
+    "train.epochs",
+    "train.batch_size",
+    "train.lr",
+    "train.weight_decay",
+    "train.epoch_multiplier",
+    "system.device",
+    "system.resident",
+    "system.prefetch",
+    "system.autocast",
+    "system.channels_last",
+    "system.processes",
+    "train.resume",
+    "train.keep_checkpoints",
+    "eval.thresholds",
+    "eval.ced_max",
+    "eval.detector_box",
+    "model.detector",
+}  # the detector rows' face detector: the run's (the ablation scores annotation crops)
 
 
 def test_the_study_row_pins_every_recipe_key_to_the_studys_value():
@@ -91,7 +127,10 @@ def test_the_study_row_pins_every_recipe_key_to_the_studys_value():
     assert all(pinned[k] == defaults[k] for k in recipe)  # every default is the study's
     later = [P.flatten(P.read_changes(f, own=True)) for f in sorted(root.glob("*.yaml"))[1:]]
     # later rows change recipe keys only (a heatmap head cannot start at the mean shape: its row says so)
-    assert all(set(c) - {"name"} - ({"model.head_init"} if "model.head" in c else set()) <= recipe for c in later)
+    assert all(
+        set(c) - {"name"} - ({"model.head_init"} if "model.head" in c else set()) <= recipe
+        for c in later
+    )
 
 
 def test_shipped_rows_are_chained_and_name_what_each_adds():
@@ -105,7 +144,9 @@ def test_shipped_rows_are_chained_and_name_what_each_adds():
     for before, f in zip(shipped, shipped[1:]):
         assert yaml.safe_load(f.read_text())["base"] == before.name, f.name
         own = P.flatten(P.read_changes(f, own=True))
-        assert own.keys() - {"name"} and all(P.flatten(P.read_changes(before)).get(k) != v for k, v in own.items()), f.name
+        assert own.keys() - {"name"} and all(
+            P.flatten(P.read_changes(before)).get(k) != v for k, v in own.items()
+        ), f.name
     labels = row_changes(shipped)
     assert labels["+ cosine schedule"] == "train.schedule=cosine"
     assert labels["+ heatmap regulariser"] == "train.heatmap_loss=100.0"

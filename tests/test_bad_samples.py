@@ -1,5 +1,6 @@
 """Every kind of bad sample gets an error naming the file and the problem, or with
 ``on_bad_sample: skip`` a listed skip; a sample is never silently wrong."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,7 +11,9 @@ from tests.conftest import random_landmarks, write_image
 
 
 def write_pts(path, pts):
-    path.write_text("version: 1\nn_points: %d\n{\n%s\n}\n" % (len(pts), "\n".join(f"{x} {y}" for x, y in pts)))
+    path.write_text(
+        "version: 1\nn_points: %d\n{\n%s\n}\n" % (len(pts), "\n".join(f"{x} {y}" for x, y in pts))
+    )
 
 
 def face(folder, name, k=68, seed=0, suffix=".jpg"):
@@ -52,13 +55,21 @@ def test_wrong_number_of_points(tmp_path):
     one_error(tmp_path / "d", r"b\.pts: has 67 points, the other samples have 68")
 
 
-@pytest.mark.parametrize("value,match", [("abc", r"point 3 is not two numbers"), ("nan", "landmarks contain NaN or infinity"),
-                                         ("inf", "landmarks contain NaN or infinity")])
+@pytest.mark.parametrize(
+    "value,match",
+    [
+        ("abc", r"point 3 is not two numbers"),
+        ("nan", "landmarks contain NaN or infinity"),
+        ("inf", "landmarks contain NaN or infinity"),
+    ],
+)
 def test_bad_numbers(tmp_path, value, match):
     face(tmp_path / "d", "a")
     pts = [f"{x} {y}" for x, y in random_landmarks(68)]
     pts[3] = f"{value} 10"
-    (tmp_path / "d" / "a.pts").write_text("version: 1\nn_points: 68\n{\n" + "\n".join(pts) + "\n}\n")
+    (tmp_path / "d" / "a.pts").write_text(
+        "version: 1\nn_points: 68\n{\n" + "\n".join(pts) + "\n}\n"
+    )
     one_error(tmp_path / "d", r"a\.pts: " + match)
 
 
@@ -67,7 +78,9 @@ def test_points_far_outside_the_image(tmp_path):
     pts = random_landmarks(68)
     pts[5] = [900, 40]
     write_pts(tmp_path / "d" / "a.pts", pts)
-    one_error(tmp_path / "d", r"a\.jpg: point 5 at \(900\.0, 40\.0\) lies far outside the 100x120 image")
+    one_error(
+        tmp_path / "d", r"a\.jpg: point 5 at \(900\.0, 40\.0\) lies far outside the 100x120 image"
+    )
 
 
 def test_duplicate_names_across_folders(tmp_path):
@@ -81,8 +94,13 @@ def test_skip_goes_on_and_lists_every_skip_with_its_reason(tmp_path):
     face(tmp_path / "d", "good2", seed=3)
     face(tmp_path / "d", "few", k=5, seed=2)
     write_pts(tmp_path / "d" / "lonely.pts", random_landmarks(68))
-    split = write_cache(entries_300w_folder(tmp_path / "d"), tmp_path / "cache", {"source": "t"}, size=32,
-                        on_bad_sample="skip")
+    split = write_cache(
+        entries_300w_folder(tmp_path / "d"),
+        tmp_path / "cache",
+        {"source": "t"},
+        size=32,
+        on_bad_sample="skip",
+    )
     assert split.names == ["good", "good2"]
     skipped = {s["name"]: s["reason"] for s in split.manifest["skipped"]}
     assert set(skipped) == {"few", "lonely"}
@@ -134,9 +152,13 @@ def test_helen_name_in_both_train_and_test_lists(tmp_path):
     (tmp_path / "trainnames.txt").write_text("a\nb\n")
     (tmp_path / "testnames.txt").write_text("b\nc\n")
     data = P.load(None, {"data.source": "helen", "data.root": str(tmp_path)}).data
-    with pytest.raises(ValueError, match=r"1 names are in both the train and the test split, e.g. \['b'\]"):
+    with pytest.raises(
+        ValueError, match=r"1 names are in both the train and the test split, e.g. \['b'\]"
+    ):
         prepare(data, 0, tmp_path / "cache", lambda _: None)
-    out = prepare(data.model_copy(update={"on_bad_sample": "skip"}), 0, tmp_path / "cache", lambda _: None)
+    out = prepare(
+        data.model_copy(update={"on_bad_sample": "skip"}), 0, tmp_path / "cache", lambda _: None
+    )
     assert out["train"].names == ["a"] and out["test"].names == ["b", "c"]
     assert "also in the test split" in out["train"].manifest["skipped"][0]["reason"]
     assert list(read_helen(tmp_path, "test"))[0].name == "b"

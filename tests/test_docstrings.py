@@ -1,5 +1,6 @@
 """Each lmkit helper a notebook calls names, in its docstring, the notebook sections that use it
 (d2l's "Defined in" links the other way round), and no docstring names a use that is gone."""
+
 import ast
 import inspect
 from pathlib import Path
@@ -14,9 +15,14 @@ def _flat(text: str) -> str:
 
 
 def test_every_helper_a_notebook_calls_says_where():
-    missing = {key: line for key, (obj, line) in helpers().items() if _flat(line) not in _flat(inspect.getdoc(obj) or "")}
+    missing = {
+        key: line
+        for key, (obj, line) in helpers().items()
+        if _flat(line) not in _flat(inspect.getdoc(obj) or "")
+    }
     assert not missing, "add these lines to the docstrings (or correct them):\n" + "\n".join(
-        f"{k}: {v}" for k, v in missing.items())
+        f"{k}: {v}" for k, v in missing.items()
+    )
 
 
 def test_no_docstring_names_a_use_that_is_gone():
@@ -33,8 +39,10 @@ def test_no_docstring_names_a_use_that_is_gone():
 
 
 def test_the_line_names_each_notebook_and_section():
-    assert used_in_line([("03_train", "Training"), ("04_evaluate", "The model file")]) == \
-        'Used in: 03_train, "Training"; 04_evaluate, "The model file".'
+    assert (
+        used_in_line([("03_train", "Training"), ("04_evaluate", "The model file")])
+        == 'Used in: 03_train, "Training"; 04_evaluate, "The model file".'
+    )
     where = dict(helpers())
     assert '03_train, "Training"' in where["lmkit.train.loop.fit"][1]
     assert '04_evaluate, "The model file"' in where["lmkit.use.packaging.package_model"][1]

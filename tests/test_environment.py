@@ -1,4 +1,5 @@
 """environment.yml (conda) and pyproject.toml (pip) must name the same packages."""
+
 import re
 import tomllib
 from pathlib import Path
@@ -19,8 +20,12 @@ def test_environment_yml_and_pyproject_name_the_same_packages():
     for extra in ("report", "test"):
         pip_names |= {_name(d) for d in project["optional-dependencies"][extra]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    conda = {CONDA_TO_PIP.get(_name(d), _name(d)) for d in env["dependencies"] if isinstance(d, str)}
+    conda = {
+        CONDA_TO_PIP.get(_name(d), _name(d)) for d in env["dependencies"] if isinstance(d, str)
+    }
     conda -= {"python", "pip"}
-    assert conda == pip_names, f"only in environment.yml: {conda - pip_names}; only in pyproject: {pip_names - conda}"
+    assert conda == pip_names, (
+        f"only in environment.yml: {conda - pip_names}; only in pyproject: {pip_names - conda}"
+    )
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert "-e ." in pip_section  # the package itself

@@ -1,5 +1,6 @@
 """The report's figures keep their words inside their canvas: a title or label cut off at the
 PNG's edge fails here."""
+
 import numpy as np
 import pytest
 
@@ -37,7 +38,9 @@ def test_the_saliency_figure_keeps_its_title_inside():
 
 def test_the_check_sees_a_clipped_title():
     fig, ax = figures.plt.subplots(figsize=(3, 2))
-    fig.suptitle("a title far too long for a three-inch-wide figure to hold on one line of text at all")
+    fig.suptitle(
+        "a title far too long for a three-inch-wide figure to hold on one line of text at all"
+    )
     try:
         assert outside(fig)
     finally:
@@ -50,7 +53,9 @@ def test_the_scheme_figure_keeps_its_title_inside(n_points):
 
     rng = np.random.default_rng(1)
     mean = rng.random((n_points, 2)) * 200 + 50
-    fig = figures.scheme_figure(mean, scheme_for_points(n_points), "mean training shape, a data set")
+    fig = figures.scheme_figure(
+        mean, scheme_for_points(n_points), "mean training shape, a data set"
+    )
     try:
         assert not outside(fig)
     finally:

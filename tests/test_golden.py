@@ -1,4 +1,5 @@
 """Quality must not move: the same seed on CPU gives the same losses as recorded."""
+
 import warnings
 
 import numpy as np
@@ -16,10 +17,16 @@ def test_same_seed_same_losses_as_recorded(tmp_path):
     else:  # another torch release or another kind of CPU: the nearest record, loosely
         version = key.split(" | ")[0]
         same = [k for k in records if k.startswith(version + " | ")]
-        nearest = same[0] if same else max(records, key=lambda k: tuple(int(v) for v in k.split()[1].split(".")))
+        nearest = (
+            same[0]
+            if same
+            else max(records, key=lambda k: tuple(int(v) for v in k.split()[1].split(".")))
+        )
         expected, rtol = records[nearest], 0.25
-        warnings.warn(f"no golden losses recorded for {key}; compared with {nearest} within 25% "
-                      "(record them with python -m tests.golden --write)")
+        warnings.warn(
+            f"no golden losses recorded for {key}; compared with {nearest} within 25% "
+            "(record them with python -m tests.golden --write)"
+        )
     got = golden_run(tmp_path)
     np.testing.assert_allclose(got["train_mse"], expected["train_mse"], rtol=rtol)
     np.testing.assert_allclose(got["val_mse"], expected["val_mse"], rtol=rtol)

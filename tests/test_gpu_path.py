@@ -32,9 +32,16 @@ CARDS = [((7, 0), "float16"), ((7, 5), "float16"), ((8, 0), "bfloat16"), ((9, 0)
 @pytest.mark.parametrize("capability, precision", CARDS)
 def test_auto_trains_and_predicts_in_what_the_card_computes(monkeypatch, capability, precision):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # else GradScaler turns itself off
+    monkeypatch.setattr(
+        torch.cuda, "is_available", lambda: True
+    )  # else GradScaler turns itself off
     plan = DevicePlan.choose("cuda:0")  # choosing needs no GPU
-    assert (plan.resident, plan.prefetch, plan.autocast, plan.channels_last) == (True, True, precision, True)
+    assert (plan.resident, plan.prefetch, plan.autocast, plan.channels_last) == (
+        True,
+        True,
+        precision,
+        True,
+    )
     assert plan.grad_scaler().is_enabled() == (precision == "float16")
     assert M.inference_precision("cuda:0") == M.PRECISIONS[precision]
     assert M.inference_precision("cuda:0", "none") is None  # the run's own setting wins
@@ -45,10 +52,19 @@ def test_auto_trains_and_predicts_in_what_the_card_computes(monkeypatch, capabil
 def test_auto_on_a_cpu_trains_in_bfloat16_only_where_it_is_native(monkeypatch, native):
     monkeypatch.setattr(M, "cpu_has_bf16", lambda: native)
     plan = DevicePlan.choose("cpu")
-    assert (plan.resident, plan.prefetch, plan.autocast) == (False, False, "bfloat16" if native else "none")
+    assert (plan.resident, plan.prefetch, plan.autocast) == (
+        False,
+        False,
+        "bfloat16" if native else "none",
+    )
     assert M.inference_precision("cpu") is None  # predictions on a CPU in float32
     forced = DevicePlan.choose("cpu", True, True, "float16", False)
-    assert (forced.resident, forced.prefetch, forced.autocast, forced.channels_last) == (True, True, "float16", False)
+    assert (forced.resident, forced.prefetch, forced.autocast, forced.channels_last) == (
+        True,
+        True,
+        "float16",
+        False,
+    )
     assert forced.grad_scaler().is_enabled()
     with pytest.raises(P.ParamsError, match="system.autocast"):
         P.load(None, {"system.autocast": "int8"})
@@ -57,7 +73,9 @@ def test_auto_on_a_cpu_trains_in_bfloat16_only_where_it_is_native(monkeypatch, n
 def test_predict_autocasts_to_the_precision_it_is_given(monkeypatch):
     seen = []
     real = M._forward
-    monkeypatch.setattr(M, "_forward", lambda model, x, dtype: seen.append(dtype) or real(model, x, dtype))
+    monkeypatch.setattr(
+        M, "_forward", lambda model, x, dtype: seen.append(dtype) or real(model, x, dtype)
+    )
     net = M.build_model(5, pretrained=False)
     crops = np.zeros((2, 40, 40, 3), np.uint8)
     M.predict(net, crops, 32, device="cpu", precision="bfloat16")
@@ -74,7 +92,9 @@ class _OnDevice:
     def __call__(self, name):
         def collective(tensor, *args, **kwargs):
             if tensor.device != self.device:
-                raise RuntimeError(f"{name}: a tensor on {tensor.device}, not on the model's {self.device}")
+                raise RuntimeError(
+                    f"{name}: a tensor on {tensor.device}, not on the model's {self.device}"
+                )
             self.calls.append(name)
 
         return collective
@@ -88,7 +108,9 @@ def test_every_collective_of_an_epoch_runs_on_the_model_device(monkeypatch):
     net = M.build_model(5, pretrained=False).to("meta")
     sums = torch.zeros(4, dtype=torch.float64, device="meta")
     assert epoch_sums(sums, net, world=2) is sums
-    assert fake.calls[0] == "all_reduce" and fake.calls.count("broadcast") == len(list(net.buffers()))
+    assert fake.calls[0] == "all_reduce" and fake.calls.count("broadcast") == len(
+        list(net.buffers())
+    )
     with pytest.raises(RuntimeError, match="not on the model's meta"):
         epoch_sums(torch.zeros(4), net, world=2)  # what a CPU tensor would meet under NCCL
 
@@ -110,11 +132,16 @@ def test_a_training_epoch_reads_from_the_device_a_fixed_few_times(monkeypatch, t
     reads, such as Adam's step count, are not the loop's)."""
     p = P.load(None, TINY | {"system.autocast": "none", "train.epoch_multiplier": 1})
     rng = np.random.default_rng(0)
-    val = (rng.integers(0, 255, (4, 48, 48, 3), dtype=np.uint8), rng.uniform(8, 40, (4, 194, 2)).astype(np.float32))
+    val = (
+        rng.integers(0, 255, (4, 48, 48, 3), dtype=np.uint8),
+        rng.uniform(8, 40, (4, 194, 2)).astype(np.float32),
+    )
 
     def reads(n_images):
-        train = (rng.integers(0, 255, (n_images, 48, 48, 3), dtype=np.uint8),
-                 rng.uniform(8, 40, (n_images, 194, 2)).astype(np.float32))
+        train = (
+            rng.integers(0, 255, (n_images, 48, 48, 3), dtype=np.uint8),
+            rng.uniform(8, 40, (n_images, 194, 2)).astype(np.float32),
+        )
         count = [0]
         for name in ("item", "__bool__", "__float__", "__int__", "tolist", "cpu"):
             real = getattr(torch.Tensor, name)
@@ -126,7 +153,14 @@ def test_a_training_epoch_reads_from_the_device_a_fixed_few_times(monkeypatch, t
 
             monkeypatch.setattr(torch.Tensor, name, counted)
         net = new_model(STUDY.build_network, 194, None, 0, "cpu", pretrained=False)
-        fit(net, STUDY.train_step, train, val, TrainConfig.from_params(p, "cpu", epochs=1, batch_size=4), log=lambda _: None)
+        fit(
+            net,
+            STUDY.train_step,
+            train,
+            val,
+            TrainConfig.from_params(p, "cpu", epochs=1, batch_size=4),
+            log=lambda _: None,
+        )
         monkeypatch.undo()
         return count[0]
 
@@ -160,19 +194,43 @@ def test_float16_trains_with_a_gradient_scaler_and_resumes_it(tmp_path):
     from lmkit.data.prepare import prepare, split_train_val
     from lmkit.study.metrics import mean_shape
 
-    p = P.load(None, TINY | {"system.autocast": "float16", "train.epochs": 2, "train.keep_checkpoints": True})
+    p = P.load(
+        None,
+        TINY | {"system.autocast": "float16", "train.epochs": 2, "train.keep_checkpoints": True},
+    )
     tr = prepare(p.data, 0, tmp_path / "cache", lambda _: None)["train"]
     s = split_train_val(len(tr), 0.25, 0)
-    train, val = (tr.images[s["train"]], tr.landmarks[s["train"]]), (tr.images[s["val"]], tr.landmarks[s["val"]])
+    train, val = (
+        (tr.images[s["train"]], tr.landmarks[s["train"]]),
+        (tr.images[s["val"]], tr.landmarks[s["val"]]),
+    )
     model = new_model(STUDY.build_network, 194, mean_shape(train[1]), 0, "cpu", **model_options(p))
-    hist = fit(model, STUDY.train_step, train, val, TrainConfig.from_params(p, "cpu"), out_dir=tmp_path / "out",
-               log=lambda _: None)
-    assert np.isfinite(hist["train_mse"]).all() and hist["train_mse"].iloc[-1] < hist["train_mse"].iloc[0]
+    hist = fit(
+        model,
+        STUDY.train_step,
+        train,
+        val,
+        TrainConfig.from_params(p, "cpu"),
+        out_dir=tmp_path / "out",
+        log=lambda _: None,
+    )
+    assert (
+        np.isfinite(hist["train_mse"]).all()
+        and hist["train_mse"].iloc[-1] < hist["train_mse"].iloc[0]
+    )
     ckpt = torch.load(tmp_path / "out" / "last.pt", weights_only=False)
     assert ckpt["scaler"]["scale"] > 0  # the loss scale is checkpointed for resume
     lines = []
-    more = fit(model, STUDY.train_step, train, val, TrainConfig.from_params(p, "cpu", epochs=3),
-               out_dir=tmp_path / "out", resume=True, log=lines.append)
+    more = fit(
+        model,
+        STUDY.train_step,
+        train,
+        val,
+        TrainConfig.from_params(p, "cpu", epochs=3),
+        out_dir=tmp_path / "out",
+        resume=True,
+        log=lines.append,
+    )
     assert len(more) == 3 and any("resuming from" in line for line in lines)
 
 
@@ -195,11 +253,16 @@ def test_a_torchrun_worker_on_a_gpu_machine_uses_nccl_and_its_local_gpu(tmp_path
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda i: seen.setdefault("gpu", i))
-    monkeypatch.setattr(dist, "init_process_group", lambda backend: seen.setdefault("backend", backend))
+    monkeypatch.setattr(
+        dist, "init_process_group", lambda backend: seen.setdefault("backend", backend)
+    )
     monkeypatch.setattr(dist, "get_rank", lambda: 0)
     monkeypatch.setattr(dist, "destroy_process_group", lambda: None)
-    monkeypatch.setattr(distributed, "train_run",
-                        lambda run, params, build, step, log: seen.setdefault("device", params.system.device))
+    monkeypatch.setattr(
+        distributed,
+        "train_run",
+        lambda run, params, build, step, log: seen.setdefault("device", params.system.device),
+    )
     assert distributed.main([str(run.root)]) == 0
     assert seen == {"gpu": 1, "backend": "nccl", "device": "cuda:1"}
 
@@ -217,4 +280,6 @@ def test_a_model_trained_on_the_gpu_path_evaluates_in_float32(tmp_path):
     metrics = steps.evaluate(run, params, log=lambda _: None, peers=False)
     assert np.isfinite(metrics["methods"][steps.METHODS["model"]]["mse_mean"])
     model, _ = steps.load_model(run, params, "cpu")
-    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast never changes the weights
+    assert all(
+        p.dtype == torch.float32 for p in model.parameters()
+    )  # autocast never changes the weights

@@ -2,6 +2,7 @@
 excerpt in the release's format (annotation files, name lists, photos) from faces that follow
 the release's point order, and check the scheme, the reader's handling of the real release's
 quirks and bad cases, and the study's crop."""
+
 import numpy as np
 import pytest
 
@@ -11,7 +12,6 @@ from lmkit.data.prepare import annotation_box, crop_box, prepare, write_cache
 from lmkit.data.readers import entries_helen, helen_inventory
 from lmkit.study.schemes import HELEN194, Scheme, check_mirror
 from lmkit.data.synthetic import synthetic_faces
-
 
 
 def write_helen(root, n_train=6, n_test=2, crlf=False, seed=0):
@@ -29,7 +29,9 @@ def write_helen(root, n_train=6, n_test=2, crlf=False, seed=0):
         from PIL import Image
 
         Image.fromarray(face.image).save(root / "helen_1" / f"{name}.jpg")
-        rows = [name + ("  " if crlf else "")] + [f"{x:.2f} , {y:.2f}" + (" " if crlf else "") for x, y in face.landmarks]
+        rows = [name + ("  " if crlf else "")] + [
+            f"{x:.2f} , {y:.2f}" + (" " if crlf else "") for x, y in face.landmarks
+        ]
         (root / "annotation" / f"{k + 1}.txt").write_bytes((end.join(rows) + end).encode())
     for split, listed in names.items():
         (root / f"{split}names.txt").write_bytes((end.join(listed) + end).encode())
@@ -43,25 +45,43 @@ def test_the_scheme_fits_faces_read_from_release_files(tmp_path):
     mean = metrics.mean_shape(train.landmarks)
     check_mirror(HELEN194, mean, 300)  # passes
     jaw, nose = HELEN194.group("jaw").indices, HELEN194.group("nose").indices
-    assert mean[jaw[0], 0] < mean[jaw[-1], 0] and mean[nose[0], 0] < mean[nose[-1], 0]  # from the image's left
+    assert (
+        mean[jaw[0], 0] < mean[jaw[-1], 0] and mean[nose[0], 0] < mean[nose[-1], 0]
+    )  # from the image's left
     a, b = HELEN194.group("eye_a").indices, HELEN194.group("eye_b").indices
     assert mean[a, 0].mean() > mean[b, 0].mean()  # the eye on the image's right comes first
     left, right = HELEN194.outer_eye_corners
-    assert left == b[int(np.argmin(mean[b, 0]))] and right == a[int(np.argmax(mean[a, 0]))]  # the eyes' outer ends
+    assert (
+        left == b[int(np.argmin(mean[b, 0]))] and right == a[int(np.argmax(mean[a, 0]))]
+    )  # the eyes' outer ends
     outer = HELEN194.group("outer_lips").indices
-    assert HELEN194.mirror[outer[0]] == 71 and HELEN194.mirror[72] == 85  # corner to corner; the lower edge between
+    assert (
+        HELEN194.mirror[outer[0]] == 71 and HELEN194.mirror[72] == 85
+    )  # corner to corner; the lower edge between
 
 
 def test_a_wrong_mirror_map_is_still_refused(tmp_path):
     """The map lmkit had before the release was read (eyes paired the wrong way round)."""
     root, _ = write_helen(tmp_path / "helen", n_train=24, n_test=1)
-    mean = metrics.mean_shape(write_cache(entries_helen(root, "train"), tmp_path / "cache", {"source": "helen"}).landmarks)
+    mean = metrics.mean_shape(
+        write_cache(entries_helen(root, "train"), tmp_path / "cache", {"source": "helen"}).landmarks
+    )
     m = list(HELEN194.mirror)
     for i in range(20):  # eye a's point i onto eye b's point 10 - i, as the old map had it
         m[114 + i], m[134 + (10 - i) % 20] = 134 + (10 - i) % 20, 114 + i
-    wrong = Scheme(HELEN194.name, 194, HELEN194.groups, HELEN194.left_eye, HELEN194.right_eye,
-                   HELEN194.outer_eye_corners, tuple(m))
-    with pytest.raises(ValueError, match=r"scheme helen194: its mirror map does not fit this data.*1[1-5]\d<->1[1-5]\d"):
+    wrong = Scheme(
+        HELEN194.name,
+        194,
+        HELEN194.groups,
+        HELEN194.left_eye,
+        HELEN194.right_eye,
+        HELEN194.outer_eye_corners,
+        tuple(m),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"scheme helen194: its mirror map does not fit this data.*1[1-5]\d<->1[1-5]\d",
+    ):
         check_mirror(wrong, mean, 300)
 
 
@@ -71,14 +91,18 @@ def test_crlf_line_ends_and_trailing_blanks_are_read(tmp_path):
     a = [e.load() for e in entries_helen(plain, "train")]
     b = [e.load() for e in entries_helen(crlf, "train")]
     assert [s.name for s in a] == [s.name for s in b]
-    np.testing.assert_array_equal(np.stack([s.landmarks for s in a]), np.stack([s.landmarks for s in b]))
+    np.testing.assert_array_equal(
+        np.stack([s.landmarks for s in a]), np.stack([s.landmarks for s in b])
+    )
 
 
 def test_a_listed_face_without_its_photo_is_an_error_or_a_listed_skip(tmp_path):
     root, names = write_helen(tmp_path / "helen")
     (root / "helen_1" / f"{names['train'][2]}.jpg").unlink()
     data = P.load(None, {"data.source": "helen", "data.root": str(root)}).data
-    with pytest.raises(FileNotFoundError, match=rf"trainnames.txt: the photo of '{names['train'][2]}'"):
+    with pytest.raises(
+        FileNotFoundError, match=rf"trainnames.txt: the photo of '{names['train'][2]}'"
+    ):
         prepare(data, 0, tmp_path / "cache", lambda _: None)
     logs = []
     skip = data.model_copy(update={"on_bad_sample": "skip"})
@@ -102,23 +126,34 @@ def test_a_name_listed_twice_or_annotated_twice_is_refused(tmp_path):
     root, names = write_helen(tmp_path / "helen")
     listed = root / "trainnames.txt"
     listed.write_text(listed.read_text() + names["train"][0] + "\n")
-    with pytest.raises(ValueError, match=rf"trainnames.txt: 1 names are listed twice, e.g. \['{names['train'][0]}'\]"):
+    with pytest.raises(
+        ValueError,
+        match=rf"trainnames.txt: 1 names are listed twice, e.g. \['{names['train'][0]}'\]",
+    ):
         entries_helen(root, "train")
     root, names = write_helen(tmp_path / "helen2")
     (root / "annotation" / "99.txt").write_text((root / "annotation" / "1.txt").read_text())
-    with pytest.raises(ValueError, match=rf"99\.txt: annotates '{names['train'][0]}', as .*1\.txt does already"):
+    with pytest.raises(
+        ValueError, match=rf"99\.txt: annotates '{names['train'][0]}', as .*1\.txt does already"
+    ):
         entries_helen(root, "train")
 
 
 def test_the_inventory_counts_a_release_held_only_in_part(tmp_path):
     """The release has more annotation files than a user may hold photos for."""
     root, names = write_helen(tmp_path / "helen")
-    (root / "annotation" / "500.txt").write_text("2000_1\n" + "1 , 2\n" * 194)  # annotated, no photo, not listed
+    (root / "annotation" / "500.txt").write_text(
+        "2000_1\n" + "1 , 2\n" * 194
+    )  # annotated, no photo, not listed
     for name in names["test"]:
         (root / "helen_1" / f"{name}.jpg").unlink()
     inv = helen_inventory(root)
-    assert inv == {"annotations": 9, "photos": 6, "train": {"listed": 6, "used": 6, "missing": 0},
-                   "test": {"listed": 2, "used": 0, "missing": 2}}
+    assert inv == {
+        "annotations": 9,
+        "photos": 6,
+        "train": {"listed": 6, "used": 6, "missing": 0},
+        "test": {"listed": 2, "used": 0, "missing": 2},
+    }
 
 
 def study_crop_face(image_hw, landmarks, padding=5):
@@ -132,10 +167,17 @@ def study_crop_face(image_hw, landmarks, padding=5):
     row_max = int(bottom) + padding if int(bottom) + padding < h else int(bottom)
     col_min = int(left) - padding if int(left) - padding > 0 else int(left)
     col_max = int(right) + padding if int(right) + padding <= w else int(right)
-    return max(col_min, 0), max(row_min, 0), min(col_max, w), min(row_max, h)  # numpy's slicing stops at the edges
+    return (
+        max(col_min, 0),
+        max(row_min, 0),
+        min(col_max, w),
+        min(row_max, h),
+    )  # numpy's slicing stops at the edges
 
 
-@pytest.mark.parametrize("shift", [(0, 0), (-60, 0), (0, -70), (45, 40)], ids=["inside", "left", "top", "right-bottom"])
+@pytest.mark.parametrize(
+    "shift", [(0, 0), (-60, 0), (0, -70), (45, 40)], ids=["inside", "left", "top", "right-bottom"]
+)
 def test_the_study_crop_is_crop_face_py(shift):
     """Whole-pixel edges, 5 photo pixels, and crop_face.py's clipping at every edge."""
     rng = np.random.default_rng(1)
@@ -148,7 +190,9 @@ def test_the_study_crop_is_crop_face_py(shift):
 
 def test_the_study_crop_records_its_margin_as_a_share_of_the_face(tmp_path):
     root, _ = write_helen(tmp_path / "helen")
-    study = write_cache(entries_helen(root, "train"), tmp_path / "a", {"source": "helen"}, padding=5, box="study")
+    study = write_cache(
+        entries_helen(root, "train"), tmp_path / "a", {"source": "helen"}, padding=5, box="study"
+    )
     ours = write_cache(entries_helen(root, "train"), tmp_path / "b", {"source": "helen"})
     m = study.manifest["margin"]
     assert 4.0 <= m["pixels"] <= 6.0  # 5 px, give or take the whole-pixel edges and the clipping

@@ -1,4 +1,5 @@
 """A trained run as a landmark detector: the model file, Landmarker, lmkit predict, export."""
+
 import dataclasses
 import io
 import json
@@ -46,18 +47,27 @@ def photo():
     return synthetic_entries(1, "test", 7)[0].load()
 
 
-def with_calibration(run, tmp_path, box=(-0.1, -0.3, 1.1, 1.1), detector="dlib HOG frontal face detector"):
+def with_calibration(
+    run, tmp_path, box=(-0.1, -0.3, 1.1, 1.1), detector="dlib HOG frontal face detector"
+):
     """The run's model file with a box calibration, as real training photos would give."""
     model, info = load_model_file(run.model_file)
     cal = BoxCalibration(detector, box, 10, 12, (0.0, 0.0, 0.0, 0.0)).to_dict()
-    return save_model_file(model, dataclasses.replace(info, box_calibration=cal), tmp_path / "model.pt")
+    return save_model_file(
+        model, dataclasses.replace(info, box_calibration=cal), tmp_path / "model.pt"
+    )
 
 
 def test_model_file_describes_itself_and_is_small(trained):
     run, params = trained
     model, info = load_model_file(run.model_file)
     assert run.model_file.stat().st_size < 50e6
-    assert (info.scheme, info.n_points, info.input_size, info.crop_size) == ("helen194", 194, 32, 300)
+    assert (info.scheme, info.n_points, info.input_size, info.crop_size) == (
+        "helen194",
+        194,
+        32,
+        300,
+    )
     assert info.forehead == pytest.approx(1 / 3) and info.padding == pytest.approx(0.05)
     assert np.asarray(info.mean_shape).shape == (194, 2) and info.box_calibration is None
     assert info.normalization["mean"] == pytest.approx([0.485, 0.456, 0.406])
@@ -73,7 +83,9 @@ def test_a_checkpoint_is_not_taken_for_a_model_file(trained):
 def test_evaluation_refuses_params_that_describe_another_model(trained):
     run, params = trained
     other = P.merge(params, {"model.input_size": 48})
-    with pytest.raises(ValueError, match=r"model.input_size is 48 in the params but 32 in the model file"):
+    with pytest.raises(
+        ValueError, match=r"model.input_size is 48 in the params but 32 in the model file"
+    ):
         steps.evaluate(run, other, log=lambda _: None)
 
 
@@ -100,7 +112,9 @@ def test_image_kinds_path_pil_rgba_and_grey(trained, photo, tmp_path):
     for image in (tmp_path / "p.png", str(tmp_path / "p.png"), Image.fromarray(photo.image), rgba):
         np.testing.assert_allclose(lm.predict(image, [box], box="crop")[0].points, ref, atol=1e-4)
     grey = photo.image.mean(2).astype(np.uint8)
-    assert as_rgb(grey).shape == photo.image.shape and lm.predict(grey, [box], box="crop")[0].points.shape == (194, 2)
+    assert as_rgb(grey).shape == photo.image.shape and lm.predict(grey, [box], box="crop")[
+        0
+    ].points.shape == (194, 2)
     with pytest.raises(TypeError, match="uint8"):
         as_rgb(photo.image.astype(np.float32))
 
@@ -110,52 +124,77 @@ def test_batched_over_photos_and_faces(trained, photo):
     lm = Landmarker.load(run.root, device="cpu", batch_size=2)
     box = crop_box(photo.landmarks, photo.image.shape[:2])
     shifted = (box[0] + 5, box[1], box[2] + 5, box[3])
-    many = lm.predict_many([(photo.image, [box, shifted]), (photo.image, []), (photo.image, [shifted])], box="crop")
+    many = lm.predict_many(
+        [(photo.image, [box, shifted]), (photo.image, []), (photo.image, [shifted])], box="crop"
+    )
     assert [len(f) for f in many] == [2, 0, 1]
     np.testing.assert_allclose(many[0][1].points, many[2][0].points, atol=1e-4)
-    np.testing.assert_allclose(many[0][0].points, lm.predict(photo.image, [box], box="crop")[0].points, atol=1e-4)
+    np.testing.assert_allclose(
+        many[0][0].points, lm.predict(photo.image, [box], box="crop")[0].points, atol=1e-4
+    )
 
 
 def test_detector_boxes_go_through_the_calibration(trained, photo, tmp_path):
     run, _ = trained
     det_box = (40.0, 60.0, 200.0, 220.0)
-    lm = Landmarker.load(with_calibration(run, tmp_path), device="cpu", detector=lambda image: [det_box])
+    lm = Landmarker.load(
+        with_calibration(run, tmp_path), device="cpu", detector=lambda image: [det_box]
+    )
     (face,) = lm.detect(photo.image)
     assert face.box == det_box
-    assert face.crop_box == pytest.approx((40 - 16, 60 - 48, 200 + 16, 220 + 16))  # -0.1, -0.3, 1.1, 1.1 of 160
+    assert face.crop_box == pytest.approx(
+        (40 - 16, 60 - 48, 200 + 16, 220 + 16)
+    )  # -0.1, -0.3, 1.1, 1.1 of 160
     crop_only = lm.predict(photo.image, [face.crop_box], box="crop")[0]
     np.testing.assert_allclose(face.points, crop_only.points, atol=1e-4)
 
 
-def test_recrop_cuts_the_face_again_from_the_points_found_by_the_training_convention(trained, photo, tmp_path):
+def test_recrop_cuts_the_face_again_from_the_points_found_by_the_training_convention(
+    trained, photo, tmp_path
+):
     """recrop=1: the crop box is the one the first pass's points give (prepare.crop_box), and the
     points are the model on that crop; recrop=2 goes on from the second pass's points."""
     run, _ = trained
     det_box = (40.0, 60.0, 200.0, 220.0)
     path = with_calibration(run, tmp_path)
-    passes = {r: Landmarker.load(path, device="cpu", detector=lambda image: [det_box], recrop=r) for r in (0, 1, 2)}
+    passes = {
+        r: Landmarker.load(path, device="cpu", detector=lambda image: [det_box], recrop=r)
+        for r in (0, 1, 2)
+    }
     (first,), (second,), (third,) = (passes[r].detect(photo.image) for r in (0, 1, 2))
     info = passes[0].info
     again = crop_box(first.points, photo.image.shape[:2], info.forehead, info.padding, info.box)
     assert second.box == det_box and second.crop_box == pytest.approx(again)
     assert second.crop_box != pytest.approx(first.crop_box)
-    np.testing.assert_allclose(second.points, passes[0].predict(photo.image, [again], box="crop")[0].points, atol=1e-4)
-    assert third.crop_box == pytest.approx(crop_box(second.points, photo.image.shape[:2], info.forehead, info.padding,
-                                                    info.box))
+    np.testing.assert_allclose(
+        second.points, passes[0].predict(photo.image, [again], box="crop")[0].points, atol=1e-4
+    )
+    assert third.crop_box == pytest.approx(
+        crop_box(second.points, photo.image.shape[:2], info.forehead, info.padding, info.box)
+    )
     # crop boxes from the caller are used as given, whatever recrop says
-    np.testing.assert_allclose(passes[2].predict(photo.image, [again], box="crop")[0].points, second.points, atol=1e-4)
+    np.testing.assert_allclose(
+        passes[2].predict(photo.image, [again], box="crop")[0].points, second.points, atol=1e-4
+    )
     with pytest.raises(ValueError, match="recrop must be 0 or more"):
         Landmarker.load(path, device="cpu", recrop=-1)
 
 
-def test_the_model_file_carries_recrop_and_evaluation_refuses_params_that_say_otherwise(trained, tmp_path):
+def test_the_model_file_carries_recrop_and_evaluation_refuses_params_that_say_otherwise(
+    trained, tmp_path
+):
     run, params = trained
     copy = RunFolder(tmp_path / "run")
     shutil.copytree(run.root, copy.root)
     steps.package_model(copy, P.merge(params, {"model.recrop": 2}), log=lambda _: None)
     assert load_model_file(copy.model_file)[1].recrop == 2
-    assert Landmarker.load(copy.root, device="cpu").recrop == 2 and Landmarker.load(copy.root, recrop=0).recrop == 0
-    with pytest.raises(ValueError, match=r"model.recrop is 0 in the params but 2 in the model file"):
+    assert (
+        Landmarker.load(copy.root, device="cpu").recrop == 2
+        and Landmarker.load(copy.root, recrop=0).recrop == 0
+    )
+    with pytest.raises(
+        ValueError, match=r"model.recrop is 0 in the params but 2 in the model file"
+    ):
         steps.evaluate(copy, params, log=lambda _: None)
 
 
@@ -207,19 +246,28 @@ def test_mirror_check_refuses_a_wrong_map(trained):
     mean = np.asarray(info.mean_shape)
     check_mirror(HELEN194, mean, 300)  # lmkit's own faces follow its map
     wrong = list(HELEN194.mirror)
-    for k in range(20):  # each eye's point k paired with the other eye's point 10 - k: not how the faces are traced
+    for k in range(
+        20
+    ):  # each eye's point k paired with the other eye's point 10 - k: not how the faces are traced
         wrong[114 + k], wrong[134 + (10 - k) % 20] = 134 + (10 - k) % 20, 114 + k
-    with pytest.raises(ValueError, match=r"scheme helen194: its mirror map does not fit.*worst points: 1[1-5]\d<->1[1-5]\d "):
+    with pytest.raises(
+        ValueError,
+        match=r"scheme helen194: its mirror map does not fit.*worst points: 1[1-5]\d<->1[1-5]\d ",
+    ):
         check_mirror(dataclasses.replace(HELEN194, mirror=tuple(wrong)), mean, 300)
 
 
-def test_flip_test_is_the_average_of_the_prediction_and_the_unmirrored_mirror_prediction(trained, photo):
+def test_flip_test_is_the_average_of_the_prediction_and_the_unmirrored_mirror_prediction(
+    trained, photo
+):
     run, _ = trained
     model, _ = load_model_file(run.model_file)
     box = crop_box(photo.landmarks, photo.image.shape[:2])
     crop, _ = crop_and_resize(photo.image, photo.landmarks, box, 300)
     plain = predict(model, crop[None], 32)[0]
-    mirrored = predict(model, np.ascontiguousarray(crop[None, :, ::-1]), 32)[0][list(HELEN194.mirror)]
+    mirrored = predict(model, np.ascontiguousarray(crop[None, :, ::-1]), 32)[0][
+        list(HELEN194.mirror)
+    ]
     mirrored[:, 0] = 300 - mirrored[:, 0]
     both = predict(model, crop[None], 32, flip_mirror=HELEN194.mirror)[0]
     np.testing.assert_allclose(both, (plain + mirrored) / 2, atol=1e-3)
@@ -230,7 +278,9 @@ def with_view(run, tmp_path, view=0.9):
     """The run's model file seeing the centre ``view`` of each crop, with a bias correction."""
     model, info = load_model_file(run.model_file)
     correction = np.random.default_rng(3).normal(0, 2, (info.n_points, 2)).round(3).tolist()
-    return save_model_file(model, dataclasses.replace(info, view=view, correction=correction), tmp_path / "view.pt")
+    return save_model_file(
+        model, dataclasses.replace(info, view=view, correction=correction), tmp_path / "view.pt"
+    )
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
@@ -241,15 +291,21 @@ def test_export_agrees_with_the_model(trained, tmp_path, fmt, kind):
     out = export(source, fmt, tmp_path / f"model.{fmt}")
     model, info = load_model_file(run.model_file if kind == "whole crop" else source)
     crops = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
-    expected = predict(model, crops, 32, view=info.view, correction=info.correction)  # pixels of the 32x32 crops
+    expected = predict(
+        model, crops, 32, view=info.view, correction=info.correction
+    )  # pixels of the 32x32 crops
     if kind != "whole crop":
-        assert np.abs(expected - predict(model, crops, 32)).max() > 0.5  # the view and correction change the points
+        assert (
+            np.abs(expected - predict(model, crops, 32)).max() > 0.5
+        )  # the view and correction change the points
     if fmt == "torchscript":
         with torch.no_grad():
             got = torch.jit.load(str(out))(torch.from_numpy(crops)).numpy()
     else:
         ort = pytest.importorskip("onnxruntime")
-        got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"crops": crops})[0]
+        got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+            None, {"crops": crops}
+        )[0]
     assert got.shape == (3, 194, 2)
     np.testing.assert_allclose(got, expected, atol=1e-3)
     if fmt == "torchscript":  # the file says what it is
@@ -284,7 +340,9 @@ def test_a_centred_view_maps_points_back_to_the_whole_crop_and_the_correction_is
     # the view is the centred square of 240 px: it starts at 30 px; 256-frame -> crop: x 240/256
     want = 30 + q * 240 / 256 - correction * 300 / 256
     np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), atol=1e-4)
-    np.testing.assert_allclose(predict(ConstantNet(q), crops, 64), np.broadcast_to(q * 300 / 256, got.shape), atol=1e-4)
+    np.testing.assert_allclose(
+        predict(ConstantNet(q), crops, 64), np.broadcast_to(q * 300 / 256, got.shape), atol=1e-4
+    )
 
 
 def test_bias_correction_is_each_points_mean_validation_error(trained, tmp_path):
@@ -300,17 +358,24 @@ def test_bias_correction_is_each_points_mean_validation_error(trained, tmp_path)
     error = (before - np.asarray(d.val.landmarks)).mean(0) * 256 / 300
     np.testing.assert_allclose(info.correction, error, atol=1e-3)
     after = predict(model, d.val.images, 32, view=info.view, correction=info.correction)
-    assert np.abs((after - np.asarray(d.val.landmarks)).mean(0)).max() < 1e-2  # no mean error left on validation
+    assert (
+        np.abs((after - np.asarray(d.val.landmarks)).mean(0)).max() < 1e-2
+    )  # no mean error left on validation
     with pytest.raises(ValueError, match=r"model.view is 'whole' in the params.*the centre 0.957"):
         steps.evaluate(copy, P.merge(wanted, {"model.view": "whole"}), log=lambda _: None)
-    with pytest.raises(ValueError, match=r"model.bias_correction is False in the params but the model file has a "):
+    with pytest.raises(
+        ValueError, match=r"model.bias_correction is False in the params but the model file has a "
+    ):
         steps.evaluate(copy, P.merge(wanted, {"model.bias_correction": False}), log=lambda _: None)
 
 
 def test_predict_files_writes_pts_csv_png_and_lists_bad_files(trained, photo, tmp_path):
     run, _ = trained
-    lm = Landmarker.load(with_calibration(run, tmp_path), device="cpu",
-                         detector=lambda image: [(30.0, 40.0, 150.0, 170.0), (10.0, 10.0, 60.0, 60.0)])
+    lm = Landmarker.load(
+        with_calibration(run, tmp_path),
+        device="cpu",
+        detector=lambda image: [(30.0, 40.0, 150.0, 170.0), (10.0, 10.0, 60.0, 60.0)],
+    )
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(3):
@@ -319,14 +384,21 @@ def test_predict_files_writes_pts_csv_png_and_lists_bad_files(trained, photo, tm
     (photos / "notes.txt").write_text("a note")
     (photos / "face0.png").write_bytes((photos / "face0.jpg").read_bytes())
     out = tmp_path / "out"
-    result = predict_files(lm, [photos, tmp_path / "missing.jpg"], out, log=lambda _: None, progress=False)
+    result = predict_files(
+        lm, [photos, tmp_path / "missing.jpg"], out, log=lambda _: None, progress=False
+    )
     assert result["processed"] == 3 and result["faces"] == 6
     reasons = dict(result["failures"])
     assert "cannot decode image" in reasons[str(photos / "broken.jpg")]
-    assert "same name" in reasons[str(photos / "face0.png")] and "no such file" in reasons[str(tmp_path / "missing.jpg")]
+    assert (
+        "same name" in reasons[str(photos / "face0.png")]
+        and "no such file" in reasons[str(tmp_path / "missing.jpg")]
+    )
     assert result["ignored"] == [str(photos / "notes.txt")]
     first = lm.detect(photos / "face1.jpg")
-    np.testing.assert_allclose(read_pts(out / "face1.pts"), first[0].points, atol=1e-3)  # .pts round trip
+    np.testing.assert_allclose(
+        read_pts(out / "face1.pts"), first[0].points, atol=1e-3
+    )  # .pts round trip
     np.testing.assert_allclose(read_pts(out / "face1_2.pts"), first[1].points, atol=1e-3)
     import pandas as pd
 
@@ -343,14 +415,21 @@ def test_command_exit_codes(trained, tmp_path, capsys):
     bad.mkdir()
     (bad / "x.jpg").write_bytes(b"nope")
     calibrated = with_calibration(run, tmp_path)
-    assert main(["predict", str(calibrated), str(bad), "--out", str(tmp_path / "o")]) == 1  # nothing processed
+    assert (
+        main(["predict", str(calibrated), str(bad), "--out", str(tmp_path / "o")]) == 1
+    )  # nothing processed
     assert "cannot decode" in capsys.readouterr().out
-    assert main(["predict", str(run.root), str(bad), "--out", str(tmp_path / "o")]) == 1  # no calibration, no boxes
+    assert (
+        main(["predict", str(run.root), str(bad), "--out", str(tmp_path / "o")]) == 1
+    )  # no calibration, no boxes
     err = capsys.readouterr().err
     assert "has no box calibration" in err and "--boxes" in err  # said at once, not photo by photo
     assert main(["predict", str(tmp_path / "nowhere"), str(bad), "--out", str(tmp_path / "o")]) == 1
     assert "neither a run folder nor a model file" in capsys.readouterr().err
-    assert main(["export", str(run.root), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
+    assert (
+        main(["export", str(run.root), "--format", "torchscript", "--out", str(tmp_path / "m.pt")])
+        == 0
+    )
 
 
 def test_a_model_without_calibration_predicts_photos_from_given_boxes(trained, photo, tmp_path):
@@ -364,21 +443,40 @@ def test_a_model_without_calibration_predicts_photos_from_given_boxes(trained, p
     Image.fromarray(photo.image).save(photos / "a.png")
     Image.fromarray(photo.image).save(photos / "b.png")
     box = (20.0, 15.0, 260.0, 280.0)
-    pd.DataFrame([{"photo": "a.png", "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3]}]).to_csv(
-        tmp_path / "boxes.csv", index=False)
-    assert main(["predict", str(run.root), str(photos), "--out", str(tmp_path / "o"),
-                 "--boxes", str(tmp_path / "boxes.csv"), "--box-kind", "crop"]) == 0
+    pd.DataFrame(
+        [{"photo": "a.png", "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3]}]
+    ).to_csv(tmp_path / "boxes.csv", index=False)
+    assert (
+        main(
+            [
+                "predict",
+                str(run.root),
+                str(photos),
+                "--out",
+                str(tmp_path / "o"),
+                "--boxes",
+                str(tmp_path / "boxes.csv"),
+                "--box-kind",
+                "crop",
+            ]
+        )
+        == 0
+    )
     lm = Landmarker.load(run.root, device="cpu")
     (face,) = lm.predict(photo.image, [box], box="crop")
     np.testing.assert_allclose(read_pts(tmp_path / "o" / "a.pts"), face.points, atol=1e-3)
     failures = pd.read_csv(tmp_path / "o" / "failures.csv")
     assert failures["reason"].tolist() == ["no box for it in the --boxes file"]
-    pd.DataFrame([{"photo": "a.png", "x0": 5, "y0": 5, "x1": 1, "y1": 9}]).to_csv(tmp_path / "bad.csv", index=False)
+    pd.DataFrame([{"photo": "a.png", "x0": 5, "y0": 5, "x1": 1, "y1": 9}]).to_csv(
+        tmp_path / "bad.csv", index=False
+    )
     with pytest.raises(ValueError, match=r"bad.csv: row 2: box .* needs x0 < x1"):
         read_boxes(tmp_path / "bad.csv")
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (real photos) is not beside the checkout")
+@pytest.mark.skipif(
+    not SHARED.is_dir(), reason="../shared/data (real photos) is not beside the checkout"
+)
 def test_command_on_real_photos_with_dlib(trained, tmp_path):
     """The real detector end to end: faces found on real photos, .pts read back."""
     pytest.importorskip("dlib")
@@ -391,30 +489,50 @@ def test_command_on_real_photos_with_dlib(trained, tmp_path):
         assert pts.shape == (194, 2) and np.isfinite(pts).all()
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (real photos) is not beside the checkout")
+@pytest.mark.skipif(
+    not SHARED.is_dir(), reason="../shared/data (real photos) is not beside the checkout"
+)
 def test_the_detector_is_the_one_the_calibration_was_fitted_for(trained, tmp_path, capsys):
     """model.detector names the detector; the model file's calibration records its name and prediction
     finds it again by it: a model calibrated by an earlier lmkit (plain HOG) keeps the plain HOG."""
     pytest.importorskip("dlib")
     run, _ = trained
     for key, coarse in (("hog", None), ("hog-coarse", 240)):
-        lm = Landmarker.load(with_calibration(run, tmp_path, detector=hog_name(**DETECTORS[key])), backend="torch")
+        lm = Landmarker.load(
+            with_calibration(run, tmp_path, detector=hog_name(**DETECTORS[key])), backend="torch"
+        )
         assert isinstance(lm.detector, HogDetector) and lm.detector.coarse_side == coarse
     assert HogDetector().name == "dlib HOG frontal face detector"  # what earlier model files record
     unknown = with_calibration(run, tmp_path, detector="some other detector")
-    assert main(["predict", str(unknown), str(sorted(SHARED.glob("*.jpg"))[0]), "--out", str(tmp_path / "o")]) == 1
+    assert (
+        main(
+            [
+                "predict",
+                str(unknown),
+                str(sorted(SHARED.glob("*.jpg"))[0]),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     said = capsys.readouterr().err
-    assert "'some other detector', a face detector this lmkit does not know" in said and "--boxes" in said
+    assert (
+        "'some other detector', a face detector this lmkit does not know" in said
+        and "--boxes" in said
+    )
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (real photos) is not beside the checkout")
+@pytest.mark.skipif(
+    not SHARED.is_dir(), reason="../shared/data (real photos) is not beside the checkout"
+)
 def test_the_coarse_search_falls_back_to_the_full_search_where_it_finds_no_face():
     """A face too small for the coarse search (under 80 px there) is found by the full search."""
     pytest.importorskip("dlib")
     photo = read_photo_with_face()
     small = np.asarray(Image.fromarray(photo).resize((photo.shape[1] // 3, photo.shape[0] // 3)))
     canvas = np.full((1200, 1200, 3), 90, np.uint8)
-    canvas[500:500 + small.shape[0], 500:500 + small.shape[1]] = small
+    canvas[500 : 500 + small.shape[0], 500 : 500 + small.shape[1]] = small
     full, coarse = HogDetector(), HogDetector(coarse_side=240)
     assert coarse._search(canvas, 240, 0) == []  # not at the coarse size
     assert len(full(canvas)) == 1 and coarse(canvas) == full(canvas)
@@ -427,7 +545,9 @@ def read_photo_with_face() -> np.ndarray:
     return load_image(sorted(SHARED.glob("*.jpg"))[0])
 
 
-def test_the_onnx_example_takes_a_photo_and_a_box_to_the_points_landmarker_gives(trained, photo, tmp_path):
+def test_the_onnx_example_takes_a_photo_and_a_box_to_the_points_landmarker_gives(
+    trained, photo, tmp_path
+):
     """examples/onnx_landmarks.py (onnxruntime, numpy, pillow, the file's metadata only) agrees with
     Landmarker without flip test and re-crops, from a detector's box and from a crop box."""
     import importlib.util
@@ -436,22 +556,28 @@ def test_the_onnx_example_takes_a_photo_and_a_box_to_the_points_landmarker_gives
     run, _ = trained
     calibrated = with_calibration(run, tmp_path)
     onnx_file = export(calibrated, "onnx", tmp_path / "model.onnx")
-    spec = importlib.util.spec_from_file_location("onnx_landmarks", ROOT / "examples" / "onnx_landmarks.py")
+    spec = importlib.util.spec_from_file_location(
+        "onnx_landmarks", ROOT / "examples" / "onnx_landmarks.py"
+    )
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     lm = Landmarker.load(calibrated, device="cpu", flip_test=False, recrop=0)
     image = Image.fromarray(photo.image)
     detector_box = (40.0, 60.0, 230.0, 250.0)
-    for box, kind in ((detector_box, "detector"), (crop_box(photo.landmarks, photo.image.shape[:2]), "crop")):
+    for box, kind in (
+        (detector_box, "detector"),
+        (crop_box(photo.landmarks, photo.image.shape[:2]), "crop"),
+    ):
         expected = lm.predict(photo.image, [box], box=kind)[0].points
         got = example.landmarks(session, image, box, kind)
         assert got.shape == (194, 2)
         assert np.abs(got - expected).max() < 0.5, (kind, np.abs(got - expected).max())
 
 
-def test_a_supplied_box_is_a_face_detectors_box_in_the_cli_the_api_and_the_onnx_example(trained, photo, tmp_path,
-                                                                                         capsys):
+def test_a_supplied_box_is_a_face_detectors_box_in_the_cli_the_api_and_the_onnx_example(
+    trained, photo, tmp_path, capsys
+):
     """One meaning for a box a user supplies, by default: a face detector's box (as face-alignment's
     detected_faces and mmpose's top-down API take them), turned into the model's crop by its box
     calibration. lmkit predict --boxes, Landmarker.predict and examples/onnx_landmarks.py give the
@@ -462,23 +588,51 @@ def test_a_supplied_box_is_a_face_detectors_box_in_the_cli_the_api_and_the_onnx_
 
     ort = pytest.importorskip("onnxruntime")
     run, _ = trained
-    calibrated = with_calibration(run, tmp_path)  # a calibration that moves the box: the kinds differ
+    calibrated = with_calibration(
+        run, tmp_path
+    )  # a calibration that moves the box: the kinds differ
     box = (40.0, 60.0, 230.0, 250.0)
     Image.fromarray(photo.image).save(tmp_path / "a.png")
-    pd.DataFrame([{"photo": "a.png", "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3]}]).to_csv(
-        tmp_path / "boxes.csv", index=False)
+    pd.DataFrame(
+        [{"photo": "a.png", "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3]}]
+    ).to_csv(tmp_path / "boxes.csv", index=False)
     cli = {}
     for extra in ([], ["--box-kind", "crop"]):
         capsys.readouterr()
-        assert main(["predict", str(calibrated), str(tmp_path / "a.png"), "--boxes", str(tmp_path / "boxes.csv"),
-                     "--flip-test", "off", "--recrop", "0", "--backend", "torch", *extra]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    str(calibrated),
+                    str(tmp_path / "a.png"),
+                    "--boxes",
+                    str(tmp_path / "boxes.csv"),
+                    "--flip-test",
+                    "off",
+                    "--recrop",
+                    "0",
+                    "--backend",
+                    "torch",
+                    *extra,
+                ]
+            )
+            == 0
+        )
         rows = pd.read_csv(io.StringIO(capsys.readouterr().out))
         cli[tuple(extra)] = rows[["x", "y"]].to_numpy()
-    api = Landmarker.load(calibrated, device="cpu", flip_test=False, recrop=0).predict(photo.image, [box])[0].points
-    spec = importlib.util.spec_from_file_location("onnx_landmarks", ROOT / "examples" / "onnx_landmarks.py")
+    api = (
+        Landmarker.load(calibrated, device="cpu", flip_test=False, recrop=0)
+        .predict(photo.image, [box])[0]
+        .points
+    )
+    spec = importlib.util.spec_from_file_location(
+        "onnx_landmarks", ROOT / "examples" / "onnx_landmarks.py"
+    )
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    session = ort.InferenceSession(str(export(calibrated, "onnx", tmp_path / "m.onnx")), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(export(calibrated, "onnx", tmp_path / "m.onnx")), providers=["CPUExecutionProvider"]
+    )
     onnx = example.landmarks(session, Image.fromarray(photo.image), box)
     assert np.abs(cli[()] - api).max() < 1e-3
     assert np.abs(onnx - api).max() < 0.5  # another runtime and resize: within half a photo pixel
@@ -489,7 +643,9 @@ def every_option(run, tmp_path):
     """The run's model file with everything a photo goes through: a box calibration, a centred view,
     a bias correction, the flip test and two re-crops."""
     model, info = load_model_file(with_view(run, tmp_path))
-    cal = BoxCalibration("fake detector", (-0.1, -0.3, 1.1, 1.1), 10, 12, (0.0, 0.0, 0.0, 0.0)).to_dict()
+    cal = BoxCalibration(
+        "fake detector", (-0.1, -0.3, 1.1, 1.1), 10, 12, (0.0, 0.0, 0.0, 0.0)
+    ).to_dict()
     info = dataclasses.replace(info, box_calibration=cal, flip_test=True, recrop=2)
     return save_model_file(model, info, tmp_path / "every_option.pt")
 
@@ -501,27 +657,44 @@ def test_the_onnx_runtime_backend_gives_the_pytorch_points(trained, photo, tmp_p
     run, _ = trained
     path = every_option(run, tmp_path)
     det_box = (40.0, 60.0, 230.0, 250.0)
-    by = {b: Landmarker.load(path, detector=lambda image: [det_box], backend=b) for b in ("torch", "onnx")}
+    by = {
+        b: Landmarker.load(path, detector=lambda image: [det_box], backend=b)
+        for b in ("torch", "onnx")
+    }
     assert "ONNX Runtime" in repr(by["onnx"]) and "PyTorch" in repr(by["torch"])
-    assert json.loads(by["onnx"].info.to_json()) == json.loads(by["torch"].info.to_json())  # the whole record
+    assert json.loads(by["onnx"].info.to_json()) == json.loads(
+        by["torch"].info.to_json()
+    )  # the whole record
     (a,), (b,) = by["torch"].detect(photo.image), by["onnx"].detect(photo.image)
     assert a.crop_box == pytest.approx(b.crop_box, abs=1e-3)
     np.testing.assert_allclose(b.points, a.points, atol=1e-3)
-    no_flip = Landmarker.load(path, detector=lambda image: [det_box], backend="onnx", flip_test=False)
-    assert np.abs(no_flip.detect(photo.image)[0].points - b.points).max() > 1e-2  # the flip test did something
+    no_flip = Landmarker.load(
+        path, detector=lambda image: [det_box], backend="onnx", flip_test=False
+    )
+    assert (
+        np.abs(no_flip.detect(photo.image)[0].points - b.points).max() > 1e-2
+    )  # the flip test did something
 
 
-def test_the_onnx_copy_is_written_once_per_model_file_and_never_stale(trained, photo, tmp_path, onnx_cache):
+def test_the_onnx_copy_is_written_once_per_model_file_and_never_stale(
+    trained, photo, tmp_path, onnx_cache
+):
     pytest.importorskip("onnxruntime")
     from lmkit.use.inference import onnx_copy
 
     run, _ = trained
-    path = with_calibration(run, tmp_path, box=(-0.123, -0.3, 1.1, 1.1))  # a model file no other test wrote
+    path = with_calibration(
+        run, tmp_path, box=(-0.123, -0.3, 1.1, 1.1)
+    )  # a model file no other test wrote
     said = []
     first = onnx_copy(path, log=said.append)
     assert first.parent == onnx_cache and len(said) == 1 and "writing its ONNX copy" in said[0]
     stamp = first.stat().st_mtime_ns
-    assert onnx_copy(path, log=said.append) == first and first.stat().st_mtime_ns == stamp and len(said) == 1
+    assert (
+        onnx_copy(path, log=said.append) == first
+        and first.stat().st_mtime_ns == stamp
+        and len(said) == 1
+    )
     box = crop_box(photo.landmarks, photo.image.shape[:2])
     before = Landmarker.load(path, backend="onnx").predict(photo.image, [box], box="crop")[0].points
     model, info = load_model_file(path)  # the same path, other weights: another copy, other points
@@ -530,7 +703,9 @@ def test_the_onnx_copy_is_written_once_per_model_file_and_never_stale(trained, p
     save_model_file(model, info, path)
     assert onnx_copy(path) != first
     after = Landmarker.load(path, backend="onnx").predict(photo.image, [box], box="crop")[0].points
-    expected = Landmarker.load(path, backend="torch").predict(photo.image, [box], box="crop")[0].points
+    expected = (
+        Landmarker.load(path, backend="torch").predict(photo.image, [box], box="crop")[0].points
+    )
     np.testing.assert_allclose(after, expected, atol=1e-3)
     assert np.abs(after - before).max() > 0.1
 
@@ -542,7 +717,9 @@ def test_a_cache_folder_it_cannot_write_leaves_auto_in_pytorch(trained, tmp_path
     blocked.write_text("a file where the cache folder would be")
     monkeypatch.setenv("LMKIT_CACHE", str(blocked))
     said = []
-    lm = Landmarker.load(with_calibration(run, tmp_path, box=(-0.2, -0.3, 1.1, 1.1)), log=said.append)
+    lm = Landmarker.load(
+        with_calibration(run, tmp_path, box=(-0.2, -0.3, 1.1, 1.1)), log=said.append
+    )
     assert lm.network.name == "PyTorch" and "no ONNX copy" in said[-1]
     with pytest.raises(OSError):
         Landmarker.load(run.root, backend="onnx")
@@ -554,7 +731,9 @@ def test_backend_choices_are_checked(trained, tmp_path):
         Landmarker.load(run.root, backend="tensorrt")
     with pytest.raises(ValueError, match="backend onnx runs on the CPU"):
         Landmarker.load(run.root, backend="onnx", device="cuda")
-    user_export = export(run.root, "onnx", tmp_path / "user.onnx")  # uint8 crops at the input size: not a copy
+    user_export = export(
+        run.root, "onnx", tmp_path / "user.onnx"
+    )  # uint8 crops at the input size: not a copy
     with pytest.raises(ValueError, match="takes uint8 crops"):
         Landmarker.load(user_export, backend="onnx")
 
@@ -564,10 +743,17 @@ def test_a_landmarker_says_what_model_it_holds(trained):
     text = repr(Landmarker.load(run.root, device="cpu", backend="torch"))
     assert "PyTorch on cpu" in text
     assert "helen194 scheme, 194 points, 32x32 input, regression head" in text
-    assert "recipe: loss mse" in text and "flip test off" in text and "0 re-crops" in text and "box calibration none" in text
+    assert (
+        "recipe: loss mse" in text
+        and "flip test off" in text
+        and "0 re-crops" in text
+        and "box calibration none" in text
+    )
 
 
-def test_predict_without_out_prints_one_photos_points_and_writes_beside_several(trained, photo, tmp_path, capsys):
+def test_predict_without_out_prints_one_photos_points_and_writes_beside_several(
+    trained, photo, tmp_path, capsys
+):
     import pandas as pd
 
     run, _ = trained
@@ -577,16 +763,28 @@ def test_predict_without_out_prints_one_photos_points_and_writes_beside_several(
     for name in ("a.png", "b.png"):
         Image.fromarray(photo.image).save(photos / name)
     boxes = tmp_path / "boxes.csv"
-    pd.DataFrame([{"photo": n, "x0": 20.0, "y0": 15.0, "x1": 260.0, "y1": 280.0} for n in ("a.png", "b.png")]).to_csv(
-        boxes, index=False)
+    pd.DataFrame(
+        [{"photo": n, "x0": 20.0, "y0": 15.0, "x1": 260.0, "y1": 280.0} for n in ("a.png", "b.png")]
+    ).to_csv(boxes, index=False)
     assert main(["predict", str(calibrated), str(photos / "a.png"), "--boxes", str(boxes)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("photo,face,point,x,y") and len(out.splitlines()) == 1 + 194
-    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "b.png"]  # one photo: nothing written
+    assert (
+        out.splitlines()[0].startswith("photo,face,point,x,y") and len(out.splitlines()) == 1 + 194
+    )
+    assert sorted(p.name for p in photos.iterdir()) == [
+        "a.png",
+        "b.png",
+    ]  # one photo: nothing written
     assert main(["predict", str(calibrated), str(photos), "--boxes", str(boxes)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1 + 2 * 194
-    assert sorted(p.name for p in photos.iterdir()) == ["a.landmarks.png", "a.png", "a.pts", "b.landmarks.png",
-                                                         "b.png", "b.pts"]
+    assert sorted(p.name for p in photos.iterdir()) == [
+        "a.landmarks.png",
+        "a.png",
+        "a.pts",
+        "b.landmarks.png",
+        "b.png",
+        "b.pts",
+    ]
 
 
 def test_no_face_found_names_the_boxes_option(trained, tmp_path, capsys):
@@ -594,12 +792,16 @@ def test_no_face_found_names_the_boxes_option(trained, tmp_path, capsys):
     calibrated = with_calibration(run, tmp_path)
     Image.fromarray(np.zeros((120, 100, 3), np.uint8)).save(tmp_path / "blank.png")
     lm = Landmarker.load(calibrated, device="cpu", detector=lambda image: [])
-    result = predict_files(lm, [tmp_path / "blank.png"], tmp_path / "o", log=lambda _: None, progress=False)
+    result = predict_files(
+        lm, [tmp_path / "blank.png"], tmp_path / "o", log=lambda _: None, progress=False
+    )
     assert result["processed"] == 0 and "--boxes" in result["failures"][0][1]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (real photos) is not beside the checkout")
+@pytest.mark.skipif(
+    not SHARED.is_dir(), reason="../shared/data (real photos) is not beside the checkout"
+)
 def test_the_predict_benchmark_times_lmkit_and_dlib_on_the_same_photos(trained, tmp_path):
     """benchmarks/predict.py in one run: lmkit with both backends, dlib's HOG + ERT, each detector
     alone, the faces each found, and lmkit predict on one photo in a fresh process."""
@@ -609,13 +811,19 @@ def test_the_predict_benchmark_times_lmkit_and_dlib_on_the_same_photos(trained, 
 
     run, _ = trained
     model = with_calibration(run, tmp_path, detector=hog_name(**DETECTORS["hog-coarse"]))
-    result = bench.main([str(model), "--photos", str(SHARED), "--n", "3", "--json", str(tmp_path / "b.json")])
+    result = bench.main(
+        [str(model), "--photos", str(SHARED), "--n", "3", "--json", str(tmp_path / "b.json")]
+    )
     rows = {(r["who"], r["network"]): r for r in result["rows"]}
     assert {("lmkit", "ONNX Runtime"), ("lmkit", "PyTorch")} <= set(rows)
-    assert [r["detector"].split(":")[0] for r in result["rows"] if r["who"] == "detector"] == list(DETECTORS)
+    assert [r["detector"].split(":")[0] for r in result["rows"] if r["who"] == "detector"] == list(
+        DETECTORS
+    )
     for r in result["rows"]:
         assert r["ms_per_photo"] > 0 and 0 <= r["faces_found"] <= 3
-    assert rows[("lmkit", "ONNX Runtime")]["faces_found"] == 3  # these photos' faces are large and frontal
+    assert (
+        rows[("lmkit", "ONNX Runtime")]["faces_found"] == 3
+    )  # these photos' faces are large and frontal
     if peer_unavailable(68) is None:
         assert any(r["who"] == "dlib" for r in result["rows"])
     wall = result["one_photo"]

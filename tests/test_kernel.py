@@ -1,4 +1,5 @@
 """The chain's kernel: ipykernel without the shutdown interrupt's misleading ERROR line."""
+
 import json
 import logging
 import os
@@ -23,11 +24,16 @@ def test_the_shutdown_interrupt_is_dropped_and_other_kernel_errors_are_not():
     log.addHandler(records)
     try:
         log.error("KeyboardInterrupt caught in kernel.")
-        assert records.seen == ["KeyboardInterrupt caught in kernel."]  # as ipykernel logs it at every shutdown
+        assert records.seen == [
+            "KeyboardInterrupt caught in kernel."
+        ]  # as ipykernel logs it at every shutdown
         quiet_shutdown_interrupt("IPKernelApp-test")
         log.error("KeyboardInterrupt caught in kernel.")
         log.error("Exception in message handler:")
-        assert records.seen == ["KeyboardInterrupt caught in kernel.", "Exception in message handler:"]
+        assert records.seen == [
+            "KeyboardInterrupt caught in kernel.",
+            "Exception in message handler:",
+        ]
     finally:
         log.removeHandler(records)
         log.filters.clear()

@@ -4,6 +4,7 @@ two modules import each other round a cycle.
 A module may import its own folder and the folders below it, never one above, function-local
 imports included (where an upward arrow would otherwise hide): the study's helpers never import
 the machinery that runs the chain, so a student reading them never needs to open it."""
+
 import ast
 from pathlib import Path
 
@@ -36,7 +37,9 @@ def lmkit_imports(path: Path, known: dict | None = None) -> list[tuple[int, str]
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "lmkit"]
         elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, f"{path}:{node.lineno}: a relative import; write lmkit.<folder>.<module>"
+            assert node.level == 0, (
+                f"{path}:{node.lineno}: a relative import; write lmkit.<folder>.<module>"
+            )
             if node.module and node.module.split(".")[0] == "lmkit":
                 for a in node.names:
                     sub = f"{node.module}.{a.name}"
@@ -56,7 +59,7 @@ def cycle(g: dict[str, set[str]]) -> list[str] | None:
         state[m] = 1
         for d in sorted(g.get(m, ())):
             if state.get(d) == 1:
-                return path[path.index(d):] + [d]
+                return path[path.index(d) :] + [d]
             if d in g and d not in state and (found := visit(d, path + [d])):
                 return found
         state[m] = 2
@@ -69,16 +72,26 @@ def cycle(g: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_every_module_sits_on_a_floor():
-    assert {"lmkit.run.params", "lmkit.study.model", "lmkit.train.loop", "lmkit.chain.pipeline", "lmkit.cli"} <= set(modules())
+    assert {
+        "lmkit.run.params",
+        "lmkit.study.model",
+        "lmkit.train.loop",
+        "lmkit.chain.pipeline",
+        "lmkit.cli",
+    } <= set(modules())
     loose = [m for m in modules() if m != "lmkit" and m.split(".")[1] not in FLOORS]
     assert not loose, f"modules outside the floors {FLOORS}: {loose}"
 
 
 def test_no_import_points_up():
     known = modules()
-    upward = [f"{path.relative_to(PACKAGE.parent)}:{line}: {mod} imports {target}"
-              for mod, path in known.items() if mod != "lmkit"
-              for line, target in lmkit_imports(path, known) if floor(target) > floor(mod)]
+    upward = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: {mod} imports {target}"
+        for mod, path in known.items()
+        if mod != "lmkit"
+        for line, target in lmkit_imports(path, known)
+        if floor(target) > floor(mod)
+    ]
     assert not upward, "imports that point up a floor:\n" + "\n".join(upward)
 
 
@@ -89,13 +102,17 @@ def test_no_import_cycle():
 
 
 def test_the_params_schema_is_a_leaf():
-    assert graph()["lmkit.run.params"] <= {"lmkit.run.folder"}, "everything else may import the params schema"
+    assert graph()["lmkit.run.params"] <= {"lmkit.run.folder"}, (
+        "everything else may import the params schema"
+    )
 
 
 def test_the_checks_see_what_they_forbid(tmp_path):
     """An upward function-local import is found, and a cycle is."""
     f = tmp_path / "m.py"
     f.write_text("def f():\n    from lmkit.chain import pipeline\n")
-    assert [t for _, t in lmkit_imports(f) if floor(t) > floor("lmkit.study.model")] == ["lmkit.chain.pipeline"]
+    assert [t for _, t in lmkit_imports(f) if floor(t) > floor("lmkit.study.model")] == [
+        "lmkit.chain.pipeline"
+    ]
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None

@@ -1,5 +1,6 @@
 """pip install lmkit without extras is a landmark detector: Landmarker, lmkit predict and
 lmkit export work without importing any of the report's packages (an extra)."""
+
 import subprocess
 import sys
 import textwrap
@@ -9,8 +10,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORT = ["pandas", "matplotlib", "seaborn", "optuna", "papermill", "nbconvert", "nbformat", "jupyterlab",
-          "ipykernel", "ipywidgets", "IPython"]
+REPORT = [
+    "pandas",
+    "matplotlib",
+    "seaborn",
+    "optuna",
+    "papermill",
+    "nbconvert",
+    "nbformat",
+    "jupyterlab",
+    "ipykernel",
+    "ipywidgets",
+    "IPython",
+]
 
 
 def test_the_report_packages_are_an_extra():
@@ -18,11 +30,12 @@ def test_the_report_packages_are_an_extra():
     core = " ".join(project["dependencies"]).lower()
     assert not any(name.lower() in core for name in REPORT)
     assert {"pandas", "papermill", "nbconvert", "matplotlib", "seaborn", "jupyterlab"} <= {
-        d.split(">")[0].split("=")[0].strip() for d in project["optional-dependencies"]["report"]}
+        d.split(">")[0].split("=")[0].strip() for d in project["optional-dependencies"]["report"]
+    }
 
 
 # a fresh interpreter runs predict and export, then lists what it imported: none of the report's packages
-LIGHT_RUN = textwrap.dedent('''
+LIGHT_RUN = textwrap.dedent("""
     import sys
     import numpy as np, pathlib
     from PIL import Image
@@ -41,21 +54,26 @@ LIGHT_RUN = textwrap.dedent('''
     loaded = {blocked!r} & set(m.split(".")[0] for m in sys.modules)
     assert not loaded, f"imported {{sorted(loaded)}}"
     print("light ok")
-''')
+""")
 
 
 @pytest.mark.slow  # whole trainings or fresh interpreters: kept out of the edit loop
 def test_predict_and_export_import_none_of_the_report_packages(tmp_path):
     code = LIGHT_RUN.format(blocked=set(REPORT))
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "light ok" in done.stdout
     assert (tmp_path / "o" / "p.pts").exists() and (tmp_path / "o" / "points.csv").exists()
 
 
 # the same photo again in a fresh interpreter, now that the model file's ONNX copy is cached: no PyTorch
-NO_TORCH_RUN = textwrap.dedent('''
+NO_TORCH_RUN = textwrap.dedent("""
     import sys, pathlib
     from lmkit.cli import main
     out = pathlib.Path(sys.argv[1])
@@ -64,14 +82,22 @@ NO_TORCH_RUN = textwrap.dedent('''
     loaded = {"torch", "torchvision"} & set(m.split(".")[0] for m in sys.modules)
     assert not loaded, f"imported {sorted(loaded)}"
     print("no torch ok")
-''')
+""")
 
 
 @pytest.mark.slow  # whole trainings or fresh interpreters: kept out of the edit loop
 def test_predict_with_the_onnx_copy_cached_does_not_import_torch(tmp_path):
-    for code, said in ((LIGHT_RUN.format(blocked=set(REPORT)), "light ok"), (NO_TORCH_RUN, "no torch ok")):
-        done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
-                              timeout=300, cwd=ROOT)
+    for code, said in (
+        (LIGHT_RUN.format(blocked=set(REPORT)), "light ok"),
+        (NO_TORCH_RUN, "no torch ok"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert said in done.stdout
     first, again = ((tmp_path / d / "p.pts").read_text() for d in ("o", "again"))

@@ -38,11 +38,21 @@ def test_the_heatmap_divergence_is_zero_on_the_target_gaussian_and_grows_away_fr
     cells = 12
     c = cell_centres(cells, torch.zeros(1))
     step = float(c[1] - c[0])
-    target = torch.tensor([[[float(c[4]), float(c[7])]]])  # x on column 4, y on row 7, fractions of the input
-    gauss = -0.5 * (((c.view(1, -1) - target[0, 0, 0]) / step) ** 2 + ((c.view(-1, 1) - target[0, 0, 1]) / step) ** 2)
+    target = torch.tensor(
+        [[[float(c[4]), float(c[7])]]]
+    )  # x on column 4, y on row 7, fractions of the input
+    gauss = -0.5 * (
+        ((c.view(1, -1) - target[0, 0, 0]) / step) ** 2
+        + ((c.view(-1, 1) - target[0, 0, 1]) / step) ** 2
+    )
     on = heatmap_divergence(gauss.view(1, 1, cells, cells), target * 256)
     assert float(on) < 1e-6
-    off = [float(heatmap_divergence(torch.roll(gauss, k, dims=1).view(1, 1, cells, cells), target * 256)) for k in (1, 2, 4)]
+    off = [
+        float(
+            heatmap_divergence(torch.roll(gauss, k, dims=1).view(1, 1, cells, cells), target * 256)
+        )
+        for k in (1, 2, 4)
+    ]
     flat = float(heatmap_divergence(torch.zeros(1, 1, cells, cells), target * 256))
     assert 0 < off[0] < off[1] < off[2] <= math.log(2) and 0 < flat < math.log(2)
     # its gradient moves a flat heatmap's mass toward the target cell
@@ -54,6 +64,11 @@ def test_the_heatmap_divergence_is_zero_on_the_target_gaussian_and_grows_away_fr
 def test_the_heatmap_loss_needs_a_heatmap_head():
     from lmkit.run import params as P
 
-    with pytest.raises(P.ParamsError, match="train.heatmap_loss: the regression head has no heatmaps"):
+    with pytest.raises(
+        P.ParamsError, match="train.heatmap_loss: the regression head has no heatmaps"
+    ):
         P.load(None, {"train.heatmap_loss": 10.0})
-    assert P.load(None, {"train.heatmap_loss": 10.0, "model.head": "heatmap-s4"}).train.heatmap_loss == 10.0
+    assert (
+        P.load(None, {"train.heatmap_loss": 10.0, "model.head": "heatmap-s4"}).train.heatmap_loss
+        == 10.0
+    )

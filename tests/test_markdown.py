@@ -1,6 +1,7 @@
 """The project's pages read as their authors meant on any CommonMark renderer (GitHub's
 included): every code fence closed where it was opened, every table a table, and no section of
 the results page cut off in mid-sentence by the next one."""
+
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,13 @@ from markdown_it import MarkdownIt
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = sorted((ROOT / "docs" / "results" / "sections").glob("*.md"))
-PAGES = [ROOT / "README.md", ROOT / "RESULTS.md", ROOT / "CONTRIBUTING.md", ROOT / "docs" / "params.md", *SECTIONS]
+PAGES = [
+    ROOT / "README.md",
+    ROOT / "RESULTS.md",
+    ROOT / "CONTRIBUTING.md",
+    ROOT / "docs" / "params.md",
+    *SECTIONS,
+]
 MD = MarkdownIt("commonmark").enable("table")
 
 
@@ -29,11 +36,23 @@ def problems(text: str, alone: bool = False) -> list[str]:
             in_table.update(range(*t.map))
     code = {i for t in tokens if t.type in ("fence", "code_block") for i in range(*t.map)}
     for i, line in enumerate(lines):
-        if line.startswith("|") and line.rstrip().endswith("|") and i not in in_table and i not in code:
+        if (
+            line.startswith("|")
+            and line.rstrip().endswith("|")
+            and i not in in_table
+            and i not in code
+        ):
             found.append(f"line {i + 1}: a table line that is no table: {line[:60]}")
     if alone:
         paragraphs = [t for t in tokens if t.type == "inline" and t.map]
-        blocks = [t for t in tokens if t.map and t.level == 0 and t.type.endswith("_open") or t.type in ("fence", "code_block")]
+        blocks = [
+            t
+            for t in tokens
+            if t.map
+            and t.level == 0
+            and t.type.endswith("_open")
+            or t.type in ("fence", "code_block")
+        ]
         last_block = max(blocks, key=lambda t: t.map[1]) if blocks else None
         if last_block is not None and last_block.type == "paragraph_open":
             last = [p for p in paragraphs if p.map[0] == last_block.map[0]][-1].content.rstrip()
@@ -51,4 +70,6 @@ def test_the_check_sees_an_open_fence_a_broken_table_and_a_cut_sentence():
     assert any("never closed" in p for p in problems("# A\n\n```\ncode\n\n## B\n\ntext.\n"))
     assert any("no table" in p for p in problems("text\n| a | b |\n|---|\n| 1 | 2 |\n"))
     assert any("mid-sentence" in p for p in problems("## A\n\nThe test guards\n", alone=True))
-    assert not problems("## A\n\n```\ncode\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nDone.\n", alone=True)
+    assert not problems(
+        "## A\n\n```\ncode\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nDone.\n", alone=True
+    )

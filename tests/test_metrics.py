@@ -20,7 +20,9 @@ def test_nme_with_inter_ocular_distance():
     pred = true.copy()
     pred[0, 0] += [3, 4]  # one point 5 px off
     assert metrics.inter_ocular(true, IBUG68)[0] == pytest.approx(40)
-    assert metrics.nme_per_image(pred, true, metrics.inter_ocular(true, IBUG68))[0] == pytest.approx(5 / 68 / 40)
+    assert metrics.nme_per_image(pred, true, metrics.inter_ocular(true, IBUG68))[
+        0
+    ] == pytest.approx(5 / 68 / 40)
     true[0, 36], true[0, 45] = [0, 50], [70, 50]
     assert metrics.outer_corners(true, IBUG68)[0] == pytest.approx(70)
 
@@ -64,7 +66,9 @@ def test_nme_in_photo_pixels_undoes_the_crops_stretch():
         np.testing.assert_allclose(photo_true[i], crop_to_photo(b, 100)(true[i]))
     per, _ = summarize(pred, true, IBUG68, 2.56, photo=(photo_pred, photo_true))
     corners = np.linalg.norm(photo_true[:, 36] - photo_true[:, 45], axis=1)
-    np.testing.assert_allclose(per["nme_oc"], metrics.nme_per_image(photo_pred, photo_true, corners))
+    np.testing.assert_allclose(
+        per["nme_oc"], metrics.nme_per_image(photo_pred, photo_true, corners)
+    )
     crop, _ = summarize(pred, true, IBUG68, 2.56)
     assert not np.allclose(per["nme_oc"], crop["nme_oc"])
     np.testing.assert_allclose(per["mse"], crop["mse"])  # the study's MSE stays in the 256 frame

@@ -28,7 +28,9 @@ def test_predict_returns_crop_pixels():
     model.backbone.fc.weight.data.zero_()
     images = np.zeros((3, 300, 300, 3), np.uint8)
     pred = predict(model, images, 64)
-    np.testing.assert_allclose(pred[0], np.array([[64, 128], [128, 192]]) * 300 / REFERENCE_SIZE, rtol=1e-5)
+    np.testing.assert_allclose(
+        pred[0], np.array([[64, 128], [128, 192]]) * 300 / REFERENCE_SIZE, rtol=1e-5
+    )
 
 
 def test_pretrained_without_weights_says_how_to_fix(monkeypatch, tmp_path):
@@ -49,13 +51,17 @@ def test_soft_argmax_finds_a_peaked_heatmap_and_reaches_past_the_edges():
     h[0, 2, :, :] = 0.0  # flat: the centre of the crop
     xy = soft_argmax(h)[0]
     span = 1 + 2 * HEATMAP_REACH
-    torch.testing.assert_close(xy[0], torch.tensor([7.5 / 10 * span - HEATMAP_REACH, 2.5 / 8 * span - HEATMAP_REACH]))
+    torch.testing.assert_close(
+        xy[0], torch.tensor([7.5 / 10 * span - HEATMAP_REACH, 2.5 / 8 * span - HEATMAP_REACH])
+    )
     assert (xy[1] < 0).all()  # a point on the crop's very edge is inside the softmax's reach
     torch.testing.assert_close(xy[2], torch.tensor([0.5, 0.5]))
 
 
 @pytest.mark.parametrize("head, cells", [("heatmap", 8), ("heatmap-s4", 16)])
-def test_the_heatmap_head_outputs_coordinates_and_round_trips_through_the_model_file(tmp_path, head, cells):
+def test_the_heatmap_head_outputs_coordinates_and_round_trips_through_the_model_file(
+    tmp_path, head, cells
+):
     import numpy as np
 
     from lmkit.use.export import export
@@ -70,8 +76,17 @@ def test_the_heatmap_head_outputs_coordinates_and_round_trips_through_the_model_
     assert logits.shape == (2, 5, cells, cells)  # stride 8 or 4 of the 64-pixel input
     torch.testing.assert_close(points, out)
     assert ((out > -0.2 * REFERENCE_SIZE) & (out < 1.2 * REFERENCE_SIZE)).all()
-    info = ModelInfo(scheme="test", n_points=5, input_size=64, crop_size=100, forehead=1 / 3, padding=0.05,
-                     mean_shape=[[50.0, 50.0]] * 5, dataset="none", head=head)
+    info = ModelInfo(
+        scheme="test",
+        n_points=5,
+        input_size=64,
+        crop_size=100,
+        forehead=1 / 3,
+        padding=0.05,
+        mean_shape=[[50.0, 50.0]] * 5,
+        dataset="none",
+        head=head,
+    )
     path = save_model_file(model, info, tmp_path / "model.pt")
     again, info2 = load_model_file(path)
     assert info2.head == head
@@ -88,7 +103,9 @@ def test_the_heatmap_head_outputs_coordinates_and_round_trips_through_the_model_
 def test_a_heatmap_head_cannot_start_at_the_mean_shape():
     from lmkit.run import params as P
 
-    with pytest.raises(P.ParamsError, match="model.head_init: mean_shape starts the regression head only"):
+    with pytest.raises(
+        P.ParamsError, match="model.head_init: mean_shape starts the regression head only"
+    ):
         P.load(None, {"model.head": "heatmap", "model.head_init": "mean_shape"})
     with pytest.raises(ValueError, match="regression head only"):
         build_model(3, pretrained=False, head="heatmap").init_head(torch.zeros(3, 2))
@@ -104,8 +121,16 @@ def _features(model, x):
     return c4, model.heatmaps(c1, c2, c3, c4)
 
 
-@pytest.mark.parametrize("size, symmetric, head", [(96, False, "heatmap"), (97, True, "heatmap"), (65, True, "heatmap"),
-                                                   (96, False, "heatmap-s4"), (97, True, "heatmap-s4")])
+@pytest.mark.parametrize(
+    "size, symmetric, head",
+    [
+        (96, False, "heatmap"),
+        (97, True, "heatmap"),
+        (65, True, "heatmap"),
+        (96, False, "heatmap-s4"),
+        (97, True, "heatmap-s4"),
+    ],
+)
 def test_resnet18_is_mirror_symmetric_only_at_32k_plus_1_pixels(size, symmetric, head):
     """With mirror-symmetric kernels, the maps of a mirrored image are the mirrored maps only
     when every stride-2 layer samples a grid symmetric about the centre: an odd size at each of
@@ -162,12 +187,20 @@ def test_a_saved_resnet18_state_dict_is_the_backbones_start(tmp_path):
         net = LandmarkRegressor(5, str(path), head)
         assert torch.equal(net.backbone.layer3[0].conv1.weight, donor.layer3[0].conv1.weight)
         assert torch.equal(net.backbone.bn1.running_var, donor.bn1.running_var)
-    wrapped = tmp_path / "wrapped.pt"  # a pretraining stage's file: {"state_dict": {"backbone.<key>": ...}}
+    wrapped = (
+        tmp_path / "wrapped.pt"
+    )  # a pretraining stage's file: {"state_dict": {"backbone.<key>": ...}}
     torch.save({"state_dict": {f"backbone.{k}": v for k, v in donor.state_dict().items()}}, wrapped)
-    assert torch.equal(load_backbone(torchvision.models.resnet18(weights=None), wrapped).conv1.weight, donor.conv1.weight)
+    assert torch.equal(
+        load_backbone(torchvision.models.resnet18(weights=None), wrapped).conv1.weight,
+        donor.conv1.weight,
+    )
     other = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), other)
-    with pytest.raises(RuntimeError, match=r"resnet34\.pth: not a torchvision ResNet18 state dict: not in ResNet18: layer1\.2"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"resnet34\.pth: not a torchvision ResNet18 state dict: not in ResNet18: layer1\.2",
+    ):
         LandmarkRegressor(5, str(other))
     with pytest.raises(FileNotFoundError, match="model.pretrained: .*nowhere.pth: no such file"):
         LandmarkRegressor(5, str(tmp_path / "nowhere.pth"))

@@ -1,5 +1,6 @@
 """No hidden global state: importing or calling lmkit leaves the process as it was (torch's
 random generator, Optuna's verbosity, cuDNN's switches), and asking for a path creates nothing."""
+
 import importlib
 
 import optuna
@@ -11,7 +12,11 @@ from lmkit.run.folder import RunFolder
 
 def test_asking_for_paths_creates_no_folder(tmp_path):
     run = RunFolder(tmp_path / "run")
-    assert not run.trials.exists() and not run.train_dir.exists() and not run.figure("fig1_sample").exists()
+    assert (
+        not run.trials.exists()
+        and not run.train_dir.exists()
+        and not run.figure("fig1_sample").exists()
+    )
     assert not run.cache_dir(P.load(None).data.cache_dir).exists()
     assert not (tmp_path / "run").exists()
 
@@ -35,8 +40,14 @@ def test_optuna_verbosity_is_left_as_the_caller_set_it(tmp_path):
     optuna.logging.set_verbosity(optuna.logging.DEBUG)
     importlib.reload(search)
     assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
-    search.run_search(lambda lr, wd: lr, 1, (1e-4, 1e-3), (1e-5, 1e-4), search.default_storage(tmp_path),
-                      log=lambda _: None)
+    search.run_search(
+        lambda lr, wd: lr,
+        1,
+        (1e-4, 1e-3),
+        (1e-5, 1e-4),
+        search.default_storage(tmp_path),
+        log=lambda _: None,
+    )
     assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -25,31 +25,42 @@ def test_paper_params_are_the_studys_settings():
 def test_unknown_key_gets_a_did_you_mean(tmp_path):
     f = tmp_path / "p.yaml"
     f.write_text("train:\n  epoch: 3\n")
-    with pytest.raises(P.ParamsError, match=r"p\.yaml: unknown key 'train.epoch'; did you mean 'train.epochs'"):
+    with pytest.raises(
+        P.ParamsError, match=r"p\.yaml: unknown key 'train.epoch'; did you mean 'train.epochs'"
+    ):
         P.load(f)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.epochs=ten", "train.epochs: expected int"),
-    ("train.epochs=0", "train.epochs: must be positive"),
-    ("train.lr=-1e-3", "train.lr: must be positive"),
-    ("data.source=imagenet", "data.source: must be one of"),
-    ("search.lr_range=[1e-2, 1e-5]", "search.lr_range: want 0 < low <= high"),
-    ("train.crop_fraction=1.5", "train.crop_fraction"),
-    ("nonsense", "expected key=value"),
-    ("train.edges=[0.3, 0, 0, 0]", "train.edges: item 0 must be less than 0.25"),
-    ("train.edges=[0.1]", "train.edges: expected a list of 4 values"),
-    ("train.warmup=100", r"train.warmup: must be fewer than train.epochs \(100\)"),
-    ("train.batch_size=63 system.processes=2", r"train.batch_size: 63 must be divisible by system.processes \(2\)"),
-    ("system.resident=maybe", "system.resident: auto, true or false"),
-    ("system.device=gpu", "system.device: auto, cpu, cuda"),
-    ("model.input_size=16", "model.input_size: ResNet18 needs at least 32 pixels"),
-    ("ablation.seeds=[1.5]", "ablation.seeds: item 0 expected int"),
-    ("eval.thresholds=[]", "eval.thresholds: expected a list of at least 1 value,"),
-    ("train.flip=true", "train.flip: expected float"),
-    ("model.view=centre", "model.view: must be one of 'whole' or 'train-mean'"),
-    ("model.bias_correction=true data.split=paper", "model.bias_correction: needs data.split clean"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.epochs=ten", "train.epochs: expected int"),
+        ("train.epochs=0", "train.epochs: must be positive"),
+        ("train.lr=-1e-3", "train.lr: must be positive"),
+        ("data.source=imagenet", "data.source: must be one of"),
+        ("search.lr_range=[1e-2, 1e-5]", "search.lr_range: want 0 < low <= high"),
+        ("train.crop_fraction=1.5", "train.crop_fraction"),
+        ("nonsense", "expected key=value"),
+        ("train.edges=[0.3, 0, 0, 0]", "train.edges: item 0 must be less than 0.25"),
+        ("train.edges=[0.1]", "train.edges: expected a list of 4 values"),
+        ("train.warmup=100", r"train.warmup: must be fewer than train.epochs \(100\)"),
+        (
+            "train.batch_size=63 system.processes=2",
+            r"train.batch_size: 63 must be divisible by system.processes \(2\)",
+        ),
+        ("system.resident=maybe", "system.resident: auto, true or false"),
+        ("system.device=gpu", "system.device: auto, cpu, cuda"),
+        ("model.input_size=16", "model.input_size: ResNet18 needs at least 32 pixels"),
+        ("ablation.seeds=[1.5]", "ablation.seeds: item 0 expected int"),
+        ("eval.thresholds=[]", "eval.thresholds: expected a list of at least 1 value,"),
+        ("train.flip=true", "train.flip: expected float"),
+        ("model.view=centre", "model.view: must be one of 'whole' or 'train-mean'"),
+        (
+            "model.bias_correction=true data.split=paper",
+            "model.bias_correction: needs data.split clean",
+        ),
+    ],
+)
 def test_bad_overrides_are_refused_naming_the_key(override, message):
     """Each message names the key, what the schema wants and what was given."""
     with pytest.raises(P.ParamsError, match=message):
@@ -92,7 +103,9 @@ def test_defaults_are_the_schemas_everywhere():
             for section in ("train", "model"):
                 if f"{section}.{f.name}" in flat and f.default is not dataclasses.MISSING:
                     want = flat[f"{section}.{f.name}"]
-                    assert f.default == (tuple(want) if isinstance(want, list) else want), f"{cls.__name__}.{f.name}"
+                    assert f.default == (tuple(want) if isinstance(want, list) else want), (
+                        f"{cls.__name__}.{f.name}"
+                    )
                     checked += 1
     for fn in (annotation_box, write_cache):
         for name, arg in inspect.signature(fn).parameters.items():
@@ -109,7 +122,9 @@ def test_dump_and_load_round_trip(tmp_path):
 
 
 def test_base_files_are_read_first(tmp_path):
-    (tmp_path / "a.yaml").write_text("name: a\ntrain:\n  epochs: 5\n  lr: 1.0e-2\ndata:\n  root: data\n")
+    (tmp_path / "a.yaml").write_text(
+        "name: a\ntrain:\n  epochs: 5\n  lr: 1.0e-2\ndata:\n  root: data\n"
+    )
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.yaml").write_text("base: ../a.yaml\nname: b\ntrain:\n  epochs: 7\n")
     p = P.load(tmp_path / "sub" / "b.yaml")
@@ -125,15 +140,33 @@ def test_best_recipes_change_only_the_recipe():
     weights, so the two rows on the results page differ by the recipe alone (the faces of another
     landmark scheme trained beside, ``data.joint_train``, count as recipe: the validation and test
     faces are the study's)."""
-    recipe = {"data.forehead", "data.joint_train", "model.input_size", "model.head", "model.head_init", "model.view",
-              "model.bias_correction", "model.recrop", "eval.flip_test"}
+    recipe = {
+        "data.forehead",
+        "data.joint_train",
+        "model.input_size",
+        "model.head",
+        "model.head_init",
+        "model.view",
+        "model.bias_correction",
+        "model.recrop",
+        "eval.flip_test",
+    }
     recipe_sections = ("train.", "search.")  # the recipe, its budget and its search (or fixed rate)
     flat = P.flatten
-    for study_file, best_file in (("paper", "paper-best"), ("helen194-cpu", "helen194-best-cpu"),
-                                  ("helen68-cpu", "helen68-best-cpu")):
-        study, best = flat(P.load(ROOT / "params" / f"{study_file}.yaml")), flat(P.load(ROOT / "params" / f"{best_file}.yaml"))
+    for study_file, best_file in (
+        ("paper", "paper-best"),
+        ("helen194-cpu", "helen194-best-cpu"),
+        ("helen68-cpu", "helen68-best-cpu"),
+    ):
+        study, best = (
+            flat(P.load(ROOT / "params" / f"{study_file}.yaml")),
+            flat(P.load(ROOT / "params" / f"{best_file}.yaml")),
+        )
         changed = {k for k in study if study[k] != best[k] and k != "name"}
-        assert changed and all(k in recipe or k.startswith(recipe_sections) for k in changed), (best_file, changed)
+        assert changed and all(k in recipe or k.startswith(recipe_sections) for k in changed), (
+            best_file,
+            changed,
+        )
         assert "train.loss" in changed and "model.head" in changed
     paper = P.load(ROOT / "params" / "paper.yaml")
     assert paper.train.loss == "mse" and paper.train.flip == 0 and paper.train.schedule == "none"
@@ -158,10 +191,14 @@ def test_lmkit_params_prints_the_resolved_params_and_the_differences_from_the_st
     assert main(["params", "params/helen194-best-cpu.yaml"]) == 0
     out = capsys.readouterr().out
     resolved = yaml.safe_load(out.split("\n# differs")[0])
-    assert resolved["train"]["loss"] == "l1" and resolved["data"]["box"] == "study"  # its own key and its base's
+    assert (
+        resolved["train"]["loss"] == "l1" and resolved["data"]["box"] == "study"
+    )  # its own key and its base's
     diff = out.split("\n# differs")[1]
     assert "#   train.loss: 'mse' -> 'l1'" in diff and "#   model.pretrained: True -> False" in diff
-    assert "data.box" not in diff and "data.root" not in diff  # the study's crop; where the data lie
+    assert (
+        "data.box" not in diff and "data.root" not in diff
+    )  # the study's crop; where the data lie
     assert main(["params", "params/nothing.yaml"]) == 1
 
 
@@ -170,7 +207,11 @@ def test_every_p_option_of_the_lmkit_command_says_what_it_does():
     from lmkit.cli import parser
 
     sub = next(a for a in parser()._actions if a.dest == "command")
-    with_p = {name: p for name, p in sub.choices.items() if any("-p" in a.option_strings for a in p._actions)}
+    with_p = {
+        name: p
+        for name, p in sub.choices.items()
+        if any("-p" in a.option_strings for a in p._actions)
+    }
     assert set(with_p) >= {"run", "ablate", "params"}
     for name, p in with_p.items():
         (opt,) = [a for a in p._actions if "-p" in a.option_strings]
@@ -211,7 +252,10 @@ def test_params_read_as_attributes_and_as_the_old_nested_dict_and_each_read_is_r
     seen = recorder.params(params)
     assert seen["train"]["epochs"] == 7 and seen.model.input_size == params.model.input_size
     assert seen.search.lr_range == params.search.lr_range
-    assert recorder.seen == {"train.epochs": 7, "model.input_size": params.model.input_size,
-                             "search.lr_range": params.search.lr_range}
+    assert recorder.seen == {
+        "train.epochs": 7,
+        "model.input_size": params.model.input_size,
+        "search.lr_range": params.search.lr_range,
+    }
     P.merge(seen, {"seed": 1})  # a copy of the whole params reads every key
     assert recorder.seen["*"] == params.model_dump()

@@ -1,6 +1,7 @@
 """eval/predictions.npz through its one reader and writer (lmkit.report.predictions): the file's
 array names are composed in one place, and a method or normalisation that does not exist is an
 error naming it, not a silent KeyError on a composed string."""
+
 import numpy as np
 import pytest
 
@@ -10,14 +11,30 @@ from lmkit.report.predictions import METHODS, Predictions
 def test_a_round_trip_keeps_every_array_under_the_files_names(tmp_path):
     rng = np.random.default_rng(0)
     true = rng.random((4, 5, 2))
-    per = {"model": {"pred": true + 1, "mse": np.arange(4.0), "nme_io": np.full(4, 0.05), "nme_oc": np.full(4, 0.04)},
-           "mean_shape": {"pred": true * 0, "mse": np.ones(4), "nme_io": np.full(4, 0.2)}}
+    per = {
+        "model": {
+            "pred": true + 1,
+            "mse": np.arange(4.0),
+            "nme_io": np.full(4, 0.05),
+            "nme_oc": np.full(4, 0.04),
+        },
+        "mean_shape": {"pred": true * 0, "mse": np.ones(4), "nme_io": np.full(4, 0.2)},
+    }
     extra = {"model_detector": {"boxes": np.zeros((4, 4))}}
-    path = Predictions.from_scores(true, ["a", "b", "c", "d"], np.array([0]), np.array([3]), per, extra).save(
-        tmp_path / "predictions.npz")
+    path = Predictions.from_scores(
+        true, ["a", "b", "c", "d"], np.array([0]), np.array([3]), per, extra
+    ).save(tmp_path / "predictions.npz")
     with np.load(path) as raw:  # the file as earlier runs wrote it
-        assert {"true", "names", "best", "worst", "model__pred", "model__nme_oc", "mean_shape__mse",
-                "model_detector__boxes"} <= set(raw.files)
+        assert {
+            "true",
+            "names",
+            "best",
+            "worst",
+            "model__pred",
+            "model__nme_oc",
+            "mean_shape__mse",
+            "model_detector__boxes",
+        } <= set(raw.files)
     p = Predictions.load(path)
     assert p.names == ["a", "b", "c", "d"] and p.headline_norm == "oc"
     np.testing.assert_array_equal(p.pred(), true + 1)

@@ -3,7 +3,15 @@ import json
 import numpy as np
 import pytest
 
-from lmkit.data.prepare import annotation_box, crop_and_resize, crop_box, load_cache, prepare, split_train_val, write_cache
+from lmkit.data.prepare import (
+    annotation_box,
+    crop_and_resize,
+    crop_box,
+    load_cache,
+    prepare,
+    split_train_val,
+    write_cache,
+)
 from lmkit.data.readers import Sample
 from lmkit.study.schemes import HELEN194
 from lmkit.data.synthetic import synthetic_entries
@@ -13,7 +21,9 @@ from tests.blobs import blob_image, find_dot
 def test_crop_box_extends_upward_pads_and_clips():
     pts = np.array([[20, 40], [60, 100]], np.float32)  # box 40 wide, 60 tall
     # forehead: 60 / 3 = 20 up, so 80 tall; padding 0.05 * 80 = 4 on every side
-    assert crop_box(pts, (200, 70), forehead=1 / 3, padding=0.05) == pytest.approx((16, 16, 64, 104))
+    assert crop_box(pts, (200, 70), forehead=1 / 3, padding=0.05) == pytest.approx(
+        (16, 16, 64, 104)
+    )
     assert crop_box(pts, (90, 62), forehead=1 / 3, padding=0.05) == pytest.approx((16, 16, 62, 90))
 
 
@@ -24,7 +34,9 @@ def test_landmarks_follow_the_pixels_through_crop_and_resize():
     out, mapped = crop_and_resize(image, pts, box, 300)
     assert out.shape == (300, 300, 3)
     x0, y0, x1, y1 = box
-    np.testing.assert_allclose(mapped, (pts - [x0, y0]) * [300 / (x1 - x0), 300 / (y1 - y0)], rtol=1e-6)
+    np.testing.assert_allclose(
+        mapped, (pts - [x0, y0]) * [300 / (x1 - x0), 300 / (y1 - y0)], rtol=1e-6
+    )
     for p in mapped:
         found = find_dot(out[..., 0], p, radius=9)
         assert np.abs(found - p).max() < 0.35, (found, p)
@@ -33,8 +45,12 @@ def test_landmarks_follow_the_pixels_through_crop_and_resize():
 def _samples(n, k=5, seed=0):
     rng = np.random.default_rng(seed)
     for i in range(n):
-        yield Sample(f"s{i}", rng.integers(0, 255, (80, 90, 3), dtype=np.uint8),
-                     rng.uniform(15, 65, (k, 2)).astype(np.float32), f"mem{i}")
+        yield Sample(
+            f"s{i}",
+            rng.integers(0, 255, (80, 90, 3), dtype=np.uint8),
+            rng.uniform(15, 65, (k, 2)).astype(np.float32),
+            f"mem{i}",
+        )
 
 
 def test_cache_round_trip(tmp_path):
@@ -63,7 +79,10 @@ def test_prepare_reuses_the_cache_when_parameters_match(tmp_path, tiny_params):
     first = prepare(data, 0, tmp_path, logs.append)
     mtime = (tmp_path / "train" / "images.npy").stat().st_mtime_ns
     second = prepare(data, 0, tmp_path, logs.append)
-    assert any("reusing" in line for line in logs[2:]) and (tmp_path / "train" / "images.npy").stat().st_mtime_ns == mtime
+    assert (
+        any("reusing" in line for line in logs[2:])
+        and (tmp_path / "train" / "images.npy").stat().st_mtime_ns == mtime
+    )
     np.testing.assert_array_equal(first["train"].images, second["train"].images)
     logs.clear()
     prepare(data.model_copy(update={"padding": 0.1}), 0, tmp_path, logs.append)
@@ -94,11 +113,17 @@ def test_the_eyes_mouth_box_ignores_the_jaw_and_frames_the_face_as_the_landmark_
     moved = face.copy()
     moved[HELEN194.group("jaw").indices] *= [1.3, 1.1]  # a wider, longer jaw: same eyes and mouth
     np.testing.assert_allclose(annotation_box(moved, padding=0.0, box="eyes-mouth"), em)
-    assert annotation_box(moved, padding=0.0) != pytest.approx(annotation_box(face, padding=0.0))  # the study's box follows the jaw
+    assert annotation_box(moved, padding=0.0) != pytest.approx(
+        annotation_box(face, padding=0.0)
+    )  # the study's box follows the jaw
     shifted = face + [7.0, -3.0]  # the box moves with the face and scales with it
-    np.testing.assert_allclose(annotation_box(shifted, padding=0.0, box="eyes-mouth"), em + [7, -3, 7, -3])
+    np.testing.assert_allclose(
+        annotation_box(shifted, padding=0.0, box="eyes-mouth"), em + [7, -3, 7, -3]
+    )
     np.testing.assert_allclose(annotation_box(face * 2, padding=0.0, box="eyes-mouth"), em * 2)
-    inside = (face[:, 0] > em[0]) & (face[:, 0] < em[2]) & (face[:, 1] > em[1]) & (face[:, 1] < em[3])
+    inside = (
+        (face[:, 0] > em[0]) & (face[:, 0] < em[2]) & (face[:, 1] > em[1]) & (face[:, 1] < em[3])
+    )
     assert inside.mean() > 0.95  # the same face framed
     with pytest.raises(ValueError, match="data.box"):
         annotation_box(face, box="chin")

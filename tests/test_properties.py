@@ -1,4 +1,5 @@
 """Property-based tests (hypothesis) for the readers and the landmark transforms."""
+
 import math
 
 import numpy as np
@@ -11,16 +12,22 @@ from lmkit.study.augment import compose_warps, warp
 from lmkit.data.prepare import crop_and_resize, crop_box
 from lmkit.data.readers import read_helen_annotation, read_pts
 
-coords = arrays(np.float32, st.tuples(st.integers(1, 80), st.just(2)),
-                elements=st.floats(-5000, 5000, allow_nan=False, width=32))
+coords = arrays(
+    np.float32,
+    st.tuples(st.integers(1, 80), st.just(2)),
+    elements=st.floats(-5000, 5000, allow_nan=False, width=32),
+)
 
 
 @settings(max_examples=40, deadline=None)
 @given(coords)
 def test_pts_files_round_trip(tmp_path_factory, pts):
     f = tmp_path_factory.mktemp("pts") / "x.pts"
-    f.write_text(f"version: 1\nn_points: {len(pts)}\n{{\n" + "\n".join(f"{x!r} {y!r}" for x, y in pts.tolist())
-                 + "\n}\n")
+    f.write_text(
+        f"version: 1\nn_points: {len(pts)}\n{{\n"
+        + "\n".join(f"{x!r} {y!r}" for x, y in pts.tolist())
+        + "\n}\n"
+    )
     np.testing.assert_array_equal(read_pts(f), pts)
 
 
@@ -35,10 +42,18 @@ def test_helen_annotations_round_trip(tmp_path_factory, pts, name):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(40, 200), st.integers(40, 200), st.integers(3, 30), st.integers(16, 64), st.integers(0, 10_000))
+@given(
+    st.integers(40, 200),
+    st.integers(40, 200),
+    st.integers(3, 30),
+    st.integers(16, 64),
+    st.integers(0, 10_000),
+)
 def test_crop_and_resize_is_an_exact_invertible_mapping(h, w, k, size, seed):
     rng = np.random.default_rng(seed)
-    pts = np.stack([rng.uniform(0.1 * w, 0.9 * w, k), rng.uniform(0.2 * h, 0.9 * h, k)], 1).astype(np.float32)
+    pts = np.stack([rng.uniform(0.1 * w, 0.9 * w, k), rng.uniform(0.2 * h, 0.9 * h, k)], 1).astype(
+        np.float32
+    )
     image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
     box = crop_box(pts, (h, w))
     assert 0 <= box[0] < box[2] <= w and 0 <= box[1] < box[3] <= h
@@ -51,12 +66,20 @@ def test_crop_and_resize_is_an_exact_invertible_mapping(h, w, k, size, seed):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.floats(-0.6, 0.6), st.floats(0.8, 1.0), st.floats(0, 1), st.floats(0, 1), st.booleans(),
-       st.integers(32, 256))
+@given(
+    st.floats(-0.6, 0.6),
+    st.floats(0.8, 1.0),
+    st.floats(0, 1),
+    st.floats(0, 1),
+    st.booleans(),
+    st.integers(32, 256),
+)
 def test_warps_are_similarities_that_move_landmarks_consistently(angle, crop, ox, oy, flip, size):
     src = 300
     offset = torch.tensor([[ox, oy]], dtype=torch.float64) * (size - crop * size)
-    m = compose_warps(torch.tensor([angle], dtype=torch.float64), offset, crop, src, size, torch.tensor([flip]))
+    m = compose_warps(
+        torch.tensor([angle], dtype=torch.float64), offset, crop, src, size, torch.tensor([flip])
+    )
     pts = torch.tensor([[[40.0, 50.0], [250.0, 60.0], [150.0, 280.0]]])
     _, moved = warp(torch.zeros(1, src, src, 3, dtype=torch.uint8), pts, m, size)
     # distances scale by size / (src * crop): a rotation, a crop and a resize, maybe a mirror

@@ -93,7 +93,9 @@ def test_two_images_for_one_annotation_are_refused_and_unannotated_images_listed
     write_image(tmp_path / "b.PNG")
     write_pts(random_landmarks(68), tmp_path / "b.pts")
     entries = entries_300w_folder(tmp_path)
-    with pytest.raises(ValueError, match=r"dup\.pts: several images share its name \(dup\.jpg, dup\.png\)"):
+    with pytest.raises(
+        ValueError, match=r"dup\.pts: several images share its name \(dup\.jpg, dup\.png\)"
+    ):
         write_cache(entries, tmp_path / "cache", {"source": "300w"})
     split = write_cache(entries, tmp_path / "cache", {"source": "300w"}, on_bad_sample="skip")
     assert split.names == ["a", "b"]
@@ -121,8 +123,16 @@ def test_an_unannotated_photo_in_a_training_folder_is_said_on_the_console(tmp_pa
     events = tmp_path / "progress.jsonl"
     monkeypatch.setenv(ENV, str(events))
     said = []
-    prepare(P.load(None, {"data.source": "300w", "data.root": str(tmp_path / "data")}).data, 0, tmp_path / "cache",
-            said.append)
+    prepare(
+        P.load(None, {"data.source": "300w", "data.root": str(tmp_path / "data")}).data,
+        0,
+        tmp_path / "cache",
+        said.append,
+    )
     lines = [json.loads(line) for line in events.read_text().splitlines()]
-    assert any(e["kind"] == "skipped" and "1 images have no annotation" in e["message"] and "lonely.jpg" in e["message"]
-               for e in lines), lines
+    assert any(
+        e["kind"] == "skipped"
+        and "1 images have no annotation" in e["message"]
+        and "lonely.jpg" in e["message"]
+        for e in lines
+    ), lines

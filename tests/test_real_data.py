@@ -1,4 +1,5 @@
 """On the real 300-W files in ../shared/data, when they are there (skipped otherwise)."""
+
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,9 @@ import pytest
 from lmkit.data.readers import read_300w, read_300w_folder
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not (DATA / "helen68" / "testset").is_dir(), reason=f"real data not found at {DATA}")
+needs_data = pytest.mark.skipif(
+    not (DATA / "helen68" / "testset").is_dir(), reason=f"real data not found at {DATA}"
+)
 
 
 @needs_data
@@ -17,7 +20,11 @@ def test_read_real_300w_testset():
     for s in samples[:20]:
         h, w, c = s.image.shape
         assert c == 3 and s.landmarks.shape == (68, 2)
-        assert (s.landmarks >= -5).all() and (s.landmarks[:, 0] <= w + 5).all() and (s.landmarks[:, 1] <= h + 5).all()
+        assert (
+            (s.landmarks >= -5).all()
+            and (s.landmarks[:, 0] <= w + 5).all()
+            and (s.landmarks[:, 1] <= h + 5).all()
+        )
 
 
 @needs_data
@@ -42,13 +49,17 @@ def test_dlib_peer_on_a_real_face():
         pred = out[kind]["pred"][0]
         assert np.isfinite(pred).all(), kind
         iod = np.linalg.norm(true[36:42].mean(0) - true[42:48].mean(0))
-        assert np.linalg.norm(pred - true, axis=1).mean() / iod < 0.15, kind  # a real detection, in the crop frame
+        assert np.linalg.norm(pred - true, axis=1).mean() / iod < 0.15, (
+            kind
+        )  # a real detection, in the crop frame
         assert out[kind]["seconds_per_face"] > 0
     assert peer_unavailable(194) and "68 points" in peer_unavailable(194)
 
 
-needs_helen194 = pytest.mark.skipif(not (DATA / "helen194" / "annotation").is_dir(),
-                                    reason=f"Helen's 194-point annotations not found at {DATA / 'helen194'}")
+needs_helen194 = pytest.mark.skipif(
+    not (DATA / "helen194" / "annotation").is_dir(),
+    reason=f"Helen's 194-point annotations not found at {DATA / 'helen194'}",
+)
 
 
 @needs_helen194
@@ -62,13 +73,24 @@ def test_the_helen194_scheme_fits_the_real_release():
     from lmkit.study.schemes import HELEN194, mirror_errors
 
     entries = entries_helen(DATA / "helen194", "train")[:300]
-    cache = write_cache(entries, Path(__import__("tempfile").mkdtemp()) / "c", {"source": "helen"}, padding=5, box="study")
+    cache = write_cache(
+        entries,
+        Path(__import__("tempfile").mkdtemp()) / "c",
+        {"source": "helen"},
+        padding=5,
+        box="study",
+    )
     mean = metrics.mean_shape(cache.landmarks)
     err = mirror_errors(HELEN194, mean, 300)
     assert err.max() < 0.09
     a, b = HELEN194.group("eye_a").indices, HELEN194.group("eye_b").indices
     assert mean[a, 0].mean() > mean[b, 0].mean()  # the eye on the image's right first
-    assert HELEN194.outer_eye_corners == (b[int(np.argmin(mean[b, 0]))], a[int(np.argmax(mean[a, 0]))])
+    assert HELEN194.outer_eye_corners == (
+        b[int(np.argmin(mean[b, 0]))],
+        a[int(np.argmax(mean[a, 0]))],
+    )
     jaw = HELEN194.group("jaw").indices
-    assert mean[jaw[0], 0] < mean[jaw[-1], 0] and mean[jaw, 1].argmax() in range(15, 26)  # left to right via the chin
+    assert mean[jaw[0], 0] < mean[jaw[-1], 0] and mean[jaw, 1].argmax() in range(
+        15, 26
+    )  # left to right via the chin
     assert helen_inventory(DATA / "helen194")["train"] == {"listed": 700, "used": 700, "missing": 0}

@@ -37,4 +37,3 @@ def test_notebook_05s_saliency_equals_the_finite_difference_gradient():
             fd.append(abs((loss(plus) - loss(minus)).item() / (2 * eps)))
         assert abs(max(fd) - sal[i, h, w].item()) < 1e-6 * max(1, max(fd))
     assert sal.shape == (2, 6, 6) and sal.sum() > 0
-

@@ -15,11 +15,15 @@ def test_random_log_search_finds_the_minimum_and_resumes(tmp_path):
 
     storage = default_storage(tmp_path)
     assert storage.startswith("sqlite:///") and storage.endswith("search/optuna.db")
-    study = run_search(objective, 4, (1e-5, 1e-1), (1e-6, 1e-2), storage, seed=1, log=lambda _: None)
+    study = run_search(
+        objective, 4, (1e-5, 1e-1), (1e-6, 1e-2), storage, seed=1, log=lambda _: None
+    )
     assert len(calls) == 4
     assert all(1e-5 <= lr <= 1e-1 and 1e-6 <= wd <= 1e-2 for lr, wd in calls)
     # resuming with a larger budget runs only the missing trials
-    study = run_search(objective, 7, (1e-5, 1e-1), (1e-6, 1e-2), storage, seed=1, log=lambda _: None)
+    study = run_search(
+        objective, 7, (1e-5, 1e-1), (1e-6, 1e-2), storage, seed=1, log=lambda _: None
+    )
     assert len(calls) == 7 and len(set(calls)) == 7
     table = trials_table(study)
     assert list(table["state"]) == ["COMPLETE"] * 7
@@ -31,8 +35,15 @@ def test_random_log_search_finds_the_minimum_and_resumes(tmp_path):
 
 def test_log_uniform_sampling_spreads_over_decades(tmp_path):
     lrs = []
-    run_search(lambda lr, wd: lrs.append(lr) or 0.0, 40, (1e-6, 1e-1), (1e-6, 1e-2),
-               default_storage(tmp_path), seed=0, log=lambda _: None)
+    run_search(
+        lambda lr, wd: lrs.append(lr) or 0.0,
+        40,
+        (1e-6, 1e-1),
+        (1e-6, 1e-2),
+        default_storage(tmp_path),
+        seed=0,
+        log=lambda _: None,
+    )
     decades = {math.floor(math.log10(lr)) for lr in lrs}
     assert len(decades) >= 4  # a uniform (not log) draw would sit almost all in 1e-2..1e-1
 
@@ -56,15 +67,33 @@ def test_an_interrupted_trial_runs_again_with_its_values_and_none_twice(tmp_path
 
     storage = default_storage(tmp_path)
     calls = []
-    run_search(lambda lr, wd: calls.append((lr, wd)) or lr, 2, (1e-5, 1e-1), (1e-6, 1e-2), storage, seed=0,
-               log=lambda _: None)
+    run_search(
+        lambda lr, wd: calls.append((lr, wd)) or lr,
+        2,
+        (1e-5, 1e-1),
+        (1e-6, 1e-2),
+        storage,
+        seed=0,
+        log=lambda _: None,
+    )
     # a third trial starts, then its process is killed: it stays RUNNING in the database
     study = open_study(storage, "hpsearch", 0)
     killed = study.ask()
-    values = (killed.suggest_float("lr", 1e-5, 1e-1, log=True), killed.suggest_float("weight_decay", 1e-6, 1e-2, log=True))
+    values = (
+        killed.suggest_float("lr", 1e-5, 1e-1, log=True),
+        killed.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+    )
     logs = []
-    study = run_search(lambda lr, wd: calls.append((lr, wd)) or lr, 4, (1e-5, 1e-1), (1e-6, 1e-2), storage,
-                       seed=0, log=logs.append, single_worker=True)
+    study = run_search(
+        lambda lr, wd: calls.append((lr, wd)) or lr,
+        4,
+        (1e-5, 1e-1),
+        (1e-6, 1e-2),
+        storage,
+        seed=0,
+        log=logs.append,
+        single_worker=True,
+    )
     assert any(f"trial {killed.number} was interrupted" in line for line in logs)
     assert len(calls) == 4 and len(set(calls)) == 4  # none run twice
     assert calls[2] == values  # the interrupted one first, with its own values
@@ -82,7 +111,9 @@ def test_a_diverged_trial_is_pruned_and_replaced(tmp_path):
         return lr
 
     logs = []
-    study = run_search(objective, 3, (1e-5, 1e-1), (1e-6, 1e-2), default_storage(tmp_path), log=logs.append)
+    study = run_search(
+        objective, 3, (1e-5, 1e-1), (1e-6, 1e-2), default_storage(tmp_path), log=logs.append
+    )
     table = trials_table(study)
     assert sorted(table["state"]) == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
     assert any("diverged, pruned" in line for line in logs)
@@ -96,8 +127,14 @@ def test_the_search_plot_spans_the_searched_ranges_not_only_the_trials():
 
     from lmkit.report.figures import plt, search_figure
 
-    trials = pd.DataFrame({"lr": [1e-3, 1.2e-3, 1.1e-3], "weight_decay": [1e-5, 2e-5, 1.5e-5],
-                           "val_mse": [30.0, 20.0, 25.0], "state": ["COMPLETE"] * 3})
+    trials = pd.DataFrame(
+        {
+            "lr": [1e-3, 1.2e-3, 1.1e-3],
+            "weight_decay": [1e-5, 2e-5, 1.5e-5],
+            "val_mse": [30.0, 20.0, 25.0],
+            "state": ["COMPLETE"] * 3,
+        }
+    )
     fig = search_figure(trials, [1e-5, 1e-2], [1e-6, 1e-3])
     ax = fig.axes[0]
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()

@@ -3,6 +3,7 @@ runs exactly once, exactly search.trials complete, and every worker agrees on th
 
 The server is Debian's ``postgresql`` package (``.ci/run`` installs it), started for the test
 in a temporary folder on a Unix socket; the test is skipped, saying why, where it is absent."""
+
 import glob
 import os
 import re
@@ -34,7 +35,9 @@ def _pg_bin() -> Path | None:
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    pytest.importorskip("psycopg2", reason="the PostgreSQL driver (pip install psycopg2-binary) is not installed")
+    pytest.importorskip(
+        "psycopg2", reason="the PostgreSQL driver (pip install psycopg2-binary) is not installed"
+    )
     bin_dir = _pg_bin()
     if bin_dir is None:
         pytest.skip("no PostgreSQL server here (Debian: apt-get install postgresql)")
@@ -46,12 +49,28 @@ def postgres_url():
     data, port = folder / "data", 45000 + os.getpid() % 10000
 
     def pg(*args):
-        subprocess.run(as_user + [str(bin_dir / args[0]), *args[1:]], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            as_user + [str(bin_dir / args[0]), *args[1:]],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
     try:
         pg("initdb", "-D", str(data), "-A", "trust", "-U", "lmkit", "--no-sync")
-        pg("pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t", "60",
-           "-o", f"-p {port} -k {folder} -c listen_addresses='' -c fsync=off", "start")
+        pg(
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-l",
+            str(folder / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {port} -k {folder} -c listen_addresses='' -c fsync=off",
+            "start",
+        )
     except subprocess.CalledProcessError as e:
         shutil.rmtree(folder, ignore_errors=True)
         pytest.skip(f"could not start PostgreSQL: {e.stderr.decode(errors='replace')[-300:]}")
@@ -65,21 +84,33 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
 
     trials = 5
     run = RunFolder(tmp_path / "run")
-    params = P.load(None, TINY | {"search.storage": postgres_url, "search.trials": trials,
-                                  "search.epochs_per_trial": 1})
+    params = P.load(
+        None,
+        TINY
+        | {"search.storage": postgres_url, "search.trials": trials, "search.epochs_per_trial": 1},
+    )
     P.dump(params, run.params)
     steps.prepare(run, params, log=lambda _: None)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, "-m", "lmkit.cli", "search-worker", str(run.root)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-               for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lmkit.cli", "search-worker", str(run.root)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], "\n".join(outputs)
 
     study = open_study(postgres_url, steps.study_name(params), params.seed)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == trials
-    assert len({(t.params["lr"], t.params["weight_decay"]) for t in complete}) == trials  # none twice
+    assert (
+        len({(t.params["lr"], t.params["weight_decay"]) for t in complete}) == trials
+    )  # none twice
     ran = [re.findall(r"^trial (\d+):", out, re.M) for out in outputs]
     assert all(ran), outputs  # both workers ran trials
     assert not set(ran[0]) & set(ran[1])

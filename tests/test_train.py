@@ -16,16 +16,31 @@ from tests.study import STUDY
 def data(tmp_path_factory):
     from lmkit.run import params as P
 
-    p = P.load(None, {"data.synthetic_train": 60, "data.synthetic_test": 4, "model.input_size": 32,
-                      "model.head_init": "mean_shape", "train.batch_size": 16, "train.epoch_multiplier": 1})
+    p = P.load(
+        None,
+        {
+            "data.synthetic_train": 60,
+            "data.synthetic_test": 4,
+            "model.input_size": 32,
+            "model.head_init": "mean_shape",
+            "train.batch_size": 16,
+            "train.epoch_multiplier": 1,
+        },
+    )
     splits = prepare(p.data, 0, tmp_path_factory.mktemp("cache"), lambda _: None)
     s = split_train_val(60, 0.2, 0)
     tr = splits["train"]
-    return p, (tr.images[s["train"]], tr.landmarks[s["train"]]), (tr.images[s["val"]], tr.landmarks[s["val"]])
+    return (
+        p,
+        (tr.images[s["train"]], tr.landmarks[s["train"]]),
+        (tr.images[s["val"]], tr.landmarks[s["val"]]),
+    )
 
 
 def _model(p, train):
-    return new_model(STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", **model_options(p))
+    return new_model(
+        STUDY.build_network, 194, metrics.mean_shape(train[1]), 0, "cpu", **model_options(p)
+    )
 
 
 def test_short_training_lowers_the_loss(data):
@@ -40,13 +55,34 @@ def test_resume_continues_and_matches_an_uninterrupted_run(data, tmp_path):
     p, train, val = data
     cfg = TrainConfig.from_params(p, "cpu", epochs=3, lr=1e-3, weight_decay=1e-4)
     full_model = _model(p, train)
-    full = fit(full_model, STUDY.train_step, train, val, cfg, out_dir=tmp_path / "full", log=lambda _: None)
+    full = fit(
+        full_model, STUDY.train_step, train, val, cfg, out_dir=tmp_path / "full", log=lambda _: None
+    )
 
-    first = TrainConfig.from_params(p, "cpu", epochs=2, lr=1e-3, weight_decay=1e-4, keep_checkpoints=True)
-    fit(_model(p, train), STUDY.train_step, train, val, first, out_dir=tmp_path / "parts", log=lambda _: None)
+    first = TrainConfig.from_params(
+        p, "cpu", epochs=2, lr=1e-3, weight_decay=1e-4, keep_checkpoints=True
+    )
+    fit(
+        _model(p, train),
+        STUDY.train_step,
+        train,
+        val,
+        first,
+        out_dir=tmp_path / "parts",
+        log=lambda _: None,
+    )
     logs = []
     resumed_model = _model(p, train)
-    resumed = fit(resumed_model, STUDY.train_step, train, val, cfg, out_dir=tmp_path / "parts", resume=True, log=logs.append)
+    resumed = fit(
+        resumed_model,
+        STUDY.train_step,
+        train,
+        val,
+        cfg,
+        out_dir=tmp_path / "parts",
+        resume=True,
+        log=logs.append,
+    )
     assert "resuming" in logs[0] and "after epoch 2" in logs[0]
     assert list(resumed["epoch"]) == [1, 2, 3]
     np.testing.assert_allclose(resumed["train_mse"], full["train_mse"], rtol=1e-4)
@@ -70,9 +106,20 @@ def test_a_huge_learning_rate_stops_at_the_first_non_finite_loss(data, tmp_path)
 
     p, train, val = data
     huge = TrainConfig.from_params(p, "cpu", epochs=3, lr=1e12, weight_decay=0.0)
-    with pytest.raises(Diverged, match=r"training diverged: the (training loss is not finite|validation MSE is (nan|inf)).*"
-                                       r"epoch 1"):
-        fit(_model(p, train), STUDY.train_step, train, val, huge, out_dir=tmp_path, log=lambda _: None)
+    with pytest.raises(
+        Diverged,
+        match=r"training diverged: the (training loss is not finite|validation MSE is (nan|inf)).*"
+        r"epoch 1",
+    ):
+        fit(
+            _model(p, train),
+            STUDY.train_step,
+            train,
+            val,
+            huge,
+            out_dir=tmp_path,
+            log=lambda _: None,
+        )
     assert not (tmp_path / "history.csv").exists()  # no epoch of NaN was recorded
 
 
@@ -86,8 +133,18 @@ def test_divergence_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
         loss, pred = STUDY.train_step(*args)
         return (torch.tensor(float("nan")), pred) if len(calls) > 3 else (loss, pred)
 
-    with pytest.raises(Diverged, match=r"loss is not finite at epoch 2, step 1.*last\.pt \(epoch 1\), is kept"):
-        fit(_model(p, train), failing_in_epoch_2, train, val, cfg, out_dir=tmp_path, log=lambda _: None)
+    with pytest.raises(
+        Diverged, match=r"loss is not finite at epoch 2, step 1.*last\.pt \(epoch 1\), is kept"
+    ):
+        fit(
+            _model(p, train),
+            failing_in_epoch_2,
+            train,
+            val,
+            cfg,
+            out_dir=tmp_path,
+            log=lambda _: None,
+        )
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
     assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1]
 
@@ -96,7 +153,16 @@ def test_leftover_temporary_files_are_removed_and_resume_never_silently_restarts
     p, train, val = data
     cfg = TrainConfig.from_params(p, "cpu", epochs=1, lr=1e-3, weight_decay=0.0)
     with pytest.raises(FileNotFoundError, match="train.resume is true but there is no checkpoint"):
-        fit(_model(p, train), STUDY.train_step, train, val, cfg, out_dir=tmp_path, resume=True, log=lambda _: None)
+        fit(
+            _model(p, train),
+            STUDY.train_step,
+            train,
+            val,
+            cfg,
+            out_dir=tmp_path,
+            resume=True,
+            log=lambda _: None,
+        )
     debris = tmp_path / ".last.tmp4242.pt"
     debris.write_bytes(b"half a checkpoint")
     logs = []
@@ -114,8 +180,16 @@ def test_the_heatmap_loss_adds_the_heatmaps_divergence_to_the_training_loss(data
     from lmkit.study.modelinfo import REFERENCE_SIZE
 
     p, train, _ = data
-    p = P.merge(p, {"model.head": "heatmap-s4", "model.head_init": "default", "train.loss": "l1",
-                    "train.heatmap_loss": 5.0, "system.autocast": "none"})  # float32: the sum is checked to 1e-4
+    p = P.merge(
+        p,
+        {
+            "model.head": "heatmap-s4",
+            "model.head_init": "default",
+            "train.loss": "l1",
+            "train.heatmap_loss": 5.0,
+            "system.autocast": "none",
+        },
+    )  # float32: the sum is checked to 1e-4
     study = cells.study("03_train", params=p)
     cfg = TrainConfig.from_params(p, "cpu", lr=1e-3, weight_decay=0.0)
     model = new_model(study.build_network, 194, None, 0, "cpu", pretrained=False)
@@ -127,9 +201,13 @@ def test_the_heatmap_loss_adds_the_heatmaps_divergence_to_the_training_loss(data
         points, logits = model(x, heatmaps=True)
         expected = F.l1_loss(points, y) + 5.0 * heatmap_divergence(logits, y)
     model.load_state_dict(state)  # the batch norm's running statistics as before
-    loss, _ = study.train_step(model, torch.optim.SGD(model.parameters(), lr=0.0), cfg.plan().grad_scaler(), x, y, cfg)
+    loss, _ = study.train_step(
+        model, torch.optim.SGD(model.parameters(), lr=0.0), cfg.plan().grad_scaler(), x, y, cfg
+    )
     assert float(loss) == pytest.approx(float(expected), rel=1e-4)
-    assert float(loss) > float(F.l1_loss(points, y)) + 1.0  # the divergence (> 0.2 nats at random init) is in it
+    assert (
+        float(loss) > float(F.l1_loss(points, y)) + 1.0
+    )  # the divergence (> 0.2 nats at random init) is in it
 
 
 def test_a_finished_training_keeps_only_the_best_weights_unless_asked(tmp_path):
@@ -144,9 +222,19 @@ def test_a_finished_training_keeps_only_the_best_weights_unless_asked(tmp_path):
     sizes = {}
     for keep in (False, True):
         run = RunFolder(tmp_path / f"keep-{keep}")
-        params = P.load(None, {"data.synthetic_train": 24, "data.synthetic_test": 4, "model.input_size": 32,
-                               "train.epochs": 2, "train.batch_size": 8, "train.epoch_multiplier": 1,
-                               "search.enabled": False, "train.keep_checkpoints": keep})
+        params = P.load(
+            None,
+            {
+                "data.synthetic_train": 24,
+                "data.synthetic_test": 4,
+                "model.input_size": 32,
+                "train.epochs": 2,
+                "train.batch_size": 8,
+                "train.epoch_multiplier": 1,
+                "search.enabled": False,
+                "train.keep_checkpoints": keep,
+            },
+        )
         P.dump(params, run.params)
         steps.prepare(run, params, log=lambda _: None)
         steps.hpsearch(run, params, log=lambda _: None)
@@ -154,7 +242,9 @@ def test_a_finished_training_keeps_only_the_best_weights_unless_asked(tmp_path):
         steps.train(run, params, log=lines.append)
         files = sorted(p.name for p in run.train_dir.glob("*.pt") if p.name != "model.pt")
         best = load_checkpoint(run.best_checkpoint)
-        sizes[keep] = sum(p.stat().st_size for p in run.train_dir.glob("*.pt") if p.name != "model.pt")
+        sizes[keep] = sum(
+            p.stat().st_size for p in run.train_dir.glob("*.pt") if p.name != "model.pt"
+        )
         more = P.merge(params, {"train.resume": True, "train.epochs": 3})
         if keep:
             assert files == ["best.pt", "last.pt", "previous.pt"] and "optimizer" in best
@@ -182,11 +272,20 @@ def test_keep_last_makes_the_last_epoch_the_best_checkpoint(data, tmp_path):
                     w.add_(torch.randn_like(w) * 0.3)
         return out
 
-    for final, expected in ((False, lambda h: int(h["epoch"][h["val_mse"].idxmin()])), (True, lambda h: 3)):
+    for final, expected in (
+        (False, lambda h: int(h["epoch"][h["val_mse"].idxmin()])),
+        (True, lambda h: 3),
+    ):
         calls.clear()
-        cfg = TrainConfig.from_params(P.merge(p, {"data.final": final}), "cpu", epochs=3, lr=1e-3, weight_decay=0.0)
+        cfg = TrainConfig.from_params(
+            P.merge(p, {"data.final": final}), "cpu", epochs=3, lr=1e-3, weight_decay=0.0
+        )
         assert cfg.keep_last is final
         out = tmp_path / str(final)
-        hist = fit(_model(p, train), spoiled_in_epoch_3, train, val, cfg, out_dir=out, log=lambda _: None)
-        assert hist["val_mse"].iloc[2] > hist["val_mse"].iloc[:2].min()  # the spoiled epoch validated worse
+        hist = fit(
+            _model(p, train), spoiled_in_epoch_3, train, val, cfg, out_dir=out, log=lambda _: None
+        )
+        assert (
+            hist["val_mse"].iloc[2] > hist["val_mse"].iloc[:2].min()
+        )  # the spoiled epoch validated worse
         assert load_checkpoint(out / "best.pt")["epoch"] == expected(hist)

@@ -4,6 +4,7 @@ folder (``ablation/<variant>/seed<N>/``) that share its prepared data, split and
 A sub-run is reused as the chain reuses a stage (``lmkit.chain.reuse``); a variant whose training
 is the same as an earlier row's (it changes only what follows training) starts from that row's
 trained weights."""
+
 from __future__ import annotations
 
 import re
@@ -28,9 +29,14 @@ def ablation_variants(params: P.Params) -> list[Path]:
     files = [Path(f) for f in params.ablation.variants]
     if not files:
         folder = Path(__file__).resolve().parents[2] / "params" / "ablation"
-        files = sorted(folder.glob("*.yaml"), key=lambda f: (int(re.match(r"\d*", f.name).group() or 10**9), f.name))
+        files = sorted(
+            folder.glob("*.yaml"),
+            key=lambda f: (int(re.match(r"\d*", f.name).group() or 10**9), f.name),
+        )
         if not files:
-            raise FileNotFoundError(f"{folder}: no ablation variants (*.yaml); set ablation.variants")
+            raise FileNotFoundError(
+                f"{folder}: no ablation variants (*.yaml); set ablation.variants"
+            )
     return files
 
 
@@ -41,7 +47,9 @@ def row_changes(files: list[Path]) -> dict[str, str]:
     for file in files:
         changes = P.read_changes(file)
         label = changes.pop("name", file.stem)
-        labels[label] = ", ".join(f"{k}={v}" for k, v in changes.items() if before.get(k) != v) or "-"
+        labels[label] = (
+            ", ".join(f"{k}={v}" for k, v in changes.items() if before.get(k) != v) or "-"
+        )
         before = changes
     return labels
 
@@ -54,7 +62,9 @@ def _same_training(earlier: RunFolder, sub: RunFolder, params: P.Params, noteboo
     return bool(kept) and not reuse.changes(kept, sub, params, "03_train", notebook, outputs=False)
 
 
-def ablation(run: RunFolder, params: P.Params, log=print, quiet_notebooks: bool = True) -> pd.DataFrame:
+def ablation(
+    run: RunFolder, params: P.Params, log=print, quiet_notebooks: bool = True
+) -> pd.DataFrame:
     """Train and test each variant (a params file: the study's recipe plus a few changes) with
     the run's data, split, model, budget and hyper-parameters (its search winner), once per
     seed of ``ablation.seeds``, by running notebooks 03_train and 04_evaluate on each sub-run.
@@ -70,8 +80,12 @@ def ablation(run: RunFolder, params: P.Params, log=print, quiet_notebooks: bool 
     hp = read_json(run.best_hparams, "02_hpsearch")
     a = params.ablation
     budget = {"train.epochs": a.epochs} if a.epochs else {}
-    base = {"data.cache_dir": str(run.cache_dir(params.data.cache_dir)), "eval.detector_box": False,
-            "train.resume": False, **budget}
+    base = {
+        "data.cache_dir": str(run.cache_dir(params.data.cache_dir)),
+        "eval.detector_box": False,
+        "train.resume": False,
+        **budget,
+    }
     lines, trained, nmes = [], [], {}
     d = load_data(run, params)
     nme_key = "nme_oc_mean" if d.scheme.outer_eye_corners else "nme_io_mean"
@@ -96,27 +110,50 @@ def ablation(run: RunFolder, params: P.Params, log=print, quiet_notebooks: bool 
                     sub.train_dir.mkdir(parents=True, exist_ok=True)
                     for f in ("history.csv", "best.pt"):
                         shutil.copyfile(same.train_dir / f, sub.train_dir / f)
-                    shutil.copytree(same.path("notebooks"), sub.path("notebooks"), dirs_exist_ok=True)
+                    shutil.copytree(
+                        same.path("notebooks"), sub.path("notebooks"), dirs_exist_ok=True
+                    )
                     kept = read_json(same.path("run.json"), "")
-                    write_json({"timings_s": {}, "stages": {"03_train": kept["stages"]["03_train"]}}, info)
-                    emit(log, "variant", f"    seed {seed}: the same training as {same.root.parent.name}: its weights reused")
+                    write_json(
+                        {"timings_s": {}, "stages": {"03_train": kept["stages"]["03_train"]}}, info
+                    )
+                    emit(
+                        log,
+                        "variant",
+                        f"    seed {seed}: the same training as {same.root.parent.name}: its weights reused",
+                    )
                 else:
                     emit(log, "variant", f"    seed {seed}: training ...")
             run_stages(sub, vp, ("03_train", "04_evaluate"), log=quiet if quiet_notebooks else log)
             trained.append(sub)
             m = read_json(sub.metrics, "04_evaluate")
             row = m["methods"][METHODS["model"]]
-            lines.append({"variant": label, "file": file.name, "seed": seed, **row, "best_val_mse": m["best_val_mse"],
-                          "train_minutes": m["train_seconds"] / 60})
+            lines.append(
+                {
+                    "variant": label,
+                    "file": file.name,
+                    "seed": seed,
+                    **row,
+                    "best_val_mse": m["best_val_mse"],
+                    "train_minutes": m["train_seconds"] / 60,
+                }
+            )
             nmes.setdefault(label, []).append(Predictions.load(sub.predictions).nme("model", "io"))
-            emit(log, "variant", f"    seed {seed}: test {nme_key} {row[nme_key]:.4f}, MSE {row['mse_mean']:.2f} px², "
-                 f"best val MSE {m['best_val_mse']:.2f} px², {m['train_seconds'] / 60:.1f} min")
+            emit(
+                log,
+                "variant",
+                f"    seed {seed}: test {nme_key} {row[nme_key]:.4f}, MSE {row['mse_mean']:.2f} px², "
+                f"best val MSE {m['best_val_mse']:.2f} px², {m['train_seconds'] / 60:.1f} min",
+            )
     runs = pd.DataFrame(lines)
     write_csv(runs, run.path("ablation", "runs.csv"))
     table = ablation_table(runs, labels)
     write_csv(table, run.path("ablation", "ablation.csv"))
-    fig = figures.ced_figure({k: np.concatenate(v) for k, v in nmes.items()}, params.eval.ced_max,
-                             f"ablation on {d.dataset} (all seeds)")
+    fig = figures.ced_figure(
+        {k: np.concatenate(v) for k, v in nmes.items()},
+        params.eval.ced_max,
+        f"ablation on {d.dataset} (all seeds)",
+    )
     figures.save(fig, run.figure("ablation_ced"))
     figures.plt.close(fig)
     return table

@@ -31,10 +31,23 @@ def train_run(run, params, build_network, train_step, log=print):
     from lmkit.train.loop import fit
 
     d = load_data(run, params)
-    faces = d.training()  # with data.joint_train the joint faces too, each with both schemes' points
+    faces = (
+        d.training()
+    )  # with data.joint_train the joint faces too, each with both schemes' points
     cfg = TrainConfig.for_run(run, params, d, faces)
-    net = new_model(build_network, len(faces.mean), faces.mean, params.seed, cfg.device, **model_options(params))
-    return fit(net, train_step, faces[:2], d.val, cfg, out_dir=run.train_dir, resume=params.train.resume, log=log)
+    net = new_model(
+        build_network, len(faces.mean), faces.mean, params.seed, cfg.device, **model_options(params)
+    )
+    return fit(
+        net,
+        train_step,
+        faces[:2],
+        d.val,
+        cfg,
+        out_dir=run.train_dir,
+        resume=params.train.resume,
+        log=log,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
         cells = study(params=params)
-        train_run(run, params, cells.build_network, cells.train_step, log=print if dist.get_rank() == 0 else quiet)
+        train_run(
+            run,
+            params,
+            cells.build_network,
+            cells.train_step,
+            log=print if dist.get_rank() == 0 else quiet,
+        )
     finally:
         dist.destroy_process_group()
     return 0

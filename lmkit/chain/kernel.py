@@ -6,6 +6,7 @@ shut down. When that signal lands while the kernel is handling a message, ipyker
 chain's kernel drops that one record (``lmkit run`` reports a real Ctrl-C itself); every other
 error of the kernel is still printed.
 """
+
 from __future__ import annotations
 
 import logging

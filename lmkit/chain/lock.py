@@ -1,5 +1,6 @@
 """One chain per run folder: the lock ``lmkit run`` holds (host, PID, since), the refusal a
 notebook opened by hand gets while a chain works on its folder, and ``environ``."""
+
 from __future__ import annotations
 
 import json
@@ -38,12 +39,23 @@ def run_lock(run: RunFolder, log=print):
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise RunInUse(f"{run.root}: in use by {_holder(run)}; wait for it to finish, or choose another --out") from None
+        raise RunInUse(
+            f"{run.root}: in use by {_holder(run)}; wait for it to finish, or choose another --out"
+        ) from None
     info_file = run.root / ".lock.json"
     if info_file.exists():
-        log(f"taking over the run folder from a run that ended without releasing it: {_holder(run)}")
-    write_json({"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "command": " ".join(["lmkit", *sys.argv[1:]])}, info_file)
+        log(
+            f"taking over the run folder from a run that ended without releasing it: {_holder(run)}"
+        )
+    write_json(
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(["lmkit", *sys.argv[1:]]),
+        },
+        info_file,
+    )
     try:
         with environ(LOCK_ENV, str(run.root)):
             yield
@@ -77,5 +89,7 @@ def check_not_in_use(run: RunFolder) -> None:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise RunInUse(f"{run.root}: in use by {_holder(run)}; open the notebook when it has finished") from None
+        raise RunInUse(
+            f"{run.root}: in use by {_holder(run)}; open the notebook when it has finished"
+        ) from None
     lock.release()

@@ -4,6 +4,7 @@ HTML with nbconvert and writes the report's index.html; ``report`` rebuilds the 
 notebook ran by hand. A failing notebook stops the chain with a message naming the notebook and
 the failing cell. The ``lmkit`` command that calls it is ``lmkit.cli``.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ from lmkit.run import progress
 from lmkit.run.folder import RunFolder, write_json, write_text
 from lmkit.chain import reuse
 from lmkit.chain import stages
-from lmkit.chain.lock import RunInUse, environ, run_lock
+from lmkit.chain.lock import environ, run_lock
 
 NOTEBOOKS = stages.NOTEBOOKS  # what lmkit run runs, in order (lmkit.stages declares each)
 ABLATION_NOTEBOOK = stages.CHAIN[-1]
@@ -44,11 +45,27 @@ def this_python_kernel():
     folder = Path(tempfile.mkdtemp(prefix="lmkit-kernel-"))
     spec = folder / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "lmkit.chain.kernel", "-f", "{connection_file}", "--IPKernelApp.log_level=ERROR"],
-        "display_name": "lmkit (this Python)", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [
+                    sys.executable,
+                    "-m",
+                    "lmkit.chain.kernel",
+                    "-f",
+                    "{connection_file}",
+                    "--IPKernelApp.log_level=ERROR",
+                ],
+                "display_name": "lmkit (this Python)",
+                "language": "python",
+            }
+        )
+    )
     try:
-        with environ("JUPYTER_PATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("JUPYTER_PATH")]))):
+        with environ(
+            "JUPYTER_PATH",
+            os.pathsep.join(filter(None, [str(folder), os.environ.get("JUPYTER_PATH")])),
+        ):
             yield KERNEL_NAME
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -68,8 +85,11 @@ def export_html(notebook: Path, chain=NOTEBOOKS + (ABLATION_NOTEBOOK,)) -> Path:
             links.append(f"<a href='{chain[i - 1]}.html'>previous: {chain[i - 1]}</a>")
         if i + 1 < len(NOTEBOOKS):
             links.append(f"<a href='{chain[i + 1]}.html'>next: {chain[i + 1]}</a>")
-    nav = ("<nav style='font-family:system-ui,sans-serif;padding:6px 12px;background:#f3f3f3;border-bottom:1px solid #ccc'>"
-           + " · ".join(links) + "</nav>")
+    nav = (
+        "<nav style='font-family:system-ui,sans-serif;padding:6px 12px;background:#f3f3f3;border-bottom:1px solid #ccc'>"
+        + " · ".join(links)
+        + "</nav>"
+    )
     body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, body, count=1)
     out = notebook.with_suffix(".html")
     write_text(body, out)
@@ -78,6 +98,7 @@ def export_html(notebook: Path, chain=NOTEBOOKS + (ABLATION_NOTEBOOK,)) -> Path:
 
 def provenance(params: P.Params) -> dict:
     """What a result needs to be traced and repeated."""
+
     def version(pkg):
         try:
             return metadata.version(pkg)
@@ -85,16 +106,33 @@ def provenance(params: P.Params) -> dict:
             return None
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parent,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     import torch
 
-    return {"python": platform.python_version(), "platform": platform.platform(), "git_commit": commit,
-            "seed": params.seed, "device": "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available()
-            else f"cpu ({os.cpu_count()} cores)", "host": host(),
-            "packages": {p: version(p) for p in ("lmkit", "torch", "torchvision", "numpy", "optuna", "papermill")}}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": commit,
+        "seed": params.seed,
+        "device": "cuda: " + torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"cpu ({os.cpu_count()} cores)",
+        "host": host(),
+        "packages": {
+            p: version(p) for p in ("lmkit", "torch", "torchvision", "numpy", "optuna", "papermill")
+        },
+    }
 
 
 def host() -> dict:
@@ -128,20 +166,30 @@ def preflight(params: P.Params, run: RunFolder) -> None:
     if d.source == "synthetic":
         n_val = max(1, round(d.synthetic_train * d.val_fraction))
         if d.synthetic_train - n_val < params.train.batch_size:
-            raise ChainError(f"too little data: data.synthetic_train {d.synthetic_train} leaves "
-                             f"{d.synthetic_train - n_val} training faces after {n_val} for validation, fewer than "
-                             f"train.batch_size {params.train.batch_size}")
+            raise ChainError(
+                f"too little data: data.synthetic_train {d.synthetic_train} leaves "
+                f"{d.synthetic_train - n_val} training faces after {n_val} for validation, fewer than "
+                f"train.batch_size {params.train.batch_size}"
+            )
     else:
         root = Path(d.root or "")
         if not d.root or not root.is_dir():
             raise ChainError(f"data.root: {root} is not a folder (data.source: {d.source})")
         missing = [f for f in LAYOUTS[d.source] if not (root / f).exists()]
         if missing:
-            other = next((name for name, files in LAYOUTS.items()
-                          if name != d.source and all((root / f).exists() for f in files)), None)
+            other = next(
+                (
+                    name
+                    for name, files in LAYOUTS.items()
+                    if name != d.source and all((root / f).exists() for f in files)
+                ),
+                None,
+            )
             hint = f"; it looks like the {other} layout: set data.source: {other}" if other else ""
-            raise ChainError(f"data.root: {root} is not in the {d.source} layout (missing "
-                             f"{', '.join(missing)}){hint}")
+            raise ChainError(
+                f"data.root: {root} is not in the {d.source} layout (missing "
+                f"{', '.join(missing)}){hint}"
+            )
         for extra in d.extra_train:
             if not Path(extra).is_dir():
                 raise ChainError(f"data.extra_train: {extra} is not a folder")
@@ -150,7 +198,9 @@ def preflight(params: P.Params, run: RunFolder) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise ChainError(f"system.device: {device} asked for, but this machine has no CUDA device (use auto or cpu)")
+            raise ChainError(
+                f"system.device: {device} asked for, but this machine has no CUDA device (use auto or cpu)"
+            )
     if params.system.processes > 1:
         from lmkit.chain.launch import check_devices
 
@@ -159,8 +209,10 @@ def preflight(params: P.Params, run: RunFolder) -> None:
         except RuntimeError as e:
             raise ChainError(str(e)) from None
     if isinstance(params.model.pretrained, str) and not Path(params.model.pretrained).is_file():
-        raise ChainError(f"model.pretrained: {params.model.pretrained}: no such file (a saved ResNet18 state "
-                         "dict, or true for torchvision's ImageNet weights)")
+        raise ChainError(
+            f"model.pretrained: {params.model.pretrained}: no such file (a saved ResNet18 state "
+            "dict, or true for torchvision's ImageNet weights)"
+        )
     if params.model.pretrained is True:
         from lmkit.study.model import imagenet_weights
 
@@ -188,9 +240,16 @@ def _progress_to(run: RunFolder, name: str, log, quiet: bool):
         yield follow
 
 
-def run_chain(params_file: str | None, overrides: list[str] | None = None, out: str | None = None,
-              log=print, notebooks=NOTEBOOKS, force: bool = False, quiet: bool = False,
-              notebooks_folder: str | Path | None = None) -> RunFolder:
+def run_chain(
+    params_file: str | None,
+    overrides: list[str] | None = None,
+    out: str | None = None,
+    log=print,
+    notebooks=NOTEBOOKS,
+    force: bool = False,
+    quiet: bool = False,
+    notebooks_folder: str | Path | None = None,
+) -> RunFolder:
     """Run ``notebooks`` into the run folder. A notebook that completed before with the same
     digest (its params and everything before it unchanged) is reused, unless ``force``: so a
     re-run after a failure starts at the failed notebook. Each notebook's progress lines
@@ -199,8 +258,15 @@ def run_chain(params_file: str | None, overrides: list[str] | None = None, out: 
     run = RunFolder(out or Path("reports") / params.name)
     preflight(params, run)
     with run_lock(run, log):
-        _run_notebooks(run, params, notebooks, force, log, quiet,
-                       nb_dir=Path(notebooks_folder).resolve() if notebooks_folder else None)
+        _run_notebooks(
+            run,
+            params,
+            notebooks,
+            force,
+            log,
+            quiet,
+            nb_dir=Path(notebooks_folder).resolve() if notebooks_folder else None,
+        )
     return run
 
 
@@ -212,14 +278,18 @@ def report(run_dir: str | Path, log=print) -> RunFolder:
     run = RunFolder(run_dir)
     for f in (run.params, run.metrics):
         if not f.exists():
-            raise FileNotFoundError(f"{f}: missing; {run.root} is not a finished run (lmkit run it first)")
+            raise FileNotFoundError(
+                f"{f}: missing; {run.root} is not a finished run (lmkit run it first)"
+            )
     params = P.load(run.params)
     info_file = run.path("run.json")
     info = json.loads(info_file.read_text()) if info_file.exists() else {}
     nb_dir = cells.notebooks_dir()
     outside = {}
     for name in NOTEBOOKS[:-1]:
-        why = reuse.changes(info.get("stages", {}).get(name), run, params, name, nb_dir / f"{name}.ipynb")
+        why = reuse.changes(
+            info.get("stages", {}).get(name), run, params, name, nb_dir / f"{name}.ipynb"
+        )
         if why:
             outside[name] = "; ".join(why[:3])
             log(f"{name}: changed since lmkit run recorded it: {outside[name]}")
@@ -246,16 +316,28 @@ def run_stages(run: RunFolder, params: P.Params, notebooks, log=print, quiet: bo
     _run_notebooks(run, params, notebooks, False, log, quiet, index=False)
 
 
-def _run_notebooks(run: RunFolder, params: P.Params, notebooks, force: bool, log, quiet: bool = False,
-                   nb_dir: Path | None = None, index: bool = True) -> None:
-    if run.params.exists():  # what the folder last ran with (a notebook run by hand records its knobs there)
+def _run_notebooks(
+    run: RunFolder,
+    params: P.Params,
+    notebooks,
+    force: bool,
+    log,
+    quiet: bool = False,
+    nb_dir: Path | None = None,
+    index: bool = True,
+) -> None:
+    if (
+        run.params.exists()
+    ):  # what the folder last ran with (a notebook run by hand records its knobs there)
         try:
             changed = params_changes(P.load(run.params), params)
         except P.ParamsError:
             changed = []
         if changed:
-            log(f"params differ from the run folder's params.yaml (the last run, or a notebook run by hand): "
-                f"{'; '.join(changed)}")
+            log(
+                f"params differ from the run folder's params.yaml (the last run, or a notebook run by hand): "
+                f"{'; '.join(changed)}"
+            )
     P.dump(params, run.params)
     nb_dir = nb_dir or cells.notebooks_dir()
     info_file = run.path("run.json")
@@ -282,13 +364,19 @@ def _run_notebooks(run: RunFolder, params: P.Params, notebooks, force: bool, log
                 if not why and not output.exists():  # the executed notebook itself is gone
                     why = [f"{output} is missing"]
                 if not why:
-                    log(f"{name}: reusing the earlier output (its code, the params it read, the lmkit source it "
-                        "imported, its data and outputs are unchanged)")
+                    log(
+                        f"{name}: reusing the earlier output (its code, the params it read, the lmkit source it "
+                        "imported, its data and outputs are unchanged)"
+                    )
                     continue
                 if name in stages:
-                    log(f"{name}: running it again: {'; '.join(why[:8])}{' ...' if len(why) > 8 else ''}")
+                    log(
+                        f"{name}: running it again: {'; '.join(why[:8])}{' ...' if len(why) > 8 else ''}"
+                    )
             elif name in stages:
-                log(f"{name}: running it again ({'--force' if force else 'a stage before it ran again'})")
+                log(
+                    f"{name}: running it again ({'--force' if force else 'a stage before it ran again'})"
+                )
             reusing = False  # everything after a re-run notebook runs again
             stages.pop(name, None)
             run.path("reads", f"{name}.json").unlink(missing_ok=True)
@@ -296,15 +384,26 @@ def _run_notebooks(run: RunFolder, params: P.Params, notebooks, force: bool, log
             log(f"{name} ...")
             try:
                 with _progress_to(run, name, log, quiet):
-                    pm.execute_notebook(str(source), str(output), kernel_name=kernel,
-                                        parameters={"run_dir": str(run.root), "params_file": str(run.params),
-                                                    "overrides": [], **NOTEBOOK_PARAMETERS.get(name, {})},
-                                        cwd=str(nb_dir), progress_bar=False)
+                    pm.execute_notebook(
+                        str(source),
+                        str(output),
+                        kernel_name=kernel,
+                        parameters={
+                            "run_dir": str(run.root),
+                            "params_file": str(run.params),
+                            "overrides": [],
+                            **NOTEBOOK_PARAMETERS.get(name, {}),
+                        },
+                        cwd=str(nb_dir),
+                        progress_bar=False,
+                    )
             except pm.PapermillExecutionError as e:
                 export_html(output)
                 write_json({**info, "timings_s": timings, "stages": stages}, info_file)
-                raise ChainError(f"notebook {name} failed in cell [{e.exec_count}]: {e.ename}: {e.evalue}\n"
-                                 f"  the executed notebook with the traceback: {output}") from None
+                raise ChainError(
+                    f"notebook {name} failed in cell [{e.exec_count}]: {e.ename}: {e.evalue}\n"
+                    f"  the executed notebook with the traceback: {output}"
+                ) from None
             export_html(output)
             timings[name] = round(time.perf_counter() - t0, 1)
             stages[name] = reuse.record(run, params, name, source)

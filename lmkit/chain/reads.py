@@ -10,6 +10,7 @@ when all of it is unchanged (``lmkit.chain.reuse``):
 ``reads/<stage>.json`` of the run folder after every cell (IPython's ``post_run_cell``), and at
 the end of a plain Python process.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -47,13 +48,17 @@ class RecordingParams:
             self._note(f"{self._path}{name}", list(value) if isinstance(value, tuple) else value)
         return value
 
-    def __getitem__(self, name: str):  # params["train"]["epochs"], as cells written for dict params read
+    def __getitem__(
+        self, name: str
+    ):  # params["train"]["epochs"], as cells written for dict params read
         if name not in type(self._values).model_fields:
             raise KeyError(name)
         return self.__getattr__(name)
 
     def __setattr__(self, name, value):
-        raise TypeError(f"params are read-only: use lmkit.run.params.merge(params, {{'{self._path}{name}': ...}})")
+        raise TypeError(
+            f"params are read-only: use lmkit.run.params.merge(params, {{'{self._path}{name}': ...}})"
+        )
 
     def model_dump(self, **kwargs) -> dict:
         self._note(self._path.rstrip(".") or WHOLE, self._values.model_dump())
@@ -120,8 +125,11 @@ class Recorder:
     def snapshot(self) -> dict:
         from lmkit.study.cells import loaded
 
-        return {"params": dict(sorted(self.seen.items())), "modules": dict(sorted(imported_modules().items())),
-                "cells": loaded()}
+        return {
+            "params": dict(sorted(self.seen.items())),
+            "modules": dict(sorted(imported_modules().items())),
+            "cells": loaded(),
+        }
 
     def flush(self, *_) -> None:
         from lmkit.run.folder import write_json

@@ -1,4 +1,5 @@
 """``open_run``: how every notebook starts (its run folder and params, recorded as it reads them)."""
+
 from __future__ import annotations
 
 import shlex
@@ -20,8 +21,13 @@ def project_root(start: Path | None = None) -> Path:
     return start
 
 
-def open_run(run_dir: str, params_file: str | None, overrides: list[str] | str | None = None,
-             knobs: dict | None = None, stage: str | None = None) -> tuple[RunFolder, P.Params]:
+def open_run(
+    run_dir: str,
+    params_file: str | None,
+    overrides: list[str] | str | None = None,
+    knobs: dict | None = None,
+    stage: str | None = None,
+) -> tuple[RunFolder, P.Params]:
     """The run folder and its params, as every notebook starts. The params are loaded from
     ``params_file``, then ``overrides`` (a list of "key=value" strings, or one string of them
     separated by spaces), then the notebook's ``knobs`` ({params key: value}; None leaves a key
@@ -47,8 +53,13 @@ def open_run(run_dir: str, params_file: str | None, overrides: list[str] | str |
     changes = {k: v for k, v in (knobs or {}).items() if v is not None}
     if changes:
         params = P.merge(params, changes)
-    if overrides or changes or not run.params.exists() or params_path is None or \
-            run.params.resolve() != params_path.resolve():
+    if (
+        overrides
+        or changes
+        or not run.params.exists()
+        or params_path is None
+        or run.params.resolve() != params_path.resolve()
+    ):
         P.dump(params, run.params)  # what this notebook runs with is what the run folder records
     if stage is None:
         return run, params

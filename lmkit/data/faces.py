@@ -1,5 +1,6 @@
 """A prepared run's data: 01_prepare's caches and split (``prepare_run``), read back as
 training, validation and test faces (``load_data``), with the data set's label."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lmkit.data.prepare import PreparedSet, Subset, load_cache, prepare as prepare_caches, split_train_val
+from lmkit.data.prepare import (
+    PreparedSet,
+    Subset,
+    load_cache,
+    prepare as prepare_caches,
+    split_train_val,
+)
 from lmkit.run.progress import emit
 from lmkit.run.folder import RunFolder, read_json, write_json
 from lmkit.study.metrics import mean_shape
@@ -31,8 +38,16 @@ def describe_dataset(manifest: dict, joint: dict | None = None) -> str:
     if src == "synthetic":
         return f"synthetic faces (lmkit built-in, seed {manifest['seed']})"
     name = {"helen": "Helen (official layout)", "300w": "300-W layout"}[src]
-    extra = f" + {', '.join(Path(f).name for f in manifest['extra_train'])} (training)" if manifest.get("extra_train") else ""
-    beside = f" + {', '.join(Path(f).name for f in joint['joint_train'])} ({joint['n_points']} points, joint)" if joint else ""
+    extra = (
+        f" + {', '.join(Path(f).name for f in manifest['extra_train'])} (training)"
+        if manifest.get("extra_train")
+        else ""
+    )
+    beside = (
+        f" + {', '.join(Path(f).name for f in joint['joint_train'])} ({joint['n_points']} points, joint)"
+        if joint
+        else ""
+    )
     return f"{name}: {Path(manifest['root']).name}{extra}{beside}"
 
 
@@ -42,17 +57,24 @@ def prepare_run(run: RunFolder, params: Params, log=print) -> dict[str, Prepared
 
     Used in: 01_prepare, "Prepare the data"."""
     splits = prepare_caches(params.data, params.seed, run.cache_dir(params.data.cache_dir), log)
-    split = split_train_val(len(splits["train"]), params.data.val_fraction, params.seed,
-                            params.data.split)
+    split = split_train_val(
+        len(splits["train"]), params.data.val_fraction, params.seed, params.data.split
+    )
     batch = params.train.batch_size
     if len(split["train"]) < batch:
-        raise ValueError(f"too little data: {len(split['train'])} training faces after holding out {len(split['val'])} "
-                         f"for validation (data.val_fraction {params.data.val_fraction}), fewer than one batch "
-                         f"(train.batch_size {batch}); add faces or lower train.batch_size")
+        raise ValueError(
+            f"too little data: {len(split['train'])} training faces after holding out {len(split['val'])} "
+            f"for validation (data.val_fraction {params.data.val_fraction}), fewer than one batch "
+            f"(train.batch_size {batch}); add faces or lower train.batch_size"
+        )
     write_json(split, run.split)
     overlap = set(split["train"]) & set(split["val"])
-    emit(log, "split", f"split ({split['protocol']}): {len(split['train'])} training and {len(split['val'])} validation images, "
-        f"{len(overlap)} shared, {len(splits['test'])} test images")
+    emit(
+        log,
+        "split",
+        f"split ({split['protocol']}): {len(split['train'])} training and {len(split['val'])} validation images, "
+        f"{len(overlap)} shared, {len(splits['test'])} test images",
+    )
     return splits
 
 
@@ -66,6 +88,7 @@ class RunData:
     """A prepared run's faces: ``train`` and ``val`` (images, landmarks) from the training
     split, the ``test`` split, the whole training split, its landmark scheme and a label; with
     ``data.joint_train`` the ``joint`` faces of another scheme (``joint_scheme``), trained on only."""
+
     train: Faces
     val: Faces
     test: PreparedSet
@@ -82,20 +105,29 @@ class RunData:
         a face has no such point, which its loss leaves out: ``lmkit.study.losses.per_scheme``),
         the two maps side by side, and each point's mean over the faces that have it."""
         if self.joint is None:
-            return TrainingSet(self.train.images, self.train.landmarks, self.scheme.mirror,
-                               mean_shape(self.train.landmarks))
+            return TrainingSet(
+                self.train.images,
+                self.train.landmarks,
+                self.scheme.mirror,
+                mean_shape(self.train.landmarks),
+            )
         k, j = self.scheme.n_points, self.joint_scheme.n_points
         n, m = len(self.train.images), len(self.joint.images)
         landmarks = np.full((n + m, k + j, 2), np.nan, dtype=np.float32)
         landmarks[:n, :k] = np.asarray(self.train.landmarks)
         landmarks[n:, k:] = np.asarray(self.joint.landmarks)
         images = np.concatenate([np.asarray(self.train.images), np.asarray(self.joint.images)])
-        return TrainingSet(images, landmarks, self.scheme.mirror + tuple(k + i for i in self.joint_scheme.mirror),
-                           np.nanmean(landmarks.astype(np.float64), axis=0).astype(np.float32))
+        return TrainingSet(
+            images,
+            landmarks,
+            self.scheme.mirror + tuple(k + i for i in self.joint_scheme.mirror),
+            np.nanmean(landmarks.astype(np.float64), axis=0).astype(np.float32),
+        )
 
 
 class TrainingSet(NamedTuple):
     """``RunData.training()``: images (N, S, S, 3), landmarks (N, K, 2), the mirror map, the mean shape (K, 2)."""
+
     images: np.ndarray | Subset
     landmarks: np.ndarray | Subset
     mirror: tuple[int, ...]
@@ -117,14 +149,25 @@ def load_data(run: RunFolder, params: Params) -> RunData:
     scheme, joint, joint_scheme = scheme_for_points(train.landmarks.shape[1]), None, None
     if params.data.joint_train:
         joint_set = load_cache(cache / "joint")
-        joint, joint_scheme = Faces(joint_set.images, joint_set.landmarks), scheme_for_points(joint_set.landmarks.shape[1])
+        joint, joint_scheme = (
+            Faces(joint_set.images, joint_set.landmarks),
+            scheme_for_points(joint_set.landmarks.shape[1]),
+        )
         if joint_scheme == scheme:
-            raise ValueError(f"data.joint_train: its faces have the data set's own {scheme.name} points; add them "
-                             "with data.extra_train instead")
-    return RunData(Faces(Subset(train.images, ti), Subset(train.landmarks, ti)),
-                   Faces(Subset(train.images, vi), Subset(train.landmarks, vi)),
-                   test, train, scheme, describe_dataset(train.manifest, joint_set.manifest if joint else None), joint,
-                   joint_scheme)
+            raise ValueError(
+                f"data.joint_train: its faces have the data set's own {scheme.name} points; add them "
+                "with data.extra_train instead"
+            )
+    return RunData(
+        Faces(Subset(train.images, ti), Subset(train.landmarks, ti)),
+        Faces(Subset(train.images, vi), Subset(train.landmarks, vi)),
+        test,
+        train,
+        scheme,
+        describe_dataset(train.manifest, joint_set.manifest if joint else None),
+        joint,
+        joint_scheme,
+    )
 
 
 def check_flips(params: Params, scheme: Scheme, mean: np.ndarray, flip_test: bool = False) -> None:

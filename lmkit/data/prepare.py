@@ -6,6 +6,7 @@ float32 in pixels of the S x S crop, ``names.json``, ``sources.json`` (each face
 crop box in it) and ``manifest.json`` (source, parameters, counts). It is written to a temporary folder and renamed, so a killed run
 never leaves half a cache; a cache whose manifest matches the parameters is reused.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -23,7 +24,15 @@ from PIL import Image
 from lmkit.run.params import DEFAULTS, Data
 from lmkit.run.digests import files_digest
 from lmkit.run.progress import emit
-from lmkit.data.readers import Entry, NotAnnotated, Sample, entries_300w, entries_300w_folder, entries_helen, helen_inventory
+from lmkit.data.readers import (
+    Entry,
+    NotAnnotated,
+    Sample,
+    entries_300w,
+    entries_300w_folder,
+    entries_helen,
+    helen_inventory,
+)
 from lmkit.study.schemes import scheme_for_points
 from lmkit.data.synthetic import synthetic_entries
 
@@ -37,8 +46,12 @@ _DATA = DEFAULTS.data  # the crop convention's defaults are the params schema's
 EYES_MOUTH_BOX = (-1.08, -1.67, 1.08, 1.22)
 
 
-def annotation_box(landmarks: np.ndarray, forehead: float = _DATA.forehead, padding: float = _DATA.padding,
-                   box: str = _DATA.box) -> tuple[float, ...]:
+def annotation_box(
+    landmarks: np.ndarray,
+    forehead: float = _DATA.forehead,
+    padding: float = _DATA.padding,
+    box: str = _DATA.box,
+) -> tuple[float, ...]:
     """The crop box of a face from its annotation, by the crop convention ``box``:
 
     - ``landmarks`` (lmkit's): the box of all landmarks, extended upward by ``forehead`` x its
@@ -56,17 +69,25 @@ def annotation_box(landmarks: np.ndarray, forehead: float = _DATA.forehead, padd
         x1, y1 = landmarks.max(0)
         y0 -= forehead * (y1 - y0)
         if box == "study":
-            y0 = y0 if y0 > 0 else padding  # crop_face.py: a raised top above the photo becomes the padding
+            y0 = (
+                y0 if y0 > 0 else padding
+            )  # crop_face.py: a raised top above the photo becomes the padding
             x0, y0, x1, y1 = (float(int(v)) for v in (x0, y0, x1, y1))
             return (x0 - padding, y0 - padding, x1 + padding, y1 + padding)
     elif box == "eyes-mouth":
         scheme = scheme_for_points(len(landmarks))
-        eye_a, eye_b = (landmarks[scheme.group(g).indices].mean(0) for g in (scheme.left_eye, scheme.right_eye))
+        eye_a, eye_b = (
+            landmarks[scheme.group(g).indices].mean(0) for g in (scheme.left_eye, scheme.right_eye)
+        )
         eyes, mouth = (eye_a + eye_b) / 2, landmarks[scheme.group("outer_lips").indices].mean(0)
         r = (np.linalg.norm(mouth - eyes) + np.linalg.norm(eye_b - eye_a)) / 2
         cx, cy = (eyes + mouth) / 2
-        x0, y0, x1, y1 = (cx + EYES_MOUTH_BOX[0] * r, cy + EYES_MOUTH_BOX[1] * r,
-                          cx + EYES_MOUTH_BOX[2] * r, cy + EYES_MOUTH_BOX[3] * r)
+        x0, y0, x1, y1 = (
+            cx + EYES_MOUTH_BOX[0] * r,
+            cy + EYES_MOUTH_BOX[1] * r,
+            cx + EYES_MOUTH_BOX[2] * r,
+            cy + EYES_MOUTH_BOX[3] * r,
+        )
     else:
         raise ValueError(f"data.box: must be 'landmarks', 'study' or 'eyes-mouth', got {box!r}")
     pad = padding * max(x1 - x0, y1 - y0)
@@ -82,8 +103,13 @@ def clip_box(box, image_hw: tuple[int, int]) -> tuple[float, float, float, float
     return tuple(float(v) for v in out)
 
 
-def crop_box(landmarks: np.ndarray, image_hw: tuple[int, int], forehead: float = _DATA.forehead,
-             padding: float = _DATA.padding, box: str = _DATA.box) -> tuple[float, float, float, float]:
+def crop_box(
+    landmarks: np.ndarray,
+    image_hw: tuple[int, int],
+    forehead: float = _DATA.forehead,
+    padding: float = _DATA.padding,
+    box: str = _DATA.box,
+) -> tuple[float, float, float, float]:
     """The annotation box (``annotation_box``) clipped to the image. Returns (x0, y0, x1, y1).
 
     With ``box="study"`` the clipping is ``crop_face.py``'s: an edge whose padding would leave
@@ -117,7 +143,9 @@ def crop_to_photo(box, size: int):
     return AffineTransform(scale=((x1 - x0) / size, (y1 - y0) / size), translation=(x0, y0))
 
 
-def crop_and_resize(image: np.ndarray, landmarks: np.ndarray, box, size: int) -> tuple[np.ndarray, np.ndarray]:
+def crop_and_resize(
+    image: np.ndarray, landmarks: np.ndarray, box, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``crop_image``, with the landmarks following exactly (``crop_to_photo(box, size).inverse``).
 
     Used in: 01_prepare, "One face, from its box to what the network sees"."""
@@ -128,6 +156,7 @@ def crop_and_resize(image: np.ndarray, landmarks: np.ndarray, box, size: int) ->
 @dataclass
 class PreparedSet:
     """A prepared split: uint8 crops, landmarks in crop pixels, names, manifest."""
+
     images: np.ndarray
     landmarks: np.ndarray
     names: list[str]
@@ -161,9 +190,16 @@ def _as_entries(samples: Iterable[Sample | Entry]) -> Iterator[Entry]:
         yield s if isinstance(s, Entry) else Entry(s.name, s.source or s.name, lambda s=s: s)
 
 
-def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict, size: int = _DATA.crop_size,
-                forehead: float = _DATA.forehead, padding: float = _DATA.padding,
-                on_bad_sample: str = _DATA.on_bad_sample, box: str = _DATA.box) -> PreparedSet:
+def write_cache(
+    samples: Iterable[Sample | Entry],
+    folder: Path,
+    manifest: dict,
+    size: int = _DATA.crop_size,
+    forehead: float = _DATA.forehead,
+    padding: float = _DATA.padding,
+    on_bad_sample: str = _DATA.on_bad_sample,
+    box: str = _DATA.box,
+) -> PreparedSet:
     """Crop, resize and cache ``samples`` (or entries) into ``folder`` atomically.
 
     A bad sample (unreadable image, broken annotation, wrong point count, points far outside,
@@ -174,7 +210,10 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
         raise ValueError(f"data.on_bad_sample: must be error or skip, got {on_bad_sample!r}")
     folder = Path(folder)
     images, landmarks, names, boxes, sources, skipped, unannotated = [], [], [], [], [], [], []
-    face_sizes, margins = [], []  # the larger side of each face's landmark box; the crop's side margin; photo pixels
+    face_sizes, margins = (
+        [],
+        [],
+    )  # the larger side of each face's landmark box; the crop's side margin; photo pixels
     annotations = []  # the file each face's points came from, for messages
     seen = set()
     for e in _as_entries(samples):
@@ -199,7 +238,9 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
         names.append(s.name)
         boxes.append(crop)
         face_sizes.append(float(np.ptp(s.landmarks, axis=0).max()))
-        margins.append(float(s.landmarks[:, 0].min() - crop[0] + crop[2] - s.landmarks[:, 0].max()) / 2)
+        margins.append(
+            float(s.landmarks[:, 0].min() - crop[0] + crop[2] - s.landmarks[:, 0].max()) / 2
+        )
         sources.append(s.source)
         annotations.append(e.source)
     # every sample must have the point count most of them have
@@ -214,18 +255,33 @@ def write_cache(samples: Iterable[Sample | Entry], folder: Path, manifest: dict,
     if odd:
         keep = [i for i in range(len(names)) if counts[i] == k]
         images, landmarks, names, boxes, sources, face_sizes, margins = (
-            [a[i] for i in keep] for a in (images, landmarks, names, boxes, sources, face_sizes, margins))
+            [a[i] for i in keep]
+            for a in (images, landmarks, names, boxes, sources, face_sizes, margins)
+        )
     if not names:
-        raise ValueError(f"{folder}: the split is empty (source: {manifest.get('source')}; "
-                         f"{len(skipped)} bad samples skipped)")
-    manifest = {**manifest, "count": len(names), "n_points": int(landmarks[0].shape[0]), "crop_size": size,
-                "forehead": forehead, "padding": padding, "box": box, "skipped": skipped,
-                "unannotated": unannotated, "margin": crop_margin(face_sizes, margins)}
+        raise ValueError(
+            f"{folder}: the split is empty (source: {manifest.get('source')}; "
+            f"{len(skipped)} bad samples skipped)"
+        )
+    manifest = {
+        **manifest,
+        "count": len(names),
+        "n_points": int(landmarks[0].shape[0]),
+        "crop_size": size,
+        "forehead": forehead,
+        "padding": padding,
+        "box": box,
+        "skipped": skipped,
+        "unannotated": unannotated,
+        "margin": crop_margin(face_sizes, margins),
+    }
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a shared data.cache_dir is read by the group
+    os.chmod(
+        tmp, 0o777 & ~umask
+    )  # mkdtemp makes it private; a shared data.cache_dir is read by the group
     try:
         np.save(tmp / "images.npy", np.stack(images))
         np.save(tmp / "landmarks.npy", np.stack(landmarks))
@@ -247,8 +303,11 @@ def crop_margin(face_sizes: list[float], margins: list[float]) -> dict:
     as a fraction of the face (the larger side of its landmark box). The study's 5 pixels are a
     larger share of a small face than of a large one."""
     sizes, room = np.asarray(face_sizes), np.asarray(margins)
-    return {"pixels": round(float(np.median(room)), 2), "fraction_of_face": round(float(np.median(room / sizes)), 4),
-            "face_pixels": round(float(np.median(sizes)), 1)}
+    return {
+        "pixels": round(float(np.median(room)), 2),
+        "fraction_of_face": round(float(np.median(room / sizes)), 4),
+        "face_pixels": round(float(np.median(sizes)), 1),
+    }
 
 
 def load_sources(folder: Path) -> tuple[list[str], np.ndarray]:
@@ -265,9 +324,12 @@ def load_cache(folder: Path) -> PreparedSet:
     if not manifest_file.exists():
         raise FileNotFoundError(f"{folder}: no prepared cache here (run notebook 01_prepare first)")
     # memory-mapped: a large set is read as batches need it
-    return PreparedSet(np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "landmarks.npy", mmap_mode="r"),
-                       json.loads((folder / "names.json").read_text()),
-                       {**MANIFEST_BEFORE, **json.loads(manifest_file.read_text())})
+    return PreparedSet(
+        np.load(folder / "images.npy", mmap_mode="r"),
+        np.load(folder / "landmarks.npy", mmap_mode="r"),
+        json.loads((folder / "names.json").read_text()),
+        {**MANIFEST_BEFORE, **json.loads(manifest_file.read_text())},
+    )
 
 
 def source_entries(data: Data, split: str, seed: int) -> list[Entry]:
@@ -287,14 +349,22 @@ def source_entries(data: Data, split: str, seed: int) -> list[Entry]:
     raise ValueError(f"data.source: unknown source {source!r} (synthetic, helen, 300w)")
 
 
-MANIFEST_BEFORE = {"box": "landmarks"}  # what caches made before a manifest key existed did (load_cache fills it in)
+MANIFEST_BEFORE = {
+    "box": "landmarks"
+}  # what caches made before a manifest key existed did (load_cache fills it in)
 
 
 def cache_key(data: Data, split: str, seed: int) -> dict:
     """What a cache depends on: the manifest must match it for the cache to be reused."""
-    key = {"source": data.source, "split": split, "crop_size": data.crop_size,
-           "forehead": data.forehead, "padding": data.padding, "box": data.box,
-           "on_bad_sample": data.on_bad_sample}
+    key = {
+        "source": data.source,
+        "split": split,
+        "crop_size": data.crop_size,
+        "forehead": data.forehead,
+        "padding": data.padding,
+        "box": data.box,
+        "on_bad_sample": data.on_bad_sample,
+    }
     if split == "joint":
         key["joint_train"] = [str(Path(f).resolve()) for f in data.joint_train]
         key["files"] = files_digest([Path(f) for f in data.joint_train])
@@ -320,42 +390,77 @@ def prepare(data: Data, seed: int, cache_dir: Path, log=print) -> dict[str, Prep
         if (folder / "manifest.json").exists():
             cached = load_cache(folder)
             if all(cached.manifest.get(k) == v for k, v in keys[split].items()):
-                emit(log, "prepare", f"{split}: reusing cache {folder} ({len(cached)} faces; its parameters and files unchanged)")
+                emit(
+                    log,
+                    "prepare",
+                    f"{split}: reusing cache {folder} ({len(cached)} faces; its parameters and files unchanged)",
+                )
                 out[split] = cached
             else:
                 changed = [k for k, v in keys[split].items() if cached.manifest.get(k) != v]
-                emit(log, "prepare", f"{split}: preparing again: {', '.join('the data files' if k == 'files' else k for k in changed)} "
-                    "changed since the cache was made")
+                emit(
+                    log,
+                    "prepare",
+                    f"{split}: preparing again: {', '.join('the data files' if k == 'files' else k for k in changed)} "
+                    "changed since the cache was made",
+                )
     if len(out) < len(splits):
         entries = {split: source_entries(data, split, seed) for split in splits if split not in out}
-        names = {split: set(out[split].names) if split in out else {e.name for e in entries[split]}
-                 for split in ("train", "test")}
+        names = {
+            split: set(out[split].names) if split in out else {e.name for e in entries[split]}
+            for split in ("train", "test")
+        }
         both = sorted(names["train"] & names["test"])
         if both and data.on_bad_sample == "error":
-            raise ValueError(f"{len(both)} names are in both the train and the test split, e.g. {both[:5]} "
-                             "(set data.on_bad_sample: skip to leave them out of training)")
+            raise ValueError(
+                f"{len(both)} names are in both the train and the test split, e.g. {both[:5]} "
+                "(set data.on_bad_sample: skip to leave them out of training)"
+            )
         inventory = helen_inventory(data.root) if data.source == "helen" else {}
         if inventory:
-            log(f"Helen root {data.root}: {inventory['annotations']} annotation files, {inventory['photos']} photos; "
-                + "; ".join(f"{k}: {v['used']} of {v['listed']} listed faces have their photo ({v['missing']} missing)"
-                            for k, v in inventory.items() if k in ("train", "test")))
+            log(
+                f"Helen root {data.root}: {inventory['annotations']} annotation files, {inventory['photos']} photos; "
+                + "; ".join(
+                    f"{k}: {v['used']} of {v['listed']} listed faces have their photo ({v['missing']} missing)"
+                    for k, v in inventory.items()
+                    if k in ("train", "test")
+                )
+            )
         for split, split_entries in entries.items():
             if split == "train" and both:  # test images never trained on
                 leak = set(both)
-                split_entries = [e if e.name not in leak else _refused(e, "also in the test split")
-                                 for e in split_entries]
+                split_entries = [
+                    e if e.name not in leak else _refused(e, "also in the test split")
+                    for e in split_entries
+                ]
             listed = {"inventory": inventory[split]} if split in inventory else {}
-            out[split] = write_cache(split_entries, Path(cache_dir) / split, keys[split] | listed, data.crop_size,
-                                     data.forehead, data.padding, data.on_bad_sample, data.box)
+            out[split] = write_cache(
+                split_entries,
+                Path(cache_dir) / split,
+                keys[split] | listed,
+                data.crop_size,
+                data.forehead,
+                data.padding,
+                data.on_bad_sample,
+                data.box,
+            )
             skipped = out[split].manifest["skipped"]
-            emit(log, "prepare", f"{split}: prepared {len(out[split])} faces into {Path(cache_dir) / split}"
-                + (f"; skipped {len(skipped)} bad samples:" if skipped else ""))
+            emit(
+                log,
+                "prepare",
+                f"{split}: prepared {len(out[split])} faces into {Path(cache_dir) / split}"
+                + (f"; skipped {len(skipped)} bad samples:" if skipped else ""),
+            )
             for bad in skipped:
                 emit(log, "skipped", f"  skipped {bad['reason']}")
             unannotated = out[split].manifest.get("unannotated", [])
             if unannotated:
-                emit(log, "skipped", f"  {split}: {len(unannotated)} images have no annotation beside them and are not used, "
-                     f"e.g. {unannotated[:3]}")
+                emit(
+                    log,
+                    "skipped",
+                    f"  {split}: {len(unannotated)} images have no annotation beside them and are not used, "
+                    f"e.g. {unannotated[:3]}",
+                )
     return out
 
 
@@ -366,7 +471,9 @@ def _refused(entry: Entry, reason: str) -> Entry:
     return Entry(entry.name, entry.source, load)
 
 
-def split_train_val(n: int, val_fraction: float, seed: int, protocol: str = "clean") -> dict[str, list[int]]:
+def split_train_val(
+    n: int, val_fraction: float, seed: int, protocol: str = "clean"
+) -> dict[str, list[int]]:
     """Indices of training and validation images among the ``n`` prepared training images.
 
     ``clean`` (default): validation images are held out before any augmentation, so no

@@ -10,6 +10,7 @@ Coordinates are pixels of the stored image (no EXIF rotation is applied), origin
 top-left corner of the top-left pixel, as in both data sets. The number of points K is
 read from the data.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Sample:
 class Entry:
     """A sample not yet read: ``load()`` returns the Sample or raises an error naming the file.
     Preparation reads entries so that ``on_bad_sample: skip`` can go on past a bad one."""
+
     name: str
     source: str
     load: Callable[[], Sample]
@@ -71,8 +73,10 @@ def checked(sample: Sample) -> Sample:
     if len(bad):
         i = int(bad[0])
         x, y = sample.landmarks[i]
-        raise ValueError(f"{sample.source}: point {i} at ({x:.1f}, {y:.1f}) lies far outside the {w}x{h} image"
-                         f" ({len(bad)} such points)")
+        raise ValueError(
+            f"{sample.source}: point {i} at ({x:.1f}, {y:.1f}) lies far outside the {w}x{h} image"
+            f" ({len(bad)} such points)"
+        )
     return sample
 
 
@@ -127,9 +131,13 @@ class NotAnnotated(LookupError):
 
 def _300w_sample(pts: Path, images: list[Path]) -> Sample:
     if not images:
-        raise FileNotFoundError(f"{pts}: no image beside it (looked for {', '.join(IMAGE_SUFFIXES)}, any case)")
+        raise FileNotFoundError(
+            f"{pts}: no image beside it (looked for {', '.join(IMAGE_SUFFIXES)}, any case)"
+        )
     if len(images) > 1:
-        raise ValueError(f"{pts}: several images share its name ({', '.join(p.name for p in images)}); keep one")
+        raise ValueError(
+            f"{pts}: several images share its name ({', '.join(p.name for p in images)}); keep one"
+        )
     landmarks = read_pts(pts)
     return checked(Sample(pts.stem, load_image(images[0]), landmarks, str(images[0])))
 
@@ -154,10 +162,15 @@ def entries_300w_folder(folder: Path) -> list[Entry]:
         if p.suffix.lower() in IMAGE_SUFFIXES:
             images.setdefault((p.parent, p.stem), []).append(p)
     annotated = {(p.parent, p.stem) for p in pts_files}
-    entries = [Entry(p.stem, str(p), lambda p=p: _300w_sample(p, images.get((p.parent, p.stem), [])))
-               for p in pts_files]
-    return entries + [Entry(key[1], str(imgs[0]), lambda i=imgs[0]: _not_annotated(i))
-                      for key, imgs in images.items() if key not in annotated]
+    entries = [
+        Entry(p.stem, str(p), lambda p=p: _300w_sample(p, images.get((p.parent, p.stem), [])))
+        for p in pts_files
+    ]
+    return entries + [
+        Entry(key[1], str(imgs[0]), lambda i=imgs[0]: _not_annotated(i))
+        for key, imgs in images.items()
+        if key not in annotated
+    ]
 
 
 def entries_300w(root: Path, split: str) -> list[Entry]:
@@ -227,12 +240,18 @@ def entries_helen(root: Path, split: str) -> list[Entry]:
 
     def load(name: str) -> Sample:
         if name not in annotations:
-            raise ValueError(f"{names_file}: {name!r} has no annotation file in {root / 'annotation'}")
+            raise ValueError(
+                f"{names_file}: {name!r} has no annotation file in {root / 'annotation'}"
+            )
         if name not in images:
-            raise FileNotFoundError(f"{names_file}: the photo of {name!r} ({name}.jpg) is not found below {root}")
+            raise FileNotFoundError(
+                f"{names_file}: the photo of {name!r} ({name}.jpg) is not found below {root}"
+            )
         _, pts = read_helen_annotation(annotations[name])
         if len(pts) != HELEN_POINTS:
-            raise ValueError(f"{annotations[name]}: has {len(pts)} points, Helen's annotations have {HELEN_POINTS}")
+            raise ValueError(
+                f"{annotations[name]}: has {len(pts)} points, Helen's annotations have {HELEN_POINTS}"
+            )
         return checked(Sample(name, load_image(images[name]), pts, str(images[name])))
 
     return [Entry(n, str(annotations.get(n, names_file)), lambda n=n: load(n)) for n in wanted]
@@ -250,7 +269,9 @@ def _helen_files(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
             first = fh.readline().strip()
         name = first or f.stem
         if name in annotations:
-            raise ValueError(f"{f}: annotates {name!r}, as {annotations[name]} does already; keep one")
+            raise ValueError(
+                f"{f}: annotates {name!r}, as {annotations[name]} does already; keep one"
+            )
         annotations[name] = f
     images = {p.stem: p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
     return annotations, images

@@ -8,6 +8,7 @@ lighting, blur and noise. Face ``i`` of split ``s`` depends only on ``(seed, s, 
 
 Synthetic results show that the machinery works; they are never comparable to the study.
 """
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -45,7 +46,9 @@ def face_shape(rng) -> np.ndarray:
     # jaw: 41 points from the left temple around the chin to the right temple
     a = np.linspace(np.pi, 0, 41)
     c = np.cos(a)
-    jaw = np.stack([w * np.sign(c) * np.abs(c) ** cheek_q, jaw_cy + jaw_ry * np.sin(a) ** chin_p], 1)
+    jaw = np.stack(
+        [w * np.sign(c) * np.abs(c) ** cheek_q, jaw_cy + jaw_ry * np.sin(a) ** chin_p], 1
+    )
 
     # nose: left side of the bridge down, around the base, up the right side (4 + 9 + 4)
     top, base = eye_y + 0.08, eye_y + nose_len
@@ -62,10 +65,21 @@ def face_shape(rng) -> np.ndarray:
         def edge(t, height, sign):
             corner = lift * (2 * t - 1) ** 2
             bow = 1 - 0.35 * np.exp(-(((t - 0.5) / 0.08) ** 2)) if sign < 0 else 1  # cupid's bow
-            return np.stack([-half_w + 2 * half_w * t, mouth_y - corner + sign * height * np.sin(np.pi * t) * bow], 1)
+            return np.stack(
+                [
+                    -half_w + 2 * half_w * t,
+                    mouth_y - corner + sign * height * np.sin(np.pi * t) * bow,
+                ],
+                1,
+            )
 
         if corners_on_upper:
-            return np.concatenate([edge(np.linspace(0, 1, 14), upper, -1), edge(np.linspace(1, 0, 16)[1:15], lower, 1)])
+            return np.concatenate(
+                [
+                    edge(np.linspace(0, 1, 14), upper, -1),
+                    edge(np.linspace(1, 0, 16)[1:15], lower, 1),
+                ]
+            )
         t = np.linspace(0, 1, 15)
         return np.concatenate([edge(t[:14], upper, -1), edge(t[::-1][:14], lower, 1)])
 
@@ -84,9 +98,13 @@ def face_shape(rng) -> np.ndarray:
         def edge(t, dy):
             th = 0.07 * (1 - 0.5 * t)
             x = side * (eye_x - eye_w * 1.1 + t * eye_w * 2.4)
-            return np.stack([x, eye_y - 0.2 - brow_raise - brow_arch * np.sin(np.pi * t) + dy * th / 2], 1)
+            return np.stack(
+                [x, eye_y - 0.2 - brow_raise - brow_arch * np.sin(np.pi * t) + dy * th / 2], 1
+            )
 
-        return np.concatenate([edge(np.linspace(0, 1, 11), -1), edge(np.linspace(1, 0, 11)[1:10], 1)])
+        return np.concatenate(
+            [edge(np.linspace(0, 1, 11), -1), edge(np.linspace(1, 0, 11)[1:10], 1)]
+        )
 
     pts = np.concatenate([jaw, nose, outer, inner, eye(eye_x), eye(-eye_x), brow(1), brow(-1)])
     depth = 0.7 * np.sqrt(np.clip(1 - (pts[:, 0] / 1.05) ** 2, 0, 1))
@@ -98,7 +116,9 @@ def _project(pts3, yaw, angle, scale, centre):
     x = pts3[:, 0] * np.cos(yaw) + pts3[:, 2] * np.sin(yaw)
     y = pts3[:, 1]
     ca, sa = np.cos(angle), np.sin(angle)
-    return np.stack([centre[0] + scale * (ca * x - sa * y), centre[1] + scale * (sa * x + ca * y)], 1)
+    return np.stack(
+        [centre[0] + scale * (ca * x - sa * y), centre[1] + scale * (sa * x + ca * y)], 1
+    )
 
 
 def _colour(rng, lo=0, hi=255):
@@ -172,7 +192,9 @@ def draw_face(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(img, dtype=np.float32)
     direction = rng.normal(size=2)
     direction /= np.linalg.norm(direction)
-    ramp = np.float32(_u(rng, 0.6, 1.3)) * (1 + np.float32(_u(rng, 0, 0.8)) * (direction[0] * _XX + direction[1] * _YY))
+    ramp = np.float32(_u(rng, 0.6, 1.3)) * (
+        1 + np.float32(_u(rng, 0, 0.8)) * (direction[0] * _XX + direction[1] * _YY)
+    )
     noise = rng.standard_normal(a.shape, dtype=np.float32) * np.float32(_u(rng, 2, 12))
     a = a * ramp.astype(np.float32)[..., None] + noise
     return np.clip(a, 0, 255).astype(np.uint8), pts.astype(np.float32)
@@ -192,5 +214,7 @@ def synthetic_entries(n: int, split: str, seed: int = 0) -> list[Entry]:
         image, landmarks = draw_face(np.random.default_rng([seed, _SPLIT_IDS[split], i]))
         return Sample(f"synth_{split}_{i:05d}", image, landmarks, f"synthetic(seed={seed})")
 
-    return [Entry(f"synth_{split}_{i:05d}", f"synthetic(seed={seed}, {split} {i})", lambda i=i: load(i))
-            for i in range(n)]
+    return [
+        Entry(f"synth_{split}_{i:05d}", f"synthetic(seed={seed}, {split} {i})", lambda i=i: load(i))
+        for i in range(n)
+    ]

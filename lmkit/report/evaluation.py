@@ -7,6 +7,7 @@ validation split can be scored the same way as the test split:
     validation_scores     both uses of the model on the validation faces (to choose a recipe
                           with both numbers in view; the test faces are not looked at)
 """
+
 from __future__ import annotations
 
 
@@ -25,19 +26,41 @@ from lmkit.run.params import Params
 
 # what a face's NME is computed in: the points mapped back to the photo it came from (the field's
 # convention); a synthetic face's "photo" is the generated image itself
-NME_FRAMES = {False: "pixels of the original photo", True: "pixels of the generated synthetic image"}
+NME_FRAMES = {
+    False: "pixels of the original photo",
+    True: "pixels of the generated synthetic image",
+}
 # the study's published numbers
-PAPER = {"test_mse": 27.84, "best_val_mse": 8.00, "dataset": "Helen (2,000 train / 330 test, 194 points)"}
+PAPER = {
+    "test_mse": 27.84,
+    "best_val_mse": 8.00,
+    "dataset": "Helen (2,000 train / 330 test, 194 points)",
+}
 
 
-def crop_predictions(model, info: ModelInfo, images, batch_size: int, device, mirror: tuple[int, ...] | None,
-                     correction: bool = True) -> tuple[np.ndarray, float]:
+def crop_predictions(
+    model,
+    info: ModelInfo,
+    images,
+    batch_size: int,
+    device,
+    mirror: tuple[int, ...] | None,
+    correction: bool = True,
+) -> tuple[np.ndarray, float]:
     """The model on cached crops as evaluation runs it (the model file's view, the flip test when
     ``mirror`` is given, its bias correction unless ``correction`` is false); crop pixels and
     seconds per face."""
     t0 = time.perf_counter()
-    pred = predict(model, images, info.input_size, batch_size, device, flip_mirror=mirror, view=info.view,
-                   correction=info.correction if correction else None)
+    pred = predict(
+        model,
+        images,
+        info.input_size,
+        batch_size,
+        device,
+        flip_mirror=mirror,
+        view=info.view,
+        correction=info.correction if correction else None,
+    )
     return pred, (time.perf_counter() - t0) / max(1, len(images))
 
 
@@ -57,7 +80,9 @@ def recropped(times: int) -> str:
     return f"re-cropped {times}x from its own points; " if times else ""
 
 
-def detector_predictions(landmarker, sources: list[str], crop_boxes: np.ndarray, true_crop: np.ndarray) -> dict:
+def detector_predictions(
+    landmarker, sources: list[str], crop_boxes: np.ndarray, true_crop: np.ndarray
+) -> dict:
     """The model end to end on each face's original photo: its detector's box (the one
     overlapping the annotated face, as for dlib), points mapped into the face's crop frame.
     A face the detector misses gets NaN points (a failure in the CED)."""
@@ -80,45 +105,84 @@ def detector_predictions(landmarker, sources: list[str], crop_boxes: np.ndarray,
             boxes[i], used[i] = face, found.crop_box
         seconds.append(time.perf_counter() - t0)
     detected = max(1, int(np.isfinite(boxes[:, 0]).sum()))
-    return {"pred": pred, "boxes": boxes, "crop_boxes": used, "detector": getattr(landmarker.detector, "name", "detector"),
-            "seconds_per_photo": float(np.mean(seconds)), "seconds_per_face": float(np.sum(seconds)) / detected}
+    return {
+        "pred": pred,
+        "boxes": boxes,
+        "crop_boxes": used,
+        "detector": getattr(landmarker.detector, "name", "detector"),
+        "seconds_per_photo": float(np.mean(seconds)),
+        "seconds_per_face": float(np.sum(seconds)) / detected,
+    }
 
 
-def score(preds: dict[str, np.ndarray], true: np.ndarray, crop_boxes: np.ndarray, crop_size: int, scheme,
-          thresholds=(0.08, 0.10)) -> tuple[dict, dict]:
+def score(
+    preds: dict[str, np.ndarray],
+    true: np.ndarray,
+    crop_boxes: np.ndarray,
+    crop_size: int,
+    scheme,
+    thresholds=(0.08, 0.10),
+) -> tuple[dict, dict]:
     """Per-face arrays of each method (``{"model": {"pred": ..., "mse": ..., "nme_io": ...}}``, as
     ``Predictions`` keeps them) and a summary row per method: the MSE in the study's unit (px² of the
     256 frame), NMEs, AUCs and failure rates in photo pixels."""
     true_photo = to_photo(true, crop_boxes, crop_size)
     arrays, rows = {}, {}
     for key, pred in preds.items():
-        per, row = summarize(pred, true, scheme, REFERENCE_SIZE / crop_size, thresholds,
-                               photo=(to_photo(pred, crop_boxes, crop_size), true_photo))
+        per, row = summarize(
+            pred,
+            true,
+            scheme,
+            REFERENCE_SIZE / crop_size,
+            thresholds,
+            photo=(to_photo(pred, crop_boxes, crop_size), true_photo),
+        )
         rows[key] = row
         arrays[key] = {**per, "pred": pred}
     return arrays, rows
 
 
-def validation_scores(model, info: ModelInfo, faces, sources: list[str], crop_boxes: np.ndarray, scheme,
-                      batch_size: int, device, flip_test: bool, detector_box: bool, manifest: dict) -> dict:
+def validation_scores(
+    model,
+    info: ModelInfo,
+    faces,
+    sources: list[str],
+    crop_boxes: np.ndarray,
+    scheme,
+    batch_size: int,
+    device,
+    flip_test: bool,
+    detector_box: bool,
+    manifest: dict,
+) -> dict:
     """Both uses of the model on the validation faces (``faces``: images and landmarks from the
     train cache, with their photos and crop boxes): on annotation crops and, where the model file
     has a box calibration, from its own detector's box. Without the bias correction, which was
     fitted on these faces (it would flatter them). Summary rows only, keyed as the test's."""
     mirror = scheme.mirror if flip_test else None
     true = np.asarray(faces.landmarks, dtype=np.float64)
-    preds = {"model": crop_predictions(model, info, faces.images, batch_size, device, mirror, correction=False)[0]}
+    preds = {
+        "model": crop_predictions(
+            model, info, faces.images, batch_size, device, mirror, correction=False
+        )[0]
+    }
     status = detector_unavailable(detector_box, info, manifest)
     if status is None:
         from lmkit.use.inference import Landmarker
 
         plain = dataclasses.replace(info, correction=None)
-        found = detector_predictions(Landmarker(model, plain, device, flip_test=flip_test), sources, crop_boxes, true)
+        found = detector_predictions(
+            Landmarker(model, plain, device, flip_test=flip_test), sources, crop_boxes, true
+        )
         preds["model_detector"] = found["pred"]
     _, rows = score(preds, true, crop_boxes, faces.images.shape[1], scheme)
-    return {"faces": len(true), "bias_correction": False,
-            "detector_box": status or f"run on the original photos; {recropped(info.recrop)}".rstrip("; "),
-            "methods": rows}
+    return {
+        "faces": len(true),
+        "bias_correction": False,
+        "detector_box": status
+        or f"run on the original photos; {recropped(info.recrop)}".rstrip("; "),
+        "methods": rows,
+    }
 
 
 def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
@@ -148,7 +212,9 @@ def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
     check_flips(params, scheme, mean, flip_test)
     true = np.asarray(test.landmarks)
     preds, seconds = {}, {}
-    preds["model"], seconds["model"] = crop_predictions(model, info, test.images, batch, device, mirror)
+    preds["model"], seconds["model"] = crop_predictions(
+        model, info, test.images, batch, device, mirror
+    )
     extra_arrays = {}
     cache = run.cache_dir(params.data.cache_dir)
     sources, crop_boxes = load_sources(cache / "test")  # each test face's photo and crop box
@@ -156,12 +222,21 @@ def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
     if detector_status is None:
         from lmkit.use.inference import Landmarker
 
-        found = detector_predictions(Landmarker(model, info, device, flip_test=flip_test), sources, crop_boxes, true)
-        preds["model_detector"], seconds["model_detector"] = found["pred"], found["seconds_per_face"]
-        extra_arrays = {"model_detector": {"boxes": found["boxes"], "crop_boxes": found["crop_boxes"]}}
-        detector_status = (f"run on the original photos; {found['detector']} found {int(np.isfinite(found['boxes'][:, 0]).sum())} "
-                           f"of {len(test)} faces; {recropped(info.recrop)}{found['seconds_per_photo'] * 1000:.0f} ms per "
-                           "photo with detection")
+        found = detector_predictions(
+            Landmarker(model, info, device, flip_test=flip_test), sources, crop_boxes, true
+        )
+        preds["model_detector"], seconds["model_detector"] = (
+            found["pred"],
+            found["seconds_per_face"],
+        )
+        extra_arrays = {
+            "model_detector": {"boxes": found["boxes"], "crop_boxes": found["crop_boxes"]}
+        }
+        detector_status = (
+            f"run on the original photos; {found['detector']} found {int(np.isfinite(found['boxes'][:, 0]).sum())} "
+            f"of {len(test)} faces; {recropped(info.recrop)}{found['seconds_per_photo'] * 1000:.0f} ms per "
+            "photo with detection"
+        )
     emit(log, "evaluate", f"ResNet18 with its detector box: {detector_status}")
     preds["mean_shape"] = np.broadcast_to(mean, true.shape)
     peer_status = peer_unavailable(scheme.n_points) if peers else "not run for this evaluation"
@@ -171,44 +246,104 @@ def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
             preds[f"dlib_{kind}"] = dlib[kind]["pred"]
             seconds[f"dlib_{kind}"] = dlib[kind]["seconds_per_face"]
         missed = [test.names[i] for i in dlib["hog"]["missed"]]
-        peer_status = f"run on the original photos; HOG detector missed {len(missed)} of {len(test)} faces"
+        peer_status = (
+            f"run on the original photos; HOG detector missed {len(missed)} of {len(test)} faces"
+        )
         if missed:
             peer_status += f": {', '.join(missed[:20])}"
     emit(log, "evaluate", f"dlib peer: {peer_status}")
-    arrays, scored = score(preds, true, crop_boxes, test.images.shape[1], scheme, tuple(params.eval.thresholds))
-    rows = {METHODS[key]: row | ({"seconds_per_face": seconds[key]} if key in seconds else {}) for key, row in scored.items()}
+    arrays, scored = score(
+        preds, true, crop_boxes, test.images.shape[1], scheme, tuple(params.eval.thresholds)
+    )
+    rows = {
+        METHODS[key]: row | ({"seconds_per_face": seconds[key]} if key in seconds else {})
+        for key, row in scored.items()
+    }
     val_sources, val_boxes = load_sources(cache / "train")
     vi = d.val.images.indices
-    validation = validation_scores(model, info, d.val, [val_sources[i] for i in vi], val_boxes[vi], scheme, batch,
-                                     device, flip_test, params.eval.detector_box, d.train_set.manifest)
+    validation = validation_scores(
+        model,
+        info,
+        d.val,
+        [val_sources[i] for i in vi],
+        val_boxes[vi],
+        scheme,
+        batch,
+        device,
+        flip_test,
+        params.eval.detector_box,
+        d.train_set.manifest,
+    )
     validation["methods"] = {METHODS[key]: row for key, row in validation["methods"].items()}
     for method, row in validation["methods"].items():
         if "nme_oc_mean" in row:
-            emit(log, "evaluate", f"validation ({validation['faces']} faces, no bias correction), {method}: NME outer "
-                 f"corners {row['nme_oc_mean']:.4f}", split="validation", method=method, nme_oc=row["nme_oc_mean"])
+            emit(
+                log,
+                "evaluate",
+                f"validation ({validation['faces']} faces, no bias correction), {method}: NME outer "
+                f"corners {row['nme_oc_mean']:.4f}",
+                split="validation",
+                method=method,
+                nme_oc=row["nme_oc_mean"],
+            )
     best, worst = best_and_worst(arrays["model"]["mse"])
     history = pd.read_csv(run.history)
     metrics = {
-        "dataset": d.dataset, "comparable_to_paper": comparable_to_paper(d), "scheme": scheme.name, "n_train": len(d.train.images), "n_val": len(d.val.images),
-        "n_test": len(test), "split_protocol": params.data.split, "input_size": params.model.input_size,
-        "epochs": int(history["epoch"].max()), "train_seconds": float(history["seconds"].sum()),
-        "mse_unit": "px² of the 256x256 network input", "nme_frame": NME_FRAMES[params.data.source == "synthetic"],
+        "dataset": d.dataset,
+        "comparable_to_paper": comparable_to_paper(d),
+        "scheme": scheme.name,
+        "n_train": len(d.train.images),
+        "n_val": len(d.val.images),
+        "n_test": len(test),
+        "split_protocol": params.data.split,
+        "input_size": params.model.input_size,
+        "epochs": int(history["epoch"].max()),
+        "train_seconds": float(history["seconds"].sum()),
+        "mse_unit": "px² of the 256x256 network input",
+        "nme_frame": NME_FRAMES[params.data.source == "synthetic"],
         "nme_units": {k: v for k, v in NORMALISATIONS.items() if f"nme_{k}" in arrays["model"]},
         "best_val_mse": float(history["val_mse"].min()),
         "best_epoch": int(history.loc[history["val_mse"].idxmin(), "epoch"]),
-        "final": bool(params.data.final),  # trained on training + validation faces, the last epoch kept
-        "hparams": read_json(run.best_hparams, "02_hpsearch"), "methods": rows, "validation": validation,
+        "final": bool(
+            params.data.final
+        ),  # trained on training + validation faces, the last epoch kept
+        "hparams": read_json(run.best_hparams, "02_hpsearch"),
+        "methods": rows,
+        "validation": validation,
         "peer": peer_status,
-        "detector_box": detector_status, "flip_test": flip_test, "view": info.view,
-        "bias_correction": info.correction is not None, "recrop": info.recrop, "crop_box": info.box, "model_file": info.training | {"lmkit": info.lmkit_version},
-        "search_budget": {k: getattr(params.search, k) for k in ("enabled", "trials", "epochs_per_trial")},
-        "skipped": {"train": d.train_set.manifest.get("skipped", []), "test": test.manifest.get("skipped", [])},
-        "unannotated": {"train": d.train_set.manifest.get("unannotated", []),
-                        "test": test.manifest.get("unannotated", [])},
-        "best": [test.names[i] for i in best], "worst": [test.names[i] for i in worst], "paper": PAPER,
-        "protocol": compare_protocol(params, d.train_set.manifest, test.manifest, len(d.train.images), len(d.val.images), len(test)),
+        "detector_box": detector_status,
+        "flip_test": flip_test,
+        "view": info.view,
+        "bias_correction": info.correction is not None,
+        "recrop": info.recrop,
+        "crop_box": info.box,
+        "model_file": info.training | {"lmkit": info.lmkit_version},
+        "search_budget": {
+            k: getattr(params.search, k) for k in ("enabled", "trials", "epochs_per_trial")
+        },
+        "skipped": {
+            "train": d.train_set.manifest.get("skipped", []),
+            "test": test.manifest.get("skipped", []),
+        },
+        "unannotated": {
+            "train": d.train_set.manifest.get("unannotated", []),
+            "test": test.manifest.get("unannotated", []),
+        },
+        "best": [test.names[i] for i in best],
+        "worst": [test.names[i] for i in worst],
+        "paper": PAPER,
+        "protocol": compare_protocol(
+            params,
+            d.train_set.manifest,
+            test.manifest,
+            len(d.train.images),
+            len(d.val.images),
+            len(test),
+        ),
         "crop_margin": d.train_set.manifest.get("margin"),
     }
-    Predictions.from_scores(true, test.names, best, worst, arrays, extra_arrays).save(run.predictions)
+    Predictions.from_scores(true, test.names, best, worst, arrays, extra_arrays).save(
+        run.predictions
+    )
     write_json(metrics, run.metrics)
     return metrics

@@ -8,6 +8,7 @@ model file. The logic lives here, where the tests reach it; ``explore(run)`` put
 ipywidgets in JupyterLab, and ``static_summary`` stands in for it in an exported HTML page,
 where widgets cannot run.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class RunFaces:
     per-image MSE (px² of the 256 frame) and NME (as the run's metrics: photo pixels).
 
     Used in: 05_figures, "Explore the test faces yourself"."""
+
     run: RunFolder
     names: list[str]
     images: np.ndarray
@@ -57,13 +59,25 @@ class RunFaces:
         test = load_cache(cache)
         names = p.names
         if names != list(test.names):
-            raise ValueError(f"{run.predictions}: its faces are not those of the test cache {cache} (prepared again "
-                             "since?); run 04_evaluate again")
+            raise ValueError(
+                f"{run.predictions}: its faces are not those of the test cache {cache} (prepared again "
+                "since?); run 04_evaluate again"
+            )
         _, boxes = load_sources(cache)
         norm, size = p.headline_norm, test.images.shape[1]
-        return cls(run, names, test.images, p.true, p.pred(), p.mse(), p.nme("model", norm), norm,
-                   to_photo(p.true, boxes, size), to_photo(p.pred(), boxes, size),
-                   scheme_for_points(p.true.shape[1]))
+        return cls(
+            run,
+            names,
+            test.images,
+            p.true,
+            p.pred(),
+            p.mse(),
+            p.nme("model", norm),
+            norm,
+            to_photo(p.true, boxes, size),
+            to_photo(p.pred(), boxes, size),
+            scheme_for_points(p.true.shape[1]),
+        )
 
     @cached_property
     def params(self) -> dict:
@@ -81,7 +95,9 @@ class RunFaces:
 
     def point_errors(self, i: int) -> np.ndarray:
         """Each point's error on face ``i``, pixels of the 256 frame."""
-        return np.linalg.norm(self.pred[i] - self.true[i], axis=1) * (REFERENCE_SIZE / self.crop_size)
+        return np.linalg.norm(self.pred[i] - self.true[i], axis=1) * (
+            REFERENCE_SIZE / self.crop_size
+        )
 
     @cached_property
     def table(self) -> pd.DataFrame:
@@ -100,10 +116,14 @@ class RunFaces:
     def sorted_by(self, column: str = "mse", worst_first: bool = True) -> pd.DataFrame:
         """The table sorted by ``column`` (``mse``, ``nme`` or ``nme_<group>``)."""
         if column not in self.table.columns:
-            raise KeyError(f"no column {column!r}; choose one of {', '.join(self.table.columns[2:])}")
+            raise KeyError(
+                f"no column {column!r}; choose one of {', '.join(self.table.columns[2:])}"
+            )
         return self.table.sort_values(column, ascending=not worst_first, kind="stable")
 
-    def filtered(self, column: str = "mse", minimum: float = 0.0, worst_first: bool = True) -> pd.DataFrame:
+    def filtered(
+        self, column: str = "mse", minimum: float = 0.0, worst_first: bool = True
+    ) -> pd.DataFrame:
         """``sorted_by``, keeping the faces whose ``column`` is at least ``minimum``: e.g. every
         face whose jaw NME is above 0.08."""
         t = self.sorted_by(column, worst_first)
@@ -113,7 +133,9 @@ class RunFaces:
         """A face by name, or by rank (1 = the worst by MSE)."""
         if isinstance(face, (int, np.integer)):
             if not 1 <= face <= len(self.names):
-                raise IndexError(f"rank {face}: the run has {len(self.names)} test faces (ranks 1 to {len(self.names)})")
+                raise IndexError(
+                    f"rank {face}: the run has {len(self.names)} test faces (ranks 1 to {len(self.names)})"
+                )
             return int(self.table.index[self.table["rank"] == face][0])
         if face not in self.names:
             raise KeyError(f"no test face named {face!r} in {self.run.root}")
@@ -128,7 +150,15 @@ class RunFaces:
 
         gradient = gradient or study("05_figures").saliency
         model, info = load_model_file(self.run.model_file)
-        sal = saliency_maps(gradient, model, self.images[i : i + 1], self.true[i : i + 1], info.input_size, "cpu", info.view)
+        sal = saliency_maps(
+            gradient,
+            model,
+            self.images[i : i + 1],
+            self.true[i : i + 1],
+            info.input_size,
+            "cpu",
+            info.view,
+        )
         return network_inputs(self.images[i : i + 1], info.input_size, info.view)[0], sal[0]
 
 
@@ -143,7 +173,9 @@ def group_indices(scheme: Scheme) -> dict[str, list[int]]:
     return out
 
 
-POINT_CMAP = "cool"  # cyan (small error) to magenta (large): bright on dark skin, edged in black on light
+POINT_CMAP = (
+    "cool"  # cyan (small error) to magenta (large): bright on dark skin, edged in black on light
+)
 
 
 def draw_face(ax, faces: RunFaces, i: int, error_max: float, title: str):
@@ -155,19 +187,40 @@ def draw_face(ax, faces: RunFaces, i: int, error_max: float, title: str):
 
     show_image(ax, faces.images[i], title)
     draw_landmarks(ax, faces.true[i], faces.scheme, TRUE_COLOUR, "truth", size=3)
-    dots = ax.scatter(*faces.pred[i].T, c=faces.point_errors(i), s=16, cmap=POINT_CMAP, vmin=0,
-                      vmax=max(error_max, 1e-6), edgecolors="black", linewidths=0.4, zorder=3)
-    handles = [Line2D([], [], color=TRUE_COLOUR, marker="o", markersize=3, label="truth"),
-               Line2D([], [], linestyle="", marker="o", markerfacecolor="white", markeredgecolor="black",
-                      markersize=5, label="prediction (colour: its error)")]
+    dots = ax.scatter(
+        *faces.pred[i].T,
+        c=faces.point_errors(i),
+        s=16,
+        cmap=POINT_CMAP,
+        vmin=0,
+        vmax=max(error_max, 1e-6),
+        edgecolors="black",
+        linewidths=0.4,
+        zorder=3,
+    )
+    handles = [
+        Line2D([], [], color=TRUE_COLOUR, marker="o", markersize=3, label="truth"),
+        Line2D(
+            [],
+            [],
+            linestyle="",
+            marker="o",
+            markerfacecolor="white",
+            markeredgecolor="black",
+            markersize=5,
+            label="prediction (colour: its error)",
+        ),
+    ]
     ax.legend(handles=handles, loc="lower left", fontsize=7)
     return dots
 
 
 def _caption(faces: RunFaces, i: int, label: str | None = None) -> str:
     row = faces.table.iloc[i]
-    return (f"{label + ': ' if label else ''}{faces.names[i]} (rank {row['rank']} of {len(faces.names)} by MSE)\n"
-            f"MSE {row['mse']:.1f} px² (256 frame), NME {row['nme']:.4f} ({faces.nme_label}, photo px)")
+    return (
+        f"{label + ': ' if label else ''}{faces.names[i]} (rank {row['rank']} of {len(faces.names)} by MSE)\n"
+        f"MSE {row['mse']:.1f} px² (256 frame), NME {row['nme']:.4f} ({faces.nme_label}, photo px)"
+    )
 
 
 def _draw_saliency(ax, faces: RunFaces, i: int, fig):
@@ -176,18 +229,27 @@ def _draw_saliency(ax, faces: RunFaces, i: int, fig):
     seen, sal = faces.saliency(i)
     show_image(ax, seen, f"the network's {seen.shape[0]} px view and max_c |dL/dI|")
     h, w = seen.shape[:2]
-    shown = ax.imshow(sal / (sal.max() + 1e-12), extent=(0, w, h, 0), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+    shown = ax.imshow(
+        sal / (sal.max() + 1e-12), extent=(0, w, h, 0), cmap="inferno", alpha=0.6, vmin=0, vmax=1
+    )
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, label="|dL/dI| / its maximum")
 
 
-def face_figure(faces: RunFaces, i: int, saliency: bool = False, title: str | None = None,
-                error_max: float | None = None):
+def face_figure(
+    faces: RunFaces,
+    i: int,
+    saliency: bool = False,
+    title: str | None = None,
+    error_max: float | None = None,
+):
     """Face ``i``: its crop with the truth (green contours) and the prediction (points coloured
     by their error, px of the 256 frame, up to ``error_max``: by default this face's largest);
     with ``saliency`` a second panel of dL/dI on the network's view."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2 if saliency else 1, figsize=(11 if saliency else 6, 5.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if saliency else 1, figsize=(11 if saliency else 6, 5.4), squeeze=False
+    )
     top = float(faces.point_errors(i).max()) if error_max is None else error_max
     dots = draw_face(axes[0, 0], faces, i, top, title or _caption(faces, i))
     fig.colorbar(dots, ax=axes[0, 0], fraction=0.046, pad=0.02, label="point error (px, 256 frame)")
@@ -211,7 +273,13 @@ def compare_figure(a: RunFaces, b: RunFaces, name: str, saliency: bool = False):
         dots = draw_face(axes[0, k], faces, i, top, _caption(faces, i, faces.run.root.name))
         if saliency:
             _draw_saliency(axes[1, k], faces, i, fig)
-    fig.colorbar(dots, ax=list(axes[0]), fraction=0.03, pad=0.02, label="point error (px, 256 frame), both runs")
+    fig.colorbar(
+        dots,
+        ax=list(axes[0]),
+        fraction=0.03,
+        pad=0.02,
+        label="point error (px, 256 frame), both runs",
+    )
     return fig
 
 
@@ -231,15 +299,44 @@ def photo_figure(faces: RunFaces, i: int):
         return None
     p = Predictions.load(faces.run.predictions)
     fig, ax = plt.subplots(figsize=(7, 6))
-    show_image(ax, np.asarray(Image.open(photo).convert("RGB")), f"{faces.names[i]}: the original photo")
+    show_image(
+        ax, np.asarray(Image.open(photo).convert("RGB")), f"{faces.names[i]}: the original photo"
+    )
     x0, y0, x1, y1 = boxes[i]
-    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=TRUE_COLOUR, lw=1.5, label="annotation crop"))
+    ax.add_patch(
+        Rectangle(
+            (x0, y0),
+            x1 - x0,
+            y1 - y0,
+            fill=False,
+            color=TRUE_COLOUR,
+            lw=1.5,
+            label="annotation crop",
+        )
+    )
     detected = p.has("model_detector")
     if detected and np.isfinite(p.boxes("model_detector")[i]).all():
         d0, e0, d1, e1 = p.boxes("model_detector")[i]
-        ax.add_patch(Rectangle((d0, e0), d1 - d0, e1 - e0, fill=False, color="orange", lw=1.5, label="face detector's box"))
+        ax.add_patch(
+            Rectangle(
+                (d0, e0),
+                d1 - d0,
+                e1 - e0,
+                fill=False,
+                color="orange",
+                lw=1.5,
+                label="face detector's box",
+            )
+        )
         pts = to_photo(p.pred("model_detector")[i : i + 1], boxes[i : i + 1], faces.crop_size)[0]
-        ax.scatter(*pts.T, s=8, c="orange", edgecolors="black", linewidths=0.3, label="points from the detector's box")
+        ax.scatter(
+            *pts.T,
+            s=8,
+            c="orange",
+            edgecolors="black",
+            linewidths=0.3,
+            label="points from the detector's box",
+        )
     elif detected:
         ax.set_title(ax.get_title() + " (the face detector found no face)")
     ax.legend(loc="lower left", fontsize=7)
@@ -251,10 +348,14 @@ def group_errors_html(faces: RunFaces, i: int) -> str:
     """The face's error by point group beside the mean over all test faces (NME, photo pixels)."""
     row = faces.table.iloc[i]
     groups = [c for c in faces.table.columns if c.startswith("nme_")]
-    cells = "".join(f"<tr><td>{c[4:]}</td><td>{row[c]:.4f}</td><td>{faces.table[c].mean():.4f}</td></tr>"
-                    for c in groups)
-    return (f"<b>{faces.names[i]}</b>: NME by point group ({faces.nme_label}, photo px)<table><tr><th>group</th>"
-            f"<th>this face</th><th>all faces</th></tr>{cells}</table>")
+    cells = "".join(
+        f"<tr><td>{c[4:]}</td><td>{row[c]:.4f}</td><td>{faces.table[c].mean():.4f}</td></tr>"
+        for c in groups
+    )
+    return (
+        f"<b>{faces.names[i]}</b>: NME by point group ({faces.nme_label}, photo px)<table><tr><th>group</th>"
+        f"<th>this face</th><th>all faces</th></tr>{cells}</table>"
+    )
 
 
 def run_folders_beside(run_dir: str | Path) -> list[Path]:
@@ -263,7 +364,9 @@ def run_folders_beside(run_dir: str | Path) -> list[Path]:
     run = RunFolder(run_dir)
     mine = Predictions.load(run.predictions).names
     out = []
-    for folder in sorted(p for p in run.root.resolve().parent.iterdir() if p.is_dir() and p != run.root.resolve()):
+    for folder in sorted(
+        p for p in run.root.resolve().parent.iterdir() if p.is_dir() and p != run.root.resolve()
+    ):
         other = RunFolder(folder)
         try:
             if other.predictions.exists() and Predictions.load(other.predictions).names == mine:
@@ -281,13 +384,29 @@ def static_summary(faces: RunFaces, n: int = 10) -> str:
     t = faces.sorted_by("mse").head(n)
     groups = [c for c in faces.table.columns if c.startswith("nme_")]
     means = ", ".join(f"{c[4:]} {faces.table[c].mean():.4f}" for c in groups)
-    head = "".join(f"<th>{h}</th>" for h in ["face", "rank", "MSE (px²)", "NME", *[c[4:] for c in groups]])
-    body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in [
-        r["face"], r["rank"], f"{r['mse']:.1f}", f"{r['nme']:.4f}", *[f"{r[c]:.4f}" for c in groups]]) + "</tr>"
-        for _, r in t.iterrows())
-    return ("<p><b>The explorer needs a live Python kernel</b> (open this notebook in JupyterLab); this page is "
-            f"its static summary. Mean NME by point group ({faces.nme_label}, photo pixels): {means}. The {n} worst "
-            f"test faces by MSE (px² of the 256 frame):</p><table><tr>{head}</tr>{body}</table>")
+    head = "".join(
+        f"<th>{h}</th>" for h in ["face", "rank", "MSE (px²)", "NME", *[c[4:] for c in groups]]
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{v}</td>"
+            for v in [
+                r["face"],
+                r["rank"],
+                f"{r['mse']:.1f}",
+                f"{r['nme']:.4f}",
+                *[f"{r[c]:.4f}" for c in groups],
+            ]
+        )
+        + "</tr>"
+        for _, r in t.iterrows()
+    )
+    return (
+        "<p><b>The explorer needs a live Python kernel</b> (open this notebook in JupyterLab); this page is "
+        f"its static summary. Mean NME by point group ({faces.nme_label}, photo pixels): {means}. The {n} worst "
+        f"test faces by MSE (px² of the 256 frame):</p><table><tr>{head}</tr>{body}</table>"
+    )
 
 
 def png(fig) -> bytes:
@@ -326,8 +445,11 @@ def explore(run_dir: str | Path, other: str | Path | None = None):
     back, forward = w.Button(description="previous"), w.Button(description="next")
     saliency = w.Checkbox(value=False, description="saliency")
     photo = w.Checkbox(value=False, description="original photo")
-    compare = w.Dropdown(options=["(none)", *runs], value=Path(other).name if other else "(none)",
-                         description="compare with")
+    compare = w.Dropdown(
+        options=["(none)", *runs],
+        value=Path(other).name if other else "(none)",
+        description="compare with",
+    )
     # figures as PNG image widgets and the list as HTML: set, never cleared and appended, so what the
     # browser shows is always the last picture whole (an Output widget cleared from a click's callback
     # showed a clipped sliver of the figure in JupyterLab 4)
@@ -342,11 +464,16 @@ def explore(run_dir: str | Path, other: str | Path | None = None):
         order = faces.filtered(sort.value, minimum.value, worst.value)
         keep = face.value
         state["syncing"] = True
-        face.options = [(f"{r['face']}  ({sort.value} {r[sort.value]:.4g})", r["face"]) for _, r in order.iterrows()]
+        face.options = [
+            (f"{r['face']}  ({sort.value} {r[sort.value]:.4g})", r["face"])
+            for _, r in order.iterrows()
+        ]
         face.value = keep if keep in listed() else (listed()[0] if listed() else None)
         state["syncing"] = False
-        listing.value = (f"<p>{len(order)} of {len(faces.names)} faces with {sort.value} &ge; {minimum.value:g}</p>"
-                         + order.head(8).style.format(precision=4).hide(axis="index").to_html())
+        listing.value = (
+            f"<p>{len(order)} of {len(faces.names)} faces with {sort.value} &ge; {minimum.value:g}</p>"
+            + order.head(8).style.format(precision=4).hide(axis="index").to_html()
+        )
         show()
 
     def by_rank(*_):
@@ -354,8 +481,10 @@ def explore(run_dir: str | Path, other: str | Path | None = None):
             return
         name = faces.names[faces.index(int(rank.value))]
         if name not in listed():
-            note.value = (f"rank {rank.value} ({name}) is not among the faces with {sort.value} >= "
-                          f"{minimum.value:g}: the filter was cleared to show it")
+            note.value = (
+                f"rank {rank.value} ({name}) is not among the faces with {sort.value} >= "
+                f"{minimum.value:g}: the filter was cleared to show it"
+            )
             minimum.value = 0.0  # refreshes the list
         face.value = name
 
@@ -369,17 +498,26 @@ def explore(run_dir: str | Path, other: str | Path | None = None):
             return
         i = faces.index(face.value)
         state["syncing"] = True
-        rank.value = int(faces.table.iloc[i]["rank"])  # the rank box follows a face picked from the list
+        rank.value = int(
+            faces.table.iloc[i]["rank"]
+        )  # the rank box follows a face picked from the list
         state["syncing"] = False
         groups.value = group_errors_html(faces, i)
         if compare.value != "(none)" and compare.value not in loaded:
             loaded[compare.value] = RunFaces.load(runs[compare.value])
-        figures[:] = [compare_figure(faces, loaded[compare.value], face.value, saliency.value)
-                      if compare.value != "(none)" else face_figure(faces, i, saliency.value)]
+        figures[:] = [
+            compare_figure(faces, loaded[compare.value], face.value, saliency.value)
+            if compare.value != "(none)"
+            else face_figure(faces, i, saliency.value)
+        ]
         if photo.value:
             figures.append(photo_figure(faces, i))
-        out.children = [w.HTML("the original photo is not on this machine (synthetic faces have none)")
-                        if fig is None else w.Image(value=png(fig), format="png") for fig in figures]
+        out.children = [
+            w.HTML("the original photo is not on this machine (synthetic faces have none)")
+            if fig is None
+            else w.Image(value=png(fig), format="png")
+            for fig in figures
+        ]
 
     for control in (sort, worst, minimum):
         control.observe(refresh_list, names="value")
@@ -389,10 +527,31 @@ def explore(run_dir: str | Path, other: str | Path | None = None):
     back.on_click(lambda _: step(-1))
     forward.on_click(lambda _: step(1))
     refresh_list()  # opens on the worst face (the first of the list)
-    box = w.VBox([w.HBox([sort, worst, minimum]), listing, w.HBox([face, rank, back, forward]),
-                  w.HBox([saliency, photo, compare]), note, w.HBox([out, groups])])
-    box.controls = {"sort": sort, "worst": worst, "minimum": minimum, "face": face, "rank": rank, "previous": back,
-                    "next": forward, "saliency": saliency, "photo": photo, "compare": compare, "output": out,
-                    "listing": listing, "note": note, "groups": groups}
+    box = w.VBox(
+        [
+            w.HBox([sort, worst, minimum]),
+            listing,
+            w.HBox([face, rank, back, forward]),
+            w.HBox([saliency, photo, compare]),
+            note,
+            w.HBox([out, groups]),
+        ]
+    )
+    box.controls = {
+        "sort": sort,
+        "worst": worst,
+        "minimum": minimum,
+        "face": face,
+        "rank": rank,
+        "previous": back,
+        "next": forward,
+        "saliency": saliency,
+        "photo": photo,
+        "compare": compare,
+        "output": out,
+        "listing": listing,
+        "note": note,
+        "groups": groups,
+    }
     box.figures = figures
     return box

@@ -1,6 +1,7 @@
 """One function per figure of the report. Each takes arrays and returns a matplotlib figure;
 ``save`` writes it atomically. Images are shown with pixel-corner coordinates
 (``extent=(0, W, H, 0)``), the convention of the landmarks."""
+
 from __future__ import annotations
 
 
@@ -29,7 +30,9 @@ def show_image(ax, image: np.ndarray, title: str | None = None) -> None:
         ax.set_title(title, fontsize=9)
 
 
-def draw_landmarks(ax, pts: np.ndarray, scheme: Scheme, colour: str, label: str | None = None, size: float = 4) -> None:
+def draw_landmarks(
+    ax, pts: np.ndarray, scheme: Scheme, colour: str, label: str | None = None, size: float = 4
+) -> None:
     """Points plus the scheme's contours (closed groups are closed)."""
     for g in scheme.groups:
         p = pts[g.indices]
@@ -59,16 +62,24 @@ def scheme_figure(mean_shape: np.ndarray, scheme: Scheme, title: str) -> plt.Fig
     m = np.asarray(mean_shape, dtype=np.float64)
     size = 11 if scheme.n_points > 100 else 8
     span = np.ptp(m, axis=0) + 1e-9
-    fig, ax = plt.subplots(figsize=(size * span[0] / span[1] + 3.2, size))  # the face's own shape, and the legend
+    fig, ax = plt.subplots(
+        figsize=(size * span[0] / span[1] + 3.2, size)
+    )  # the face's own shape, and the legend
     colours = sns.color_palette("tab10", len(scheme.groups))
     centre = m.mean(0)
     for g, colour in zip(scheme.groups, colours):
         p = m[g.indices]
         q = np.concatenate([p, p[:1]]) if g.closed else p
-        ax.plot(q[:, 0], q[:, 1], "-", color=colour, lw=1.2, label=f"{g.name} {g.start}-{g.stop - 1}")
+        ax.plot(
+            q[:, 0], q[:, 1], "-", color=colour, lw=1.2, label=f"{g.name} {g.start}-{g.stop - 1}"
+        )
         ax.scatter(p[:, 0], p[:, 1], s=10, color=colour, zorder=3)
-        ax.scatter(*p[0], s=60, facecolors="none", edgecolors=colour, zorder=3)  # where the contour starts
-    step = 1 if scheme.n_points <= 68 else 2  # every point on 68; every other one (and each group's ends) on 194
+        ax.scatter(
+            *p[0], s=60, facecolors="none", edgecolors=colour, zorder=3
+        )  # where the contour starts
+    step = (
+        1 if scheme.n_points <= 68 else 2
+    )  # every point on 68; every other one (and each group's ends) on 194
     for i, (x, y) in enumerate(m):
         g = next(g for g in scheme.groups if g.start <= i < g.stop)
         if (i - g.start) % step and i != g.stop - 1:
@@ -76,18 +87,38 @@ def scheme_figure(mean_shape: np.ndarray, scheme: Scheme, title: str) -> plt.Fig
         out = np.array([x, y]) - centre
         out = out / (np.linalg.norm(out) + 1e-9)
         away = 13 if i in scheme.outer_eye_corners else 7  # outside the corner's ring
-        ax.annotate(str(i), (x, y), xytext=(out[0] * away, out[1] * away), textcoords="offset points", fontsize=6,
-                    ha="center", va="center", color="#333", zorder=5)
+        ax.annotate(
+            str(i),
+            (x, y),
+            xytext=(out[0] * away, out[1] * away),
+            textcoords="offset points",
+            fontsize=6,
+            ha="center",
+            va="center",
+            color="#333",
+            zorder=5,
+        )
     if scheme.outer_eye_corners:
         c = m[list(scheme.outer_eye_corners)]
-        ax.scatter(c[:, 0], c[:, 1], s=160, facecolors="none", edgecolors="black", lw=1.2, zorder=4,
-                   label=f"outer eye corners {scheme.outer_eye_corners[0]}, {scheme.outer_eye_corners[1]}")
+        ax.scatter(
+            c[:, 0],
+            c[:, 1],
+            s=160,
+            facecolors="none",
+            edgecolors="black",
+            lw=1.2,
+            zorder=4,
+            label=f"outer eye corners {scheme.outer_eye_corners[0]}, {scheme.outer_eye_corners[1]}",
+        )
     ax.set_aspect("equal")
     ax.invert_yaxis()
     ax.axis("off")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    ax.set_title(f"{title}\n{scheme.name}: {scheme.n_points} points; a ring marks where each contour starts"
-                 + ("" if step == 1 else "; every other number shown, and each group's last"), fontsize=9)
+    ax.set_title(
+        f"{title}\n{scheme.name}: {scheme.n_points} points; a ring marks where each contour starts"
+        + ("" if step == 1 else "; every other number shown, and each group's last"),
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 
@@ -101,12 +132,25 @@ def loss_figure(history: pd.DataFrame, dataset: str, reference: dict | None = No
     ax.plot(history["epoch"], history["train_mse"], "o-", ms=3, label="train (augmented)")
     ax.plot(history["epoch"], history["val_mse"], "o-", ms=3, label="validation")
     if reference:
-        ax.axhline(reference["best_val_mse"], color="grey", ls=":", label=f"study: best validation {reference['best_val_mse']}")
-        ax.axhline(reference["test_mse"], color="grey", ls="--", label=f"study: test {reference['test_mse']}")
+        ax.axhline(
+            reference["best_val_mse"],
+            color="grey",
+            ls=":",
+            label=f"study: best validation {reference['best_val_mse']}",
+        )
+        ax.axhline(
+            reference["test_mse"],
+            color="grey",
+            ls="--",
+            label=f"study: test {reference['test_mse']}",
+        )
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # 60, not 6×10¹
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
-        lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    ax.yaxis.set_major_formatter(
+        matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    )  # 60, not 6×10¹
+    ax.yaxis.set_minor_formatter(
+        matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")
+    )
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE (px² of the 256x256 input)")
     ax.set_title(f"Loss per epoch: {dataset}", fontsize=10)
@@ -167,7 +211,10 @@ def augmented_figure(images, landmarks, scheme: Scheme) -> plt.Figure:
     for ax, img, pts in zip(axes[0], images, landmarks):
         show_image(ax, img)
         draw_landmarks(ax, pts, scheme, TRUE_COLOUR, size=2)
-    fig.suptitle(f"What training shows the network: augmented {images.shape[1]}x{images.shape[2]} inputs", fontsize=10)
+    fig.suptitle(
+        f"What training shows the network: augmented {images.shape[1]}x{images.shape[2]} inputs",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -194,7 +241,9 @@ def draw_box(ax, box, colour: str = BOX_COLOUR, label: str | None = None) -> Non
 def photos_figure(shown: list[tuple], scheme: Scheme) -> plt.Figure:
     """Whole photos with the face detector's box, the model's points and the annotation:
     ``shown`` holds (photo, box, points, truth, label) in photo pixels."""
-    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(4.2 * max(1, len(shown)), 4.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(1, len(shown)), figsize=(4.2 * max(1, len(shown)), 4.6), squeeze=False
+    )
     for ax, (image, box, pts, true, label) in zip(axes[0], shown):
         show_image(ax, image, label)
         draw_box(ax, box, label="detector box")
@@ -205,7 +254,10 @@ def photos_figure(shown: list[tuple], scheme: Scheme) -> plt.Figure:
     else:
         axes[0, 0].axis("off")
         axes[0, 0].text(0.5, 0.5, "the detector found no test face", ha="center")
-    fig.suptitle("The model end to end on original test photos (10th, 50th, 90th percentile of NME)", fontsize=10)
+    fig.suptitle(
+        "The model end to end on original test photos (10th, 50th, 90th percentile of NME)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -217,11 +269,21 @@ def saliency_figure(images, maps, labels: list[str]) -> plt.Figure:
     for ax, img, m, lab in zip(axes.ravel(), images, maps, labels):
         show_image(ax, img, lab)
         h, w = img.shape[:2]
-        shown = ax.imshow(m / (m.max() + 1e-12), extent=(0, w, h, 0), cmap="inferno", alpha=0.6, interpolation="bilinear",
-                          vmin=0, vmax=1)
+        shown = ax.imshow(
+            m / (m.max() + 1e-12),
+            extent=(0, w, h, 0),
+            cmap="inferno",
+            alpha=0.6,
+            interpolation="bilinear",
+            vmin=0,
+            vmax=1,
+        )
     h, w = images[0].shape[:2] if len(images) else (0, 0)
-    fig.suptitle(f"Gradient saliency: max over channels of |dL/dI| on the network's own {w}x{h} view of each crop\n"
-                 "(top: the 3 best, bottom: the 3 worst); each map divided by its own maximum", fontsize=10)
+    fig.suptitle(
+        f"Gradient saliency: max over channels of |dL/dI| on the network's own {w}x{h} view of each crop\n"
+        "(top: the 3 best, bottom: the 3 worst); each map divided by its own maximum",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0, 0.92, 0.95), h_pad=2.0)
     if shown is not None:
         bar = fig.colorbar(shown, cax=fig.add_axes((0.93, 0.15, 0.015, 0.7)))
@@ -229,8 +291,13 @@ def saliency_figure(images, maps, labels: list[str]) -> plt.Figure:
     return fig
 
 
-def ced_figure(nmes: dict[str, np.ndarray], max_error: float, dataset: str, norm_label: str = "inter-ocular",
-               frame: str = "points in pixels of the original photo") -> plt.Figure:
+def ced_figure(
+    nmes: dict[str, np.ndarray],
+    max_error: float,
+    dataset: str,
+    norm_label: str = "inter-ocular",
+    frame: str = "points in pixels of the original photo",
+) -> plt.Figure:
     """The cumulative error distribution of each method's per-face NME (``lmkit.report.evaluation.score``
     computes them with the points mapped back to the photo, the field's convention).
 
@@ -260,11 +327,24 @@ def search_figure(trials: pd.DataFrame, lr_range=None, wd_range=None) -> plt.Fig
     Used in: 02_hpsearch, "The objective"."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     done = trials[trials["state"] == "COMPLETE"]
-    sc = ax.scatter(done["lr"], done["weight_decay"], c=done["val_mse"], cmap="viridis_r", s=60,
-                    norm=matplotlib.colors.LogNorm())
+    sc = ax.scatter(
+        done["lr"],
+        done["weight_decay"],
+        c=done["val_mse"],
+        cmap="viridis_r",
+        s=60,
+        norm=matplotlib.colors.LogNorm(),
+    )
     if len(done):
         best = done.loc[done["val_mse"].idxmin()]
-        ax.scatter([best["lr"]], [best["weight_decay"]], s=200, facecolors="none", edgecolors="red", label="best")
+        ax.scatter(
+            [best["lr"]],
+            [best["weight_decay"]],
+            s=200,
+            facecolors="none",
+            edgecolors="red",
+            label="best",
+        )
         ax.legend()
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -305,40 +385,59 @@ def report_figures(run, params: Params, gradient) -> dict:
     from lmkit.run.folder import read_json
     from lmkit.report.predictions import Predictions
     from lmkit.study.saliency import network_inputs, saliency_maps
+
     d = load_data(run, params)
     test, scheme, dataset = d.test, d.scheme, d.dataset
     p = Predictions.load(run.predictions)
     six = np.concatenate([p.best, p.worst])
     norm = p.headline_norm
     norm_label = {"oc": "outer eye corners", "io": "inter-ocular"}[norm]
-    labels = [f"{'best' if k < 3 else 'worst'} {k % 3 + 1}: {test.names[i]}\n"
-              f"MSE {p.mse()[i]:.1f} px², NME {p.nme('model', norm)[i]:.3f} ({norm_label})"
-              for k, i in enumerate(six)]
+    labels = [
+        f"{'best' if k < 3 else 'worst'} {k % 3 + 1}: {test.names[i]}\n"
+        f"MSE {p.mse()[i]:.1f} px², NME {p.nme('model', norm)[i]:.3f} ({norm_label})"
+        for k, i in enumerate(six)
+    ]
     device = pick_device(params.system.device)
     model, info = load_model(run, params, device)
     size = info.input_size
-    maps = saliency_maps(gradient, model, test.images[six], test.landmarks[six], size, device, info.view)
+    maps = saliency_maps(
+        gradient, model, test.images[six], test.landmarks[six], size, device, info.view
+    )
     small = network_inputs(test.images[six], size, info.view)
     train_img, train_pts = d.train
     frame = f"points in {read_json(run.metrics, '04_evaluate')['nme_frame']}"  # as 04 wrote it
     figs = {
-        "scheme": scheme_figure(mean_shape(d.train.landmarks), scheme, f"mean training shape, {dataset}"),
-        "fig1_sample": sample_figure(train_img[0], train_pts[0], scheme,
-                                       f"{dataset}\n{train_img.shape[1]}x{train_img.shape[2]} crop, {scheme.name}"),
-        "fig3_loss": loss_figure(pd.read_csv(run.history), dataset, PAPER if comparable_to_paper(d) else None),
-        "fig4_test_mse": mse_distribution_figure({"ResNet18": p.mse(), "mean shape": p.mse("mean_shape")},
-                                                   dataset),
-        "fig5_best_worst": detections_figure(test.images[six], p.true[six], p.pred()[six], labels, scheme),
+        "scheme": scheme_figure(
+            mean_shape(d.train.landmarks), scheme, f"mean training shape, {dataset}"
+        ),
+        "fig1_sample": sample_figure(
+            train_img[0],
+            train_pts[0],
+            scheme,
+            f"{dataset}\n{train_img.shape[1]}x{train_img.shape[2]} crop, {scheme.name}",
+        ),
+        "fig3_loss": loss_figure(
+            pd.read_csv(run.history), dataset, PAPER if comparable_to_paper(d) else None
+        ),
+        "fig4_test_mse": mse_distribution_figure(
+            {"ResNet18": p.mse(), "mean shape": p.mse("mean_shape")}, dataset
+        ),
+        "fig5_best_worst": detections_figure(
+            test.images[six], p.true[six], p.pred()[six], labels, scheme
+        ),
         "fig6_saliency": saliency_figure(small, maps, labels),
         "ced": ced_figure(p.nme_by_method("io"), params.eval.ced_max, dataset, frame=frame),
     }
     if p.has("model", "oc"):
-        figs["ced_oc"] = ced_figure(p.nme_by_method("oc"), params.eval.ced_max, dataset, "outer eye corners",
-                                    frame=frame)
+        figs["ced_oc"] = ced_figure(
+            p.nme_by_method("oc"), params.eval.ced_max, dataset, "outer eye corners", frame=frame
+        )
     if p.has("model_detector"):
         figs["photos"] = run_photos_figure(p, run, params, scheme, test.images.shape[1])
     if run.trials.exists():
-        figs["search"] = search_figure(pd.read_csv(run.trials), params.search.lr_range, params.search.weight_decay_range)
+        figs["search"] = search_figure(
+            pd.read_csv(run.trials), params.search.lr_range, params.search.weight_decay_range
+        )
     paths = {}
     for key, fig in figs.items():
         paths[key] = save(fig, run.figure(key))
@@ -360,6 +459,13 @@ def run_photos_figure(p, run, params: Params, scheme, crop_size: int):
     shown = []
     for i in pick:
         to_photo = crop_to_photo(crop_boxes[i], crop_size)
-        shown.append((load_image(Path(sources[i])), p.boxes("model_detector")[i], to_photo(p.pred("model_detector")[i]),
-                      to_photo(p.true[i]), f"{Path(sources[i]).name}: NME {nme[i]:.3f} (inter-ocular)"))
+        shown.append(
+            (
+                load_image(Path(sources[i])),
+                p.boxes("model_detector")[i],
+                to_photo(p.pred("model_detector")[i]),
+                to_photo(p.true[i]),
+                f"{Path(sources[i]).name}: NME {nme[i]:.3f} (inter-ocular)",
+            )
+        )
     return photos_figure(shown, scheme)

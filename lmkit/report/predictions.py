@@ -3,6 +3,7 @@ per method (``METHODS``' keys: ``model``, ``model_detector``, ``mean_shape``, ``
 its points, per-face MSE and NME, and its boxes where it has them; the true points, the face
 names and Fig. 5's best and worst faces. The file's array names (``<method>__<what>``) are
 composed here and nowhere else."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,10 +13,17 @@ import numpy as np
 from lmkit.run.folder import atomic_write
 
 # the evaluated methods, by key, with the name the report and the results page give them
-METHODS = {"model": "ResNet18 (this run)", "model_detector": "ResNet18, its detector box",
-           "mean_shape": "mean shape (baseline)",
-           "dlib_hog": "dlib ERT, its HOG detector box", "dlib_annotation": "dlib ERT, box from the annotations"}
-NORMS = ("io", "oc")  # NME over the eye centres, over the outer eye corners (lmkit.study.metrics.NORMALISATIONS)
+METHODS = {
+    "model": "ResNet18 (this run)",
+    "model_detector": "ResNet18, its detector box",
+    "mean_shape": "mean shape (baseline)",
+    "dlib_hog": "dlib ERT, its HOG detector box",
+    "dlib_annotation": "dlib ERT, box from the annotations",
+}
+NORMS = (
+    "io",
+    "oc",
+)  # NME over the eye centres, over the outer eye corners (lmkit.study.metrics.NORMALISATIONS)
 
 
 def key(method: str, what: str) -> str:
@@ -39,7 +47,15 @@ class Predictions:
             return cls({k: f[k] for k in f.files})
 
     @classmethod
-    def from_scores(cls, true, names, best, worst, per_method: dict[str, dict], extra: dict[str, dict] | None = None):
+    def from_scores(
+        cls,
+        true,
+        names,
+        best,
+        worst,
+        per_method: dict[str, dict],
+        extra: dict[str, dict] | None = None,
+    ):
         """From each method's per-face arrays (``{"model": {"pred": ..., "mse": ..., "nme_io": ...}}``)
         and any more of a method's arrays (``extra``: its boxes)."""
         arrays = {"true": np.asarray(true), "names": np.array(names), "best": best, "worst": worst}

@@ -8,6 +8,7 @@ Every row names the command that reproduces it: for a run folder, the params fil
 run's commit whose settings equal the run's on every key its notebooks read (plus ``-p`` for the
 keys that differ), else the run's own ``params.yaml`` at its commit; for an archived row, its
 params file at its commit."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,19 @@ ARCHIVE = ROOT / "docs" / "results"
 # keys that say where the data lie, not what they are (the data files' digests are compared by the chain)
 WHERE = {"name", "data.root", "data.extra_train", "data.cache_dir"}
 
-COLUMNS = ("run", "test MSE (px², 256 frame)", "test NME oc", "test NME io", "AUC@0.08 oc", "failure@0.10 oc",
-           "own detector box: NME oc", "best val MSE (px²)", "chain (min)", "host", "reproduce")
+COLUMNS = (
+    "run",
+    "test MSE (px², 256 frame)",
+    "test NME oc",
+    "test NME io",
+    "AUC@0.08 oc",
+    "failure@0.10 oc",
+    "own detector box: NME oc",
+    "best val MSE (px²)",
+    "chain (min)",
+    "host",
+    "reproduce",
+)
 
 
 class ResultsError(ValueError):
@@ -45,9 +57,16 @@ def keys_read(info: dict) -> dict:
         for k, v in (stage.get("params") or {}).items():
             read.update(P.flatten(v, f"{k}.") if isinstance(v, dict) else {k: v})
     if read.get("search.enabled") is False:  # a disabled search's budget decides nothing
-        read = {k: v for k, v in read.items() if not k.startswith("search.") or k == "search.enabled"}
-    return {k: v for k, v in read.items() if k not in WHERE and k.split(".")[-1] not in P.NOT_RESULTS
-            and not P.MOVED.get(k, k).startswith("system.")}
+        read = {
+            k: v for k, v in read.items() if not k.startswith("search.") or k == "search.enabled"
+        }
+    return {
+        k: v
+        for k, v in read.items()
+        if k not in WHERE
+        and k.split(".")[-1] not in P.NOT_RESULTS
+        and not P.MOVED.get(k, k).startswith("system.")
+    }
 
 
 @contextmanager
@@ -88,7 +107,9 @@ def _comparable(key: str, value):
     return value
 
 
-def reproduce(run: RunFolder, info: dict, params_dir: Path | None = None, name: str | None = None) -> str:
+def reproduce(
+    run: RunFolder, info: dict, params_dir: Path | None = None, name: str | None = None
+) -> str:
     """The command that makes this run folder again at its commit: the params file shipped at that
     commit (``params_dir`` instead, when given) that differs from the run in the fewest keys its
     notebooks read (at most three, given with ``-p``), else the run's own ``params.yaml``."""
@@ -101,15 +122,21 @@ def reproduce(run: RunFolder, info: dict, params_dir: Path | None = None, name: 
                 candidate = P.flatten(P.load(file))
             except (P.ParamsError, OSError):
                 continue
-            differ = {k: v for k, v in read.items() if _comparable(k, candidate.get(k, object())) != _comparable(k, v)}
+            differ = {
+                k: v
+                for k, v in read.items()
+                if _comparable(k, candidate.get(k, object())) != _comparable(k, v)
+            }
             if best is None or len(differ) < len(best[1]):
                 best = (file.name, differ)
     name = name or P.load(run.params).name
     out = "" if run.root.name == name else f" --out reports/{run.root.name}"
     if best is not None and len(best[1]) <= 3:
         file, differ = best
-        over = "".join(f" -p {k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-                       for k, v in sorted(differ.items()))
+        over = "".join(
+            f" -p {k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in sorted(differ.items())
+        )
         return f"lmkit run params/{file}{over}{out}"
     at = f"git checkout {commit} && " if commit else ""
     return f"{at}lmkit run reports/{run.root.name}/params.yaml --out reports/{run.root.name}-again"
@@ -122,7 +149,11 @@ def _host(info: dict) -> str:
         return f"{host['gpu']} ({cpu})" if host.get("gpu") else cpu
     device = str(info.get("device", "not recorded"))
     cores = re.fullmatch(r"cpu \((\d+) cores\)", device)
-    return f"{cores.group(1)} cores, CPU type not recorded" if cores else f"{device} (CPU type not recorded)"
+    return (
+        f"{cores.group(1)} cores, CPU type not recorded"
+        if cores
+        else f"{device} (CPU type not recorded)"
+    )
 
 
 def _group(params: P.Params) -> str:
@@ -138,20 +169,37 @@ def run_row(folder: str | Path, params_dir: Path | None = None) -> dict:
             raise ResultsError(f"{run.root}: not a finished run folder ({f.name} is missing)")
     params, info = P.load(run.params), read_json(run.path("run.json"), "lmkit run")
     m = read_json(run.metrics, "04_evaluate")
-    model, box = m["methods"].get(METHODS["model"], {}), m["methods"].get(METHODS["model_detector"], {})
-    return {"group": _group(params), "dataset": m.get("dataset", "?"), "run": params.name,
-            "folder": str(run.root), "comparable": bool(m.get("comparable_to_paper")),
-            "test": {"mse": model.get("mse_mean"), "nme_oc": model.get("nme_oc_mean"),
-                     "nme_io": model.get("nme_io_mean"), "auc_oc": model.get("auc_oc@0.08"),
-                     "fail_oc": model.get("fr_oc@0.10")},
-            "own_box": {"nme_oc": box.get("nme_oc_mean"), "recrop": m.get("recrop", 0)} if box else None,
-            "val": {"mse": m.get("best_val_mse")},
-            "faces": {"test": m.get("n_test"), "val": m.get("n_val"), "train": m.get("n_train")},
-            "chain_min": sum(info.get("timings_s", {}).values()) / 60,
-            "host": _host(info), "commit": (info.get("git_commit") or "")[:7],
-            "command": reproduce(run, info, params_dir, params.name),
-            "source": f"run folder `{run.root.name}`, commit `{(info.get('git_commit') or 'not recorded')[:7]}`",
-            "ablation": run.path("ablation", "ablation.csv") if run.path("ablation", "ablation.csv").exists() else None}
+    model, box = (
+        m["methods"].get(METHODS["model"], {}),
+        m["methods"].get(METHODS["model_detector"], {}),
+    )
+    return {
+        "group": _group(params),
+        "dataset": m.get("dataset", "?"),
+        "run": params.name,
+        "folder": str(run.root),
+        "comparable": bool(m.get("comparable_to_paper")),
+        "test": {
+            "mse": model.get("mse_mean"),
+            "nme_oc": model.get("nme_oc_mean"),
+            "nme_io": model.get("nme_io_mean"),
+            "auc_oc": model.get("auc_oc@0.08"),
+            "fail_oc": model.get("fr_oc@0.10"),
+        },
+        "own_box": {"nme_oc": box.get("nme_oc_mean"), "recrop": m.get("recrop", 0)}
+        if box
+        else None,
+        "val": {"mse": m.get("best_val_mse")},
+        "faces": {"test": m.get("n_test"), "val": m.get("n_val"), "train": m.get("n_train")},
+        "chain_min": sum(info.get("timings_s", {}).values()) / 60,
+        "host": _host(info),
+        "commit": (info.get("git_commit") or "")[:7],
+        "command": reproduce(run, info, params_dir, params.name),
+        "source": f"run folder `{run.root.name}`, commit `{(info.get('git_commit') or 'not recorded')[:7]}`",
+        "ablation": run.path("ablation", "ablation.csv")
+        if run.path("ablation", "ablation.csv").exists()
+        else None,
+    }
 
 
 def load_archive(archive: Path = ARCHIVE) -> dict:
@@ -163,7 +211,9 @@ def load_archive(archive: Path = ARCHIVE) -> dict:
     for i, row in enumerate(data.get("rows", [])):
         missing = [k for k in ("group", "run", "commit", "command", "host", "test") if k not in row]
         if missing:
-            raise ResultsError(f"{file}: row {i + 1} ({row.get('run', '?')}) lacks {', '.join(missing)}")
+            raise ResultsError(
+                f"{file}: row {i + 1} ({row.get('run', '?')}) lacks {', '.join(missing)}"
+            )
     return data
 
 
@@ -175,15 +225,27 @@ def _num(v, fmt: str) -> str:
 def _cells(row: dict) -> list[str]:
     t, box, val = row["test"], row.get("own_box") or {}, row.get("val") or {}
     frame = row.get("nme_frame")
-    nme = (lambda v: _num(v, ".4f") + (f" ({frame})" if frame and v is not None else ""))
-    box_cell = "–" if not box or box.get("nme_oc") is None else \
-        nme(box["nme_oc"]) + (f", {box['recrop']} re-crops" if box.get("recrop") else "")
+    nme = lambda v: _num(v, ".4f") + (f" ({frame})" if frame and v is not None else "")
+    box_cell = (
+        "–"
+        if not box or box.get("nme_oc") is None
+        else nme(box["nme_oc"]) + (f", {box['recrop']} re-crops" if box.get("recrop") else "")
+    )
     fail = t.get("fail_oc")
     source = row.get("source") or f"commit `{row['commit']}`"
-    return [f"**{row['run']}**" + (f": {row['what']}" if row.get("what") else "") + f" ({source})",
-            _num(t.get("mse"), ".1f"), nme(t.get("nme_oc")), nme(t.get("nme_io")), _num(t.get("auc_oc"), ".3f"),
-            "–" if fail is None else f"{100 * fail:.1f}%", box_cell, _num(val.get("mse"), ".1f"),
-            _num(row.get("chain_min"), ".1f"), row["host"], f"`{row['command']}`"]
+    return [
+        f"**{row['run']}**" + (f": {row['what']}" if row.get("what") else "") + f" ({source})",
+        _num(t.get("mse"), ".1f"),
+        nme(t.get("nme_oc")),
+        nme(t.get("nme_io")),
+        _num(t.get("auc_oc"), ".3f"),
+        "–" if fail is None else f"{100 * fail:.1f}%",
+        box_cell,
+        _num(val.get("mse"), ".1f"),
+        _num(row.get("chain_min"), ".1f"),
+        row["host"],
+        f"`{row['command']}`",
+    ]
 
 
 def _table(rows: list[dict]) -> list[str]:
@@ -197,18 +259,29 @@ def _ablation(row: dict) -> list[str]:
 
     t = pd.read_csv(row["ablation"])
     nme = "nme_oc_mean" if "nme_oc_mean" in t else "nme_io_mean"
-    out = [f"### Ablation on `{row['run']}` (run folder `{Path(row['folder']).name}`, {int(t['seeds'].iloc[0])} "
-           f"seeds: mean (lowest–highest))", "",
-           f"| row | its changes | test {nme.split('_')[1]} NME (photo px) | test MSE (px², 256 frame) | "
-           "best val MSE (px²) | training min per seed |", "|---|---|---|---|---|---|"]
+    out = [
+        f"### Ablation on `{row['run']}` (run folder `{Path(row['folder']).name}`, {int(t['seeds'].iloc[0])} "
+        f"seeds: mean (lowest–highest))",
+        "",
+        f"| row | its changes | test {nme.split('_')[1]} NME (photo px) | test MSE (px², 256 frame) | "
+        "best val MSE (px²) | training min per seed |",
+        "|---|---|---|---|---|---|",
+    ]
     for _, r in t.iterrows():
-        out.append(f"| {r['variant']} | {r['changes']} | {r[nme]:.4f} ({r[nme + '_min']:.4f}–{r[nme + '_max']:.4f}) | "
-                   f"{r['mse_mean']:.1f} | {r['best_val_mse']:.1f} | {r['train_minutes']:.1f} |")
+        out.append(
+            f"| {r['variant']} | {r['changes']} | {r[nme]:.4f} ({r[nme + '_min']:.4f}–{r[nme + '_max']:.4f}) | "
+            f"{r['mse_mean']:.1f} | {r['best_val_mse']:.1f} | {r['train_minutes']:.1f} |"
+        )
     return out + [""]
 
 
-def render(folders: list[str | Path], archive: Path = ARCHIVE, params_dir: Path | None = None,
-           command: str | None = None, data: dict | None = None) -> str:
+def render(
+    folders: list[str | Path],
+    archive: Path = ARCHIVE,
+    params_dir: Path | None = None,
+    command: str | None = None,
+    data: dict | None = None,
+) -> str:
     """The results page, markdown: run folders' rows beside the archive's, per data set, then
     the archive's sections. ``data``: the archive already loaded from ``archive``."""
     data = load_archive(archive) if data is None else data
@@ -217,12 +290,17 @@ def render(folders: list[str | Path], archive: Path = ARCHIVE, params_dir: Path 
     rows = live + data.get("rows", [])
     order = list(groups) + [g for g in dict.fromkeys(r["group"] for r in rows) if g not in groups]
     made = command or " ".join(["lmkit results", *(str(f) for f in folders)])
-    out = ["# Results", "",
-           f"Generated by `{made}` (`make results`) from "
-           f"`{archive.relative_to(ROOT) if archive.is_relative_to(ROOT) else archive}`"
-           + (f" and {len(live)} run folder(s)" if live else "")
-           + ": every row names its commit, host and the command that makes it again; edit those files, not this page.",
-           "", data.get("intro", "").strip(), ""]
+    out = [
+        "# Results",
+        "",
+        f"Generated by `{made}` (`make results`) from "
+        f"`{archive.relative_to(ROOT) if archive.is_relative_to(ROOT) else archive}`"
+        + (f" and {len(live)} run folder(s)" if live else "")
+        + ": every row names its commit, host and the command that makes it again; edit those files, not this page.",
+        "",
+        data.get("intro", "").strip(),
+        "",
+    ]
     for g in order:
         members = [r for r in rows if r["group"] == g]
         if not members:
@@ -232,8 +310,11 @@ def render(folders: list[str | Path], archive: Path = ARCHIVE, params_dir: Path 
         if meta.get("text"):
             out += [meta["text"].strip(), ""]
         out += _table(members) + [""]
-        notes = [f"- **{r['run']}** ({r.get('source') or r['commit']}): {r['note'].strip()}" for r in members
-                 if r.get("note")]
+        notes = [
+            f"- **{r['run']}** ({r.get('source') or r['commit']}): {r['note'].strip()}"
+            for r in members
+            if r.get("note")
+        ]
         out += notes + ([""] if notes else [])
     ablations = [r for r in live if r.get("ablation")]
     if ablations:
@@ -252,17 +333,28 @@ README_END = "<!-- /results -->"
 def readme_table(data: dict) -> str:
     """The README's headline table: the archive's rows marked ``readme`` (the study's published
     row first), each with its unit, data set, minutes, host and commit as the results page has them."""
-    rows = sorted((r for r in data.get("rows", []) if r.get("readme")), key=lambda r: not r.get("source"))
-    out = ["| data set (test faces), start | run | test result | chain | host | commit |", "|---|---|---|---|---|---|"]
+    rows = sorted(
+        (r for r in data.get("rows", []) if r.get("readme")), key=lambda r: not r.get("source")
+    )
+    out = [
+        "| data set (test faces), start | run | test result | chain | host | commit |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         t, box = r["test"], r.get("own_box") or {}
         result = [f"MSE {_num(t['mse'], '.1f')} px²"] if t.get("mse") is not None else []
-        result += [f"NME {_num(t[k], '.4f')} ({k[-2:]})" for k in ("nme_io", "nme_oc") if t.get(k) is not None]
+        result += [
+            f"NME {_num(t[k], '.4f')} ({k[-2:]})"
+            for k in ("nme_io", "nme_oc")
+            if t.get(k) is not None
+        ]
         if box.get("nme_oc") is not None:
             result.append(f"NME {_num(box['nme_oc'], '.4f')} (oc) from its own face detector")
         chain = "–" if r.get("chain_min") is None else f"{_num(r['chain_min'], '.1f')} min"
-        out.append(f"| {r['readme']} | `{r['run']}` | {'; '.join(result)} | {chain} | {r['host']} | "
-                   f"{r.get('source') or r['commit']} |")
+        out.append(
+            f"| {r['readme']} | `{r['run']}` | {'; '.join(result)} | {chain} | {r['host']} | "
+            f"{r.get('source') or r['commit']} |"
+        )
     return "\n".join(out)
 
 
@@ -270,40 +362,68 @@ def with_readme_table(readme: str, data: dict) -> str:
     """``readme`` with its headline table (between ``README_BEGIN`` and ``README_END``) made again."""
     start, end = readme.find(README_BEGIN), readme.find(README_END)
     if start < 0 or end < start:
-        raise ResultsError(f"README.md: no headline table between {README_BEGIN!r} and {README_END!r}")
+        raise ResultsError(
+            f"README.md: no headline table between {README_BEGIN!r} and {README_END!r}"
+        )
     return readme[:start] + README_BEGIN + "\n" + readme_table(data) + "\n" + readme[end:]
 
 
 def archive_row(row: dict, what: str = "") -> dict:
     """A run folder's row as ``docs/results/archive.yaml`` keeps it: its commit, host, numbers
     (rounded as the page shows them) and the command that makes it again at that commit."""
-    def rounded(d, digits):
-        return {k: (round(v, digits[k]) if isinstance(v, float) else v) for k, v in d.items() if v is not None}
 
-    out = {"group": row["group"], "run": row["run"], "what": what or f"run folder `{Path(row['folder']).name}`",
-           "commit": row["commit"] or "not recorded", "host": row["host"], "chain_min": round(row["chain_min"], 1),
-           "test": rounded(row["test"], {"mse": 1, "nme_oc": 4, "nme_io": 4, "auc_oc": 3, "fail_oc": 3}),
-           "own_box": row["own_box"] and rounded(row["own_box"], {"nme_oc": 4, "recrop": 0}),
-           "val": rounded(row["val"], {"mse": 1}),
-           "command": (f"git checkout {row['commit']} && " if row["commit"] else "") + row["command"]}
+    def rounded(d, digits):
+        return {
+            k: (round(v, digits[k]) if isinstance(v, float) else v)
+            for k, v in d.items()
+            if v is not None
+        }
+
+    out = {
+        "group": row["group"],
+        "run": row["run"],
+        "what": what or f"run folder `{Path(row['folder']).name}`",
+        "commit": row["commit"] or "not recorded",
+        "host": row["host"],
+        "chain_min": round(row["chain_min"], 1),
+        "test": rounded(
+            row["test"], {"mse": 1, "nme_oc": 4, "nme_io": 4, "auc_oc": 3, "fail_oc": 3}
+        ),
+        "own_box": row["own_box"] and rounded(row["own_box"], {"nme_oc": 4, "recrop": 0}),
+        "val": rounded(row["val"], {"mse": 1}),
+        "command": (f"git checkout {row['commit']} && " if row["commit"] else "") + row["command"],
+    }
     return {k: v for k, v in out.items() if v}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lmkit results", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="*", help="run folders (folders without eval/metrics.json are skipped, named)")
+    parser.add_argument(
+        "runs", nargs="*", help="run folders (folders without eval/metrics.json are skipped, named)"
+    )
     parser.add_argument("--out", help="write the page here (default: standard output)")
-    parser.add_argument("--archive", default=str(ARCHIVE), help="the archive: archive.yaml and sections/*.md")
-    parser.add_argument("--readme", help="also make the headline table of this README again (README.md)")
-    parser.add_argument("--rows", action="store_true", help="print the run folders' rows as archive.yaml keeps "
-                        "them (commit, host, numbers, command), to paste into docs/results/archive.yaml")
+    parser.add_argument(
+        "--archive", default=str(ARCHIVE), help="the archive: archive.yaml and sections/*.md"
+    )
+    parser.add_argument(
+        "--readme", help="also make the headline table of this README again (README.md)"
+    )
+    parser.add_argument(
+        "--rows",
+        action="store_true",
+        help="print the run folders' rows as archive.yaml keeps "
+        "them (commit, host, numbers, command), to paste into docs/results/archive.yaml",
+    )
     args = parser.parse_args(argv)
     folders = []
     for f in args.runs:
         if RunFolder(f).metrics.exists():
             folders.append(f)
         elif Path(f).is_dir():
-            print(f"lmkit results: {f}: skipped (no eval/metrics.json: not a finished run)", file=sys.stderr)
+            print(
+                f"lmkit results: {f}: skipped (no eval/metrics.json: not a finished run)",
+                file=sys.stderr,
+            )
         else:
             print(f"lmkit results: {f}: skipped (not a run folder)", file=sys.stderr)
     if args.rows:
@@ -316,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         data = load_archive(Path(args.archive))
-        page = render(folders, Path(args.archive), command=" ".join(["lmkit results", *folders]), data=data)
+        page = render(
+            folders, Path(args.archive), command=" ".join(["lmkit results", *folders]), data=data
+        )
         readme = with_readme_table(Path(args.readme).read_text(), data) if args.readme else None
     except (ResultsError, P.ParamsError, OSError) as e:
         print(f"lmkit results: {e}", file=sys.stderr)

@@ -3,6 +3,7 @@ unchanged. A prepared cache: its params and its data files (``files_digest``: na
 contents); a stage's outputs (``outputs_digest``); the search study: what a trial's result
 depends on (``study_inputs``). What a chain stage ran is compared by ``lmkit.chain.reuse``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -92,9 +93,13 @@ def study_inputs(params: Params) -> dict:
         section, name = k.split(".")
         if section in sections:
             sections[section][name] = by_contents(sections[section][name])
-    return {"seed": params.seed, "data": sections["data"],
-            "model": {k: v for k, v in sections["model"].items() if k not in _PACKAGING},
-            "train": _train(params, drop=("epochs", "lr", "weight_decay")),
-            "search": {k: getattr(params.search, k) for k in ("epochs_per_trial", "lr_range", "weight_decay_range")}}
-
-
+    return {
+        "seed": params.seed,
+        "data": sections["data"],
+        "model": {k: v for k, v in sections["model"].items() if k not in _PACKAGING},
+        "train": _train(params, drop=("epochs", "lr", "weight_decay")),
+        "search": {
+            k: getattr(params.search, k)
+            for k in ("epochs_per_trial", "lr_range", "weight_decay_range")
+        },
+    }

@@ -15,6 +15,7 @@ so a student can open any notebook alone, point it at a run folder and go on.
     index.html                   the report
     .lock, .lock.json            held by the one `lmkit run` working on the folder (host, PID, since)
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ FIGURES = {
     "fig3_loss": "Fig. 3: train and validation loss per epoch",
     "fig4_test_mse": "Fig. 4: distribution of per-image test MSE",
     "fig5_best_worst": "Fig. 5: the 3 best and 3 worst test detections (by MSE; NME over the outer eye corners "
-                       "where the scheme has them, else inter-ocular)",
+    "where the scheme has them, else inter-ocular)",
     "fig6_saliency": "Fig. 6: gradient saliency dL/dI for those six, on the network's own view (its input size)",
     "ced": "Cumulative error distribution (NME, inter-ocular)",
     "ced_oc": "Cumulative error distribution (NME, outer eye corners)",
@@ -78,8 +79,10 @@ def model_file(run_or_model: str | Path) -> Path:
     if p.is_dir():
         f = RunFolder(p).model_file
         if not f.exists():
-            raise FileNotFoundError(f"{p}: no model file train/model.pt in this run folder (train it with notebook "
-                                    "03_train)")
+            raise FileNotFoundError(
+                f"{p}: no model file train/model.pt in this run folder (train it with notebook "
+                "03_train)"
+            )
         return f
     if not p.exists():
         raise FileNotFoundError(f"{p}: neither a run folder nor a model file")

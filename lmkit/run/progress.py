@@ -7,6 +7,7 @@ A step reports progress with ``emit(log, kind, message, **data)``: the message g
 notebook runs. Rewording a message changes nothing a program reads; a kind that is not in
 ``KINDS`` is an error, and each stage declares the kinds it reports (``lmkit.stages``).
 """
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ def emit(log, kind: str, message: str, **data) -> None:
     log(message)
     path = os.environ.get(ENV)
     if path:
-        line = json.dumps({"time": time.time(), "kind": kind, "message": message, **data}, default=str)
+        line = json.dumps(
+            {"time": time.time(), "kind": kind, "message": message, **data}, default=str
+        )
         with open(path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
 
@@ -85,7 +88,9 @@ class Follow:
         with open(self.path, "rb") as f:
             f.seek(self._offset)
             data = f.read()
-        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next read
+        complete = data[
+            : data.rfind(b"\n") + 1
+        ]  # a line still being written waits for the next read
         self._offset += len(complete)
         for line in complete.decode("utf-8").splitlines():
             event = json.loads(line)

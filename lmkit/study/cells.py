@@ -9,6 +9,7 @@ is no second copy of them in the package.
 ``code_digest`` is what the chain's reuse compares: a notebook's code cells, without its
 markdown, outputs or cell ids.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,9 @@ STUDY_TAG = "study"
 STUDY_NOTEBOOK = "03_train"
 ENV = "LMKIT_NOTEBOOKS"  # the notebooks folder the chain runs (set by lmkit run for its kernels)
 
-_loaded: dict[str, str] = {}  # notebook#tag -> digest of the cells executed by study(), for the run's record
+_loaded: dict[
+    str, str
+] = {}  # notebook#tag -> digest of the cells executed by study(), for the run's record
 
 
 def notebooks_dir() -> Path:
@@ -29,11 +32,16 @@ def notebooks_dir() -> Path:
     itself when it holds the notebooks (a kernel in JupyterLab); else those of the source checkout."""
     here = Path.cwd()
     for candidate in ([Path(os.environ[ENV])] if os.environ.get(ENV) else []) + [
-            here / "notebooks", here, Path(__file__).resolve().parents[2] / "notebooks"]:
+        here / "notebooks",
+        here,
+        Path(__file__).resolve().parents[2] / "notebooks",
+    ]:
         if (candidate / f"{STUDY_NOTEBOOK}.ipynb").exists():
             return candidate
-    raise FileNotFoundError(f"cannot find the notebooks folder (with {STUDY_NOTEBOOK}.ipynb); run from the "
-                            f"project's root folder or set ${ENV}")
+    raise FileNotFoundError(
+        f"cannot find the notebooks folder (with {STUDY_NOTEBOOK}.ipynb); run from the "
+        f"project's root folder or set ${ENV}"
+    )
 
 
 def notebook_file(name: str) -> Path:
@@ -73,15 +81,19 @@ def study(notebook: str = STUDY_NOTEBOOK, path: Path | None = None, params=None)
     path = Path(path) if path is not None else notebook_file(notebook)
     cells = code_cells(path, STUDY_TAG)
     if not cells:
-        raise ValueError(f"{path}: no code cell is tagged {STUDY_TAG!r}; tag the cells that define the study's "
-                         "network, loss and training step")
+        raise ValueError(
+            f"{path}: no code cell is tagged {STUDY_TAG!r}; tag the cells that define the study's "
+            "network, loss and training step"
+        )
     if params is None:  # the defaults: the study's own recipe
         from lmkit.run.params import DEFAULTS as params
     namespace = {"__name__": f"lmkit_{path.stem}_study", "params": params}
     for i, source in enumerate(cells):
         exec(compile(source, f"{path}#study-cell-{i + 1}", "exec"), namespace)
     _loaded[f"{path.name}#{STUDY_TAG}"] = code_digest(path, STUDY_TAG)
-    return SimpleNamespace(**{k: v for k, v in namespace.items() if not k.startswith("__") and k != "params"})
+    return SimpleNamespace(
+        **{k: v for k, v in namespace.items() if not k.startswith("__") and k != "params"}
+    )
 
 
 def loaded() -> dict[str, str]:
@@ -101,6 +113,8 @@ def check_saved(*functions, notebook: str = STUDY_NOTEBOOK) -> None:
         except (OSError, TypeError):
             continue  # defined where its source cannot be read: nothing to compare
         if source.strip() not in saved:
-            raise RuntimeError(f"{fn.__name__}: this kernel's definition differs from the study cells saved in "
-                               f"{notebook_file(notebook)}, which each training process runs; save the notebook "
-                               "(or set system.processes: 1)")
+            raise RuntimeError(
+                f"{fn.__name__}: this kernel's definition differs from the study cells saved in "
+                f"{notebook_file(notebook)}, which each training process runs; save the notebook "
+                "(or set system.processes: 1)"
+            )

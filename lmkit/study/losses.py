@@ -22,7 +22,9 @@ from lmkit.run.params import DEFAULTS
 from lmkit.study.model import cell_centres
 from lmkit.study.modelinfo import REFERENCE_SIZE
 
-WING = tuple(DEFAULTS.train.wing)  # width and curvature, pixels of the 256 frame (Feng et al.: 10, 2)
+WING = tuple(
+    DEFAULTS.train.wing
+)  # width and curvature, pixels of the 256 frame (Feng et al.: 10, 2)
 
 LOSSES = ("mse", "l1", "wing")
 
@@ -84,11 +86,15 @@ def known_points_loss(name: str, pred, target, wing=WING) -> torch.Tensor:
 
     Used in: 03_train, "Beyond the study"."""
     has = known(target)
-    filled = torch.where(has.unsqueeze(-1), target, pred.detach())  # finite everywhere: no NaN gradient
+    filled = torch.where(
+        has.unsqueeze(-1), target, pred.detach()
+    )  # finite everywhere: no NaN gradient
     return mean_over_known(point_errors(name, pred, filled, wing), has)
 
 
-def heatmap_divergence(logits: torch.Tensor, target: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+def heatmap_divergence(
+    logits: torch.Tensor, target: torch.Tensor, sigma: float = 1.0
+) -> torch.Tensor:
     """Jensen-Shannon divergence between each point's heatmap (softmax of ``logits``, (N, K, H, W))
     and a Gaussian of ``sigma`` cells centred on its true position (``target``, (N, K, 2) in pixels
     of the 256 frame; NaN for a point a face does not have), averaged over each face's points, then
@@ -99,7 +105,9 @@ def heatmap_divergence(logits: torch.Tensor, target: torch.Tensor, sigma: float 
     Used in: 03_train, "Beyond the study"."""
     n, k, h, w = logits.shape
     has = known(target)
-    target = torch.where(has.unsqueeze(-1), target / REFERENCE_SIZE, 0.5)  # a missing point: any finite place
+    target = torch.where(
+        has.unsqueeze(-1), target / REFERENCE_SIZE, 0.5
+    )  # a missing point: any finite place
     logp = torch.log_softmax(logits.reshape(n, k, h * w), -1)
     xs, ys = cell_centres(w, logits), cell_centres(h, logits)
     cell_w, cell_h = xs[1] - xs[0], ys[1] - ys[0]

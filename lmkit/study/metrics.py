@@ -8,6 +8,7 @@
 * ``ced``, ``auc``, ``failure_rate``: the cumulative error distribution of NMEs, its
   normalised area up to a threshold, and the fraction above it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,8 +66,10 @@ def mean_shape(train_landmarks: np.ndarray) -> np.ndarray:
     return np.asarray(train_landmarks, dtype=np.float64).mean(0).astype(np.float32)
 
 
-NORMALISATIONS = {"io": "inter-ocular: distance between the eye-group centres",
-                  "oc": "outer eye corners (the 300-W convention: points 36 and 45 of ibug68, 144 and 124 of helen194)"}
+NORMALISATIONS = {
+    "io": "inter-ocular: distance between the eye-group centres",
+    "oc": "outer eye corners (the 300-W convention: points 36 and 45 of ibug68, 144 and 124 of helen194)",
+}
 
 
 def to_photo(points: np.ndarray, boxes: np.ndarray, crop_size: int) -> np.ndarray:
@@ -75,11 +78,20 @@ def to_photo(points: np.ndarray, boxes: np.ndarray, crop_size: int) -> np.ndarra
 
     Used in: 04_evaluate, "The study's two numbers, computed here"."""
     boxes = np.asarray(boxes, dtype=np.float64)[:, None, :]
-    return boxes[..., :2] + np.asarray(points, dtype=np.float64) * (boxes[..., 2:] - boxes[..., :2]) / crop_size
+    return (
+        boxes[..., :2]
+        + np.asarray(points, dtype=np.float64) * (boxes[..., 2:] - boxes[..., :2]) / crop_size
+    )
 
 
-def summarize(pred: np.ndarray, true: np.ndarray, scheme: Scheme, mse_scale: float,
-              thresholds=(0.08, 0.10), photo: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict, dict]:
+def summarize(
+    pred: np.ndarray,
+    true: np.ndarray,
+    scheme: Scheme,
+    mse_scale: float,
+    thresholds=(0.08, 0.10),
+    photo: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[dict, dict]:
     """Per-image arrays and a summary row for one method on one test set: MSE, and NME with
     each normalisation the scheme supports (``io`` always, ``oc`` where it names the outer eye
     corners). ``pred`` and ``true`` are in crop pixels: the MSE is the study's (the 256 frame,
@@ -92,7 +104,10 @@ def summarize(pred: np.ndarray, true: np.ndarray, scheme: Scheme, mse_scale: flo
     are over the predicted faces, with ``detected`` the fraction predicted."""
     missed = ~np.isfinite(pred).all(axis=(1, 2))
     p, t = photo if photo is not None else (pred, true)
-    per = {"mse": mse_per_image(pred, true, mse_scale), "nme_io": nme_per_image(p, t, inter_ocular(t, scheme))}
+    per = {
+        "mse": mse_per_image(pred, true, mse_scale),
+        "nme_io": nme_per_image(p, t, inter_ocular(t, scheme)),
+    }
     if scheme.outer_eye_corners is not None:
         per["nme_oc"] = nme_per_image(p, t, outer_corners(t, scheme))
     for v in per.values():

@@ -11,6 +11,7 @@ needed to use them: the landmark scheme, the network input size, the crop conven
 input normalisation, the mean shape, the face detector's box calibration, the data set and
 the lmkit version. Everything downstream of training reads these facts from it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,7 +24,9 @@ import torch.nn as nn
 import torchvision
 
 from lmkit.study.modelinfo import MODEL_FORMAT, REFERENCE_SIZE, ModelInfo
-from lmkit.run.params import HEADS  # the head names, listed once (the params schema checks them first)
+from lmkit.run.params import (
+    HEADS,
+)  # the head names, listed once (the params schema checks them first)
 
 
 WEIGHTS_HELP = (
@@ -45,8 +48,13 @@ class LandmarkRegressor(nn.Module):
 
     Used in: 03_train, "The network"; 03_train, "Beyond the study"."""
 
-    def __init__(self, n_points: int, pretrained: bool | str = False, head: str = "regression",
-                 backbone: nn.Module | None = None):
+    def __init__(
+        self,
+        n_points: int,
+        pretrained: bool | str = False,
+        head: str = "regression",
+        backbone: nn.Module | None = None,
+    ):
         """``backbone``: a ResNet18 whose last layer already regresses the 2K coordinates (as
         notebook 03 builds it); else one is built here (the way a model file is read back)."""
         super().__init__()
@@ -55,11 +63,15 @@ class LandmarkRegressor(nn.Module):
         self.n_points, self.head = n_points, head
         if backbone is not None:
             if head != "regression" or getattr(backbone.fc, "out_features", None) != 2 * n_points:
-                raise ValueError(f"a given backbone needs the regression head and a last layer of {2 * n_points} "
-                                 "outputs (x and y of every point)")
+                raise ValueError(
+                    f"a given backbone needs the regression head and a last layer of {2 * n_points} "
+                    "outputs (x and y of every point)"
+                )
             self.backbone = backbone
             return
-        self.backbone = torchvision.models.resnet18(weights=imagenet_weights() if pretrained is True else None)
+        self.backbone = torchvision.models.resnet18(
+            weights=imagenet_weights() if pretrained is True else None
+        )
         if isinstance(pretrained, str):
             load_backbone(self.backbone, pretrained)
         if head == "regression":
@@ -80,7 +92,9 @@ class LandmarkRegressor(nn.Module):
             points = soft_argmax(logits) * REFERENCE_SIZE
             return (points, logits) if heatmaps else points
         if heatmaps:
-            raise ValueError("train.heatmap_loss: the regression head has no heatmaps; use model.head: heatmap")
+            raise ValueError(
+                "train.heatmap_loss: the regression head has no heatmaps; use model.head: heatmap"
+            )
         out = self.backbone(x).view(-1, self.n_points, 2).float()
         return (out + 1) * (REFERENCE_SIZE / 2)
 
@@ -89,8 +103,10 @@ class LandmarkRegressor(nn.Module):
         """Start the output at a given shape (K, 2) in reference pixels, weights near zero
         (the regression head; a heatmap head starts every point at the crop's centre)."""
         if self.head != "regression":
-            raise ValueError("model.head_init: mean_shape starts the regression head only; use default with "
-                             "model.head: heatmap")
+            raise ValueError(
+                "model.head_init: mean_shape starts the regression head only; use default with "
+                "model.head: heatmap"
+            )
         self.backbone.fc.weight.mul_(0.01)
         self.backbone.fc.bias.copy_((mean_shape.reshape(-1) / (REFERENCE_SIZE / 2) - 1))
 
@@ -105,13 +121,16 @@ class HeatmapHead(nn.Module):
     def __init__(self, n_points: int, width: int = 128, levels: int = 3):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in self.CHANNELS[-levels:])
-        self.smooth = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                                    nn.ReLU(inplace=True))
+        self.smooth = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        )
         self.out = nn.Conv2d(width, n_points, 1)
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         """``features``: layers 1-4's outputs, finest first; the head uses the last ``levels``."""
-        features = features[-len(self.lateral):]
+        features = features[-len(self.lateral) :]
         p = self.lateral[-1](features[-1])
         for lateral, c in zip(reversed(self.lateral[:-1]), reversed(features[:-1])):
             p = upsample(p, c.shape[-2:]) + lateral(c)
@@ -159,7 +178,9 @@ def imagenet_weights():
         torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
     except Exception as e:  # URLError, HTTPError, OSError, hash mismatch
         folder = f"{torch.hub.get_dir()}/checkpoints"
-        raise RuntimeError(WEIGHTS_HELP.format(error=e, file=weights.url.rsplit("/", 1)[-1], folder=folder)) from None
+        raise RuntimeError(
+            WEIGHTS_HELP.format(error=e, file=weights.url.rsplit("/", 1)[-1], folder=folder)
+        ) from None
     return weights
 
 
@@ -173,35 +194,54 @@ def load_backbone(resnet: nn.Module, path: str | Path) -> nn.Module:
     Used in: 03_train, "The network"."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model.pretrained: {path}: no such file (a saved ResNet18 state dict, or true for "
-                                "torchvision's ImageNet weights)")
+        raise FileNotFoundError(
+            f"model.pretrained: {path}: no such file (a saved ResNet18 state dict, or true for "
+            "torchvision's ImageNet weights)"
+        )
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise RuntimeError(f"model.pretrained: {path}: not a PyTorch state dict ({type(e).__name__}: {e})") from None
+        raise RuntimeError(
+            f"model.pretrained: {path}: not a PyTorch state dict ({type(e).__name__}: {e})"
+        ) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(saved, dict) and isinstance(saved.get(wrapper), dict):
             saved = saved[wrapper]
     if not isinstance(saved, dict):
-        raise RuntimeError(f"model.pretrained: {path}: holds a {type(saved).__name__}, not a state dict")
+        raise RuntimeError(
+            f"model.pretrained: {path}: holds a {type(saved).__name__}, not a state dict"
+        )
     for prefix in ("module.", "backbone."):
         if saved and all(k.startswith(prefix) for k in saved):
-            saved = {k[len(prefix):]: v for k, v in saved.items()}
+            saved = {k[len(prefix) :]: v for k, v in saved.items()}
     own = {k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
     kept = {k: v for k, v in saved.items() if not k.startswith("fc.")}
     missing, unknown = sorted(set(own) - set(kept)), sorted(set(kept) - set(own))
-    wrong = [f"{k} {tuple(kept[k].shape)} (ResNet18: {tuple(v.shape)})" for k, v in own.items()
-             if k in kept and kept[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(kept[k].shape)} (ResNet18: {tuple(v.shape)})"
+        for k, v in own.items()
+        if k in kept and kept[k].shape != v.shape
+    ]
     if missing or unknown or wrong:
-        raise RuntimeError(f"model.pretrained: {path}: not a torchvision ResNet18 state dict: "
-                           + "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-                                       for what, keys in (("missing", missing), ("not in ResNet18", unknown),
-                                                          ("other shapes", wrong)) if keys))
+        raise RuntimeError(
+            f"model.pretrained: {path}: not a torchvision ResNet18 state dict: "
+            + "; ".join(
+                f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                for what, keys in (
+                    ("missing", missing),
+                    ("not in ResNet18", unknown),
+                    ("other shapes", wrong),
+                )
+                if keys
+            )
+        )
     resnet.load_state_dict(kept, strict=False)
     return resnet
 
 
-def build_model(n_points: int, pretrained: bool | str, channels_last: bool = True, head: str = "regression") -> LandmarkRegressor:
+def build_model(
+    n_points: int, pretrained: bool | str, channels_last: bool = True, head: str = "regression"
+) -> LandmarkRegressor:
     model = LandmarkRegressor(n_points, pretrained, head)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
@@ -222,9 +262,20 @@ def to_tensor(array) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images, input_size: int, batch_size: int = 64, device="cpu",
-            augment=None, seed: int = 0, landmarks=None, flip_mirror: tuple[int, ...] | None = None,
-            view: float = 1.0, correction=None, precision: str = "auto"):
+def predict(
+    model: nn.Module,
+    images,
+    input_size: int,
+    batch_size: int = 64,
+    device="cpu",
+    augment=None,
+    seed: int = 0,
+    landmarks=None,
+    flip_mirror: tuple[int, ...] | None = None,
+    view: float = 1.0,
+    correction=None,
+    precision: str = "auto",
+):
     """Predict landmarks for uint8 crops (N, S, S, 3); returns (N, K, 2) numpy in crop pixels.
 
     With ``augment`` (and ``landmarks``) the inputs are augmented with a fixed seed, as
@@ -246,15 +297,20 @@ def predict(model: nn.Module, images, input_size: int, batch_size: int = 64, dev
     preds, targets = [], []
     for i in range(0, n, batch_size):
         imgs = to_tensor(images[i : i + batch_size]).to(device)
-        pts = to_tensor(landmarks[i : i + batch_size]).to(device) if landmarks is not None else \
-            torch.zeros(imgs.shape[0], model.n_points, 2, device=device)
+        pts = (
+            to_tensor(landmarks[i : i + batch_size]).to(device)
+            if landmarks is not None
+            else torch.zeros(imgs.shape[0], model.n_points, 2, device=device)
+        )
         x, y, m = make_batch(imgs, pts, input_size, augment, g, view=view, matrices=True)
         out = _forward(model, x, dtype)
         if flip_mirror is not None:
             mirrored = _forward(model, x.flip(-1), dtype)[:, list(flip_mirror)]
             mirrored[..., 0] = REFERENCE_SIZE - mirrored[..., 0]
             out = (out + mirrored) / 2
-        if augment is not None or view == 1.0:  # back to the crop frame: a resize maps 256-frame pixels to crop pixels
+        if (
+            augment is not None or view == 1.0
+        ):  # back to the crop frame: a resize maps 256-frame pixels to crop pixels
             preds.append((out * (src / REFERENCE_SIZE)).cpu())
             targets.append((y * (src / input_size)).cpu())
         else:  # the centred view: through its warp
@@ -266,11 +322,21 @@ def predict(model: nn.Module, images, input_size: int, batch_size: int = 64, dev
     return (pred, torch.cat(targets).numpy()) if landmarks is not None else pred
 
 
-def fit_correction(model: nn.Module, images, landmarks, input_size: int, batch_size: int = 64, device="cpu",
-                   flip_mirror: tuple[int, ...] | None = None, view: float = 1.0) -> np.ndarray:
+def fit_correction(
+    model: nn.Module,
+    images,
+    landmarks,
+    input_size: int,
+    batch_size: int = 64,
+    device="cpu",
+    flip_mirror: tuple[int, ...] | None = None,
+    view: float = 1.0,
+) -> np.ndarray:
     """Each point's mean error (K, 2) on held-out crops, in pixels of the crop at 256x256,
     predicted as ``predict`` will later (view, flip test): the ``correction`` it subtracts."""
-    pred = predict(model, images, input_size, batch_size, device, flip_mirror=flip_mirror, view=view)
+    pred = predict(
+        model, images, input_size, batch_size, device, flip_mirror=flip_mirror, view=view
+    )
     return (pred - np.asarray(landmarks)).mean(0) * (REFERENCE_SIZE / images.shape[1])
 
 
@@ -354,7 +420,9 @@ def save_model_file(model: LandmarkRegressor, info: ModelInfo, path: Path) -> Pa
     return Path(path)
 
 
-def load_model_file(path: Path, device="cpu", settings: dict | None = None) -> tuple[LandmarkRegressor, ModelInfo]:
+def load_model_file(
+    path: Path, device="cpu", settings: dict | None = None
+) -> tuple[LandmarkRegressor, ModelInfo]:
     """The model (eval mode, on ``device``) and its info; a clear error for anything else.
     Loaded with ``weights_only=True``: a model file cannot run code. With ``settings``
     ({dotted params key: value}), refused when they describe another model
@@ -368,9 +436,13 @@ def load_model_file(path: Path, device="cpu", settings: dict | None = None) -> t
         raise ValueError(f"{path}: cannot read the model file ({type(e).__name__}: {e})") from None
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        checkpoint = isinstance(blob, dict) and ("optimizer" in blob or {"model", "epoch", "history"} <= set(blob))
+        checkpoint = isinstance(blob, dict) and (
+            "optimizer" in blob or {"model", "epoch", "history"} <= set(blob)
+        )
         hint = " (a training checkpoint? use the run's train/model.pt)" if checkpoint else ""
-        raise ValueError(f"{path}: not an lmkit model file (format {found!r}, want {MODEL_FORMAT!r}){hint}")
+        raise ValueError(
+            f"{path}: not an lmkit model file (format {found!r}, want {MODEL_FORMAT!r}){hint}"
+        )
     info = ModelInfo.from_dict(blob["info"])
     if settings is not None:
         info.check_settings(settings, str(path))
@@ -388,18 +460,47 @@ def network_summary(model: torch.nn.Module, input_size: int):
     x = torch.zeros(1, 3, input_size, input_size)
     rows = []
     with torch.no_grad():
-        for name, block in (("stem: conv 7x7 stride 2, max-pool", torch.nn.Sequential(b.conv1, b.bn1, b.relu, b.maxpool)),
-                            ("layer1 (2 residual blocks)", b.layer1), ("layer2", b.layer2), ("layer3", b.layer3),
-                            ("layer4", b.layer4)):
+        for name, block in (
+            (
+                "stem: conv 7x7 stride 2, max-pool",
+                torch.nn.Sequential(b.conv1, b.bn1, b.relu, b.maxpool),
+            ),
+            ("layer1 (2 residual blocks)", b.layer1),
+            ("layer2", b.layer2),
+            ("layer3", b.layer3),
+            ("layer4", b.layer4),
+        ):
             x = block(x)
-            rows.append({"block": name, "output": "x".join(map(str, x.shape[1:])),
-                         "parameters": sum(p.numel() for p in block.parameters())})
+            rows.append(
+                {
+                    "block": name,
+                    "output": "x".join(map(str, x.shape[1:])),
+                    "parameters": sum(p.numel() for p in block.parameters()),
+                }
+            )
         head = [m for n, m in model.named_children() if n != "backbone"] + [b.fc]
-        rows.append({"block": f"head: {model.head}", "output": f"{model.n_points}x2 (points, 256 frame)",
-                     "parameters": sum(p.numel() for m in head for p in m.parameters())})
+        rows.append(
+            {
+                "block": f"head: {model.head}",
+                "output": f"{model.n_points}x2 (points, 256 frame)",
+                "parameters": sum(p.numel() for m in head for p in m.parameters()),
+            }
+        )
     import pandas as pd
 
     table = pd.DataFrame(rows)
-    return pd.concat([table, pd.DataFrame([{"block": "total", "output": "",
-                                            "parameters": sum(p.numel() for p in model.parameters())}])],
-                     ignore_index=True)
+    return pd.concat(
+        [
+            table,
+            pd.DataFrame(
+                [
+                    {
+                        "block": "total",
+                        "output": "",
+                        "parameters": sum(p.numel() for p in model.parameters()),
+                    }
+                ]
+            ),
+        ],
+        ignore_index=True,
+    )

@@ -4,6 +4,7 @@ One place for everything that depends on the point order: the contour groups use
 for drawing, the two eye groups whose centres give the inter-ocular distance, the mirror
 map for horizontal flips, and the outer eye corners (NME over the outer corners, the 300-W convention).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,12 +30,18 @@ class Scheme:
     left_eye: str
     right_eye: str
     outer_eye_corners: tuple[int, int] | None = None
-    mirror: tuple[int, ...] = ()  # mirror[i]: the point that i becomes in a horizontally flipped face
+    mirror: tuple[
+        int, ...
+    ] = ()  # mirror[i]: the point that i becomes in a horizontally flipped face
 
     def __post_init__(self):
         m = self.mirror
-        if sorted(m) != list(range(self.n_points)) or any(m[m[i]] != i for i in range(self.n_points)):
-            raise ValueError(f"scheme {self.name}: mirror map must be an involutive permutation of its points")
+        if sorted(m) != list(range(self.n_points)) or any(
+            m[m[i]] != i for i in range(self.n_points)
+        ):
+            raise ValueError(
+                f"scheme {self.name}: mirror map must be an involutive permutation of its points"
+            )
 
     def group(self, name: str) -> Group:
         for g in self.groups:
@@ -69,14 +76,37 @@ def _closed(start: int, n: int, half: int) -> list[tuple[int, int]]:
 # corner (124, 144) and back along the lower; each brow starts at its inner end and runs along its
 # upper edge to its outer end (164, 184) and back. The eye and brow on the image's right come first.
 _HELEN_MIRROR = _pairs(
-    194, *_reverse(0, 41), *_reverse(41, 58), *_closed(58, 28, 13), *_closed(86, 28, 14),
-    *[(114 + i, 134 + i) for i in range(20)], *[(154 + i, 174 + i) for i in range(20)])
+    194,
+    *_reverse(0, 41),
+    *_reverse(41, 58),
+    *_closed(58, 28, 13),
+    *_closed(86, 28, 14),
+    *[(114 + i, 134 + i) for i in range(20)],
+    *[(154 + i, 174 + i) for i in range(20)],
+)
 
 # iBUG 68: the standard 300-W flip pairs
 _IBUG_MIRROR = _pairs(
-    68, *_reverse(0, 17), *_reverse(17, 27), (31, 35), (32, 34),
-    (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46),
-    (48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67))
+    68,
+    *_reverse(0, 17),
+    *_reverse(17, 27),
+    (31, 35),
+    (32, 34),
+    (36, 45),
+    (37, 44),
+    (38, 43),
+    (39, 42),
+    (40, 47),
+    (41, 46),
+    (48, 54),
+    (49, 53),
+    (50, 52),
+    (55, 59),
+    (56, 58),
+    (60, 64),
+    (61, 63),
+    (65, 67),
+)
 
 HELEN194 = Scheme(
     name="helen194",
@@ -140,7 +170,10 @@ def mirror_errors(scheme: Scheme, mean_shape, width: float):
     m = np.asarray(mean_shape, dtype=np.float64)
     flipped = m[list(scheme.mirror)]
     flipped[:, 0] = width - flipped[:, 0]
-    eyes = np.linalg.norm(m[scheme.group(scheme.left_eye).indices].mean(0) - m[scheme.group(scheme.right_eye).indices].mean(0))
+    eyes = np.linalg.norm(
+        m[scheme.group(scheme.left_eye).indices].mean(0)
+        - m[scheme.group(scheme.right_eye).indices].mean(0)
+    )
     return np.linalg.norm(flipped - m, axis=1) / eyes
 
 
@@ -148,7 +181,9 @@ MIRROR_TOLERANCE = 0.15  # inter-ocular distances; measured at most 0.07 on hele
 # swapped eye corners 0.99
 
 
-def check_mirror(scheme: Scheme, mean_shape, width: float, tolerance: float = MIRROR_TOLERANCE) -> None:
+def check_mirror(
+    scheme: Scheme, mean_shape, width: float, tolerance: float = MIRROR_TOLERANCE
+) -> None:
     """Before any use of the mirror map (training flips, the flip test): the data's mean shape,
     mirrored and renumbered, must land on itself within ``tolerance``. Raises a ValueError
     naming the scheme and the worst point pairs otherwise."""
@@ -159,7 +194,9 @@ def check_mirror(scheme: Scheme, mean_shape, width: float, tolerance: float = MI
         return
     worst = [int(i) for i in np.argsort(err)[::-1] if err[i] > tolerance][:5]
     pairs = ", ".join(f"{i}<->{scheme.mirror[i]} ({err[i]:.2f})" for i in worst)
-    raise ValueError(f"scheme {scheme.name}: its mirror map does not fit this data: the mean shape, mirrored and "
-                     f"renumbered, misses itself by up to {err.max():.2f} inter-ocular distances (tolerance "
-                     f"{tolerance}); worst points: {pairs}. Check the point order of the annotations, or train "
-                     "without train.flip and eval.flip_test")
+    raise ValueError(
+        f"scheme {scheme.name}: its mirror map does not fit this data: the mean shape, mirrored and "
+        f"renumbered, misses itself by up to {err.max():.2f} inter-ocular distances (tolerance "
+        f"{tolerance}); worst points: {pairs}. Check the point order of the annotations, or train "
+        "without train.flip and eval.flip_test"
+    )

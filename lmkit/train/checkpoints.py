@@ -2,6 +2,7 @@
 ``best.pt`` (lowest validation loss), written atomically after every epoch with the history;
 resuming from ``last.pt`` only with the settings it was trained with; and what a finished
 training keeps."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,16 @@ from lmkit.run.folder import write_csv, write_torch
 from lmkit.run.progress import emit
 
 # all else must be as the checkpoint was trained
-RESUME_MAY_CHANGE = ("epochs", "device", "compile", "resident", "prefetch", "autocast", "channels_last",
-                     "keep_checkpoints")
+RESUME_MAY_CHANGE = (
+    "epochs",
+    "device",
+    "compile",
+    "resident",
+    "prefetch",
+    "autocast",
+    "channels_last",
+    "keep_checkpoints",
+)
 
 
 def load_checkpoint(path: Path, device="cpu") -> dict:
@@ -28,7 +37,9 @@ def load_checkpoint(path: Path, device="cpu") -> dict:
         previous = Path(path).with_name("previous.pt")
         if Path(path).name == "last.pt" and previous.exists():
             hint = f"; the checkpoint before it, {previous}, is kept: rename it to last.pt to resume from it"
-        raise RuntimeError(f"{path}: cannot read checkpoint, corrupt or truncated ({type(e).__name__}: {e}){hint}") from None
+        raise RuntimeError(
+            f"{path}: cannot read checkpoint, corrupt or truncated ({type(e).__name__}: {e}){hint}"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise RuntimeError(f"{path}: not an lmkit checkpoint (no 'model' entry)")
     return ckpt
@@ -45,13 +56,22 @@ def check_resumable(saved: dict, cfg, path: Path) -> None:
     """Refuse to resume a checkpoint trained with another configuration (anything but the
     number of epochs), naming each key with both values."""
     now = _flat_config(asdict(cfg))
-    old = {**_flat_config(asdict(type(cfg)())), **_flat_config(saved)}  # keys added since: their defaults
-    wrong = [f"{k}: {old.get(k)!r} in the checkpoint, {v!r} now" for k, v in now.items()
-             if k not in RESUME_MAY_CHANGE and old.get(k) != v]
+    old = {
+        **_flat_config(asdict(type(cfg)())),
+        **_flat_config(saved),
+    }  # keys added since: their defaults
+    wrong = [
+        f"{k}: {old.get(k)!r} in the checkpoint, {v!r} now"
+        for k, v in now.items()
+        if k not in RESUME_MAY_CHANGE and old.get(k) != v
+    ]
     if wrong:
-        raise ValueError(f"{path}: cannot resume, this checkpoint was trained with other settings ("
-                         + "; ".join(wrong) + "). Resume with the same params (only train.epochs may change), "
-                         "or set train.resume: false to train from the start")
+        raise ValueError(
+            f"{path}: cannot resume, this checkpoint was trained with other settings ("
+            + "; ".join(wrong)
+            + "). Resume with the same params (only train.epochs may change), "
+            "or set train.resume: false to train from the start"
+        )
 
 
 def save_checkpoint(state: dict, folder: Path, best: bool) -> None:
@@ -67,8 +87,14 @@ def save_checkpoint(state: dict, folder: Path, best: bool) -> None:
 
 def save_epoch(out_dir: Path, model, opt, scaler, cfg, history: list[dict], best: bool) -> None:
     """After an epoch: the checkpoints (weights, optimizer, scaler, history, config) and ``history.csv``."""
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": history[-1]["epoch"],
-             "history": history, "config": asdict(cfg), "scaler": scaler.state_dict()}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "epoch": history[-1]["epoch"],
+        "history": history,
+        "config": asdict(cfg),
+        "scaler": scaler.state_dict(),
+    }
     save_checkpoint(state, out_dir, best=best)
     write_csv(pd.DataFrame(history), out_dir / "history.csv")
 
@@ -86,11 +112,15 @@ def resume(out_dir: Path, model, opt, scaler, cfg, resume: bool, writer: bool, l
         return []
     last = out_dir / "last.pt"
     if not last.exists() and (out_dir / "previous.pt").exists():
-        last = out_dir / "previous.pt"  # killed between keeping the previous and renaming the new one
+        last = (
+            out_dir / "previous.pt"
+        )  # killed between keeping the previous and renaming the new one
     if not last.exists():
-        raise FileNotFoundError(f"{out_dir}: train.resume is true but there is no checkpoint (last.pt or "
-                                "previous.pt) to resume from (a finished training keeps them only with "
-                                "train.keep_checkpoints: true); set train.resume: false to train from the start")
+        raise FileNotFoundError(
+            f"{out_dir}: train.resume is true but there is no checkpoint (last.pt or "
+            "previous.pt) to resume from (a finished training keeps them only with "
+            "train.keep_checkpoints: true); set train.resume: false to train from the start"
+        )
     ckpt = load_checkpoint(last, torch.device(cfg.device))
     check_resumable(ckpt.get("config", {}), cfg, last)
     model.load_state_dict(ckpt["model"])
@@ -114,8 +144,14 @@ def finish_checkpoints(folder: Path, keep: bool = False, log=print) -> None:
     state = load_checkpoint(best)
     if "optimizer" in state:
         write_torch({k: v for k, v in state.items() if k not in ("optimizer", "scaler")}, best)
-    freed = sum(f.stat().st_size for f in (folder / "last.pt", folder / "previous.pt") if f.exists())
+    freed = sum(
+        f.stat().st_size for f in (folder / "last.pt", folder / "previous.pt") if f.exists()
+    )
     for f in (folder / "last.pt", folder / "previous.pt"):
         f.unlink(missing_ok=True)
-    emit(log, "checkpoint", f"training finished: kept best.pt (weights only); removed last.pt and previous.pt "
-         f"({freed / 2**20:.0f} MiB; train.keep_checkpoints: true keeps them, to resume with more epochs)")
+    emit(
+        log,
+        "checkpoint",
+        f"training finished: kept best.pt (weights only); removed last.pt and previous.pt "
+        f"({freed / 2**20:.0f} MiB; train.keep_checkpoints: true keeps them, to resume with more epochs)",
+    )

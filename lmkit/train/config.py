@@ -41,7 +41,9 @@ class DevicePlan:
     channels_last: bool
 
     @classmethod
-    def choose(cls, device, resident="auto", prefetch="auto", autocast="auto", channels_last="auto") -> DevicePlan:
+    def choose(
+        cls, device, resident="auto", prefetch="auto", autocast="auto", channels_last="auto"
+    ) -> DevicePlan:
         device = torch.device(device)
         cuda = device.type == "cuda"
         if autocast not in ("auto", *PRECISIONS):
@@ -51,12 +53,16 @@ class DevicePlan:
             return auto if value == "auto" else bool(value)
 
         precision = training_precision(device) if autocast == "auto" else autocast
-        return cls(device, pick(resident, cuda), pick(prefetch, cuda), precision, pick(channels_last, True))
+        return cls(
+            device, pick(resident, cuda), pick(prefetch, cuda), precision, pick(channels_last, True)
+        )
 
     def autocast_context(self):
         """The forward pass's mixed precision (a no-op in float32)."""
         dtype = PRECISIONS[self.autocast]
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        return torch.autocast(
+            self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+        )
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         """float16's gradients underflow unless the loss is scaled; with bfloat16 or float32 the
@@ -65,11 +71,15 @@ class DevicePlan:
 
     def describe(self) -> str:
         where = "resident on the device" if self.resident else "read from memory"
-        text = (f"{self.device}: training set {where}, prefetch {'on' if self.prefetch else 'off'}, "
-                f"autocast {self.autocast}, channels_last {'on' if self.channels_last else 'off'}")
+        text = (
+            f"{self.device}: training set {where}, prefetch {'on' if self.prefetch else 'off'}, "
+            f"autocast {self.autocast}, channels_last {'on' if self.channels_last else 'off'}"
+        )
         if self.device.type == "cpu" and self.autocast == "bfloat16" and not cpu_has_bf16():
-            text += (" (warning: this CPU has no native bfloat16 (AVX-512 BF16 or AMX); emulated bfloat16 "
-                     "trained 12x slower than float32 on an AVX2 CPU: system.autocast: none)")
+            text += (
+                " (warning: this CPU has no native bfloat16 (AVX-512 BF16 or AMX); emulated bfloat16 "
+                "trained 12x slower than float32 on an AVX2 CPU: system.autocast: none)"
+            )
         return text
 
 
@@ -92,16 +102,26 @@ class TrainConfig:
     weight_decay: float = _T.weight_decay
     epoch_multiplier: int = _T.epoch_multiplier
     input_size: int = DEFAULTS.model.input_size
-    val_view: float = 1.0  # validation sees the centred square of this fraction of each crop (model.view)
+    val_view: float = (
+        1.0  # validation sees the centred square of this fraction of each crop (model.view)
+    )
     augment: Augment = field(default_factory=Augment)
-    study_validation: bool = False  # data.split: paper (the study's protocol): validation = augmented training copies
-    keep_last: bool = False  # data.final: the last epoch's weights are best.pt (nothing held out to choose by)
-    keep_checkpoints: bool = _T.keep_checkpoints  # after training, keep last.pt (to resume with more epochs)
+    study_validation: bool = (
+        False  # data.split: paper (the study's protocol): validation = augmented training copies
+    )
+    keep_last: bool = (
+        False  # data.final: the last epoch's weights are best.pt (nothing held out to choose by)
+    )
+    keep_checkpoints: bool = (
+        _T.keep_checkpoints
+    )  # after training, keep last.pt (to resume with more epochs)
     seed: int = 0
     device: str = "cpu"
     loss: str = _T.loss
     wing: tuple[float, float] = tuple(_T.wing)
-    heatmap_loss: float = _T.heatmap_loss  # weight of the heatmaps' divergence from a Gaussian (losses)
+    heatmap_loss: float = (
+        _T.heatmap_loss
+    )  # weight of the heatmaps' divergence from a Gaussian (losses)
     schedule: str = _T.schedule
     warmup: int = _T.warmup  # epochs of linear warm-up
     optimizer: str = _T.optimizer
@@ -116,12 +136,22 @@ class TrainConfig:
         """From the params: each field named as a ``train`` key is that key; the rest come from
         the model, data and seed. ``changes`` replace fields (a search trial's lr and budget)."""
         t = p.train
-        named = {f.name: frozen(getattr(t, f.name)) for f in fields(cls)  # a replaced field is not read (a run's record)
-                 if f.name in type(_T).model_fields and f.name != "device" and f.name not in changes}
-        cfg = cls(**named, input_size=p.model.input_size, augment=Augment.from_train(t, mirror),
-                  val_view=view_fraction(p.model.view, t.crop_fraction, t.scale),
-                  study_validation=p.data.split == "paper", keep_last=p.data.final, seed=p.seed,
-                  device=str(device), compile=p.system.compile)
+        named = {
+            f.name: frozen(getattr(t, f.name))
+            for f in fields(cls)  # a replaced field is not read (a run's record)
+            if f.name in type(_T).model_fields and f.name != "device" and f.name not in changes
+        }
+        cfg = cls(
+            **named,
+            input_size=p.model.input_size,
+            augment=Augment.from_train(t, mirror),
+            val_view=view_fraction(p.model.view, t.crop_fraction, t.scale),
+            study_validation=p.data.split == "paper",
+            keep_last=p.data.final,
+            seed=p.seed,
+            device=str(device),
+            compile=p.system.compile,
+        )
         return replace(cfg, **changes)
 
     @classmethod
@@ -136,11 +166,18 @@ class TrainConfig:
         if d.joint is not None:
             check_flips(params, d.joint_scheme, faces.mean[k:])
         hp = read_json(run.best_hparams, "02_hpsearch")
-        return cls.from_params(params, pick_device(params.system.device), faces.mirror, lr=hp["lr"],
-                               weight_decay=hp["weight_decay"])
+        return cls.from_params(
+            params,
+            pick_device(params.system.device),
+            faces.mirror,
+            lr=hp["lr"],
+            weight_decay=hp["weight_decay"],
+        )
 
     def plan(self) -> DevicePlan:
-        return DevicePlan.choose(self.device, self.resident, self.prefetch, self.autocast, self.channels_last)
+        return DevicePlan.choose(
+            self.device, self.resident, self.prefetch, self.autocast, self.channels_last
+        )
 
     def mixed_precision(self):
         """The forward pass's mixed precision, as the plan chose it (a no-op in float32).
@@ -163,9 +200,16 @@ class TrainConfig:
         raise ValueError(f"train.schedule: unknown schedule {self.schedule!r} (none, cosine, step)")
 
 
-def new_model(build, n_points: int, mean_shape: np.ndarray | None, seed: int, device,
-              pretrained: bool | str = DEFAULTS.model.pretrained, head_init: str = DEFAULTS.model.head_init,
-              crop_size: int = DEFAULTS.data.crop_size):
+def new_model(
+    build,
+    n_points: int,
+    mean_shape: np.ndarray | None,
+    seed: int,
+    device,
+    pretrained: bool | str = DEFAULTS.model.pretrained,
+    head_init: str = DEFAULTS.model.head_init,
+    crop_size: int = DEFAULTS.data.crop_size,
+):
     """A freshly initialised network from ``build(n_points, pretrained)`` (notebook 03's
     ``build_network``), seeded; the head starts at the mean shape when ``head_init`` is
     ``mean_shape`` (``mean_shape`` in pixels of ``crop_size`` crops). torchvision draws the initial
@@ -177,7 +221,9 @@ def new_model(build, n_points: int, mean_shape: np.ndarray | None, seed: int, de
         torch.manual_seed(seed)
         model = build(n_points, pretrained).to(memory_format=torch.channels_last)
     if head_init == "mean_shape":
-        model.init_head(torch.as_tensor(mean_shape * (REFERENCE_SIZE / crop_size), dtype=torch.float32))
+        model.init_head(
+            torch.as_tensor(mean_shape * (REFERENCE_SIZE / crop_size), dtype=torch.float32)
+        )
     return model.to(device)
 
 
@@ -185,5 +231,8 @@ def model_options(params: Params) -> dict:
     """``new_model``'s options from a run's params.
 
     Used in: 02_hpsearch, "The objective"; 03_train, "Training"."""
-    return {"pretrained": params.model.pretrained, "head_init": params.model.head_init,
-            "crop_size": params.data.crop_size}
+    return {
+        "pretrained": params.model.pretrained,
+        "head_init": params.model.head_init,
+        "crop_size": params.data.crop_size,
+    }

@@ -33,8 +33,17 @@ class Diverged(FloatingPointError):
     """Training produced a non-finite loss: stopped, the last good checkpoint kept."""
 
 
-def fit(model, step, train, val, cfg: TrainConfig, *, out_dir: Path | None = None, resume: bool = False,
-        log=print) -> pd.DataFrame:
+def fit(
+    model,
+    step,
+    train,
+    val,
+    cfg: TrainConfig,
+    *,
+    out_dir: Path | None = None,
+    resume: bool = False,
+    log=print,
+) -> pd.DataFrame:
     """Train ``model`` in place with ``step(net, optimizer, scaler, images, targets, cfg)``
     (notebook 03's ``train_step``: one step on a batch of normalised images (B, 3, S, S) and
     targets (B, K, 2) in pixels of the 256 frame; returns its loss and the predicted points) on
@@ -58,13 +67,19 @@ def fit(model, step, train, val, cfg: TrainConfig, *, out_dir: Path | None = Non
     if world > 1:  # gradients averaged over the processes
         ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        emit(log, "launch", f"data-parallel: world size {world}, {cfg.batch_size // world} of every "
-             f"{cfg.batch_size} images per process")
+        emit(
+            log,
+            "launch",
+            f"data-parallel: world size {world}, {cfg.batch_size // world} of every "
+            f"{cfg.batch_size} images per process",
+        )
     net = torch.compile(net) if cfg.compile else net
     step_cfg = replace(cfg, batch_size=cfg.batch_size // world)
     opt = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = plan.grad_scaler()  # float16 only; a no-op otherwise
-    history = checkpoints.resume(out_dir, model, opt, scaler, cfg, resume, writer, log) if out_dir else []
+    history = (
+        checkpoints.resume(out_dir, model, opt, scaler, cfg, resume, writer, log) if out_dir else []
+    )
     images, landmarks = place_training_set(*train, cfg.input_size, plan, log)
     src = train[0].shape[1]
     best = min((h["val_mse"] for h in history), default=math.inf)
@@ -79,27 +94,50 @@ def fit(model, step, train, val, cfg: TrainConfig, *, out_dir: Path | None = Non
         for i, (x, y) in enumerate(batches(images, landmarks, order, step_cfg, g, plan, src), 1):
             labels = y * (REFERENCE_SIZE / cfg.input_size)
             loss, pred = step(net, opt, scaler, x, labels, step_cfg)
-            mse = torch.nanmean((pred.detach().float() - labels) ** 2)  # NaN: a joint face's missing points
+            mse = torch.nanmean(
+                (pred.detach().float() - labels) ** 2
+            )  # NaN: a joint face's missing points
             bad = (sums[2] == 0) & ~torch.isfinite(loss.detach())
-            sums[:3] += torch.stack([loss.detach().double() * len(x), mse.double() * len(x), bad.double() * i])
+            sums[:3] += torch.stack(
+                [loss.detach().double() * len(x), mse.double() * len(x), bad.double() * i]
+            )
             seen += len(x)
         sums[3] = seen
-        total, total_mse, bad_step, seen = epoch_sums(sums, model, world).tolist()  # the epoch's one read
+        total, total_mse, bad_step, seen = epoch_sums(
+            sums, model, world
+        ).tolist()  # the epoch's one read
         if bad_step or not math.isfinite(total):
             where = f"step {int(bad_step)}" if world == 1 and bad_step else "a step"
-            _diverged(f"the training loss is not finite at epoch {epoch}, {where}", lr, out_dir, epoch)
+            _diverged(
+                f"the training loss is not finite at epoch {epoch}, {where}", lr, out_dir, epoch
+            )
         val_mse = validate(model, *val, cfg, src)
         if not math.isfinite(val_mse):
             _diverged(f"the validation MSE is {val_mse} after epoch {epoch}", lr, out_dir, epoch)
         seconds = time.perf_counter() - t0
-        row = {"epoch": epoch, "train_loss": total / seen, "train_mse": total_mse / seen, "val_mse": val_mse,
-               "lr": lr, "seconds": seconds, "images_per_s": seen / seconds}
+        row = {
+            "epoch": epoch,
+            "train_loss": total / seen,
+            "train_mse": total_mse / seen,
+            "val_mse": val_mse,
+            "lr": lr,
+            "seconds": seconds,
+            "images_per_s": seen / seconds,
+        }
         if device.type == "cuda":  # the peak so far, for the GPU check
             row["max_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         history.append(row)
         emit(log, "epoch", _log_line(epoch, cfg.epochs, row), epochs=cfg.epochs, **row)
         if out_dir is not None and writer:
-            checkpoints.save_epoch(Path(out_dir), model, opt, scaler, cfg, history, best=val_mse < best or cfg.keep_last)
+            checkpoints.save_epoch(
+                Path(out_dir),
+                model,
+                opt,
+                scaler,
+                cfg,
+                history,
+                best=val_mse < best or cfg.keep_last,
+            )
         best = min(best, val_mse)
     if out_dir is not None and writer:
         checkpoints.finish_checkpoints(Path(out_dir), keep=cfg.keep_checkpoints, log=log)
@@ -109,9 +147,18 @@ def fit(model, step, train, val, cfg: TrainConfig, *, out_dir: Path | None = Non
 def validate(model, val_images, val_landmarks, cfg: TrainConfig, src: int) -> float:
     """Validation MSE in px² of the 256 frame (on augmented copies under the study's protocol), on
     the validation faces' points: a joint-trained network's first K outputs; in the run's precision."""
-    pred, true = predict(model, val_images, cfg.input_size, cfg.batch_size, torch.device(cfg.device),
-                         cfg.augment if cfg.study_validation else None, seed=cfg.seed, landmarks=val_landmarks,
-                         view=cfg.val_view, precision=cfg.autocast)
+    pred, true = predict(
+        model,
+        val_images,
+        cfg.input_size,
+        cfg.batch_size,
+        torch.device(cfg.device),
+        cfg.augment if cfg.study_validation else None,
+        seed=cfg.seed,
+        landmarks=val_landmarks,
+        view=cfg.val_view,
+        precision=cfg.autocast,
+    )
     return float(np.mean((pred[:, : true.shape[1]] - true) ** 2) * (REFERENCE_SIZE / src) ** 2)
 
 
@@ -123,7 +170,9 @@ def epoch_generator(seed: int, epoch: int, rank: int | None = None) -> torch.Gen
     return torch.Generator().manual_seed(s if rank is None else s * 1009 + rank)
 
 
-def epoch_order(n: int, cfg, epoch: int, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Generator]:
+def epoch_order(
+    n: int, cfg, epoch: int, rank: int = 0, world: int = 1
+) -> tuple[torch.Tensor, torch.Generator]:
     """The epoch's sample order (``cfg.epoch_multiplier`` shuffles) and the generator that then
     draws its augmentation; with several processes, this one's share and its own draws."""
     g = epoch_generator(cfg.seed, epoch)
@@ -133,7 +182,9 @@ def epoch_order(n: int, cfg, epoch: int, rank: int = 0, world: int = 1) -> tuple
     return order, g
 
 
-def batches(images, landmarks, order: torch.Tensor, cfg, g: torch.Generator, plan: DevicePlan, src: int):
+def batches(
+    images, landmarks, order: torch.Tensor, cfg, g: torch.Generator, plan: DevicePlan, src: int
+):
     """The augmented batches (images, points) of one epoch, in ``order``. A last batch of a single
     image is left out (batch norm cannot train on one; orders are reshuffled every epoch). With
     ``plan.prefetch`` each batch is made in a background thread (on a GPU, on a CUDA stream of its
@@ -145,8 +196,17 @@ def batches(images, landmarks, order: torch.Tensor, cfg, g: torch.Generator, pla
 
     def make(i):
         idx = index[i * b : (i + 1) * b]
-        x, y = make_batch(rows(images, idx, device), rows(landmarks, idx, device), cfg.input_size, cfg.augment, g, src)
-        return x.contiguous(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format), y
+        x, y = make_batch(
+            rows(images, idx, device),
+            rows(landmarks, idx, device),
+            cfg.input_size,
+            cfg.augment,
+            g,
+            src,
+        )
+        return x.contiguous(
+            memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format
+        ), y
 
     if not plan.prefetch:
         yield from map(make, range(count))
@@ -169,7 +229,9 @@ def batches(images, landmarks, order: torch.Tensor, cfg, g: torch.Generator, pla
             batch, done = pending.result()
             if i + 1 < count:
                 pending = pool.submit(made, i + 1)
-            if done is not None:  # the step's stream waits for the batch, and owns its memory from here
+            if (
+                done is not None
+            ):  # the step's stream waits for the batch, and owns its memory from here
                 torch.cuda.current_stream(device).wait_event(done)
                 for t in batch:
                     t.record_stream(torch.cuda.current_stream(device))
@@ -180,7 +242,9 @@ def rows(array, idx: torch.Tensor, device) -> torch.Tensor:
     """Rows ``idx`` of a training set as ``place_training_set`` left it, on ``device``."""
     if isinstance(array, torch.Tensor):  # resident on the device, or a shrunk working copy
         return array[idx].to(device, non_blocking=True)
-    return to_device(torch.from_numpy(np.ascontiguousarray(array[idx.numpy()])), device)  # a memory map: these rows
+    return to_device(
+        torch.from_numpy(np.ascontiguousarray(array[idx.numpy()])), device
+    )  # a memory map: these rows
 
 
 def place_training_set(images, landmarks, input_size: int, plan: DevicePlan, log=quiet):
@@ -192,13 +256,19 @@ def place_training_set(images, landmarks, input_size: int, plan: DevicePlan, log
     images = images if working is None else working
     if not plan.resident:
         return images, landmarks
-    need = (images.numel() * images.element_size() if isinstance(images, torch.Tensor) else np.asarray(images).nbytes)
+    need = (
+        images.numel() * images.element_size()
+        if isinstance(images, torch.Tensor)
+        else np.asarray(images).nbytes
+    )
     need += np.asarray(landmarks).nbytes
     if plan.device.type == "cuda":
         free = torch.cuda.mem_get_info(plan.device)[0]
         if need > free / 2:
-            log(f"training set kept in host memory: its {need / 2**20:,.0f} MiB would take more than half of "
-                f"{plan.device}'s {free / 2**20:,.0f} MiB free")
+            log(
+                f"training set kept in host memory: its {need / 2**20:,.0f} MiB would take more than half of "
+                f"{plan.device}'s {free / 2**20:,.0f} MiB free"
+            )
             return images, landmarks
     images = images if isinstance(images, torch.Tensor) else to_tensor(images)
     return images.to(plan.device), to_tensor(landmarks).to(plan.device)
@@ -216,7 +286,9 @@ def shard(order: torch.Tensor, global_batch: int, rank: int, world: int) -> torc
     """This process's share of every global batch (an incomplete last batch is dropped, so
     every process takes the same number of steps)."""
     if global_batch % world:
-        raise ValueError(f"train.batch_size {global_batch} must be divisible by the {world} processes")
+        raise ValueError(
+            f"train.batch_size {global_batch} must be divisible by the {world} processes"
+        )
     b = global_batch // world
     full = len(order) // global_batch * global_batch
     return order[:full].view(-1, world, b)[:, rank].reshape(-1)
@@ -235,13 +307,19 @@ def epoch_sums(sums: torch.Tensor, model, world: int) -> torch.Tensor:
 
 def _log_line(epoch, epochs, row, width=20):
     done = round(width * epoch / epochs)
-    return (f"[{'#' * done}{'.' * (width - done)}] epoch {epoch:>3}/{epochs}  train {row['train_mse']:9.2f}  "
-            f"val {row['val_mse']:9.2f} px^2  {row['images_per_s']:6.1f} img/s  {row['seconds']:6.1f} s")
+    return (
+        f"[{'#' * done}{'.' * (width - done)}] epoch {epoch:>3}/{epochs}  train {row['train_mse']:9.2f}  "
+        f"val {row['val_mse']:9.2f} px^2  {row['images_per_s']:6.1f} img/s  {row['seconds']:6.1f} s"
+    )
 
 
 def _diverged(what: str, lr: float, out_dir: Path | None, epoch: int):
     kept = ""
     if out_dir is not None and (Path(out_dir) / "last.pt").exists():
-        kept = f"; the last good checkpoint, {Path(out_dir) / 'last.pt'} (epoch {epoch - 1}), is kept"
-    raise Diverged(f"training diverged: {what} (learning rate {lr:.2e}){kept}. Lower train.lr "
-                   "(or search.lr_range), or change the loss or schedule")
+        kept = (
+            f"; the last good checkpoint, {Path(out_dir) / 'last.pt'} (epoch {epoch - 1}), is kept"
+        )
+    raise Diverged(
+        f"training diverged: {what} (learning rate {lr:.2e}){kept}. Lower train.lr "
+        "(or search.lr_range), or change the loss or schedule"
+    )

@@ -12,6 +12,7 @@ the same convention as the landmarks.
 The default detector is dlib's HOG frontal-face detector (``dlib.get_frontal_face_detector``),
 which needs no model file and runs offline.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -26,7 +27,9 @@ HOG_NAME = "dlib HOG frontal face detector"
 # model.detector's choices (named once, in the params schema): HogDetector's settings (each detector's
 # name says them; a model file's box calibration records the name, and the detector is found again by it)
 DETECTORS = {"hog": {}, "hog-coarse": {"coarse_side": 240}}
-assert tuple(DETECTORS) == CHOICES, "lmkit.run.params.DETECTORS and these settings name the same detectors"
+assert tuple(DETECTORS) == CHOICES, (
+    "lmkit.run.params.DETECTORS and these settings name the same detectors"
+)
 
 
 def iou(a, b) -> float:
@@ -58,14 +61,18 @@ def detector_named(name: str) -> "HogDetector":
     for key, settings in DETECTORS.items():
         if hog_name(**settings) == name:
             return make_detector(key)
-    raise ValueError(f"the model file's box calibration was fitted for {name!r}, a face detector this lmkit does not "
-                     f"know (it knows {', '.join(hog_name(**s) for s in DETECTORS.values())}): give the detector "
-                     "yourself (Landmarker.load(..., detector=...)) or face boxes (lmkit predict --boxes)")
+    raise ValueError(
+        f"the model file's box calibration was fitted for {name!r}, a face detector this lmkit does not "
+        f"know (it knows {', '.join(hog_name(**s) for s in DETECTORS.values())}): give the detector "
+        "yourself (Landmarker.load(..., detector=...)) or face boxes (lmkit predict --boxes)"
+    )
 
 
 def hog_name(upsample: int = 1, max_side: int = 1200, coarse_side: int | None = None) -> str:
     """A HogDetector's name: the default settings keep the plain name that earlier model files record."""
-    extra = ([f"upsampled {upsample}x"] if upsample != 1 else []) + ([f"at most {max_side} px"] if max_side != 1200 else [])
+    extra = ([f"upsampled {upsample}x"] if upsample != 1 else []) + (
+        [f"at most {max_side} px"] if max_side != 1200 else []
+    )
     extra += [f"coarse first at {coarse_side} px"] if coarse_side else []
     return HOG_NAME + (f" ({', '.join(extra)})" if extra else "")
 
@@ -83,7 +90,9 @@ class HogDetector:
         try:
             import dlib
         except ImportError:
-            raise RuntimeError("the face detector needs dlib: pip install dlib-bin (installed by `make setup`)") from None
+            raise RuntimeError(
+                "the face detector needs dlib: pip install dlib-bin (installed by `make setup`)"
+            ) from None
         self.upsample, self.max_side, self.coarse_side = upsample, max_side, coarse_side
         self.name = hog_name(upsample, max_side, coarse_side)
         self._detector = dlib.get_frontal_face_detector()
@@ -99,7 +108,9 @@ class HogDetector:
                 return found
         return self._search(image, self.max_side, self.upsample)
 
-    def _search(self, image: np.ndarray, side: int, upsample: int) -> list[tuple[float, float, float, float]]:
+    def _search(
+        self, image: np.ndarray, side: int, upsample: int
+    ) -> list[tuple[float, float, float, float]]:
         scale = 1.0
         if max(image.shape[:2]) > side:
             from PIL import Image
@@ -110,36 +121,70 @@ class HogDetector:
         rects, scores, _ = self._detector.run(np.ascontiguousarray(image), upsample, 0.0)
         order = np.argsort(scores)[::-1]
         # dlib's rectangles hold inclusive pixel indices: right + 1 is the box's right edge
-        return [tuple(float(v) / scale for v in (rects[i].left(), rects[i].top(), rects[i].right() + 1,
-                                                    rects[i].bottom() + 1)) for i in order]
+        return [
+            tuple(
+                float(v) / scale
+                for v in (
+                    rects[i].left(),
+                    rects[i].top(),
+                    rects[i].right() + 1,
+                    rects[i].bottom() + 1,
+                )
+            )
+            for i in order
+        ]
 
 
 @dataclass(frozen=True)
 class BoxCalibration:
     """The crop box in units of the detector's box: x0 = det_x0 + box[0] * det_width, etc."""
+
     detector: str
     box: tuple[float, float, float, float]
     faces: int  # training faces it was fitted on
     photos: int  # training photos searched
-    spread: tuple[float, float, float, float]  # median absolute deviation of each edge, in detector-box units
+    spread: tuple[
+        float, float, float, float
+    ]  # median absolute deviation of each edge, in detector-box units
 
     @classmethod
-    def fit(cls, detector_boxes: np.ndarray, crop_boxes: np.ndarray, detector: str, photos: int) -> "BoxCalibration":
+    def fit(
+        cls, detector_boxes: np.ndarray, crop_boxes: np.ndarray, detector: str, photos: int
+    ) -> "BoxCalibration":
         """Fit on pairs of a detector's box and the annotation crop box of the same face."""
-        det, crop = np.asarray(detector_boxes, np.float64).reshape(-1, 4), np.asarray(crop_boxes, np.float64).reshape(-1, 4)
+        det, crop = (
+            np.asarray(detector_boxes, np.float64).reshape(-1, 4),
+            np.asarray(crop_boxes, np.float64).reshape(-1, 4),
+        )
         if len(det) == 0:
-            raise ValueError(f"no training face was found by the {detector}: the box calibration cannot be fitted")
+            raise ValueError(
+                f"no training face was found by the {detector}: the box calibration cannot be fitted"
+            )
         units = to_units(crop, det)
         median = np.median(units, axis=0)
         spread = np.median(np.abs(units - median), axis=0)
-        return cls(detector, tuple(float(v) for v in median), len(det), photos, tuple(float(v) for v in spread))
+        return cls(
+            detector,
+            tuple(float(v) for v in median),
+            len(det),
+            photos,
+            tuple(float(v) for v in spread),
+        )
 
     def crop_boxes(self, detector_boxes) -> np.ndarray:
         """The crop boxes (N, 4) for detector boxes (N, 4), not yet clipped to the photo."""
         det = np.asarray(detector_boxes, np.float64).reshape(-1, 4)
         w, h = det[:, 2] - det[:, 0], det[:, 3] - det[:, 1]
         u = np.asarray(self.box)
-        return np.stack([det[:, 0] + u[0] * w, det[:, 1] + u[1] * h, det[:, 0] + u[2] * w, det[:, 1] + u[3] * h], 1)
+        return np.stack(
+            [
+                det[:, 0] + u[0] * w,
+                det[:, 1] + u[1] * h,
+                det[:, 0] + u[2] * w,
+                det[:, 1] + u[3] * h,
+            ],
+            1,
+        )
 
     def crop_sigma(self) -> tuple[float, float, float, float]:
         """How far each edge of a calibrated crop strays from the annotation crop's edge: a
@@ -153,7 +198,9 @@ class BoxCalibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> "BoxCalibration":
-        return cls(d["detector"], tuple(d["box"]), int(d["faces"]), int(d["photos"]), tuple(d["spread"]))
+        return cls(
+            d["detector"], tuple(d["box"]), int(d["faces"]), int(d["photos"]), tuple(d["spread"])
+        )
 
 
 def to_units(boxes: np.ndarray, frames: np.ndarray) -> np.ndarray:
@@ -161,12 +208,25 @@ def to_units(boxes: np.ndarray, frames: np.ndarray) -> np.ndarray:
     w, h = frames[:, 2] - frames[:, 0], frames[:, 3] - frames[:, 1]
     if np.any(w <= 0) or np.any(h <= 0):
         raise ValueError("detector boxes must have a positive width and height")
-    return np.stack([(boxes[:, 0] - frames[:, 0]) / w, (boxes[:, 1] - frames[:, 1]) / h,
-                     (boxes[:, 2] - frames[:, 0]) / w, (boxes[:, 3] - frames[:, 1]) / h], 1)
+    return np.stack(
+        [
+            (boxes[:, 0] - frames[:, 0]) / w,
+            (boxes[:, 1] - frames[:, 1]) / h,
+            (boxes[:, 2] - frames[:, 0]) / w,
+            (boxes[:, 3] - frames[:, 1]) / h,
+        ],
+        1,
+    )
 
 
-def calibrate(detector: Callable, faces: Iterable[tuple[np.ndarray, np.ndarray]], forehead: float, padding: float,
-              min_iou: float = 0.3, box: str = "landmarks") -> BoxCalibration:
+def calibrate(
+    detector: Callable,
+    faces: Iterable[tuple[np.ndarray, np.ndarray]],
+    forehead: float,
+    padding: float,
+    min_iou: float = 0.3,
+    box: str = "landmarks",
+) -> BoxCalibration:
     """Fit the calibration on (photo, landmarks in photo pixels) pairs: on each photo the
     detection overlapping the landmarks' box most (IoU above ``min_iou``) is paired with the
     face's annotation crop box (``prepare.annotation_box``, not clipped)."""
@@ -177,4 +237,9 @@ def calibrate(detector: Callable, faces: Iterable[tuple[np.ndarray, np.ndarray]]
         if found is not None:
             det.append(found)
             crop.append(annotation_box(landmarks, forehead, padding, box))
-    return BoxCalibration.fit(np.asarray(det), np.asarray(crop), getattr(detector, "name", type(detector).__name__), photos)
+    return BoxCalibration.fit(
+        np.asarray(det),
+        np.asarray(crop),
+        getattr(detector, "name", type(detector).__name__),
+        photos,
+    )

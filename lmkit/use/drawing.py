@@ -1,5 +1,6 @@
 """Drawing on photos with PIL only, for ``lmkit predict`` (which needs no plotting library),
 and the colours every figure uses."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,9 @@ def annotated_photo(image: np.ndarray, faces, scheme: Scheme):
             draw.rectangle(face.box, outline=BOX_COLOUR, width=max(1, round(r)))
         for g in scheme.groups:
             pts = [tuple(p) for p in face.points[g.indices]]
-            draw.line(pts + pts[:1] if g.closed else pts, fill=PRED_COLOUR, width=max(1, round(r / 2)))
+            draw.line(
+                pts + pts[:1] if g.closed else pts, fill=PRED_COLOUR, width=max(1, round(r / 2))
+            )
         for x, y in face.points:
             draw.ellipse((x - r, y - r, x + r, y + r), fill=PRED_COLOUR)
     return out

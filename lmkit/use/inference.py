@@ -13,6 +13,7 @@ face detector's box is turned into a crop box by the run's box calibration
 (``lmkit.use.detector``). Everything about the model (scheme, input size, crop convention,
 calibration) comes from the model file, never from params.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,6 +38,7 @@ from lmkit.study.schemes import SCHEMES, Scheme, check_mirror
 class Face:
     """One face in a photo: the detector's box (None when the caller gave a crop box), the
     crop box the network saw, and the points (K, 2) in pixels of the photo."""
+
     box: tuple[float, float, float, float] | None
     crop_box: tuple[float, float, float, float]
     points: np.ndarray
@@ -84,8 +86,16 @@ class TorchNetwork:
         """Points (N, K, 2) in pixels of the uint8 crops (N, S, S, 3); ``mirror``: the flip test's map."""
         from lmkit.study.model import predict
 
-        return predict(self.model, crops, self.info.input_size, self.batch_size, self.device, flip_mirror=mirror,
-                       view=self.info.view, correction=self.info.correction)
+        return predict(
+            self.model,
+            crops,
+            self.info.input_size,
+            self.batch_size,
+            self.device,
+            flip_mirror=mirror,
+            view=self.info.view,
+            correction=self.info.correction,
+        )
 
 
 class OnnxNetwork:
@@ -106,32 +116,52 @@ class OnnxNetwork:
         # (with it, 20.8 ms per face with the flip test instead of 12.5, on a 2-core host)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path, self.batch_size = Path(path), batch_size
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
         meta = self.session.get_modelmeta().custom_metadata_map
         if "model_info" not in meta:
-            raise ValueError(f"{path}: its metadata has no model_info (written by an older lmkit?): export it again")
+            raise ValueError(
+                f"{path}: its metadata has no model_info (written by an older lmkit?): export it again"
+            )
         self.info = ModelInfo.from_dict(json.loads(meta["model_info"]))
         if self.session.get_inputs()[0].type != "tensor(float)":
-            raise ValueError(f"{path}: takes uint8 crops (a file from lmkit export); lmkit predict reads run folders, "
-                             "model files and its own ONNX copies")
+            raise ValueError(
+                f"{path}: takes uint8 crops (a file from lmkit export); lmkit predict reads run folders, "
+                "model files and its own ONNX copies"
+            )
         self.crop_size = self.info.crop_size
         s = self.info.input_size
-        self._shrink = _area_matrix(self.crop_size, math.ceil(1.5 * s)) if self.crop_size > 1.5 * s else None
+        self._shrink = (
+            _area_matrix(self.crop_size, math.ceil(1.5 * s)) if self.crop_size > 1.5 * s else None
+        )
         self.device = "cpu"
 
     def __call__(self, crops: np.ndarray, mirror: tuple[int, ...] | None) -> np.ndarray:
         x = crops.astype(np.float32) / np.float32(255)
         if self._shrink is not None:  # augment.to_float: area averaging to ceil(1.5 S)
-            x = np.einsum("oi,bijc,pj->bopc", self._shrink, x, self._shrink, optimize=True).astype(np.float32)
+            x = np.einsum("oi,bijc,pj->bopc", self._shrink, x, self._shrink, optimize=True).astype(
+                np.float32
+            )
         n = len(x)
         if mirror is not None:
             x = np.concatenate([x, x[:, :, ::-1]])
         x = np.ascontiguousarray(x)
-        out = np.concatenate([self.session.run(None, {"crops": x[i: i + self.batch_size]})[0]
-                              for i in range(0, len(x), self.batch_size)]).astype(np.float64)
+        out = np.concatenate(
+            [
+                self.session.run(None, {"crops": x[i : i + self.batch_size]})[0]
+                for i in range(0, len(x), self.batch_size)
+            ]
+        ).astype(np.float64)
         s = self.info.input_size  # the copy's points are in pixels of the crop at S x S
-        if mirror is not None:  # model.predict's flip test: average before the correction is taken off
-            c = np.asarray(self.info.correction) * (s / REFERENCE_SIZE) if self.info.correction is not None else 0.0
+        if (
+            mirror is not None
+        ):  # model.predict's flip test: average before the correction is taken off
+            c = (
+                np.asarray(self.info.correction) * (s / REFERENCE_SIZE)
+                if self.info.correction is not None
+                else 0.0
+            )
             straight, flipped = out[:n] + c, (out[n:] + c)[:, list(mirror)]
             flipped[..., 0] = s - flipped[..., 0]
             out = (straight + flipped) / 2 - c
@@ -167,8 +197,16 @@ def onnx_copy(model_path: str | Path, log=None) -> Path:
         from lmkit.use.export import export
 
         if log:
-            log(f"first use of {model_path}: writing its ONNX copy to {out} (once; later runs start faster)")
-        export(model_path, "onnx", out, extra={"copy_of": str(Path(model_path).resolve())}, resample=True)
+            log(
+                f"first use of {model_path}: writing its ONNX copy to {out} (once; later runs start faster)"
+            )
+        export(
+            model_path,
+            "onnx",
+            out,
+            extra={"copy_of": str(Path(model_path).resolve())},
+            resample=True,
+        )
     return out
 
 
@@ -179,11 +217,22 @@ def onnx_runtime_available() -> bool:
 class Landmarker:
     """A trained model with everything needed to find landmarks on photos."""
 
-    def __init__(self, model, info: ModelInfo, device="auto", detector: Callable | None = None,
-                 flip_test: bool | None = None, batch_size: int = 32, recrop: int | None = None):
+    def __init__(
+        self,
+        model,
+        info: ModelInfo,
+        device="auto",
+        detector: Callable | None = None,
+        flip_test: bool | None = None,
+        batch_size: int = 32,
+        recrop: int | None = None,
+    ):
         """``model``: the PyTorch network, or a network object (``TorchNetwork``, ``OnnxNetwork``)."""
-        self.network = model if isinstance(model, (TorchNetwork, OnnxNetwork)) else \
-            TorchNetwork(model, info, device, batch_size)
+        self.network = (
+            model
+            if isinstance(model, (TorchNetwork, OnnxNetwork))
+            else TorchNetwork(model, info, device, batch_size)
+        )
         self.info, self.device = info, self.network.device
         self.scheme: Scheme = SCHEMES[info.scheme]
         self.flip_test = info.flip_test if flip_test is None else flip_test
@@ -192,23 +241,37 @@ class Landmarker:
             raise ValueError(f"recrop must be 0 or more, got {self.recrop}")
         if self.flip_test:
             check_mirror(self.scheme, np.asarray(info.mean_shape), info.crop_size)
-        self.calibration = BoxCalibration.from_dict(info.box_calibration) if info.box_calibration else None
+        self.calibration = (
+            BoxCalibration.from_dict(info.box_calibration) if info.box_calibration else None
+        )
         self._detector, self.batch_size = detector, batch_size
 
     def __repr__(self) -> str:
         t = self.info.training
-        recipe = ", ".join(f"{k} {t[k]}" for k in ("loss", "optimizer", "schedule", "epochs") if k in t)
-        return (f"Landmarker({self.info.scheme} scheme, {self.info.n_points} points, {self.info.input_size}x"
-                f"{self.info.input_size} input, {self.info.head} head; recipe: {recipe or 'not recorded'}; flip test "
-                f"{'on' if self.flip_test else 'off'}, {self.recrop} re-crops, bias correction "
-                f"{'on' if self.info.correction is not None else 'off'}, box calibration "
-                f"{'fitted' if self.calibration else 'none'}; trained on {self.info.dataset}; "
-                f"{self.network.name} on {self.device})")
+        recipe = ", ".join(
+            f"{k} {t[k]}" for k in ("loss", "optimizer", "schedule", "epochs") if k in t
+        )
+        return (
+            f"Landmarker({self.info.scheme} scheme, {self.info.n_points} points, {self.info.input_size}x"
+            f"{self.info.input_size} input, {self.info.head} head; recipe: {recipe or 'not recorded'}; flip test "
+            f"{'on' if self.flip_test else 'off'}, {self.recrop} re-crops, bias correction "
+            f"{'on' if self.info.correction is not None else 'off'}, box calibration "
+            f"{'fitted' if self.calibration else 'none'}; trained on {self.info.dataset}; "
+            f"{self.network.name} on {self.device})"
+        )
 
     @classmethod
-    def load(cls, run_or_model: str | Path, device="auto", detector: Callable | None = None,
-             flip_test: bool | None = None, batch_size: int = 32, recrop: int | None = None,
-             backend: str = "auto", log=None) -> "Landmarker":
+    def load(
+        cls,
+        run_or_model: str | Path,
+        device="auto",
+        detector: Callable | None = None,
+        flip_test: bool | None = None,
+        batch_size: int = 32,
+        recrop: int | None = None,
+        backend: str = "auto",
+        log=None,
+    ) -> "Landmarker":
         """From a run folder or a model file. ``detector``: a callable image -> boxes
         (default: the one the box calibration was fitted for, ``model.detector``). ``flip_test``
         and ``recrop``: None takes the model file's. ``backend``: ``onnx`` runs the network in ONNX
@@ -220,20 +283,32 @@ class Landmarker:
         path = model_file(run_or_model)
         chosen = backend
         if backend == "auto":
-            chosen = "onnx" if onnx_runtime_available() and not str(device).startswith("cuda") else "torch"
+            chosen = (
+                "onnx"
+                if onnx_runtime_available() and not str(device).startswith("cuda")
+                else "torch"
+            )
         if chosen == "onnx":
             if str(device).startswith("cuda"):
                 raise ValueError("backend onnx runs on the CPU: use backend torch for device cuda")
             try:
                 copy = path if path.suffix == ".onnx" else onnx_copy(path, log)
-            except OSError as e:  # a cache folder it cannot write: auto goes on in PyTorch, onnx says why
+            except (
+                OSError
+            ) as e:  # a cache folder it cannot write: auto goes on in PyTorch, onnx says why
                 if backend == "onnx":
                     raise
                 (log or (lambda _: None))(f"no ONNX copy ({e}); the network runs in PyTorch")
             else:
                 network = OnnxNetwork(copy, batch_size)
-                return cls(network, network.info, detector=detector, flip_test=flip_test, batch_size=batch_size,
-                           recrop=recrop)
+                return cls(
+                    network,
+                    network.info,
+                    detector=detector,
+                    flip_test=flip_test,
+                    batch_size=batch_size,
+                    recrop=recrop,
+                )
         if path.suffix == ".onnx":
             raise ValueError(f"{path}: an ONNX copy runs with backend onnx, not torch")
         from lmkit.study.model import load_model_file
@@ -245,7 +320,9 @@ class Landmarker:
     def detector(self) -> Callable:
         """The face detector given, else the one the box calibration was fitted for (``model.detector``)."""
         if self._detector is None:
-            self._detector = detector_named(self.calibration.detector) if self.calibration else HogDetector()
+            self._detector = (
+                detector_named(self.calibration.detector) if self.calibration else HogDetector()
+            )
         return self._detector
 
     def find_faces(self, image) -> list[tuple[float, float, float, float]]:
@@ -266,7 +343,9 @@ class Landmarker:
         used as they are."""
         return self.predict_many([(image, boxes)], box)[0]
 
-    def predict_many(self, items: Sequence[tuple[object, Sequence]], box: str = "detector") -> list[list[Face]]:
+    def predict_many(
+        self, items: Sequence[tuple[object, Sequence]], box: str = "detector"
+    ) -> list[list[Face]]:
         """``predict`` for many (image, boxes) pairs, all faces in batches of ``batch_size``.
 
         From a detector's box the model sees a face framed only roughly (the calibration is right
@@ -284,15 +363,28 @@ class Landmarker:
             given = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
             crop_boxes = self.calibration.crop_boxes(given) if box == "detector" else given
             for g, c in zip(given, crop_boxes):
-                faces.append((n, tuple(float(v) for v in g) if box == "detector" else None,
-                              clip_box(c, rgbs[n].shape[:2])))
+                faces.append(
+                    (
+                        n,
+                        tuple(float(v) for v in g) if box == "detector" else None,
+                        clip_box(c, rgbs[n].shape[:2]),
+                    )
+                )
         out: list[list[Face]] = [[] for _ in items]
         if not faces:
             return out
         points = self._points(rgbs, faces)
         for _ in range(self.recrop if box == "detector" else 0):
-            faces = [(n, det, crop_box(p, rgbs[n].shape[:2], self.info.forehead, self.info.padding, self.info.box))
-                     for (n, det, _), p in zip(faces, points)]
+            faces = [
+                (
+                    n,
+                    det,
+                    crop_box(
+                        p, rgbs[n].shape[:2], self.info.forehead, self.info.padding, self.info.box
+                    ),
+                )
+                for (n, det, _), p in zip(faces, points)
+            ]
             points = self._points(rgbs, faces)
         for (n, det_box, c), p in zip(faces, points):
             out[n].append(Face(det_box, c, p))
@@ -307,20 +399,26 @@ class Landmarker:
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """Points (N, K, 2) in crop pixels for uint8 crops (N, S, S, 3) of the model's crop size."""
         if crops.ndim != 4 or crops.shape[1:] != (self.info.crop_size, self.info.crop_size, 3):
-            raise ValueError(f"crops must be (N, {self.info.crop_size}, {self.info.crop_size}, 3), got {crops.shape}")
+            raise ValueError(
+                f"crops must be (N, {self.info.crop_size}, {self.info.crop_size}, 3), got {crops.shape}"
+            )
         return self.network(crops, self.scheme.mirror if self.flip_test else None)
 
     def _need_calibration(self) -> None:
         if self.calibration is None:
-            raise ValueError("this model file has no box calibration (its face detector found no training face, "
-                             "e.g. on synthetic faces): give crop boxes with predict(image, boxes, box='crop')")
+            raise ValueError(
+                "this model file has no box calibration (its face detector found no training face, "
+                "e.g. on synthetic faces): give crop boxes with predict(image, boxes, box='crop')"
+            )
 
 
 # ------------------------------------------------------------------ lmkit predict
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def collect_photos(inputs: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]], list[Path]]:
+def collect_photos(
+    inputs: Sequence[str | Path],
+) -> tuple[list[Path], list[tuple[str, str]], list[Path]]:
     """Photos named on the command line or found below folders (any depth, sorted).
     Returns (photos, refused as (path, reason), files ignored in folders for their suffix)."""
     photos, refused, ignored = [], [], []
@@ -350,7 +448,9 @@ def read_boxes(path: str | Path) -> dict[str, list[tuple[float, float, float, fl
         reader = csv.DictReader(f)
         missing = [c for c in BOX_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; want {', '.join(BOX_COLUMNS)}")
+            raise ValueError(
+                f"{path}: missing column(s) {', '.join(missing)}; want {', '.join(BOX_COLUMNS)}"
+            )
         out: dict[str, list] = {}
         for i, row in enumerate(reader):
             try:
@@ -374,8 +474,16 @@ def _write_csv(rows: list, columns: Sequence[str], path: Path) -> None:
         writer.writerows(rows)
 
 
-def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir: str | Path | None, log=print,
-                  progress: bool = True, boxes: dict | None = None, box: str = "detector", stdout=None) -> dict:
+def predict_files(
+    landmarker: Landmarker,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path | None,
+    log=print,
+    progress: bool = True,
+    boxes: dict | None = None,
+    box: str = "detector",
+    stdout=None,
+) -> dict:
     """``lmkit predict``: for every photo, ``<stem>.pts`` (300-W format; more faces as
     ``<stem>_2.pts``, ...), ``<stem>.png`` (the photo with boxes and points); for all,
     ``points.csv`` and ``failures.csv``. A bad photo is listed with its reason and the batch
@@ -400,27 +508,43 @@ def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir:
     if not beside:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-    files = not beside or len(photos) + len(failures) > 1  # one photo without --out: standard output only
+    files = (
+        not beside or len(photos) + len(failures) > 1
+    )  # one photo without --out: standard output only
     total = len(photos) + len(failures)
     stems: dict[str, Path] = {}
     rows, done, faces_total = [], 0, 0
     for photo in tqdm(photos, desc="photos", unit="photo", disable=not progress):
         stem = photo.stem if not beside else str(photo.with_suffix(""))
         if stem in stems:
-            failures.append((str(photo), f"same name as {stems[stem]}: its outputs would overwrite that photo's"))
+            failures.append(
+                (
+                    str(photo),
+                    f"same name as {stems[stem]}: its outputs would overwrite that photo's",
+                )
+            )
             continue
         if boxes is not None and photo.name not in boxes:
             failures.append((str(photo), "no box for it in the --boxes file"))
             continue
         try:
             image = as_rgb(photo)
-            faces = landmarker.detect(image) if boxes is None else landmarker.predict(image, boxes[photo.name], box=box)
+            faces = (
+                landmarker.detect(image)
+                if boxes is None
+                else landmarker.predict(image, boxes[photo.name], box=box)
+            )
         except (OSError, ValueError) as e:
             failures.append((str(photo), str(e).replace(f"{photo}: ", "")))
             continue
         if not faces:
-            failures.append((str(photo), f"no face found by the {getattr(landmarker.detector, 'name', 'detector')} "
-                             "(give the face's box with --boxes FILE.csv: columns photo,x0,y0,x1,y1)"))
+            failures.append(
+                (
+                    str(photo),
+                    f"no face found by the {getattr(landmarker.detector, 'name', 'detector')} "
+                    "(give the face's box with --boxes FILE.csv: columns photo,x0,y0,x1,y1)",
+                )
+            )
             continue
         stems[stem] = photo
         folder, base = (photo.parent, photo.stem) if beside else (out_dir, stem)
@@ -428,7 +552,10 @@ def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir:
             if files:
                 write_pts(face.points, folder / f"{base if k == 1 else f'{base}_{k}'}.pts")
             shown = face.box if face.box is not None else face.crop_box
-            rows += [(str(photo), k, j, float(x), float(y), *shown) for j, (x, y) in enumerate(face.points)]
+            rows += [
+                (str(photo), k, j, float(x), float(y), *shown)
+                for j, (x, y) in enumerate(face.points)
+            ]
         if files:
             with atomic_write(folder / f"{base}{'.landmarks' if beside else ''}.png") as tmp:
                 annotated_photo(image, faces, landmarker.scheme).save(tmp, format="PNG")
@@ -440,7 +567,11 @@ def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir:
         writer = csv.writer(stdout or sys.stdout)
         writer.writerow(columns)
         writer.writerows(rows)
-        where = "next to each photo (.pts, .landmarks.png); points on standard output" if files else "standard output"
+        where = (
+            "next to each photo (.pts, .landmarks.png); points on standard output"
+            if files
+            else "standard output"
+        )
     else:
         _write_csv(rows, columns, out_dir / "points.csv")
         _write_csv(failures, ["photo", "reason"], out_dir / "failures.csv")
@@ -448,8 +579,15 @@ def predict_files(landmarker: Landmarker, inputs: Sequence[str | Path], out_dir:
     log(f"{done} of {total} photos processed, {faces_total} faces -> {where}")
     if ignored:
         suffixes = Counter(f.suffix.lower() or "(none)" for f in ignored)
-        log(f"ignored {len(ignored)} files in the folders that are not photos by their suffix: "
-            + ", ".join(f"{k} {v}" for k, v in suffixes.most_common()))
+        log(
+            f"ignored {len(ignored)} files in the folders that are not photos by their suffix: "
+            + ", ".join(f"{k} {v}" for k, v in suffixes.most_common())
+        )
     for path, reason in failures:
         log(f"  failed {path}: {reason}")
-    return {"processed": done, "faces": faces_total, "failures": failures, "ignored": [str(f) for f in ignored]}
+    return {
+        "processed": done,
+        "faces": faces_total,
+        "failures": failures,
+        "ignored": [str(f) for f in ignored],
+    }

@@ -10,6 +10,7 @@ counts as a failure (NME infinite) and is listed.
 Note: dlib's model was trained on 300-W, whose training part includes Helen's training
 photos, the very photos of ``helen68``; its numbers there are optimistic.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,10 +25,16 @@ from lmkit.data.readers import load_image
 
 
 def dlib_model_file() -> Path | None:
-    spec = importlib.util.find_spec("face_recognition_models")  # its __init__ needs pkg_resources: don't import
+    spec = importlib.util.find_spec(
+        "face_recognition_models"
+    )  # its __init__ needs pkg_resources: don't import
     if spec is None or not spec.submodule_search_locations:
         return None
-    f = Path(spec.submodule_search_locations[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
+    f = (
+        Path(spec.submodule_search_locations[0])
+        / "models"
+        / "shape_predictor_68_face_landmarks.dat"
+    )
     return f if f.exists() else None
 
 
@@ -66,12 +73,17 @@ class DlibPeer:
         return best_match(boxes, near)
 
 
-def run_dlib(sources: list[str], crop_boxes: np.ndarray, true_crop: np.ndarray, crop_size: int) -> dict:
+def run_dlib(
+    sources: list[str], crop_boxes: np.ndarray, true_crop: np.ndarray, crop_size: int
+) -> dict:
     """dlib on each test face's original photo, with both boxes; predictions mapped into the
     crop frame. Returns {"hog": ..., "annotation": ...}, each with ``pred`` (N, 68, 2; NaN
     where no face was detected), ``seconds`` per face and ``missed`` names' indices."""
     peer = DlibPeer()
-    out = {k: {"pred": np.full(true_crop.shape, np.nan), "seconds": [], "missed": []} for k in ("hog", "annotation")}
+    out = {
+        k: {"pred": np.full(true_crop.shape, np.nan), "seconds": [], "missed": []}
+        for k in ("hog", "annotation")
+    }
     for i, (src, box) in enumerate(zip(sources, crop_boxes)):
         image = load_image(Path(src))
         to_photo = crop_to_photo(box, crop_size)
