@@ -1,18 +1,25 @@
-"""The one-command GPU check: does lmkit's GPU path run, and how fast?
+"""The one-command GPU check: does lmkit's GPU path run right, and how fast?
 
-    python -m benchmarks.gpu_check [--out reports/gpu-check] [--fraction 1.0]
+    python -m benchmarks.gpu_check [--out reports/gpu-check]
 
-1. prints the device;
-2. runs the speed benchmark there (benchmarks.speed at 256x256, batch 64) for the (b)/(a) ratio;
-3. runs the whole notebook chain (lmkit run) on a paper-sized synthetic data set: 194-point
-   faces at 256x256, 2,500 faces of which 2,000 train (x4 augmented: 8,000 samples per epoch),
-   330 test; the study's search (10 trials of 10 epochs) and 100 epochs; ``--fraction``
-   scales the epochs and trials down;
-4. reports minutes per notebook, the peak GPU memory of training and the targets (the whole
-   chain under 5 minutes on one H100/H200, (b)/(a) at least 0.9).
+Each check below runs on the current device, in this order, and ends in one row of a table
+(passed, FAILED or skipped, what it measured); the command exits non-zero when any check fails or
+misses its target. On one H100 the whole takes a few minutes (under 10).
 
-Exits non-zero when anything fails. Without a GPU it runs a small CPU-sized version
-(64x64, a few faces and epochs), clearly labelled: it checks the path, not the figures.
+1. speed: ``benchmarks.speed`` at 256x256, batch 64, in each precision (none, bfloat16, float16;
+   float32 alone on a CPU):
+   the real loop (``fit`` itself) against the model alone, (b)/(a) at least 0.9 on a GPU;
+2. compile: the heatmap head with the DSNT regulariser under ``torch.compile`` (speed, (b)/(a));
+3. chain: a short chain on synthetic faces (``params/paper.yaml``'s recipe, 256 px) with
+   ``train.keep_checkpoints``, then resumed for one more epoch (``train.resume``);
+4. cpu-vs-cuda: the model file's predictions on the CPU and on the GPU within 0.5 px (crop pixels);
+5. onnx: ``lmkit export --format onnx`` run by onnxruntime within 0.5 px of PyTorch on the CPU;
+6. collectives: a one-process process group (NCCL on a GPU, gloo on a CPU) through the loop's
+   own ``epoch_sums``, its tensors on the training device.
+
+Without a GPU it runs a small CPU-sized version of the same checks, clearly labelled (64 px, few
+faces and epochs; compile and cpu-vs-cuda skipped; no speed target): it checks the path, not the
+figures.
 """
 
 from __future__ import annotations
@@ -20,124 +27,215 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
-TARGET_MINUTES, TARGET_RATIO = 5.0, 0.9
+TARGET_RATIO, MAX_PX = 0.9, 0.5
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def chain_overrides(gpu: bool, fraction: float) -> list[str]:
-    if gpu:
-        epochs, trials, trial_epochs = (
-            max(1, round(100 * fraction)),
-            max(1, round(10 * fraction)),
-            10,
-        )
-        sizes = [
-            "data.synthetic_train=2500",
-            "data.synthetic_test=330",
-            "model.input_size=256",
-            "train.batch_size=64",
-            "train.epoch_multiplier=4",
-        ]
-    else:  # a CPU-sized check of the same path
-        epochs, trials, trial_epochs = 2, 2, 1
-        sizes = [
-            "data.synthetic_train=80",
-            "data.synthetic_test=16",
-            "model.input_size=64",
-            "train.batch_size=16",
-            "train.epoch_multiplier=1",
-        ]
+def chain_overrides(gpu: bool) -> list[str]:
+    size = (
+        ["data.synthetic_train=600", "data.synthetic_test=64", "model.input_size=256"]
+        if gpu
+        else ["data.synthetic_train=64", "data.synthetic_test=12", "model.input_size=64"]
+    )
     return [
         "data.source=synthetic",
         "data.root=null",
         "model.pretrained=false",
-        f"train.epochs={epochs}",
-        f"search.trials={trials}",
-        f"search.epochs_per_trial={trial_epochs}",
+        "train.epochs=2",
+        f"train.batch_size={64 if gpu else 16}",
+        "train.epoch_multiplier=1",
+        "train.keep_checkpoints=true",
+        "search.enabled=false",
         "eval.detector_box=false",
-        *sizes,
+        *size,
     ]
+
+
+def check_speed(gpu: bool, out: Path, head: str = "regression", compile: bool = False) -> str:
+    from benchmarks import speed
+
+    if gpu:  # each precision at the study's size
+        args = ["--sizes", "256", "--batches", "64", "--steps", "4", "--rounds", "3"]
+        args += ["--autocasts", "none", "bfloat16", "float16"] if head == "regression" else []
+    else:  # float32 only: a CPU without native bfloat16 emulates the others, slowly
+        args = [
+            "--sizes",
+            "32",
+            "--batches",
+            "8",
+            "--steps",
+            "2",
+            "--rounds",
+            "1",
+            "--autocasts",
+            "none",
+        ]
+    args += ["--head", head, "--heatmap-loss", "100"] if head != "regression" else []
+    args += ["--compile"] if compile else []
+    result = speed.main(args + ["--json", str(out / f"speed-{head}.json")])
+    rows = [
+        f"{r['autocast']} {r['real_loop']:.0f} img/s (b)/(a) {r['ratio']:.2f}"
+        for r in result["rows"]
+    ]
+    low = min(r["ratio"] for r in result["rows"])
+    if gpu and low < TARGET_RATIO:
+        raise AssertionError(f"(b)/(a) {low:.2f} below {TARGET_RATIO}: " + "; ".join(rows))
+    return "; ".join(rows)
+
+
+def check_chain(gpu: bool, out: Path) -> str:
+    from lmkit.chain.pipeline import run_chain
+
+    paper = str(ROOT / "params" / "paper.yaml")
+    t0 = time.perf_counter()
+    run = run_chain(paper, chain_overrides(gpu), str(out / "chain"), force=True)
+    first = time.perf_counter() - t0
+    more = chain_overrides(gpu) + ["train.resume=true", "train.epochs=3"]
+    run = run_chain(paper, more, str(out / "chain"))
+    history = pd.read_csv(run.history)
+    if list(history["epoch"]) != [1, 2, 3] or not np.isfinite(history["train_mse"]).all():
+        raise AssertionError(
+            f"the resumed history is {history[['epoch', 'train_mse']].to_dict('list')}"
+        )
+    memory = (
+        f", peak {history['max_memory_mib'].max() / 1024:.1f} GiB"
+        if "max_memory_mib" in history
+        else ""
+    )
+    return f"2 epochs in {first / 60:.1f} min, resumed to 3{memory}"
+
+
+def _test_crops(out: Path):
+    from lmkit.data.prepare import load_cache
+
+    return load_cache(out / "chain" / "data" / "test").images[:32]
+
+
+def check_cpu_vs_cuda(out: Path) -> str:
+    from lmkit.study.model import load_model_file, predict
+
+    crops = _test_crops(out)
+    model, info = load_model_file(out / "chain" / "train" / "model.pt", "cpu")
+    on_cpu = predict(model, crops, info.input_size, 32, "cpu")
+    on_gpu = predict(
+        model.to("cuda"), crops, info.input_size, 32, "cuda"
+    )  # the card's own precision
+    gap = float(np.abs(on_cpu - on_gpu).max())
+    if gap > MAX_PX:
+        raise AssertionError(f"CPU and CUDA predictions differ by {gap:.2f} px (at most {MAX_PX})")
+    return f"largest gap {gap:.3f} px"
+
+
+def check_onnx(out: Path) -> str:
+    import onnxruntime
+
+    from lmkit.study.model import load_model_file
+    from lmkit.use.export import CropNet, export
+
+    model, info = load_model_file(out / "chain" / "train" / "model.pt", "cpu")
+    crops = torch.nn.functional.interpolate(
+        torch.from_numpy(np.array(_test_crops(out))).permute(0, 3, 1, 2).float(),
+        size=info.input_size,
+        mode="area",
+    )
+    crops = crops.round().byte().permute(0, 2, 3, 1).contiguous()  # uint8 crops at the input size
+    path = export(out / "chain", "onnx", out / "model.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_points = session.run(None, {"crops": crops.numpy()})[0]
+    with torch.no_grad():
+        torch_points = CropNet(model, info)(crops).numpy()
+    gap = float(np.abs(onnx_points - torch_points).max())
+    if gap > MAX_PX:
+        raise AssertionError(f"ONNX and PyTorch differ by {gap:.2f} px (at most {MAX_PX})")
+    return f"{path.stat().st_size / 1e6:.0f} MB, largest gap {gap:.4f} px"
+
+
+def check_collectives(gpu: bool) -> str:
+    import torch.distributed as dist
+
+    from lmkit.study.model import build_model
+    from lmkit.train.loop import epoch_sums
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend, device = ("nccl", "cuda:0") if gpu else ("gloo", "cpu")
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        model = build_model(5, pretrained=False).to(device)
+        sums = torch.tensor([1.0, 2.0, 0.0, 4.0], dtype=torch.float64, device=device)
+        got = epoch_sums(
+            sums, model, world=2
+        ).tolist()  # world=2: the collective path, in a group of one
+    finally:
+        dist.destroy_process_group()
+    if got != [1.0, 2.0, 0.0, 4.0]:
+        raise AssertionError(f"all_reduce over one process changed the sums: {got}")
+    return f"{backend}: all_reduce and {len(list(model.buffers()))} broadcasts on {device}"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="reports/gpu-check", help="run folder of the chain")
     ap.add_argument(
-        "--fraction", type=float, default=1.0, help="scale the paper-sized epochs and trials (GPU)"
+        "--out",
+        default="reports/gpu-check",
+        help="folder of its files (the chain's run folder in it)",
     )
-    ap.add_argument("--skip-speed", action="store_true", help="only the chain")
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.is_available()
-    label = (
-        f"GPU: {torch.cuda.get_device_name()} ({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)"
-        if gpu
-        else f"NO GPU: a small CPU-sized check ({os.cpu_count()} cores); its figures say nothing "
-        "about a GPU"
-    )
+    if gpu:
+        cc = ".".join(map(str, torch.cuda.get_device_capability()))
+        label = f"GPU: {torch.cuda.get_device_name()} (compute capability {cc})"
+    else:
+        label = f"NO GPU: a small CPU-sized check ({os.cpu_count()} cores); its figures say nothing about a GPU"
     print(f"lmkit GPU check. {label}; torch {torch.__version__}", flush=True)
-    summary: dict = {"device": label, "gpu": gpu, "torch": torch.__version__}
-    failed = []
-    if not args.skip_speed:
-        from benchmarks import speed
-
-        speed_args = (
-            ["--sizes", "256", "--batches", "64"]
-            if gpu
-            else ["--sizes", "64", "--batches", "16", "--steps", "2", "--rounds", "1"]
-        )
+    checks = [
+        ("speed", lambda: check_speed(gpu, out)),
+        ("compile", (lambda: check_speed(gpu, out, "heatmap", compile=True)) if gpu else None),
+        ("chain", lambda: check_chain(gpu, out)),
+        ("cpu-vs-cuda", (lambda: check_cpu_vs_cuda(out)) if gpu else None),
+        ("onnx", lambda: check_onnx(out)),
+        ("collectives", lambda: check_collectives(gpu)),
+    ]
+    rows = []
+    for name, check in checks:
+        t0 = time.perf_counter()
+        if check is None:
+            rows.append(
+                {"check": name, "result": "skipped", "detail": "needs a GPU", "seconds": 0.0}
+            )
+            continue
         try:
-            result = speed.main(speed_args + ["--json", str(Path(args.out) / "benchmark.json")])
-            summary["ratio_b_over_a"] = min(r["ratio"] for r in result["rows"])
-        except Exception as e:  # noqa: BLE001 - report and go on to the chain
-            failed.append(f"speed benchmark: {type(e).__name__}: {e}")
-    from lmkit.chain.pipeline import run_chain
-
-    t0 = time.perf_counter()
-    try:
-        paper = Path(__file__).resolve().parents[1] / "params" / "paper.yaml"
-        run = run_chain(str(paper), chain_overrides(gpu, args.fraction), args.out, force=True)
-        info = json.loads(run.path("run.json").read_text())
-        summary["minutes"] = {k: round(v / 60, 2) for k, v in info["timings_s"].items()}
-        history = pd.read_csv(run.history)
-        if "max_memory_mib" in history:
-            summary["peak_gpu_memory_gib"] = round(float(history["max_memory_mib"].max()) / 1024, 2)
-        summary["test_mse_px2"] = json.loads(run.metrics.read_text())["methods"][
-            "ResNet18 (this run)"
-        ]["mse_mean"]
-    except Exception as e:  # noqa: BLE001 - the check reports every failure
-        failed.append(f"chain: {type(e).__name__}: {e}")
-    summary["chain_minutes"] = round((time.perf_counter() - t0) / 60, 2)
-    print("\n--- GPU check ---")
-    print(label)
-    for stage, minutes in summary.get("minutes", {}).items():
-        print(f"  {stage:<12} {minutes:6.2f} min")
-    print(
-        f"  whole chain  {summary['chain_minutes']:6.2f} min (with kernel start-up and HTML export)"
-    )
-    if "peak_gpu_memory_gib" in summary:
-        print(f"  peak GPU memory in training: {summary['peak_gpu_memory_gib']:.2f} GiB")
-    if "ratio_b_over_a" in summary:
-        print(f"  (b)/(a) at {'256x256' if gpu else '64x64'}: {summary['ratio_b_over_a']:.3f}")
-    if gpu and args.fraction == 1.0:
-        print(
-            f"  targets: chain under {TARGET_MINUTES:.0f} min: "
-            f"{'met' if summary['chain_minutes'] < TARGET_MINUTES else 'MISSED'}; (b)/(a) at least {TARGET_RATIO}: "
-            f"{'met' if summary.get('ratio_b_over_a', 0) >= TARGET_RATIO else 'MISSED'}"
-        )
-    elif not gpu:
-        print("  (CPU-sized check: the path ran; the targets are for a GPU)")
-    for f in failed:
-        print(f"FAILED: {f}", file=sys.stderr)
-    out = Path(args.out) / "gpu_check.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**summary, "failed": failed}, indent=2))
-    print(f"written {out}")
+            rows.append({"check": name, "result": "passed", "detail": check()})
+        except Exception as e:  # noqa: BLE001 - every failure is a row of the table
+            rows.append({"check": name, "result": "FAILED", "detail": f"{type(e).__name__}: {e}"})
+        rows[-1]["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"\n--- GPU check --- {label}")
+    for r in rows:
+        print(f"  {r['check']:<12} {r['result']:<8} {r['seconds']:7.1f} s  {r['detail']}")
+    failed = [r["check"] for r in rows if r["result"] == "FAILED"]
+    summary = {
+        "device": label,
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "rows": rows,
+        "failed": failed,
+    }
+    (out / "gpu_check.json").write_text(json.dumps(summary, indent=2))
+    print(f"written {out / 'gpu_check.json'}")
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
 
 

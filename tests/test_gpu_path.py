@@ -283,3 +283,29 @@ def test_a_model_trained_on_the_gpu_path_evaluates_in_float32(tmp_path):
     assert all(
         p.dtype == torch.float32 for p in model.parameters()
     )  # autocast never changes the weights
+
+
+@pytest.mark.slow  # two short chains
+def test_the_gpu_check_runs_on_a_cpu_labelled_as_such_and_fails_when_a_check_does(
+    tmp_path, capsys, monkeypatch
+):
+    import json
+
+    from benchmarks import gpu_check
+
+    assert gpu_check.main(["--out", str(tmp_path / "check")]) == 0
+    assert "NO GPU: a small CPU-sized check" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "check" / "gpu_check.json").read_text())
+    results = {r["check"]: r["result"] for r in summary["rows"]}
+    assert results == {
+        "speed": "passed",
+        "compile": "skipped",
+        "chain": "passed",
+        "cpu-vs-cuda": "skipped",
+        "onnx": "passed",
+        "collectives": "passed",
+    }
+    monkeypatch.setattr(gpu_check, "check_onnx", lambda out: 1 / 0)  # a check that fails
+    monkeypatch.setattr(gpu_check, "check_speed", lambda *a, **k: "not measured")
+    monkeypatch.setattr(gpu_check, "check_chain", lambda *a: "not run")
+    assert gpu_check.main(["--out", str(tmp_path / "check")]) == 1
