@@ -121,25 +121,6 @@ def test_a_new_cell_in_05_runs_05_and_the_cell_runs(copy):
 
 
 @pytest.mark.slow
-def test_an_edit_of_a_module_under_lmkit_runs_the_stages_that_imported_it(copy):
-    out, nb = copy
-    losses = ROOT / "lmkit" / "study" / "losses.py"
-    text = losses.read_text()
-    try:
-        losses.write_text(text + "\n# an edit\n")
-        logs = []
-        _chain(out, nb, logs)
-    finally:
-        losses.write_text(text)
-    # 03's study cells import lmkit.study.losses; with the search off, 02 never ran them, and 01 never imports it
-    assert _ran(logs) == ["03_train", "04_evaluate", "05_figures"]
-    assert any(
-        line.startswith("03_train: running it again:") and "lmkit/study/losses.py: changed" in line
-        for line in logs
-    )
-
-
-@pytest.mark.slow
 def test_a_new_cell_reading_any_params_key_runs_and_that_key_is_then_compared(copy):
     out, nb = copy
     _edit(
@@ -152,10 +133,7 @@ def test_a_new_cell_reading_any_params_key_runs_and_that_key_is_then_compared(co
     logs.clear()
     _chain(out, nb, logs, ["eval.ced_max=0.2"])
     assert _ran(logs)[0] == "03_train"
-    assert any(
-        "params key eval.ced_max: 0.3 -> 0.2" in line or "params key eval.ced_max:" in line
-        for line in logs
-    )
+    assert any("params key eval.ced_max: 0.3 -> 0.2" in line for line in logs)
 
 
 def _wing_notebooks(folder: Path) -> Path:
