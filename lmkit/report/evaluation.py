@@ -185,6 +185,19 @@ def validation_scores(
     }
 
 
+def ert_unavailable(params: Params) -> str | None:
+    """Why the ERT peer is not trained for this run, or None when it is (``eval.ert``)."""
+    import importlib.util
+
+    if params.eval.ert is False or (
+        params.eval.ert == "auto" and params.data.source == "synthetic"
+    ):
+        return "off (eval.ert; auto trains it on real photos only)"
+    if importlib.util.find_spec("dlib") is None:
+        return "dlib is not installed (pip install -e '.[peers]')"
+    return None
+
+
 def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
     """Test metrics of the model (on annotation crops and from its own detector's box), the
     mean-shape baseline and (68 points, dlib installed) the dlib peer, each a job of
@@ -252,6 +265,29 @@ def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
         if missed:
             peer_status += f": {', '.join(missed[:20])}"
     emit(log, "evaluate", f"dlib peer: {peer_status}")
+    ert_status = ert_unavailable(params)
+    if ert_status is None:
+        from lmkit.use.peers import run_ert, train_ert
+
+        e = params.eval
+        trained = train_ert(
+            d.train.images,
+            d.train.landmarks,
+            cache / "ert",
+            e.ert_trees,
+            e.ert_cascades,
+            params.seed,
+            log,
+        )
+        found = run_ert(trained["file"], test.images, true)
+        preds["ert"], seconds["ert"] = found["pred"], found["seconds_per_face"]
+        ert_status = (
+            f"trained on {trained['faces']} faces in {trained['minutes']:.1f} min"
+            f"{' (reused: the same faces and options)' if trained['reused'] else ''}; "
+            f"{found['seconds_per_face'] * 1000:.1f} ms per face"
+        )
+        ert_minutes = trained["minutes"]
+    emit(log, "evaluate", f"ERT trained on this run's faces: {ert_status}")
     arrays, scored = score(
         preds, true, crop_boxes, test.images.shape[1], scheme, tuple(params.eval.thresholds)
     )
@@ -311,6 +347,8 @@ def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
         "methods": rows,
         "validation": validation,
         "peer": peer_status,
+        "ert": ert_status,
+        **({"ert_train_minutes": ert_minutes} if "ert" in preds else {}),
         "detector_box": detector_status,
         "flip_test": flip_test,
         "view": info.view,

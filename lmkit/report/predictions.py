@@ -17,8 +17,9 @@ METHODS = {
     "model": "ResNet18 (this run)",
     "model_detector": "ResNet18, its detector box",
     "mean_shape": "mean shape (baseline)",
-    "dlib_hog": "dlib ERT, its HOG detector box",
-    "dlib_annotation": "dlib ERT, box from the annotations",
+    "ert": "ERT trained on this run's faces (dlib), annotation box",
+    "dlib_hog": "dlib's shipped ERT (trained on 300-W, which holds these photos), its HOG box",
+    "dlib_annotation": "dlib's shipped ERT (trained on 300-W, which holds these photos), annotation box",
 }
 NORMS = (
     "io",

@@ -395,6 +395,14 @@ class Eval(_Section):
         "on real photos, also run the model end to end from its face detector's boxes "
         '(the row "ResNet18, its detector box"; needs dlib and a box calibration)',
     )
+    ert: AutoOrBool = key(
+        "auto",
+        "the classical peer: dlib's ERT shape predictor trained on the run's training faces (any "
+        "point count), scored on the same test faces in their annotation box; auto: on real photos, "
+        "not on synthetic faces. Trained once per set of training faces and options, then reused",
+    )
+    ert_trees: Positive = key(500, "ERT: regression trees per cascade level (dlib's default)")
+    ert_cascades: Positive = key(10, "ERT: cascade levels (dlib's default)")
 
 
 class Ablation(_Section):
