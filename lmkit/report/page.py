@@ -353,10 +353,11 @@ def ablation_html(run: RunFolder) -> str:
 
 
 def dlib_html(m: dict) -> str:
-    """What to know about dlib's rows, where there are any; else why the peer was not run."""
+    """What to know about the classical peers' rows, where there are any; else why they did not run."""
+    ert = f"<p>ERT trained on this run's faces: {html.escape(m['ert'])}.</p>" if "ert" in m else ""
     if not any(k.startswith("dlib") for k in m["methods"]):
-        return f"<p>dlib peer: {html.escape(m['peer'])}.</p>"
-    return (
+        return ert + f"<p>dlib peer: {html.escape(m['peer'])}.</p>"
+    return ert + (
         f"<p class='warn'><b>About dlib's rows.</b> Peer: {html.escape(m['peer'])}. dlib's model was trained on "
         "300-W, whose training part includes Helen's photos, so on Helen-derived test photos its numbers are "
         "optimistic: where its rows beat ours, part of the margin is that it has seen these faces' siblings in "
