@@ -46,10 +46,11 @@ def crop_predictions(
     device,
     mirror: tuple[int, ...] | None,
     correction: bool = True,
+    precision: str = "auto",
 ) -> tuple[np.ndarray, float]:
     """The model on cached crops as evaluation runs it (the model file's view, the flip test when
-    ``mirror`` is given, its bias correction unless ``correction`` is false); crop pixels and
-    seconds per face."""
+    ``mirror`` is given, its bias correction unless ``correction`` is false, the run's
+    ``system.autocast``); crop pixels and seconds per face."""
     t0 = time.perf_counter()
     pred = predict(
         model,
@@ -60,6 +61,7 @@ def crop_predictions(
         flip_mirror=mirror,
         view=info.view,
         correction=info.correction if correction else None,
+        precision=precision,
     )
     return pred, (time.perf_counter() - t0) / max(1, len(images))
 
@@ -154,6 +156,7 @@ def validation_scores(
     flip_test: bool,
     detector_box: bool,
     manifest: dict,
+    precision: str = "auto",
 ) -> dict:
     """Both uses of the model on the validation faces (``faces``: images and landmarks from the
     train cache, with their photos and crop boxes): on annotation crops and, where the model file
@@ -163,7 +166,7 @@ def validation_scores(
     true = np.asarray(faces.landmarks, dtype=np.float64)
     preds = {
         "model": crop_predictions(
-            model, info, faces.images, batch_size, device, mirror, correction=False
+            model, info, faces.images, batch_size, device, mirror, False, precision
         )[0]
     }
     status = detector_unavailable(detector_box, info, manifest)
@@ -226,7 +229,7 @@ def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
     true = np.asarray(test.landmarks)
     preds, seconds = {}, {}
     preds["model"], seconds["model"] = crop_predictions(
-        model, info, test.images, batch, device, mirror
+        model, info, test.images, batch, device, mirror, precision=params.system.autocast
     )
     extra_arrays = {}
     cache = run.cache_dir(params.data.cache_dir)
@@ -309,6 +312,7 @@ def evaluate_run(run, params: Params, log=print, peers: bool = True) -> dict:
         flip_test,
         params.eval.detector_box,
         d.train_set.manifest,
+        params.system.autocast,
     )
     validation["methods"] = {METHODS[key]: row for key, row in validation["methods"].items()}
     for method, row in validation["methods"].items():
