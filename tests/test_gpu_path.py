@@ -70,6 +70,26 @@ def test_auto_on_a_cpu_trains_in_bfloat16_only_where_it_is_native(monkeypatch, n
         P.load(None, {"system.autocast": "int8"})
 
 
+def test_every_system_key_reaches_the_training_settings():
+    forced = {
+        "resident": True,
+        "prefetch": True,
+        "autocast": "float16",
+        "channels_last": False,
+        "compile": True,
+    }
+    p = P.load(None, {f"system.{k}": v for k, v in forced.items()})
+    cfg = TrainConfig.from_params(p, "cpu")
+    assert {k: getattr(cfg, k) for k in forced} == forced
+    plan = cfg.plan()
+    assert (plan.resident, plan.prefetch, plan.autocast, plan.channels_last) == (
+        True,
+        True,
+        "float16",
+        False,
+    )
+
+
 def test_predict_autocasts_to_the_precision_it_is_given(monkeypatch):
     seen = []
     real = M._forward

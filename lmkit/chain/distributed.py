@@ -35,6 +35,10 @@ def train_run(run, params, build_network, train_step, log=print):
         d.training()
     )  # with data.joint_train the joint faces too, each with both schemes' points
     cfg = TrainConfig.for_run(run, params, d, faces)
+    if d.joint is not None:
+        log(
+            f"{len(d.joint.images)} of the faces {d.joint_scheme.name}, through outputs of their own"
+        )
     net = new_model(
         build_network, len(faces.mean), faces.mean, params.seed, cfg.device, **model_options(params)
     )

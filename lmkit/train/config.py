@@ -12,7 +12,7 @@ import torch
 
 from lmkit.data.faces import check_flips
 from lmkit.run.folder import read_json
-from lmkit.run.params import DEFAULTS, Params
+from lmkit.run.params import DEFAULTS, Params, System, Train
 from lmkit.study.augment import Augment, frozen
 from lmkit.study.model import PRECISIONS, cpu_has_bf16, pick_device, training_precision
 from lmkit.study.modelinfo import REFERENCE_SIZE, view_fraction
@@ -133,13 +133,14 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, p: Params, device, mirror: tuple[int, ...] = (), **changes) -> TrainConfig:
-        """From the params: each field named as a ``train`` key is that key; the rest come from
-        the model, data and seed. ``changes`` replace fields (a search trial's lr and budget)."""
+        """From the params: each field named as a ``train`` or ``system`` key is that key; the rest
+        come from the model, data and seed. ``changes`` replace fields (a search trial's lr and budget)."""
         t = p.train
-        named = {
-            f.name: frozen(getattr(t, f.name))
-            for f in fields(cls)  # a replaced field is not read (a run's record)
-            if f.name in type(_T).model_fields and f.name != "device" and f.name not in changes
+        named = {  # a replaced field is not read (a run's record)
+            f.name: frozen(getattr(section, f.name))
+            for f in fields(cls)
+            for section, schema in ((t, Train), (p.system, System))
+            if f.name in schema.model_fields and f.name != "device" and f.name not in changes
         }
         cfg = cls(
             **named,
@@ -150,7 +151,6 @@ class TrainConfig:
             keep_last=p.data.final,
             seed=p.seed,
             device=str(device),
-            compile=p.system.compile,
         )
         return replace(cfg, **changes)
 

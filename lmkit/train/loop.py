@@ -61,6 +61,11 @@ def fit(
     rank, world = rank_world()
     log, writer = (log, True) if rank == 0 else (quiet, False)
     plan, device = cfg.plan(), torch.device(cfg.device)
+    log(
+        f"{plan.describe()}; loss {cfg.loss}, {cfg.optimizer}, schedule {cfg.schedule} (warm-up "
+        f"{cfg.warmup}), lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e}; "
+        f"{len(train[0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}"
+    )
     cuda_switches(device)
     model.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
     net = model
