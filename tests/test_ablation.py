@@ -109,6 +109,9 @@ RUN_KEYS = {
     "eval.ced_max",
     "eval.detector_box",
     "model.detector",
+    "eval.ert",  # the classical peer: the run's, trained once for every row's faces
+    "eval.ert_trees",
+    "eval.ert_cascades",
 }  # the detector rows' face detector: the run's (the ablation scores annotation crops)
 
 
