@@ -248,6 +248,79 @@ def _cells(row: dict) -> list[str]:
     ]
 
 
+HOSTS = {
+    "amd-avx2": "2-core AMD EPYC, AVX2 (no native bfloat16): float32",
+    "intel-amx": "2-core Intel Xeon, AVX-512 BF16 and AMX: bfloat16",
+}
+OFFICIAL_TITLE = (
+    "Helen, 194 points: Helen's official test split (330 faces), measured independently"
+)
+
+
+def load_official(archive: Path = ARCHIVE) -> dict:
+    """``official-test.yaml``: rows measured on Helen's 330 official test faces, which the
+    development data does not hold (none, when the file is not there)."""
+    file = archive / "official-test.yaml"
+    if not file.exists():
+        return {}
+    try:
+        return yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ResultsError(f"{file}: {e}") from None
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
+def official_table(official: dict) -> list[str]:
+    """The official test split's rows (NME in percent), then what was published with Helen's
+    2,000 training photos (the classical methods' NME, the study's MSE), in one table."""
+    out = [
+        "| run | training photos | NME io (%) | NME oc (%) | own detector box: NME io / oc (%) | "
+        "MSE (px², 256 frame) | minutes | host | reproduce |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in official.get("rows", []):
+        t, box = r.get("test", {}), r.get("own_box") or {}
+        minutes = r.get("chain_min", r.get("train_min"))
+        what = "chain" if "chain_min" in r else "training"
+        own = f"{_pct(box.get('nme_io'))} / {_pct(box.get('nme_oc'))}" if box else "–"
+        command = f"`{r['command'].replace('HELEN', 'PATH/TO/HELEN')}`" if r.get("command") else "–"
+        out.append(
+            f"| **{r['run']}** ({r['commit'] if r.get('commit') else 'dlib 20.0'}) | "
+            f"{r.get('training_photos', '–')} | {_pct(t.get('nme_io'))} | {_pct(t.get('nme_oc'))} | "
+            f"{own} | {_num(t.get('mse'), '.1f')} | "
+            + ("–" if minutes is None or not r.get("host") else f"{minutes:.1f} ({what})")
+            + f" | {r.get('host') or 'not recorded'} | {command} |"
+        )
+    for p in official.get("published", []):
+        out.append(
+            f"| {p['method']}, as published | 2,000 | {_pct(p.get('nme_io'))} | – | – | "
+            f"{_num(p.get('mse'), '.2f')} | – | – | – |"
+        )
+    return out
+
+
+def official_section(official: dict) -> list[str]:
+    if not official.get("rows"):
+        return []
+    hosts = sorted({r["host"] for r in official["rows"] if r.get("host")})
+    return [
+        f"## {OFFICIAL_TITLE}",
+        "",
+        "Helen's 330 official test faces (the study's test set) with Helen's own 194 points, which the "
+        "development data does not hold: measured outside it, on the same crop and normalisations as "
+        "every table here; `lmkit run params/helen194-best-cpu.yaml -p data.root=PATH/TO/HELEN` with "
+        "Helen's release makes a row again. The test faces were never used to choose anything. "
+        "ERT rows: dlib's shape-predictor trainer on the same training photos, in the box around "
+        "each face's points. Hosts: " + "; ".join(f"{h} = {HOSTS.get(h, h)}" for h in hosts) + ".",
+        "",
+        *official_table(official),
+        "",
+    ]
+
+
 def _table(rows: list[dict]) -> list[str]:
     out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     out += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
@@ -301,6 +374,7 @@ def render(
         data.get("intro", "").strip(),
         "",
     ]
+    out += official_section(load_official(archive))
     for g in order:
         members = [r for r in rows if r["group"] == g]
         if not members:
@@ -365,7 +439,15 @@ def with_readme_table(readme: str, data: dict) -> str:
         raise ResultsError(
             f"README.md: no headline table between {README_BEGIN!r} and {README_END!r}"
         )
-    return readme[:start] + README_BEGIN + "\n" + readme_table(data) + "\n" + readme[end:]
+    official = load_official()
+    block = readme_table(data)
+    if official.get("rows"):
+        block += (
+            f"\n\n**{OFFICIAL_TITLE}** (NME in percent; `lmkit run ... -p data.root=PATH/TO/HELEN` "
+            "with Helen's release makes a row again; RESULTS.md says how):\n\n"
+            + "\n".join(official_table(official))
+        )
+    return readme[:start] + README_BEGIN + "\n" + block + "\n" + readme[end:]
 
 
 def archive_row(row: dict, what: str = "") -> dict:
