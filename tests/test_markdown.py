@@ -2,6 +2,8 @@
 included): every code fence closed where it was opened, every table a table, and no section of
 the results page cut off in mid-sentence by the next one."""
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,25 @@ def test_the_check_sees_an_open_fence_a_broken_table_and_a_cut_sentence():
     assert not problems(
         "## A\n\n```\ncode\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nDone.\n", alone=True
     )
+
+
+# words about how the software was built, not about the software: issue numbers, working
+# sessions, the first person, the development history
+HISTORY = re.compile(
+    r"\bissue \d+|\bsessions?\b|\b(I|we|our|us)\b|next commit|paused for", re.IGNORECASE
+)
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("page", PAGES + NOTEBOOKS, ids=lambda p: p.name)
+def test_pages_speak_of_the_software_only(page):
+    text = page.read_text()
+    if page.suffix == ".ipynb":
+        cells = json.loads(text)["cells"]
+        text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    prose = re.sub(
+        r"`[^`\n]*`", "", re.sub(r"```.*?```", "", text, flags=re.S)
+    )  # code is not prose
+    prose = prose.replace("i.e.", "")
+    found = sorted({m.group(0) for m in HISTORY.finditer(prose)})
+    assert not found, f"{page.name}: {found}"
