@@ -36,7 +36,8 @@ def load_checkpoint(path: Path, device="cpu") -> dict:
         hint = ""
         previous = Path(path).with_name("previous.pt")
         if Path(path).name == "last.pt" and previous.exists():
-            hint = f"; the checkpoint before it, {previous}, is kept: rename it to last.pt to resume from it"
+            hint = (f"; the checkpoint before it, {previous}, is kept: rename it to last.pt to "
+                    "resume from it")  # fmt: skip
         raise RuntimeError(
             f"{path}: cannot read checkpoint, corrupt or truncated ({type(e).__name__}: {e}){hint}"
         ) from None
@@ -86,7 +87,8 @@ def save_checkpoint(state: dict, folder: Path, best: bool) -> None:
 
 
 def save_epoch(out_dir: Path, model, opt, scaler, cfg, history: list[dict], best: bool) -> None:
-    """After an epoch: the checkpoints (weights, optimizer, scaler, history, config) and ``history.csv``."""
+    """After an epoch: the checkpoints (weights, optimizer, scaler, history, config) and
+    ``history.csv``."""
     state = {
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
@@ -153,5 +155,6 @@ def finish_checkpoints(folder: Path, keep: bool = False, log=print) -> None:
         log,
         "checkpoint",
         f"training finished: kept best.pt (weights only); removed last.pt and previous.pt "
-        f"({freed / 2**20:.0f} MiB; train.keep_checkpoints: true keeps them, to resume with more epochs)",
+        f"({freed / 2**20:.0f} MiB; train.keep_checkpoints: true keeps them, to resume with "
+        "more epochs)",
     )

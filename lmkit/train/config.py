@@ -77,7 +77,8 @@ class DevicePlan:
         )
         if self.device.type == "cpu" and self.autocast == "bfloat16" and not cpu_has_bf16():
             text += (
-                " (warning: this CPU has no native bfloat16 (AVX-512 BF16 or AMX); emulated bfloat16 "
+                " (warning: this CPU has no native bfloat16 (AVX-512 BF16 or AMX); "
+                "emulated bfloat16 "
                 "trained 12x slower than float32 on an AVX2 CPU: system.autocast: none)"
             )
         return text
@@ -134,7 +135,8 @@ class TrainConfig:
     @classmethod
     def from_params(cls, p: Params, device, mirror: tuple[int, ...] = (), **changes) -> TrainConfig:
         """From the params: each field named as a ``train`` or ``system`` key is that key; the rest
-        come from the model, data and seed. ``changes`` replace fields (a search trial's lr and budget)."""
+        come from the model, data and seed. ``changes`` replace fields (a search trial's lr and
+        budget)."""
         t = p.train
         named = {  # a replaced field is not read (a run's record)
             f.name: frozen(getattr(section, f.name))
@@ -173,6 +175,12 @@ class TrainConfig:
             lr=hp["lr"],
             weight_decay=hp["weight_decay"],
         )
+
+    def describe(self) -> str:
+        """The recipe in one line, for the training's log."""
+        return (f"loss {self.loss}, {self.optimizer}, schedule {self.schedule} "
+                f"(warm-up {self.warmup}), lr {self.lr:.2e}, weight decay {self.weight_decay:.2e}, "
+                f"{self.input_size}x{self.input_size}")  # fmt: skip
 
     def plan(self) -> DevicePlan:
         return DevicePlan.choose(

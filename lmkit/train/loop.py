@@ -62,22 +62,12 @@ def fit(
     log, writer = (log, True) if rank == 0 else (quiet, False)
     plan, device = cfg.plan(), torch.device(cfg.device)
     log(
-        f"{plan.describe()}; loss {cfg.loss}, {cfg.optimizer}, schedule {cfg.schedule} (warm-up "
-        f"{cfg.warmup}), lr {cfg.lr:.2e}, weight decay {cfg.weight_decay:.2e}; "
-        f"{len(train[0]) * cfg.epoch_multiplier} samples per epoch at {cfg.input_size}x{cfg.input_size}"
+        f"{plan.describe()}; {cfg.describe()}; "
+        f"{len(train[0]) * cfg.epoch_multiplier} samples per epoch"
     )
     cuda_switches(device)
     model.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
-    net = model
-    if world > 1:  # gradients averaged over the processes
-        ids = [device.index] if device.type == "cuda" else None
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        emit(
-            log,
-            "launch",
-            f"data-parallel: world size {world}, {cfg.batch_size // world} of every "
-            f"{cfg.batch_size} images per process",
-        )
+    net = data_parallel(model, cfg, world, log) if world > 1 else model
     net = torch.compile(net) if cfg.compile else net
     step_cfg = replace(cfg, batch_size=cfg.batch_size // world)
     opt = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -99,18 +89,15 @@ def fit(
         for i, (x, y) in enumerate(batches(images, landmarks, order, step_cfg, g, plan, src), 1):
             labels = y * (REFERENCE_SIZE / cfg.input_size)
             loss, pred = step(net, opt, scaler, x, labels, step_cfg)
-            mse = torch.nanmean(
-                (pred.detach().float() - labels) ** 2
-            )  # NaN: a joint face's missing points
+            # NaN: a joint face's missing points
+            mse = torch.nanmean((pred.detach().float() - labels) ** 2)
             bad = (sums[2] == 0) & ~torch.isfinite(loss.detach())
             sums[:3] += torch.stack(
                 [loss.detach().double() * len(x), mse.double() * len(x), bad.double() * i]
             )
             seen += len(x)
         sums[3] = seen
-        total, total_mse, bad_step, seen = epoch_sums(
-            sums, model, world
-        ).tolist()  # the epoch's one read
+        total, total_mse, bad_step, seen = epoch_sums(sums, model, world).tolist()  # one read
         if bad_step or not math.isfinite(total):
             where = f"step {int(bad_step)}" if world == 1 and bad_step else "a step"
             _diverged(
@@ -120,29 +107,16 @@ def fit(
         if not math.isfinite(val_mse):
             _diverged(f"the validation MSE is {val_mse} after epoch {epoch}", lr, out_dir, epoch)
         seconds = time.perf_counter() - t0
-        row = {
-            "epoch": epoch,
-            "train_loss": total / seen,
-            "train_mse": total_mse / seen,
-            "val_mse": val_mse,
-            "lr": lr,
-            "seconds": seconds,
-            "images_per_s": seen / seconds,
-        }
+        row = dict(epoch=epoch, train_loss=total / seen, train_mse=total_mse / seen,
+                   val_mse=val_mse, lr=lr, seconds=seconds,
+                   images_per_s=seen / seconds)  # fmt: skip
         if device.type == "cuda":  # the peak so far, for the GPU check
             row["max_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         history.append(row)
         emit(log, "epoch", _log_line(epoch, cfg.epochs, row), epochs=cfg.epochs, **row)
         if out_dir is not None and writer:
-            checkpoints.save_epoch(
-                Path(out_dir),
-                model,
-                opt,
-                scaler,
-                cfg,
-                history,
-                best=val_mse < best or cfg.keep_last,
-            )
+            is_best = val_mse < best or cfg.keep_last
+            checkpoints.save_epoch(Path(out_dir), model, opt, scaler, cfg, history, is_best)
         best = min(best, val_mse)
     if out_dir is not None and writer:
         checkpoints.finish_checkpoints(Path(out_dir), keep=cfg.keep_checkpoints, log=log)
@@ -151,7 +125,8 @@ def fit(
 
 def validate(model, val_images, val_landmarks, cfg: TrainConfig, src: int) -> float:
     """Validation MSE in px² of the 256 frame (on augmented copies under the study's protocol), on
-    the validation faces' points: a joint-trained network's first K outputs; in the run's precision."""
+    the validation faces' points: a joint-trained network's first K outputs; in the run's
+    precision."""
     pred, true = predict(
         model,
         val_images,
@@ -226,7 +201,7 @@ def batches(
             done.record(stream)
         return batch, done
 
-    # on a CPU the worker takes one thread for its ops (a thread-local setting), the model keeps the rest
+    # on a CPU the worker takes one thread for its ops (thread-local), the model keeps the rest
     initializer = (lambda: torch.set_num_threads(1)) if device.type == "cpu" else None
     with ThreadPoolExecutor(max_workers=1, initializer=initializer) as pool:
         pending = pool.submit(made, 0)
@@ -256,7 +231,8 @@ def place_training_set(images, landmarks, input_size: int, plan: DevicePlan, log
     """The training images and landmarks where the plan keeps them. Crops much larger than the
     input are shrunk once, as every batch would shrink them (a float32 working copy, ``preshrunk``);
     with ``plan.resident`` both go to the device, when they fit in half its free memory (each
-    process holds its own copy on its own device), else they stay in host memory, said in the log."""
+    process holds its own copy on its own device), else they stay in host memory, as the log
+    says."""
     working = preshrunk(images, input_size)
     images = images if working is None else working
     if not plan.resident:
@@ -271,7 +247,8 @@ def place_training_set(images, landmarks, input_size: int, plan: DevicePlan, log
         free = torch.cuda.mem_get_info(plan.device)[0]
         if need > free / 2:
             log(
-                f"training set kept in host memory: its {need / 2**20:,.0f} MiB would take more than half of "
+                f"training set kept in host memory: its {need / 2**20:,.0f} MiB would take "
+                "more than half of "
                 f"{plan.device}'s {free / 2**20:,.0f} MiB free"
             )
             return images, landmarks
@@ -299,6 +276,15 @@ def shard(order: torch.Tensor, global_batch: int, rank: int, world: int) -> torc
     return order[:full].view(-1, world, b)[:, rank].reshape(-1)
 
 
+def data_parallel(model, cfg: TrainConfig, world: int, log=quiet):
+    """The model in DistributedDataParallel: gradients averaged over the ``world`` processes."""
+    device = torch.device(cfg.device)
+    ids = [device.index] if device.type == "cuda" else None
+    emit(log, "launch", f"data-parallel: world size {world}, {cfg.batch_size // world} of every "
+         f"{cfg.batch_size} images per process")  # fmt: skip
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
 def epoch_sums(sums: torch.Tensor, model, world: int) -> torch.Tensor:
     """The epoch's sums (a tensor on the training device) added over all processes; batch-norm
     running statistics made rank 0's everywhere. Every collective runs on tensors on the model's
@@ -313,8 +299,9 @@ def epoch_sums(sums: torch.Tensor, model, world: int) -> torch.Tensor:
 def _log_line(epoch, epochs, row, width=20):
     done = round(width * epoch / epochs)
     return (
-        f"[{'#' * done}{'.' * (width - done)}] epoch {epoch:>3}/{epochs}  train {row['train_mse']:9.2f}  "
-        f"val {row['val_mse']:9.2f} px^2  {row['images_per_s']:6.1f} img/s  {row['seconds']:6.1f} s"
+        f"[{'#' * done}{'.' * (width - done)}] epoch {epoch:>3}/{epochs}  "
+        f"train {row['train_mse']:9.2f}  val {row['val_mse']:9.2f} px^2  "
+        f"{row['images_per_s']:6.1f} img/s  {row['seconds']:6.1f} s"
     )
 
 
