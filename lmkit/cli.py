@@ -7,7 +7,6 @@ examples:
   lmkit run params/quick.yaml --out reports/try --force   another folder, every notebook again
   lmkit run params/helen194-best-cpu.yaml              the best CPU recipe on the study's data (RESULTS.md)
   lmkit ablate params/helen68-best-cpu.yaml            after a run: the ablation (notebook 06)
-  lmkit pretrain params/helen194-best-cpu.yaml         a backbone pretrained without labels (model.pretrained)
   lmkit predict reports/helen68-best-cpu photos/ --out landmarks/   landmarks on your photos
   lmkit export reports/helen68-best-cpu --format onnx --out model.onnx
   lmkit search-worker reports/paper                    one more worker for a shared search
