@@ -278,7 +278,7 @@ def official_table(official: dict) -> list[str]:
     2,000 training photos (the classical methods' NME, the study's MSE), in one table."""
     out = [
         "| run | training photos | NME io (%) | NME oc (%) | own detector box: NME io / oc (%) | "
-        "MSE (px², 256 frame) | minutes | host | reproduce |",
+        "MSE (px², 256 frame) | minutes | host | with Helen's release |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in official.get("rows", []):
