@@ -183,9 +183,11 @@ class TrainConfig:
                 f"{self.input_size}x{self.input_size}")  # fmt: skip
 
     def plan(self) -> DevicePlan:
-        return DevicePlan.choose(
-            self.device, self.resident, self.prefetch, self.autocast, self.channels_last
-        )
+        """The device plan, chosen once per setting (every training step asks for it)."""
+        key = (self.device, self.resident, self.prefetch, self.autocast, self.channels_last)
+        if getattr(self, "_plan", (None,))[0] != key:
+            self._plan = (key, DevicePlan.choose(*key))
+        return self._plan[1]
 
     def mixed_precision(self):
         """The forward pass's mixed precision, as the plan chose it (a no-op in float32).
